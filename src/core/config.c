@@ -1,0 +1,926 @@
+/* INI configuration: libinih tokenizes, this file knows every section and key. One table lists each
+ * key with its type, range and place in eddy_config_t; values are parsed strictly (whole value
+ * consumed, finite, in range) and every rejection names origin, key, value and reason. The file is
+ * read whole (capped), fed to inih one line at a time so that line numbers and over-long lines are
+ * ours to report, then --set overrides apply, then cross-key checks run. */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CONFIG_MAX_FILE_BYTES (1u << 20) /* an INI file larger than this is refused */
+#define CONFIG_MAX_KAFKA 256             /* [kafka] properties */
+#define CONFIG_VALUE_MAX (EDDY_CONFIG_STR * 4)
+
+typedef enum {
+  K_STR,    /* free text, may be empty */
+  K_PATH,   /* non-empty text */
+  K_NAME,   /* [A-Za-z0-9_.-]+ */
+  K_TOPIC,  /* Kafka topic name: [A-Za-z0-9._-]{1,249}; "" allowed when min == 0 */
+  K_DEVICE, /* cpu | cuda | cuda:N | cuda:all */
+  K_URL,    /* http:// or https:// */
+  K_BIND,   /* host:port */
+  K_INT,    /* int field, non-negative */
+  K_U32,
+  K_U64,
+  K_SIZE, /* u64 with an optional binary suffix */
+  K_F32,
+  K_F64,
+  K_BOOL,
+  K_HIDDEN, /* comma list of layer widths into spec.hidden / spec.n_hidden */
+  K_HEAD,
+  K_PREC,
+  K_OPTIM,
+  K_STRATEGY,
+  K_DTYPE, /* string field, canonical upper case */
+  K_FORMAT /* string field */
+} kind_t;
+
+enum { OPEN_MIN = 1, OPEN_MAX = 2 };
+
+typedef struct {
+  const char *section;
+  const char *key;
+  kind_t kind;
+  size_t off;
+  size_t size;     /* bytes of a string field */
+  double min, max; /* numbers: range; K_TOPIC: min 0 allows "" */
+  int open;        /* OPEN_MIN / OPEN_MAX: exclusive bounds for floats */
+} key_def_t;
+
+#define OFF(f) offsetof(eddy_config_t, f)
+#define STR(s, k, kind, f) \
+  { s, k, kind, OFF(f), sizeof(((eddy_config_t *)0)->f), 0, 0, 0 }
+#define NUM(s, k, kind, f, lo, hi) \
+  { s, k, kind, OFF(f), 0, lo, hi, 0 }
+#define FLT(s, k, kind, f, lo, hi, open) \
+  { s, k, kind, OFF(f), 0, lo, hi, open }
+#define TOPIC(s, k, f, required) \
+  { s, k, K_TOPIC, OFF(f), sizeof(((eddy_config_t *)0)->f), required, 0, 0 }
+
+static const key_def_t keys[] = {
+    STR("model", "name", K_NAME, model_name),
+    NUM("model", "hash_bits", K_U32, spec.hash_bits, 0, 30),
+    NUM("model", "embed_dim", K_U32, spec.embed_dim, 0, 4096),
+    NUM("model", "dense_dim", K_U32, spec.dense_dim, 0, 1048576),
+    NUM("model", "hidden", K_HIDDEN, spec, 1, 65536),
+    NUM("model", "head", K_HEAD, spec.head, 0, 0),
+    NUM("model", "classes", K_U32, spec.classes, 1, 65536),
+
+    STR("train", "device", K_DEVICE, device),
+    NUM("train", "precision", K_PREC, train.precision, 0, 0),
+    NUM("train", "batch_size", K_U32, batch_size, 1, 1048576),
+    NUM("train", "accum_steps", K_U32, accum_steps, 1, 65536),
+    NUM("train", "optimizer", K_OPTIM, train.optimizer, 0, 0),
+    FLT("train", "lr", K_F32, train.lr, 0, 1000, OPEN_MIN),
+    FLT("train", "momentum", K_F32, train.momentum, 0, 1, OPEN_MAX),
+    FLT("train", "beta1", K_F32, train.beta1, 0, 1, OPEN_MAX),
+    FLT("train", "beta2", K_F32, train.beta2, 0, 1, OPEN_MAX),
+    FLT("train", "eps", K_F32, train.eps, 0, 1, OPEN_MIN),
+    FLT("train", "weight_decay", K_F32, train.weight_decay, 0, 100, 0),
+    FLT("train", "clip_norm", K_F32, train.clip_norm, 0, 1e9, 0),
+    NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0),
+    NUM("train", "threads", K_INT, train.threads, 0, 1024),
+    FLT("train", "holdout_fraction", K_F64, holdout_fraction, 0, 0.5, 0),
+    NUM("train", "max_skipped_steps", K_U32, max_skipped_steps, 1, 1000000000),
+    NUM("train", "metrics_window", K_U32, metrics_window, 1, 1000000000),
+    FLT("train", "loss_scale.init", K_F32, train.loss_scale.init_scale, 1, 1e9, 0),
+    FLT("train", "loss_scale.growth", K_F32, train.loss_scale.growth, 1, 1000, OPEN_MIN),
+    FLT("train", "loss_scale.backoff", K_F32, train.loss_scale.backoff, 0, 1, OPEN_MIN | OPEN_MAX),
+    NUM("train", "loss_scale.interval", K_U32, train.loss_scale.interval, 1, 1000000000),
+    FLT("train", "loss_scale.min", K_F32, train.loss_scale.min_scale, 0, 1e9, OPEN_MIN),
+    NUM("train", "loss_scale.dynamic", K_BOOL, train.loss_scale.enabled, 0, 0),
+
+    TOPIC("stream", "topic", topic, 1),
+    STR("stream", "format", K_FORMAT, format),
+    TOPIC("stream", "dlq_topic", dlq_topic, 0),
+    NUM("stream", "max_event_bytes", K_U32, max_event_bytes, 16, 67108864),
+
+    STR("buffer", "path", K_PATH, buffer_path),
+    NUM("buffer", "capacity_events", K_U64, buffer_capacity_events, 1, 1e12),
+    NUM("buffer", "capacity_bytes", K_SIZE, buffer_capacity_bytes, 1048576, 1125899906842624.0),
+    NUM("buffer", "sync", K_BOOL, buffer_sync, 0, 0),
+
+    FLT("replay", "ratio", K_F64, replay_ratio, 0, 0.95, 0),
+    NUM("replay", "strategy", K_STRATEGY, replay_strategy, 0, 0),
+    NUM("replay", "reservoir_size", K_U32, reservoir_size, 1, 100000000),
+    NUM("replay", "idle_steps", K_U32, replay_idle_steps, 0, 1000000000),
+
+    STR("snapshot", "store", K_PATH, snapshot_store),
+    NUM("snapshot", "every_steps", K_U32, snapshot_every_steps, 0, 1000000000),
+    NUM("snapshot", "every_seconds", K_U32, snapshot_every_seconds, 0, 10000000),
+    STR("snapshot", "dtype", K_DTYPE, snapshot_dtype),
+    NUM("snapshot", "keep", K_U32, snapshot_keep, 1, 1000000),
+    TOPIC("snapshot", "topic", snapshot_topic, 1),
+    FLT("snapshot", "gate.max_regression", K_F64, gate_max_regression, 0, 1e6, 0),
+
+    STR("serve", "trainer_url", K_URL, serve_trainer_url),
+    STR("serve", "store", K_STR, serve_store),
+    NUM("serve", "poll_seconds", K_U32, serve_poll_seconds, 1, 86400),
+    NUM("serve", "threads", K_U32, serve_threads, 1, 1024),
+
+    STR("http", "bind", K_BIND, http_bind),
+    STR("http", "token_file", K_STR, http_token_file),
+    NUM("http", "max_body_bytes", K_SIZE, http_max_body_bytes, 1, 1073741824),
+};
+
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+static const char *const sections[] = {"model",  "train",    "stream", "kafka", "buffer",
+                                       "replay", "snapshot", "serve",  "http"};
+
+static const char *const head_names[] = {"logistic", "softmax", "squared", NULL};
+static const char *const prec_names[] = {"fp32", "bf16", "fp16", NULL};
+static const char *const optim_names[] = {"sgd", "adam", "adamw", "adagrad", NULL};
+static const char *const strategy_names[] = {"uniform", "recent", "balanced", NULL};
+static const char *const dtype_names[] = {"F32", "F16", "BF16", NULL};
+static const char *const format_names[] = {"json", NULL};
+
+typedef struct {
+  char origin[EDDY_CONFIG_STR];
+  char value[CONFIG_VALUE_MAX];
+  uint64_t seq; /* 0: default; otherwise order of assignment */
+} key_state_t;
+
+typedef struct {
+  eddy_config_t *cfg;
+  const char *name;
+  const char *text;
+  size_t len, pos;
+  int line;
+  uint64_t seq;
+  key_state_t state[N_KEYS];
+  /* first error */
+  bool failed;
+  eddy_err_t code;
+  int err_line;
+  bool err_from_handler;
+  char *errstr;
+  size_t errstr_size;
+  /* a section header not (yet) followed by a key, reported when unknown and left empty */
+  int section_line;
+  char section_name[64];
+  bool section_unknown, section_used;
+} load_ctx_t;
+
+void eddy_config_defaults(eddy_config_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  snprintf(cfg->model_name, sizeof cfg->model_name, "model");
+  cfg->spec.hash_bits = 18;
+  cfg->spec.embed_dim = 16;
+  cfg->spec.dense_dim = 0;
+  cfg->spec.n_hidden = 1;
+  cfg->spec.hidden[0] = 64;
+  cfg->spec.head = EDDY_HEAD_LOGISTIC;
+  cfg->spec.classes = 2;
+
+  snprintf(cfg->device, sizeof cfg->device, "cpu");
+  cfg->train.precision = EDDY_PREC_FP32;
+  cfg->train.optimizer = EDDY_OPT_ADAM;
+  cfg->train.lr = 0.001f;
+  cfg->train.momentum = 0.9f;
+  cfg->train.beta1 = 0.9f;
+  cfg->train.beta2 = 0.999f;
+  cfg->train.eps = 1e-8f;
+  cfg->train.weight_decay = 0.0f;
+  cfg->train.clip_norm = 0.0f;
+  cfg->train.seed = 42;
+  cfg->train.threads = 1;
+  cfg->train.loss_scale.enabled = true;
+  cfg->train.loss_scale.init_scale = 65536.0f;
+  cfg->train.loss_scale.growth = 2.0f;
+  cfg->train.loss_scale.backoff = 0.5f;
+  cfg->train.loss_scale.interval = 2000;
+  cfg->train.loss_scale.min_scale = 1.0f;
+  cfg->batch_size = 64;
+  cfg->accum_steps = 1;
+  cfg->holdout_fraction = 0.02;
+  cfg->max_skipped_steps = 100;
+  cfg->metrics_window = 10000;
+
+  snprintf(cfg->topic, sizeof cfg->topic, "events");
+  snprintf(cfg->format, sizeof cfg->format, "json");
+  cfg->max_event_bytes = 65536;
+
+  snprintf(cfg->buffer_path, sizeof cfg->buffer_path, "eddy-buffer");
+  cfg->buffer_capacity_events = 1000000;
+  cfg->buffer_capacity_bytes = 1ull << 30;
+  cfg->buffer_sync = true;
+
+  cfg->replay_ratio = 0.25;
+  cfg->replay_strategy = EDDY_REPLAY_UNIFORM;
+  cfg->reservoir_size = 10000;
+  cfg->replay_idle_steps = 0;
+
+  snprintf(cfg->snapshot_store, sizeof cfg->snapshot_store, "snapshots");
+  cfg->snapshot_every_steps = 500;
+  cfg->snapshot_every_seconds = 60;
+  snprintf(cfg->snapshot_dtype, sizeof cfg->snapshot_dtype, "F32");
+  cfg->snapshot_keep = 10;
+  snprintf(cfg->snapshot_topic, sizeof cfg->snapshot_topic, "eddy-snapshots");
+  cfg->gate_max_regression = 0.02;
+
+  snprintf(cfg->serve_trainer_url, sizeof cfg->serve_trainer_url, "http://127.0.0.1:8080");
+  cfg->serve_poll_seconds = 5;
+  cfg->serve_threads = 4;
+
+  snprintf(cfg->http_bind, sizeof cfg->http_bind, "127.0.0.1:8080");
+  cfg->http_max_body_bytes = 1048576;
+}
+
+void eddy_config_free(eddy_config_t *cfg) {
+  if (!cfg) return;
+  free(cfg->kafka);
+  cfg->kafka = NULL;
+  cfg->n_kafka = 0;
+}
+
+const char *eddy_config_kafka(const eddy_config_t *cfg, const char *key) {
+  if (!cfg || !key) return NULL;
+  for (size_t i = 0; i < cfg->n_kafka; i++)
+    if (strcmp(cfg->kafka[i].key, key) == 0) return cfg->kafka[i].value;
+  return NULL;
+}
+
+/* Value parsers: each returns NULL when the value is accepted, else the reason. */
+
+static bool ieq(const char *a, const char *b) { return strcasecmp(a, b) == 0; }
+
+/* Strict unsigned decimal: digits only, no sign, no overflow. */
+static bool parse_u64(const char *s, uint64_t *out) {
+  if (!isdigit((unsigned char)s[0])) return false;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end) return false;
+  *out = v;
+  return true;
+}
+
+/* Strict finite double; *finite false for inf/nan spellings. */
+static bool parse_f64(const char *s, double *out, bool *finite) {
+  *finite = true;
+  if (!*s || isspace((unsigned char)s[0])) return false;
+  errno = 0;
+  char *end;
+  double v = strtod(s, &end);
+  if (*end || end == s) return false;
+  if (!isfinite(v)) {
+    *finite = false;
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+/* Table bounds are doubles; 2^64 and above mean "no upper bound". */
+static uint64_t bound_u64(double b) {
+  return b >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)b;
+}
+
+static const char *range_reason(double lo, double hi, bool whole, char *why, size_t n) {
+  snprintf(why, n, "must be %sbetween %llu and %llu", whole ? "a whole number " : "",
+           (unsigned long long)bound_u64(lo), (unsigned long long)bound_u64(hi));
+  return why;
+}
+
+/* Reason for a value that is not a plain unsigned integer. */
+static const char *int_reason(const char *value, double lo, double hi, char *why, size_t n) {
+  double d;
+  bool finite;
+  if (parse_f64(value, &d, &finite) || !finite) return range_reason(lo, hi, true, why, n);
+  snprintf(why, n, "not a number");
+  return why;
+}
+
+static const char *parse_uint(const char *value, double lo, double hi, uint64_t *out, char *why,
+                              size_t n) {
+  if (!parse_u64(value, out)) return int_reason(value, lo, hi, why, n);
+  if (*out < bound_u64(lo) || *out > bound_u64(hi)) return range_reason(lo, hi, false, why, n);
+  return NULL;
+}
+
+/* Integer with an optional binary suffix: K, M, G, T, KiB, MiB, GiB, TiB (all powers of 1024). */
+static const char *parse_size(const char *value, double lo, double hi, uint64_t *out, char *why,
+                              size_t n) {
+  static const char *const suffixes[] = {"K", "M", "G", "T"};
+  size_t digits = 0;
+  while (isdigit((unsigned char)value[digits])) digits++;
+  const char *suf = value + digits;
+  int shift = 0;
+  if (*suf) {
+    for (int i = 0; i < 4; i++) {
+      size_t sl = strlen(suffixes[i]);
+      if (strncasecmp(suf, suffixes[i], sl) == 0 &&
+          (suf[sl] == '\0' || strcasecmp(suf + sl, "iB") == 0))
+        shift = 10 * (i + 1);
+    }
+    if (!shift || digits == 0) {
+      snprintf(why, n,
+               "not a size (a whole number, optionally with K, M, G, T, KiB, MiB, GiB or TiB)");
+      return why;
+    }
+  }
+  char num[32];
+  if (digits == 0) return int_reason(value, lo, hi, why, n);
+  if (digits >= sizeof num) return range_reason(lo, hi, false, why, n);
+  memcpy(num, value, digits);
+  num[digits] = '\0';
+  uint64_t v;
+  if (!parse_u64(num, &v) || (shift && v > (UINT64_MAX >> shift)))
+    return range_reason(lo, hi, false, why, n);
+  v <<= shift;
+  if (v < bound_u64(lo) || v > bound_u64(hi)) return range_reason(lo, hi, false, why, n);
+  *out = v;
+  return NULL;
+}
+
+/* Whole bounds in plain digits (1000000000, not 1e+09); others as %g. */
+static void format_bound(double b, char *out, size_t n) {
+  if (b == floor(b) && fabs(b) < 1e15)
+    snprintf(out, n, "%.0f", b);
+  else
+    snprintf(out, n, "%g", b);
+}
+
+static const char *parse_float(const key_def_t *k, const char *value, double *out, char *why,
+                               size_t n) {
+  bool finite;
+  if (!parse_f64(value, out, &finite)) {
+    snprintf(why, n, finite ? "not a number" : "not a finite number");
+    return why;
+  }
+  bool lo_ok = (k->open & OPEN_MIN) ? *out > k->min : *out >= k->min;
+  bool hi_ok = (k->open & OPEN_MAX) ? *out < k->max : *out <= k->max;
+  if (lo_ok && hi_ok) return NULL;
+  char lo[32], hi[32];
+  format_bound(k->min, lo, sizeof lo);
+  format_bound(k->max, hi, sizeof hi);
+  if (!k->open)
+    snprintf(why, n, "must be between %s and %s", lo, hi);
+  else
+    snprintf(why, n, "must be %s %s and %s %s", (k->open & OPEN_MIN) ? ">" : ">=", lo,
+             (k->open & OPEN_MAX) ? "<" : "<=", hi);
+  return why;
+}
+
+static const char *parse_bool(const char *value, bool *out) {
+  static const char *const yes[] = {"true", "1", "yes", "on"};
+  static const char *const no[] = {"false", "0", "no", "off"};
+  for (int i = 0; i < 4; i++) {
+    if (ieq(value, yes[i])) {
+      *out = true;
+      return NULL;
+    }
+    if (ieq(value, no[i])) {
+      *out = false;
+      return NULL;
+    }
+  }
+  return "expected true or false (also 1/0, yes/no, on/off)";
+}
+
+static const char *parse_enum(const char *value, const char *const *names, int *out, char *why,
+                              size_t n) {
+  for (int i = 0; names[i]; i++) {
+    if (ieq(value, names[i])) {
+      *out = i;
+      return NULL;
+    }
+  }
+  size_t used = (size_t)snprintf(why, n, "expected one of");
+  for (int i = 0; names[i] && used < n; i++)
+    used += (size_t)snprintf(why + used, n - used, "%s %s", i ? "," : "", names[i]);
+  return why;
+}
+
+static const char *parse_hidden(const char *value, double lo, double hi, eddy_model_spec_t *spec,
+                                char *why, size_t n) {
+  uint32_t layers[EDDY_MAX_HIDDEN];
+  uint32_t count = 0;
+  const char *p = value;
+  while (isspace((unsigned char)*p)) p++;
+  if (*p == '\0') {
+    spec->n_hidden = 0;
+    memset(spec->hidden, 0, sizeof spec->hidden);
+    return NULL;
+  }
+  for (;;) {
+    while (isspace((unsigned char)*p)) p++;
+    size_t digits = 0;
+    while (isdigit((unsigned char)p[digits])) digits++;
+    if (digits == 0) return "not a comma-separated list of layer widths (e.g. 256,128)";
+    if (count == EDDY_MAX_HIDDEN) {
+      snprintf(why, n, "at most %d hidden layers", EDDY_MAX_HIDDEN);
+      return why;
+    }
+    char num[16];
+    uint64_t v = UINT64_MAX;
+    if (digits < sizeof num) {
+      memcpy(num, p, digits);
+      num[digits] = '\0';
+      if (!parse_u64(num, &v)) v = UINT64_MAX;
+    }
+    if ((double)v < lo || (double)v > hi) {
+      snprintf(why, n, "each layer width must be between %.0f and %.0f", lo, hi);
+      return why;
+    }
+    layers[count++] = (uint32_t)v;
+    p += digits;
+    while (isspace((unsigned char)*p)) p++;
+    if (*p == '\0') break;
+    if (*p != ',') return "not a comma-separated list of layer widths (e.g. 256,128)";
+    p++;
+  }
+  spec->n_hidden = count;
+  memset(spec->hidden, 0, sizeof spec->hidden);
+  memcpy(spec->hidden, layers, count * sizeof layers[0]);
+  return NULL;
+}
+
+static bool is_name_char(char c) {
+  return isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
+}
+
+static const char *check_text(const key_def_t *k, const char *value, char *why, size_t n) {
+  size_t len = strlen(value);
+  if (len >= k->size) {
+    snprintf(why, n, "longer than %zu bytes", k->size - 1);
+    return why;
+  }
+  switch (k->kind) {
+    case K_PATH:
+      if (len == 0) return "must not be empty";
+      break;
+    case K_NAME:
+      if (len == 0) return "must not be empty";
+      for (size_t i = 0; i < len; i++)
+        if (!is_name_char(value[i])) return "only letters, digits, '_', '.' and '-' are allowed";
+      break;
+    case K_TOPIC:
+      if (len == 0) return k->min > 0 ? "must not be empty" : NULL;
+      if (len > 249) return "a Kafka topic name has at most 249 characters";
+      for (size_t i = 0; i < len; i++)
+        if (!is_name_char(value[i]))
+          return "a Kafka topic name has only letters, digits, '_', '.' and '-'";
+      break;
+    case K_DEVICE: {
+      if (strcmp(value, "cpu") == 0 || strcmp(value, "cuda") == 0 || strcmp(value, "cuda:all") == 0)
+        break;
+      uint64_t ord;
+      if (strncmp(value, "cuda:", 5) == 0 && parse_u64(value + 5, &ord) && ord < 64) break;
+      return "expected cpu, cuda, cuda:N (N 0..63) or cuda:all";
+    }
+    case K_URL:
+      if ((strncmp(value, "http://", 7) != 0 || len == 7) &&
+          (strncmp(value, "https://", 8) != 0 || len == 8))
+        return "expected an http:// or https:// URL";
+      break;
+    case K_BIND: {
+      const char *colon = strrchr(value, ':');
+      uint64_t port;
+      if (!colon || colon == value || !parse_u64(colon + 1, &port) || port > 65535)
+        return "expected host:port (port 0..65535)";
+      break;
+    }
+    default:
+      break;
+  }
+  return NULL;
+}
+
+/* Parses value for key k into cfg; NULL on success, else the reason (possibly in why). */
+static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *value, char *why,
+                          size_t n) {
+  void *field = (char *)cfg + k->off;
+  const char *reason = NULL;
+  uint64_t u = 0;
+  double d = 0;
+  int idx = 0;
+  bool b = false;
+  switch (k->kind) {
+    case K_STR:
+    case K_PATH:
+    case K_NAME:
+    case K_TOPIC:
+    case K_DEVICE:
+    case K_URL:
+    case K_BIND:
+      if (!(reason = check_text(k, value, why, n))) snprintf(field, k->size, "%s", value);
+      break;
+    case K_INT:
+      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n))) *(int *)field = (int)u;
+      break;
+    case K_U32:
+      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n)))
+        *(uint32_t *)field = (uint32_t)u;
+      break;
+    case K_U64:
+      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n))) *(uint64_t *)field = u;
+      break;
+    case K_SIZE:
+      if (!(reason = parse_size(value, k->min, k->max, &u, why, n))) *(uint64_t *)field = u;
+      break;
+    case K_F32:
+      if (!(reason = parse_float(k, value, &d, why, n))) {
+        if (d != 0 && (float)d == 0.0f)
+          reason = "too small for a 32-bit float";
+        else
+          *(float *)field = (float)d;
+      }
+      break;
+    case K_F64:
+      if (!(reason = parse_float(k, value, &d, why, n))) *(double *)field = d;
+      break;
+    case K_BOOL:
+      if (!(reason = parse_bool(value, &b))) *(bool *)field = b;
+      break;
+    case K_HIDDEN:
+      reason = parse_hidden(value, k->min, k->max, &cfg->spec, why, n);
+      break;
+    case K_HEAD:
+      if (!(reason = parse_enum(value, head_names, &idx, why, n)))
+        cfg->spec.head = (eddy_head_t)idx;
+      break;
+    case K_PREC:
+      if (!(reason = parse_enum(value, prec_names, &idx, why, n)))
+        cfg->train.precision = (eddy_precision_t)idx;
+      break;
+    case K_OPTIM:
+      if (!(reason = parse_enum(value, optim_names, &idx, why, n)))
+        cfg->train.optimizer = (eddy_optim_t)idx;
+      break;
+    case K_STRATEGY:
+      if (!(reason = parse_enum(value, strategy_names, &idx, why, n)))
+        cfg->replay_strategy = (eddy_replay_strategy_t)idx;
+      break;
+    case K_DTYPE:
+      if (!(reason = parse_enum(value, dtype_names, &idx, why, n)))
+        snprintf(field, k->size, "%s", dtype_names[idx]);
+      break;
+    case K_FORMAT:
+      if (!(reason = parse_enum(value, format_names, &idx, why, n)))
+        snprintf(field, k->size, "%s", format_names[idx]);
+      break;
+  }
+  return reason;
+}
+
+/* Text of the current value of key k, for messages about defaults. */
+static void format_value(const eddy_config_t *cfg, const key_def_t *k, char *out, size_t n) {
+  const void *field = (const char *)cfg + k->off;
+  switch (k->kind) {
+    case K_INT:
+      snprintf(out, n, "%d", *(const int *)field);
+      break;
+    case K_U32:
+      snprintf(out, n, "%u", *(const uint32_t *)field);
+      break;
+    case K_U64:
+    case K_SIZE:
+      snprintf(out, n, "%llu", (unsigned long long)*(const uint64_t *)field);
+      break;
+    case K_F32:
+      snprintf(out, n, "%g", (double)*(const float *)field);
+      break;
+    case K_F64:
+      snprintf(out, n, "%g", *(const double *)field);
+      break;
+    case K_BOOL:
+      snprintf(out, n, "%s", *(const bool *)field ? "true" : "false");
+      break;
+    case K_HIDDEN: {
+      size_t used = 0;
+      out[0] = '\0';
+      for (uint32_t i = 0; i < cfg->spec.n_hidden && used < n; i++)
+        used += (size_t)snprintf(out + used, n - used, "%s%u", i ? "," : "", cfg->spec.hidden[i]);
+      break;
+    }
+    case K_HEAD:
+      snprintf(out, n, "%s", head_names[cfg->spec.head]);
+      break;
+    case K_PREC:
+      snprintf(out, n, "%s", prec_names[cfg->train.precision]);
+      break;
+    case K_OPTIM:
+      snprintf(out, n, "%s", optim_names[cfg->train.optimizer]);
+      break;
+    case K_STRATEGY:
+      snprintf(out, n, "%s", strategy_names[cfg->replay_strategy]);
+      break;
+    default:
+      snprintf(out, n, "%s", (const char *)field);
+      break;
+  }
+}
+
+static bool known_section(const char *section) {
+  for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+    if (strcmp(section, sections[i]) == 0) return true;
+  return false;
+}
+
+static eddy_err_t fail(load_ctx_t *c, eddy_err_t err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static eddy_err_t fail(load_ctx_t *c, eddy_err_t err, const char *fmt, ...) {
+  if (c->failed) return err;
+  c->failed = true;
+  c->code = err;
+  if (c->errstr && c->errstr_size) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, c->errstr_size, fmt, ap);
+    va_end(ap);
+  }
+  return err;
+}
+
+static eddy_err_t kafka_put(load_ctx_t *c, const char *origin, const char *key, const char *value) {
+  eddy_config_t *cfg = c->cfg;
+  if (key[0] == '\0')
+    return fail(c, EDDY_ERR_CONFIG, "%s: kafka. = \"%s\": empty property name", origin, value);
+  if (strlen(key) >= sizeof cfg->kafka[0].key)
+    return fail(c, EDDY_ERR_CONFIG, "%s: kafka.%s = \"%s\": property name longer than %zu bytes",
+                origin, key, value, sizeof cfg->kafka[0].key - 1);
+  if (strlen(value) >= sizeof cfg->kafka[0].value)
+    return fail(c, EDDY_ERR_CONFIG, "%s: kafka.%s = \"%.64s...\": longer than %zu bytes", origin,
+                key, value, sizeof cfg->kafka[0].value - 1);
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    if (strcmp(cfg->kafka[i].key, key) == 0) { /* drop the earlier setting: the last one wins */
+      memmove(&cfg->kafka[i], &cfg->kafka[i + 1], (cfg->n_kafka - i - 1) * sizeof cfg->kafka[0]);
+      cfg->n_kafka--;
+      break;
+    }
+  }
+  if (cfg->n_kafka == CONFIG_MAX_KAFKA)
+    return fail(c, EDDY_ERR_CONFIG, "%s: kafka.%s = \"%s\": more than %d [kafka] properties",
+                origin, key, value, CONFIG_MAX_KAFKA);
+  eddy_config_kv_t *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
+  if (!grown) return fail(c, EDDY_ERR_NOMEM, "%s: kafka.%s: out of memory", origin, key);
+  cfg->kafka = grown;
+  eddy_config_kv_t *kv = &cfg->kafka[cfg->n_kafka++];
+  memset(kv, 0, sizeof *kv);
+  snprintf(kv->key, sizeof kv->key, "%s", key);
+  snprintf(kv->value, sizeof kv->value, "%s", value);
+  snprintf(kv->origin, sizeof kv->origin, "%s", origin);
+  return EDDY_OK;
+}
+
+/* Applies one section.key = value from origin. */
+static eddy_err_t apply(load_ctx_t *c, const char *origin, const char *section, const char *key,
+                        const char *value) {
+  if (section[0] == '\0')
+    return fail(c, EDDY_ERR_CONFIG, "%s: %s = \"%s\": key outside any [section]", origin, key,
+                value);
+  if (!known_section(section))
+    return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": unknown section", origin, section, key,
+                value);
+  if (strcmp(section, "kafka") == 0) return kafka_put(c, origin, key, value);
+  for (size_t i = 0; i < N_KEYS; i++) {
+    const key_def_t *k = &keys[i];
+    if (strcmp(k->section, section) != 0 || strcmp(k->key, key) != 0) continue;
+    char why[160];
+    const char *reason = assign(c->cfg, k, value, why, sizeof why);
+    if (reason)
+      return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": %s", origin, section, key, value,
+                  reason);
+    key_state_t *st = &c->state[i];
+    snprintf(st->origin, sizeof st->origin, "%s", origin);
+    snprintf(st->value, sizeof st->value, "%s", value);
+    st->seq = ++c->seq;
+    return EDDY_OK;
+  }
+  return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": unknown key", origin, section, key, value);
+}
+
+static size_t key_index(const char *section, const char *key) {
+  for (size_t i = 0; i < N_KEYS; i++)
+    if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0) return i;
+  abort(); /* only called with names from this file */
+}
+
+/* Reports a cross-key violation against whichever of the keys a and b was set last. */
+static eddy_err_t cross_fail(load_ctx_t *c, const char *a, const char *b, const char *reason) {
+  char sa[32], sb[32];
+  snprintf(sa, sizeof sa, "%s", a);
+  snprintf(sb, sizeof sb, "%s", b);
+  char *dot_a = strchr(sa, '.'), *dot_b = strchr(sb, '.');
+  *dot_a = *dot_b = '\0';
+  size_t ia = key_index(sa, dot_a + 1), ib = key_index(sb, dot_b + 1);
+  size_t i = c->state[ib].seq > c->state[ia].seq ? ib : ia;
+  const key_state_t *st = &c->state[i];
+  return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": %s", st->origin, keys[i].section,
+              keys[i].key, st->value, reason);
+}
+
+static eddy_err_t check_cross(load_ctx_t *c) {
+  const eddy_config_t *cfg = c->cfg;
+  if (cfg->spec.head == EDDY_HEAD_SOFTMAX && cfg->spec.classes < 2)
+    return cross_fail(c, "model.head", "model.classes", "a softmax head needs model.classes >= 2");
+  if (cfg->spec.embed_dim == 0 && cfg->spec.dense_dim == 0)
+    return cross_fail(c, "model.embed_dim", "model.dense_dim",
+                      "the model needs an input: model.embed_dim or model.dense_dim must be > 0");
+  if (cfg->spec.embed_dim > 0 && cfg->spec.hash_bits == 0)
+    return cross_fail(c, "model.embed_dim", "model.hash_bits",
+                      "model.embed_dim > 0 needs model.hash_bits between 1 and 30");
+  if (cfg->train.loss_scale.min_scale > cfg->train.loss_scale.init_scale)
+    return cross_fail(c, "train.loss_scale.init", "train.loss_scale.min",
+                      "train.loss_scale.min must not exceed train.loss_scale.init");
+  /* The model layer's own limits (e.g. total parameter count) against the newest model key. */
+  char why[256];
+  if (eddy_model_spec_validate(&cfg->spec, why, sizeof why) != EDDY_OK) {
+    size_t last = key_index("model", "name");
+    for (size_t i = 0; i < N_KEYS; i++)
+      if (strcmp(keys[i].section, "model") == 0 && c->state[i].seq > c->state[last].seq) last = i;
+    return fail(c, EDDY_ERR_CONFIG, "%s: model.%s = \"%s\": %s", c->state[last].origin,
+                keys[last].key, c->state[last].value, why);
+  }
+  return EDDY_OK;
+}
+
+/* Ends the pending section header: an unknown section that held no key is an error. */
+static bool close_section(load_ctx_t *c) {
+  if (c->section_unknown && !c->section_used) {
+    fail(c, EDDY_ERR_CONFIG, "%s:%d: [%s]: unknown section", c->name, c->section_line,
+         c->section_name);
+    c->err_line = c->section_line;
+    return false;
+  }
+  c->section_unknown = false;
+  return true;
+}
+
+/* inih reader: hands out one line per call, left-trimmed (so indented lines are never taken as
+ * continuations), without a BOM; stops at the first error. */
+static char *read_line(char *buf, int num, void *stream) {
+  load_ctx_t *c = stream;
+  if (c->failed) return NULL;
+  if (c->pos >= c->len) {
+    close_section(c);
+    return NULL;
+  }
+  const char *p = c->text + c->pos;
+  size_t rest = c->len - c->pos;
+  const char *nl = memchr(p, '\n', rest);
+  size_t n = nl ? (size_t)(nl - p) : rest;
+  c->pos += nl ? n + 1 : n;
+  c->line++;
+  if (n > 0 && p[n - 1] == '\r') n--;
+  if (c->line == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+    p += 3;
+    n -= 3;
+  }
+  size_t max = num > 2 ? (size_t)num - 2 : 0; /* room for '\n' and NUL */
+  if (n > max) {
+    fail(c, EDDY_ERR_CONFIG, "%s:%d: line too long (max %zu bytes)", c->name, c->line, max);
+    c->err_line = c->line;
+    return NULL;
+  }
+  if (memchr(p, '\0', n)) {
+    fail(c, EDDY_ERR_CONFIG, "%s:%d: syntax error (NUL byte)", c->name, c->line);
+    c->err_line = c->line;
+    return NULL;
+  }
+  while (n > 0 && isspace((unsigned char)*p)) {
+    p++;
+    n--;
+  }
+  if (n > 0 && *p == '[') {
+    if (!close_section(c)) return NULL;
+    const char *end = memchr(p, ']', n);
+    if (end) {
+      size_t len = (size_t)(end - p - 1);
+      if (len >= sizeof c->section_name) len = sizeof c->section_name - 1;
+      memcpy(c->section_name, p + 1, len);
+      c->section_name[len] = '\0';
+      c->section_line = c->line;
+      c->section_unknown = !known_section(c->section_name);
+      c->section_used = false;
+    }
+  }
+  memcpy(buf, p, n);
+  buf[n] = '\n';
+  buf[n + 1] = '\0';
+  return buf;
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value) {
+  load_ctx_t *c = user;
+  if (c->failed) return 0;
+  c->section_used = true;
+  char origin[EDDY_CONFIG_STR];
+  snprintf(origin, sizeof origin, "%s:%d", c->name, c->line);
+  if (apply(c, origin, section, name, value) != EDDY_OK) {
+    c->err_line = c->line;
+    c->err_from_handler = true;
+    return 0;
+  }
+  return 1;
+}
+
+static void trim(char **s) {
+  while (isspace((unsigned char)**s)) (*s)++;
+  size_t n = strlen(*s);
+  while (n > 0 && isspace((unsigned char)(*s)[n - 1])) (*s)[--n] = '\0';
+}
+
+static eddy_err_t apply_set(load_ctx_t *c, const char *set) {
+  char *copy = strdup(set);
+  if (!copy) return fail(c, EDDY_ERR_NOMEM, "--set: out of memory");
+  char *eq = strchr(copy, '=');
+  char *dot = eq ? memchr(copy, '.', (size_t)(eq - copy)) : NULL;
+  eddy_err_t err;
+  if (!eq || !dot) {
+    err = fail(c, EDDY_ERR_CONFIG, "--set \"%s\": expected section.key=value", set);
+  } else {
+    *eq = '\0';
+    *dot = '\0';
+    char *section = copy, *key = dot + 1, *value = eq + 1;
+    trim(&section);
+    trim(&key);
+    trim(&value);
+    if (!*section || !*key)
+      err = fail(c, EDDY_ERR_CONFIG, "--set \"%s\": expected section.key=value", set);
+    else
+      err = apply(c, "--set", section, key, value);
+  }
+  free(copy);
+  return err;
+}
+
+static eddy_err_t load(eddy_config_t *cfg, const char *name, const char *text, size_t len,
+                       const char *const *sets, size_t n_sets, char *errstr, size_t errstr_size) {
+  load_ctx_t *c = calloc(1, sizeof *c);
+  if (!c) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "config: out of memory");
+  c->cfg = cfg;
+  c->name = name ? name : "(config)";
+  c->text = text;
+  c->len = len;
+  c->errstr = errstr;
+  c->errstr_size = errstr_size;
+  for (size_t i = 0; i < N_KEYS; i++) {
+    snprintf(c->state[i].origin, sizeof c->state[i].origin, "default");
+    format_value(cfg, &keys[i], c->state[i].value, sizeof c->state[i].value);
+  }
+  if (text) {
+    int ret = ini_parse_stream(read_line, c, on_key, c);
+    if (ret > 0 &&
+        (!c->failed || ret < c->err_line || (ret == c->err_line && !c->err_from_handler))) {
+      c->failed = false; /* inih saw a syntax error before ours: report that one */
+      fail(c, EDDY_ERR_CONFIG, "%s:%d: syntax error", c->name, ret);
+    } else if (ret < 0) {
+      fail(c, EDDY_ERR_NOMEM, "%s: inih failed (%d)", c->name, ret);
+    }
+  }
+  for (size_t i = 0; i < n_sets && !c->failed; i++) apply_set(c, sets[i]);
+  if (!c->failed) check_cross(c);
+  eddy_err_t err = c->failed ? c->code : EDDY_OK;
+  free(c);
+  return err;
+}
+
+eddy_err_t eddy_config_load_string(eddy_config_t *cfg, const char *name, const char *text,
+                                   size_t len, const char *const *sets, size_t n_sets, char *errstr,
+                                   size_t errstr_size) {
+  if (!cfg) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "config: cfg is NULL");
+  eddy_config_defaults(cfg);
+  if (len > CONFIG_MAX_FILE_BYTES)
+    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s: larger than %u bytes",
+                     name ? name : "(config)", CONFIG_MAX_FILE_BYTES);
+  return load(cfg, name, text ? text : "", text ? len : 0, sets, n_sets, errstr, errstr_size);
+}
+
+eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *const *sets,
+                            size_t n_sets, char *errstr, size_t errstr_size) {
+  if (!cfg) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "config: cfg is NULL");
+  eddy_config_defaults(cfg);
+  if (!path) return load(cfg, NULL, NULL, 0, sets, n_sets, errstr, errstr_size);
+  FILE *f = fopen(path, "rb");
+  if (!f) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: %s", path, strerror(errno));
+  char *text = malloc(CONFIG_MAX_FILE_BYTES + 1);
+  if (!text) {
+    fclose(f);
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "%s: out of memory", path);
+  }
+  size_t len = fread(text, 1, CONFIG_MAX_FILE_BYTES + 1, f);
+  int read_errno = ferror(f) ? errno : 0;
+  fclose(f);
+  eddy_err_t err;
+  if (read_errno)
+    err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: %s", path, strerror(read_errno));
+  else if (len > CONFIG_MAX_FILE_BYTES)
+    err = eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s: larger than %u bytes", path,
+                    CONFIG_MAX_FILE_BYTES);
+  else
+    err = load(cfg, path, text, len, sets, n_sets, errstr, errstr_size);
+  free(text);
+  return err;
+}

@@ -1,0 +1,108 @@
+/* Configuration: INI files (libinih) plus `--set section.key=value` overrides. Every key is known,
+ * typed and range-checked; an error names FILE:LINE (or "--set"), the key and the value and why:
+ *   configs/x.ini:14: train.lr = "abc": not a number
+ * Keys under [kafka] are librdkafka properties kept verbatim, in file order, for the Kafka client.
+ * configs/reference.ini documents every key with its default. */
+#ifndef EDDY_CONFIG_H
+#define EDDY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+#include "model/learner.h"
+#include "model/spec.h"
+
+#define EDDY_CONFIG_STR 256
+
+typedef enum { EDDY_REPLAY_UNIFORM = 0, EDDY_REPLAY_RECENT, EDDY_REPLAY_BALANCED } eddy_replay_strategy_t;
+
+typedef struct {
+  char key[EDDY_CONFIG_STR];
+  char value[EDDY_CONFIG_STR * 4];
+  char origin[EDDY_CONFIG_STR]; /* "FILE:LINE" or "--set", for error messages */
+} eddy_config_kv_t;
+
+typedef struct {
+  /* [model] */
+  char model_name[64];           /* name: [A-Za-z0-9_.-]{1,63}, default "model" */
+  eddy_model_spec_t spec;        /* hash_bits, embed_dim, dense_dim, hidden (comma list), head, classes */
+
+  /* [train] */
+  char device[32];               /* cpu | cuda | cuda:N | cuda:all */
+  eddy_train_opts_t train;       /* precision, optimizer, lr, momentum, beta1, beta2, eps,
+                                    weight_decay, clip_norm, seed, threads, loss_scale.{init,growth,
+                                    backoff,interval,min,dynamic} */
+  uint32_t batch_size;
+  uint32_t accum_steps;
+  double holdout_fraction;       /* 0..0.5 */
+  uint32_t max_skipped_steps;    /* consecutive skipped steps before training stops with an error */
+  uint32_t metrics_window;       /* prequential window, events */
+
+  /* [stream] */
+  char topic[EDDY_CONFIG_STR];
+  char format[16];               /* json */
+  char dlq_topic[EDDY_CONFIG_STR]; /* "" = dead letters only in the buffer */
+  uint32_t max_event_bytes;
+
+  /* [kafka] passthrough, in file order, overrides last */
+  eddy_config_kv_t *kafka;
+  size_t n_kafka;
+
+  /* [buffer] */
+  char buffer_path[EDDY_CONFIG_STR];
+  uint64_t buffer_capacity_events;
+  uint64_t buffer_capacity_bytes;
+  bool buffer_sync;
+
+  /* [replay] */
+  double replay_ratio;           /* 0..0.95: share of replayed events in a batch */
+  eddy_replay_strategy_t replay_strategy;
+  uint32_t reservoir_size;
+  uint32_t replay_idle_steps;
+
+  /* [snapshot] */
+  char snapshot_store[EDDY_CONFIG_STR];
+  uint32_t snapshot_every_steps;
+  uint32_t snapshot_every_seconds;
+  char snapshot_dtype[8];        /* F32 | F16 | BF16 */
+  uint32_t snapshot_keep;
+  char snapshot_topic[EDDY_CONFIG_STR];
+  double gate_max_regression;
+
+  /* [serve] */
+  char serve_trainer_url[EDDY_CONFIG_STR];
+  char serve_store[EDDY_CONFIG_STR];
+  uint32_t serve_poll_seconds;
+  uint32_t serve_threads;
+
+  /* [http] */
+  char http_bind[EDDY_CONFIG_STR];  /* host:port, default 127.0.0.1:8080 */
+  char http_token_file[EDDY_CONFIG_STR];
+  uint64_t http_max_body_bytes;
+} eddy_config_t;
+
+/* Fills cfg with every default (the values configs/reference.ini documents). */
+void eddy_config_defaults(eddy_config_t *cfg);
+
+/* Loads path (NULL: defaults only) then applies sets[0..n_sets) ("section.key=value"), then checks
+ * cross-key constraints (e.g. softmax needs classes >= 2). On error returns EDDY_ERR_CONFIG (or
+ * EDDY_ERR_IO when the file cannot be read) with the message in errstr; cfg is then unusable
+ * except for eddy_config_free. */
+eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *const *sets,
+                            size_t n_sets, char *errstr, size_t errstr_size);
+
+/* Same as eddy_config_load, but the INI text is len bytes in memory (need not be NUL-terminated);
+ * name stands for the file name in origins and messages. Used by tests and the fuzz harness. */
+eddy_err_t eddy_config_load_string(eddy_config_t *cfg, const char *name, const char *text,
+                                   size_t len, const char *const *sets, size_t n_sets,
+                                   char *errstr, size_t errstr_size);
+
+/* Frees the [kafka] list. */
+void eddy_config_free(eddy_config_t *cfg);
+
+/* Value of a [kafka] key, or NULL. */
+const char *eddy_config_kafka(const eddy_config_t *cfg, const char *key);
+
+#endif

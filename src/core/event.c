@@ -1,0 +1,618 @@
+/* Labeled events: JSON decoding with full validation against a schema (cJSON), sparse feature
+ * hashing (XXH3-64), the versioned little-endian binary encoding, and JSON output for datasets.
+ * A decode either yields a whole valid event or a specific EDDY_ERR_EVENT_* / EDDY_ERR_FORMAT code
+ * with a message naming the field and value; on failure the event is left empty. */
+#include "core/event.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define EVENT_BINARY_VERSION 1
+#define EVENT_FLAG_HAS_TS 0x01u
+#define EVENT_MAX_HASH_BITS 30
+#define EVENT_TS_LIMIT 9007199254740992.0 /* 2^53: integers a JSON number holds exactly */
+#define EVENT_KEY_STACK 256               /* "name=value" keys up to this length need no malloc */
+
+void eddy_event_init(eddy_event_t *ev) {
+  memset(ev, 0, sizeof *ev);
+  ev->weight = 1.0f;
+}
+
+void eddy_event_free(eddy_event_t *ev) {
+  if (!ev) return;
+  free(ev->dense);
+  free(ev->sparse_idx);
+  free(ev->sparse_val);
+  eddy_event_init(ev);
+}
+
+/* Empties ev (keeping its arrays) so that a failed decode never leaves a partial event behind. */
+static void event_clear(eddy_event_t *ev) {
+  ev->id[0] = '\0';
+  ev->ts = 0;
+  ev->has_ts = false;
+  ev->label = 0.0;
+  ev->weight = 1.0f;
+  ev->n_dense = 0;
+  ev->n_sparse = 0;
+}
+
+static eddy_err_t event_reserve_dense(eddy_event_t *ev, uint32_t n) {
+  if (n <= ev->dense_cap && (ev->dense || n == 0)) return EDDY_OK;
+  float *dense = realloc(ev->dense, (size_t)n * sizeof *dense);
+  if (!dense) return EDDY_ERR_NOMEM;
+  ev->dense = dense;
+  ev->dense_cap = n;
+  return EDDY_OK;
+}
+
+static eddy_err_t event_reserve_sparse(eddy_event_t *ev, uint32_t n) {
+  if (n <= ev->sparse_cap && ((ev->sparse_idx && ev->sparse_val) || n == 0)) return EDDY_OK;
+  uint32_t *idx = realloc(ev->sparse_idx, (size_t)n * sizeof *idx);
+  if (!idx) return EDDY_ERR_NOMEM;
+  ev->sparse_idx = idx;
+  float *val = realloc(ev->sparse_val, (size_t)n * sizeof *val);
+  if (!val) return EDDY_ERR_NOMEM;
+  ev->sparse_val = val;
+  ev->sparse_cap = n;
+  return EDDY_OK;
+}
+
+uint32_t eddy_feature_hash(const char *key, size_t len, uint32_t hash_bits) {
+  uint64_t h = XXH3_64bits(key, len);
+  if (hash_bits >= 32) return (uint32_t)h;
+  return (uint32_t)h & ((UINT32_C(1) << hash_bits) - 1u);
+}
+
+/* Hash of "name=value" without building the key on the heap unless it is long. */
+static eddy_err_t hash_name_value(const char *name, const char *value, uint32_t hash_bits, uint32_t *bucket) {
+  size_t nlen = strlen(name), vlen = strlen(value), klen = nlen + 1 + vlen;
+  char stack_key[EVENT_KEY_STACK];
+  char *key = klen <= sizeof stack_key ? stack_key : malloc(klen);
+  if (!key) return EDDY_ERR_NOMEM;
+  memcpy(key, name, nlen);
+  key[nlen] = '=';
+  memcpy(key + nlen + 1, value, vlen);
+  *bucket = eddy_feature_hash(key, klen, hash_bits);
+  if (key != stack_key) free(key);
+  return EDDY_OK;
+}
+
+static const char *json_type_name(const cJSON *item) {
+  if (cJSON_IsNull(item)) return "null";
+  if (cJSON_IsBool(item)) return "bool";
+  if (cJSON_IsNumber(item)) return "number";
+  if (cJSON_IsString(item)) return "string";
+  if (cJSON_IsArray(item)) return "array";
+  if (cJSON_IsObject(item)) return "object";
+  return "invalid";
+}
+
+static const char *nonfinite_name(double v) {
+  return isnan(v) ? "NaN" : "infinite";
+}
+
+/* A finite double that rounds to a finite float; *out gets the float. Doubles below
+ * 2^128 - 2^103 (FLT_MAX plus half its ulp) round to at most FLT_MAX. */
+static bool to_finite_float(double v, float *out) {
+  if (!isfinite(v) || fabs(v) >= 0x1.ffffffp+127) return false;
+  *out = (float)v;
+  return isfinite(*out);
+}
+
+/* True when a JSON string in json[0..len) contains the escape \u0000, which cJSON would silently
+ * turn into a truncated C string (ids and feature names must not change meaning that way). */
+static bool has_nul_escape(const char *json, size_t len) {
+  bool in_string = false;
+  for (size_t i = 0; i < len; i++) {
+    char c = json[i];
+    if (!in_string) {
+      if (c == '"') in_string = true;
+      continue;
+    }
+    if (c == '"') {
+      in_string = false;
+    } else if (c == '\\' && i + 1 < len) {
+      if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0) return true;
+      i++; /* skip the escaped character */
+    }
+  }
+  return false;
+}
+
+static eddy_err_t decode_label(const cJSON *item, const eddy_event_schema_t *schema, double *label,
+                               char *errstr, size_t errstr_size) {
+  if (!item) return eddy_errf(EDDY_ERR_EVENT_LABEL_MISSING, errstr, errstr_size, "label is missing");
+  if (!cJSON_IsNumber(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "label must be a number, got %s",
+                     json_type_name(item));
+  double v = item->valuedouble;
+  if (!isfinite(v))
+    return eddy_errf(EDDY_ERR_EVENT_LABEL_NAN, errstr, errstr_size, "label is %s", nonfinite_name(v));
+  switch (schema->head) {
+    case EDDY_HEAD_LOGISTIC:
+      if (v != 0.0 && v != 1.0)
+        return eddy_errf(EDDY_ERR_EVENT_LABEL_RANGE, errstr, errstr_size,
+                         "label %.17g out of range 0..1 (logistic head)", v);
+      *label = v == 1.0 ? 1.0 : 0.0; /* -0 becomes 0 */
+      return EDDY_OK;
+    case EDDY_HEAD_SOFTMAX:
+      if (v < 0.0 || v >= (double)schema->classes)
+        return eddy_errf(EDDY_ERR_EVENT_LABEL_RANGE, errstr, errstr_size, "label %.17g out of range 0..%u", v,
+                         schema->classes - 1);
+      if (v != floor(v))
+        return eddy_errf(EDDY_ERR_EVENT_LABEL_RANGE, errstr, errstr_size,
+                         "label %.17g is not a class index 0..%u", v, schema->classes - 1);
+      *label = (double)(uint32_t)v;
+      return EDDY_OK;
+    case EDDY_HEAD_SQUARED:
+      *label = v;
+      return EDDY_OK;
+  }
+  return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "schema head %d unknown", (int)schema->head);
+}
+
+static eddy_err_t decode_weight(const cJSON *item, float *weight, char *errstr, size_t errstr_size) {
+  if (!item) {
+    *weight = 1.0f;
+    return EDDY_OK;
+  }
+  if (!cJSON_IsNumber(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "weight must be a number, got %s",
+                     json_type_name(item));
+  double v = item->valuedouble;
+  if (!isfinite(v))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight is %s", nonfinite_name(v));
+  if (!to_finite_float(v, weight))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight %g overflows float32", v);
+  if (v < 0.0) return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "weight %g must be >= 0", v);
+  if (*weight == 0.0f) *weight = 0.0f; /* -0 becomes 0 */
+  return EDDY_OK;
+}
+
+static eddy_err_t decode_id(const cJSON *item, eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  if (!item) return EDDY_OK;
+  if (!cJSON_IsString(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "id must be a string, got %s",
+                     json_type_name(item));
+  size_t n = strlen(item->valuestring);
+  if (n > EDDY_EVENT_ID_MAX - 1)
+    return eddy_errf(EDDY_ERR_EVENT_TOO_LARGE, errstr, errstr_size, "id has %zu bytes, max %d", n,
+                     EDDY_EVENT_ID_MAX - 1);
+  memcpy(ev->id, item->valuestring, n + 1);
+  return EDDY_OK;
+}
+
+static eddy_err_t decode_ts(const cJSON *item, eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  if (!item) return EDDY_OK;
+  if (!cJSON_IsNumber(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "ts must be a number, got %s",
+                     json_type_name(item));
+  double v = item->valuedouble;
+  if (!isfinite(v))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "ts is %s", nonfinite_name(v));
+  if (v != floor(v) || fabs(v) > EVENT_TS_LIMIT)
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size,
+                     "ts %.17g must be an integer (ms since epoch) within +-2^53", v);
+  ev->ts = (int64_t)v;
+  ev->has_ts = true;
+  return EDDY_OK;
+}
+
+static eddy_err_t decode_dense(const cJSON *item, const eddy_event_schema_t *schema, eddy_event_t *ev,
+                               char *errstr, size_t errstr_size) {
+  if (!item) {
+    if (schema->dense_dim == 0) return EDDY_OK;
+    return eddy_errf(EDDY_ERR_EVENT_DENSE_LEN, errstr, errstr_size, "dense is missing, expected %u values",
+                     schema->dense_dim);
+  }
+  if (!cJSON_IsArray(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "dense must be an array, got %s",
+                     json_type_name(item));
+  size_t n = 0;
+  for (const cJSON *x = item->child; x; x = x->next) n++;
+  if (n != schema->dense_dim)
+    return eddy_errf(EDDY_ERR_EVENT_DENSE_LEN, errstr, errstr_size, "dense has %zu values, expected %u", n,
+                     schema->dense_dim);
+  if (event_reserve_dense(ev, (uint32_t)n) != EDDY_OK)
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "dense: out of memory for %zu values", n);
+  size_t i = 0;
+  for (const cJSON *x = item->child; x; x = x->next, i++) {
+    if (!cJSON_IsNumber(x))
+      return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "dense[%zu] must be a number, got %s", i,
+                       json_type_name(x));
+    double v = x->valuedouble;
+    if (!isfinite(v))
+      return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "dense[%zu] is %s", i,
+                       nonfinite_name(v));
+    if (!to_finite_float(v, &ev->dense[i]))
+      return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "dense[%zu] = %g overflows float32", i,
+                       v);
+  }
+  ev->n_dense = (uint32_t)n;
+  return EDDY_OK;
+}
+
+static eddy_err_t decode_sparse(const cJSON *item, const eddy_event_schema_t *schema, eddy_event_t *ev,
+                                char *errstr, size_t errstr_size) {
+  if (!item) return EDDY_OK;
+  if (!cJSON_IsObject(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "sparse must be an object, got %s",
+                     json_type_name(item));
+  size_t n = 0;
+  for (const cJSON *x = item->child; x; x = x->next) n++;
+  if (n == 0) return EDDY_OK;
+  if (schema->hash_bits == 0)
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size,
+                     "sparse has %zu features but the model takes none (hash_bits = 0)", n);
+  if (n > UINT32_MAX || event_reserve_sparse(ev, (uint32_t)n) != EDDY_OK)
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "sparse: out of memory for %zu features", n);
+  size_t i = 0;
+  for (const cJSON *x = item->child; x; x = x->next, i++) {
+    const char *name = x->string ? x->string : "";
+    if (cJSON_IsString(x)) {
+      if (hash_name_value(name, x->valuestring, schema->hash_bits, &ev->sparse_idx[i]) != EDDY_OK)
+        return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "sparse.%.64s: out of memory", name);
+      ev->sparse_val[i] = 1.0f;
+    } else if (cJSON_IsNumber(x)) {
+      double v = x->valuedouble;
+      if (!isfinite(v))
+        return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "sparse.%.64s is %s", name,
+                         nonfinite_name(v));
+      if (!to_finite_float(v, &ev->sparse_val[i]))
+        return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "sparse.%.64s = %g overflows float32",
+                         name, v);
+      ev->sparse_idx[i] = eddy_feature_hash(name, strlen(name), schema->hash_bits);
+    } else {
+      return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size,
+                       "sparse.%.64s must be a string or a number, got %s", name, json_type_name(x));
+    }
+  }
+  ev->n_sparse = (uint32_t)n;
+  return EDDY_OK;
+}
+
+static eddy_err_t check_schema(const eddy_event_schema_t *schema, char *errstr, size_t errstr_size) {
+  if (schema->hash_bits > EVENT_MAX_HASH_BITS)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "schema hash_bits %u: at most %d",
+                     schema->hash_bits, EVENT_MAX_HASH_BITS);
+  if (schema->head != EDDY_HEAD_LOGISTIC && schema->head != EDDY_HEAD_SOFTMAX &&
+      schema->head != EDDY_HEAD_SQUARED)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "schema head %d unknown", (int)schema->head);
+  if (schema->head == EDDY_HEAD_SOFTMAX && schema->classes < 2)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "schema: softmax needs classes >= 2, got %u",
+                     schema->classes);
+  return EDDY_OK;
+}
+
+enum { KEY_ID, KEY_TS, KEY_LABEL, KEY_WEIGHT, KEY_DENSE, KEY_SPARSE, KEY__COUNT };
+static const char *const known_keys[KEY__COUNT] = {"id", "ts", "label", "weight", "dense", "sparse"};
+
+/* Validates the parsed object into ev. */
+static eddy_err_t decode_object(const cJSON *root, const eddy_event_schema_t *schema, eddy_event_t *ev,
+                                char *errstr, size_t errstr_size) {
+  const cJSON *field[KEY__COUNT] = {0};
+  for (const cJSON *x = root->child; x; x = x->next) {
+    if (!x->string) continue;
+    for (int k = 0; k < KEY__COUNT; k++) {
+      if (strcmp(x->string, known_keys[k]) != 0) continue;
+      if (field[k])
+        return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "duplicate key \"%s\"", known_keys[k]);
+      field[k] = x;
+      break;
+    }
+  }
+  eddy_err_t err;
+  if ((err = decode_label(field[KEY_LABEL], schema, &ev->label, errstr, errstr_size))) return err;
+  if ((err = decode_weight(field[KEY_WEIGHT], &ev->weight, errstr, errstr_size))) return err;
+  if ((err = decode_id(field[KEY_ID], ev, errstr, errstr_size))) return err;
+  if ((err = decode_ts(field[KEY_TS], ev, errstr, errstr_size))) return err;
+  if ((err = decode_dense(field[KEY_DENSE], schema, ev, errstr, errstr_size))) return err;
+  return decode_sparse(field[KEY_SPARSE], schema, ev, errstr, errstr_size);
+}
+
+eddy_err_t eddy_event_from_json(const char *json, size_t len, const eddy_event_schema_t *schema,
+                                eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  if (!ev || !schema || (!json && len > 0))
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "event decode: NULL argument");
+  event_clear(ev);
+  eddy_err_t err = check_schema(schema, errstr, errstr_size);
+  if (err) return err;
+  size_t cap = schema->max_bytes ? schema->max_bytes : EDDY_EVENT_DEFAULT_MAX_BYTES;
+  if (len > cap)
+    return eddy_errf(EDDY_ERR_EVENT_TOO_LARGE, errstr, errstr_size, "event is %zu bytes, cap %zu", len, cap);
+  if (len == 0) return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "event is empty");
+  if (has_nul_escape(json, len))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "a string contains \\u0000 (not supported)");
+
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (!root) {
+    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
+    return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "not valid JSON (error near byte %zu)",
+                     at);
+  }
+  /* cJSON's own require_null_terminated check needs a NUL inside the buffer; allow only
+   * whitespace after the value instead. */
+  size_t used = end && end >= json && end <= json + len ? (size_t)(end - json) : len;
+  for (size_t i = used; i < len; i++) {
+    char c = json[i];
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      cJSON_Delete(root);
+      return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size,
+                       "trailing data after the JSON value at byte %zu", i);
+    }
+  }
+  if (!cJSON_IsObject(root)) {
+    err = eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "event is a JSON %s, not an object",
+                    json_type_name(root));
+  } else {
+    err = decode_object(root, schema, ev, errstr, errstr_size);
+  }
+  cJSON_Delete(root);
+  if (err) event_clear(ev);
+  return err;
+}
+
+/* Binary encoding, version 1 (all integers and floats little-endian):
+ *   u8 version = 1 | u8 flags (bit 0: has_ts; others 0) | u8 id_len (0..127) | id bytes (no NUL)
+ *   [i64 ts, only when has_ts] | f64 label | f32 weight
+ *   u32 n_dense | f32 dense[n_dense] | u32 n_sparse | u32 idx[n_sparse] | f32 val[n_sparse]
+ * The encoding is canonical: decode accepts exactly what encode writes, nothing more. */
+
+static size_t event_id_len(const eddy_event_t *ev) {
+  return strnlen(ev->id, EDDY_EVENT_ID_MAX - 1);
+}
+
+size_t eddy_event_encoded_size(const eddy_event_t *ev) {
+  return 3 + event_id_len(ev) + (ev->has_ts ? 8 : 0) + 8 + 4 + 4 + (size_t)ev->n_dense * 4 + 4 +
+         (size_t)ev->n_sparse * 8;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+  p[2] = (uint8_t)(v >> 16);
+  p[3] = (uint8_t)(v >> 24);
+  return p + 4;
+}
+
+static uint8_t *put_u64(uint8_t *p, uint64_t v) {
+  p = put_u32(p, (uint32_t)v);
+  return put_u32(p, (uint32_t)(v >> 32));
+}
+
+static uint8_t *put_f32(uint8_t *p, float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  return put_u32(p, bits);
+}
+
+static uint32_t get_u32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+  return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static float get_f32(const uint8_t *p) {
+  uint32_t bits = get_u32(p);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+size_t eddy_event_encode(const eddy_event_t *ev, uint8_t *buf, size_t cap) {
+  if (!ev || !buf) return 0;
+  if ((ev->n_dense && !ev->dense) || (ev->n_sparse && (!ev->sparse_idx || !ev->sparse_val))) return 0;
+  size_t need = eddy_event_encoded_size(ev);
+  if (cap < need) return 0;
+  size_t id_len = event_id_len(ev);
+  uint8_t *p = buf;
+  *p++ = EVENT_BINARY_VERSION;
+  *p++ = ev->has_ts ? EVENT_FLAG_HAS_TS : 0;
+  *p++ = (uint8_t)id_len;
+  memcpy(p, ev->id, id_len);
+  p += id_len;
+  if (ev->has_ts) p = put_u64(p, (uint64_t)ev->ts);
+  uint64_t label_bits;
+  memcpy(&label_bits, &ev->label, 8);
+  p = put_u64(p, label_bits);
+  p = put_f32(p, ev->weight);
+  p = put_u32(p, ev->n_dense);
+  for (uint32_t i = 0; i < ev->n_dense; i++) p = put_f32(p, ev->dense[i]);
+  p = put_u32(p, ev->n_sparse);
+  for (uint32_t i = 0; i < ev->n_sparse; i++) p = put_u32(p, ev->sparse_idx[i]);
+  for (uint32_t i = 0; i < ev->n_sparse; i++) p = put_f32(p, ev->sparse_val[i]);
+  return (size_t)(p - buf);
+}
+
+/* Decodes the fields; the caller clears ev on failure. */
+static eddy_err_t decode_binary(const uint8_t *buf, size_t len, eddy_event_t *ev, char *errstr,
+                                size_t errstr_size) {
+#define NEED(n, what)                                                                              \
+  do {                                                                                             \
+    if (len - off < (size_t)(n))                                                                   \
+      return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,                                       \
+                       "binary event truncated: %s needs %zu bytes at offset %zu, %zu left", what, \
+                       (size_t)(n), off, len - off);                                               \
+  } while (0)
+  size_t off = 0;
+  NEED(3, "header");
+  if (buf[0] != EVENT_BINARY_VERSION)
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event version %u, expected %d", buf[0],
+                     EVENT_BINARY_VERSION);
+  uint8_t flags = buf[1];
+  if (flags & ~EVENT_FLAG_HAS_TS)
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event flags 0x%02x: unknown bits", flags);
+  size_t id_len = buf[2];
+  off = 3;
+  if (id_len > EDDY_EVENT_ID_MAX - 1)
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event id length %zu, max %d", id_len,
+                     EDDY_EVENT_ID_MAX - 1);
+  NEED(id_len, "id");
+  if (memchr(buf + off, 0, id_len))
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event id contains a NUL byte");
+  memcpy(ev->id, buf + off, id_len);
+  ev->id[id_len] = '\0';
+  off += id_len;
+  if (flags & EVENT_FLAG_HAS_TS) {
+    NEED(8, "ts");
+    ev->ts = (int64_t)get_u64(buf + off);
+    ev->has_ts = true;
+    off += 8;
+  }
+  NEED(8 + 4 + 4, "label, weight and dense count");
+  uint64_t label_bits = get_u64(buf + off);
+  memcpy(&ev->label, &label_bits, 8);
+  ev->weight = get_f32(buf + off + 8);
+  uint32_t n_dense = get_u32(buf + off + 12);
+  off += 16;
+  if (n_dense > (len - off) / 4) NEED((size_t)n_dense * 4, "dense");
+  if (event_reserve_dense(ev, n_dense) != EDDY_OK)
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "binary event: out of memory for %u dense",
+                     n_dense);
+  for (uint32_t i = 0; i < n_dense; i++, off += 4) ev->dense[i] = get_f32(buf + off);
+  ev->n_dense = n_dense;
+  NEED(4, "sparse count");
+  uint32_t n_sparse = get_u32(buf + off);
+  off += 4;
+  if (n_sparse > (len - off) / 8) NEED((size_t)n_sparse * 8, "sparse");
+  if (event_reserve_sparse(ev, n_sparse) != EDDY_OK)
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "binary event: out of memory for %u sparse",
+                     n_sparse);
+  for (uint32_t i = 0; i < n_sparse; i++, off += 4) ev->sparse_idx[i] = get_u32(buf + off);
+  for (uint32_t i = 0; i < n_sparse; i++, off += 4) ev->sparse_val[i] = get_f32(buf + off);
+  ev->n_sparse = n_sparse;
+  if (off != len)
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event has %zu trailing bytes", len - off);
+  return EDDY_OK;
+#undef NEED
+}
+
+eddy_err_t eddy_event_decode(const uint8_t *buf, size_t len, eddy_event_t *ev, char *errstr,
+                             size_t errstr_size) {
+  if (!ev || (!buf && len > 0))
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "event decode: NULL argument");
+  event_clear(ev);
+  eddy_err_t err = decode_binary(buf, len, ev, errstr, errstr_size);
+  if (err) event_clear(ev);
+  return err;
+}
+
+/* Growable text buffer with a hard cap, for eddy_event_to_json. */
+typedef struct {
+  char *data;
+  size_t len, cap;
+  bool failed;
+} json_buf_t;
+
+#define EVENT_JSON_MAX (64u << 20)
+
+static void jb_printf(json_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void jb_reserve(json_buf_t *b, size_t extra) {
+  if (b->failed || b->len + extra + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) cap *= 2;
+  char *data = cap <= EVENT_JSON_MAX ? realloc(b->data, cap) : NULL;
+  if (!data) {
+    b->failed = true;
+    return;
+  }
+  b->data = data;
+  b->cap = cap;
+}
+
+static void jb_printf(json_buf_t *b, const char *fmt, ...) {
+  char tmp[64];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    b->failed = true;
+    return;
+  }
+  jb_reserve(b, (size_t)n);
+  if (b->failed) return;
+  memcpy(b->data + b->len, tmp, (size_t)n + 1);
+  b->len += (size_t)n;
+}
+
+static void jb_string(json_buf_t *b, const char *s) {
+  jb_printf(b, "\"");
+  for (const unsigned char *p = (const unsigned char *)s; *p && !b->failed; p++) {
+    if (*p == '"' || *p == '\\') {
+      jb_printf(b, "\\%c", *p);
+    } else if (*p < 0x20) {
+      jb_printf(b, "\\u%04x", *p);
+    } else {
+      jb_reserve(b, 1);
+      if (b->failed) return;
+      b->data[b->len++] = (char)*p;
+      b->data[b->len] = '\0';
+    }
+  }
+  jb_printf(b, "\"");
+}
+
+/* Floats with 9 significant digits read back bit-identical; doubles get the fewest of 15..17
+ * digits that do. */
+static void jb_number(json_buf_t *b, double v, bool is_double) {
+  if (!isfinite(v)) {
+    b->failed = true; /* JSON has no NaN/Inf */
+    return;
+  }
+  int digits = 9;
+  if (is_double) {
+    char tmp[40];
+    for (digits = 15; digits < 17; digits++) {
+      snprintf(tmp, sizeof tmp, "%.*g", digits, v);
+      if (strtod(tmp, NULL) == v) break;
+    }
+  }
+  jb_printf(b, "%.*g", digits, v);
+}
+
+char *eddy_event_to_json(const eddy_event_t *ev) {
+  if (!ev || ev->n_sparse > 0 || (ev->n_dense && !ev->dense)) return NULL;
+  json_buf_t b = {0};
+  jb_reserve(&b, 64 + (size_t)ev->n_dense * 16);
+  jb_printf(&b, "{");
+  if (ev->id[0]) {
+    char id[EDDY_EVENT_ID_MAX];
+    size_t n = event_id_len(ev);
+    memcpy(id, ev->id, n);
+    id[n] = '\0';
+    jb_printf(&b, "\"id\":");
+    jb_string(&b, id);
+    jb_printf(&b, ",");
+  }
+  if (ev->has_ts) jb_printf(&b, "\"ts\":%" PRId64 ",", ev->ts);
+  jb_printf(&b, "\"label\":");
+  jb_number(&b, ev->label, true);
+  jb_printf(&b, ",\"weight\":");
+  jb_number(&b, ev->weight, false);
+  if (ev->n_dense > 0) {
+    jb_printf(&b, ",\"dense\":[");
+    for (uint32_t i = 0; i < ev->n_dense && !b.failed; i++) {
+      if (i) jb_printf(&b, ",");
+      jb_number(&b, ev->dense[i], false);
+    }
+    jb_printf(&b, "]");
+  }
+  jb_printf(&b, "}");
+  if (b.failed) {
+    free(b.data);
+    return NULL;
+  }
+  return b.data;
+}

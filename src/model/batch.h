@@ -1,0 +1,30 @@
+/* A micro-batch in struct-of-arrays form, built from decoded events; the learner API's input. */
+#ifndef EDDY_BATCH_H
+#define EDDY_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+#include "core/event.h"
+
+typedef struct {
+  size_t n, cap;
+  uint32_t dense_dim;
+  float *dense;          /* n × dense_dim, row-major */
+  size_t *sparse_off;    /* n + 1 offsets into sparse_idx/sparse_val (CSR) */
+  uint32_t *sparse_idx;
+  float *sparse_val;
+  size_t sparse_cap;
+  float *label;          /* class index (softmax), 0/1 (logistic), value (squared) */
+  float *weight;         /* example weight */
+} eddy_batch_t;
+
+/* Batch for up to cap events of dense_dim features. NULL on allocation failure. */
+eddy_batch_t *eddy_batch_new(uint32_t dense_dim, size_t cap);
+void eddy_batch_destroy(eddy_batch_t *b);
+void eddy_batch_clear(eddy_batch_t *b);
+/* Appends a copy of ev. EDDY_ERR_TOO_LARGE when full, EDDY_ERR_SHAPE on a dense length mismatch. */
+eddy_err_t eddy_batch_push(eddy_batch_t *b, const eddy_event_t *ev);
+
+#endif

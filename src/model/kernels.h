@@ -1,0 +1,40 @@
+/* Private to src/model: the CPU learner's elementwise kernels (optimizer updates, gradient norms,
+ * half-precision rounding, bias and ReLU backward). Plain loops that vectorise; on x86-64 an AVX2
+ * clone is picked at run time. Results are deterministic for a given machine and thread count. */
+#ifndef EDDY_MODEL_KERNELS_H
+#define EDDY_MODEL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/learner.h"
+
+/* One optimizer step's constants, shared by the dense and the sparse (row) updates. */
+typedef struct {
+  eddy_optim_t kind;
+  float lr, momentum, beta1, beta2, eps, weight_decay;
+  float step_size; /* adam/adamw: lr / (1 - beta1^t); otherwise lr */
+  float bc2_sqrt;  /* adam/adamw: sqrt(1 - beta2^t) */
+  float gmul;      /* multiplies the raw gradient: 1 / (examples × loss scale) × clip coefficient */
+} eddy_optim_step_t;
+
+/* Updates w[0..n) from g (times p->gmul) and the state s1/s2 (NULL where the optimizer keeps none:
+ * s1 = momentum buffer or Adam m, s2 = Adam v or Adagrad sum), then zeroes g[0..n). */
+void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2, size_t n);
+
+/* Sum of squares in double (no overflow for finite floats); Inf/NaN propagate. */
+double eddy_kernel_sumsq(const float *x, size_t n);
+
+/* Rounds x[0..n) to the nearest bf16 / fp16 value (ties to even; fp16 overflow gives Inf) into
+ * dst as floats, or into bf16 storage (uint16). dst may equal x for the float versions. */
+void eddy_kernel_round_bf16(float *dst, const float *x, size_t n);
+void eddy_kernel_round_f16(float *dst, const float *x, size_t n);
+void eddy_kernel_to_bf16(uint16_t *dst, const float *x, size_t n);
+
+/* acc[j] += scale × sum_i x[i*cols + j] over rows i. */
+void eddy_kernel_colsum(float *acc, const float *x, size_t rows, size_t cols, float scale);
+
+/* dz[i] = dx[i] where act[i] > 0, else 0. */
+void eddy_kernel_relu_mask(float *dz, const float *dx, const float *act, size_t n);
+
+#endif

@@ -1,0 +1,105 @@
+/* The learner API: backend-neutral. The CPU backend (oneDNN) implements it in learner_cpu.c; the
+ * CUDA backend will implement the same functions. A learner owns fp32 master weights in one flat
+ * buffer, the optimizer state, the loss scaler and a flat fp32 gradient buffer that micro-batches
+ * accumulate into until eddy_learner_step(). Not thread-safe: one thread drives a learner. */
+#ifndef EDDY_LEARNER_H
+#define EDDY_LEARNER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+#include "model/batch.h"
+#include "model/scaler.h"
+#include "model/spec.h"
+
+typedef enum { EDDY_PREC_FP32 = 0, EDDY_PREC_BF16, EDDY_PREC_FP16 } eddy_precision_t;
+typedef enum { EDDY_OPT_SGD = 0, EDDY_OPT_ADAM, EDDY_OPT_ADAMW, EDDY_OPT_ADAGRAD } eddy_optim_t;
+
+typedef struct {
+  eddy_precision_t precision; /* GEMM operand precision; master weights and state are fp32 */
+  eddy_optim_t optimizer;
+  float lr;
+  float momentum;      /* sgd */
+  float beta1, beta2;  /* adam, adamw */
+  float eps;           /* adam, adamw, adagrad */
+  float weight_decay;  /* L2 added to the gradient (sgd, adam, adagrad) or decoupled (adamw) */
+  float clip_norm;     /* global-norm clipping of the averaged gradient; 0 = off */
+  uint64_t seed;       /* initialisation; same seed + same data = bit-identical weights */
+  eddy_scaler_opts_t loss_scale; /* used when precision is fp16; fp32/bf16 run with scale 1 */
+  int threads;         /* CPU threads for oneDNN and loops; 0 = 1 */
+} eddy_train_opts_t;
+
+eddy_train_opts_t eddy_train_opts_defaults(void);
+
+typedef struct eddy_learner eddy_learner_t;
+
+/* Creates a learner for spec on device ("cpu"; "cuda[:N]" where built with CUDA). Weights are
+ * initialised from opts->seed (Kaiming-uniform like torch.nn.Linear, N(0, 0.01) embeddings).
+ * NULL + errstr on a bad spec, unknown device, or backend failure. */
+eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts,
+                                 const char *device, char *errstr, size_t errstr_size);
+void eddy_learner_destroy(eddy_learner_t *l);
+
+const eddy_model_spec_t *eddy_learner_spec(const eddy_learner_t *l);
+const char *eddy_learner_backend(const eddy_learner_t *l); /* "cpu", "cuda:0", ... */
+/* How the configured precision actually runs here, e.g. "bf16 (oneDNN avx512_core_amx)" or
+ * "bf16 (emulated: rounded operands, fp32 GEMM; CPU has no bf16 matmul)". */
+const char *eddy_learner_precision_info(const eddy_learner_t *l);
+
+/* Forward + backward of one micro-batch; gradients (times the loss scale) add into the gradient
+ * buffer. pred (optional, n × outputs) receives this forward's predictions, made before any
+ * update from this batch: probabilities for logistic/softmax, values for squared. loss_sum
+ * (optional) receives the weighted sum of unscaled per-example losses. */
+eddy_err_t eddy_learner_accumulate(eddy_learner_t *l, const eddy_batch_t *b, float *pred,
+                                   double *loss_sum);
+
+typedef struct {
+  bool applied;        /* false when skipped for non-finite gradients or when nothing accumulated */
+  uint64_t step;       /* optimizer steps applied so far */
+  uint64_t examples;   /* examples in this step */
+  float loss_scale;    /* scale after this step's update */
+  double grad_norm;    /* global norm of the averaged, unscaled gradient (before clipping) */
+} eddy_step_info_t;
+
+/* Optimizer step over everything accumulated since the last step: the gradient is the weighted-sum
+ * gradient divided by the number of accumulated examples (so k micro-batches of b equal one batch
+ * of k×b), unscaled, checked for Inf/NaN (skip + backoff), clipped, applied. Clears gradients. */
+eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info);
+
+/* Inference only: pred is n × outputs. Does not touch gradients or state. */
+eddy_err_t eddy_learner_predict(eddy_learner_t *l, const eddy_batch_t *b, float *pred);
+
+/* Tensor table (names, shapes, offsets); valid for the learner's lifetime. */
+size_t eddy_learner_tensors(const eddy_learner_t *l, const eddy_tensor_info_t **tensors);
+/* Copies a master-weight tensor out / in by name; numel must match. */
+eddy_err_t eddy_learner_export(eddy_learner_t *l, const char *name, float *dst, size_t numel);
+eddy_err_t eddy_learner_import(eddy_learner_t *l, const char *name, const float *src, size_t numel);
+
+/* Writes the weights as a safetensors file (dtype "F32" | "F16" | "BF16"), __metadata__ holding
+ * the spec as JSON under "eddy.spec" plus extra metadata pairs (may be NULL). Atomic. */
+eddy_err_t eddy_learner_save_weights(eddy_learner_t *l, const char *path, const char *dtype,
+                                     const char *const *meta_kv, size_t meta_pairs, char *errstr,
+                                     size_t errstr_size);
+
+/* Full training state (master weights, optimizer state, scaler, step counters, rng) as
+ * safetensors; load refuses a file whose spec or optimizer differs. After load, training continues
+ * bit-identically to the learner that saved it. */
+eddy_err_t eddy_learner_save_state(eddy_learner_t *l, const char *path, char *errstr,
+                                   size_t errstr_size);
+eddy_err_t eddy_learner_load_state(eddy_learner_t *l, const char *path, char *errstr,
+                                   size_t errstr_size);
+
+/* Message of the last failed call on this learner (names the oneDNN call and shape, or the bad
+ * batch value); "" before any failure. Valid until the next call. */
+const char *eddy_learner_last_error(const eddy_learner_t *l);
+
+const eddy_scaler_t *eddy_learner_scaler(const eddy_learner_t *l);
+uint64_t eddy_learner_step_count(const eddy_learner_t *l);
+
+/* Fault injection for tests and chaos drills: sets every accumulated gradient to value (e.g.
+ * INFINITY or NAN) so the next step exercises the skip path. */
+void eddy_learner_poison_gradients(eddy_learner_t *l, float value);
+
+#endif

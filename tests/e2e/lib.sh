@@ -1,0 +1,55 @@
+# Helpers for the end-to-end tests: sourced, with EDDY (the binary) and SRC (the source folder) set.
+set -uo pipefail
+EDDY=${1:?usage: test.sh EDDY_BINARY SOURCE_DIR}
+SRC=${2:?usage: test.sh EDDY_BINARY SOURCE_DIR}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/eddy-e2e-XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+FAILS=0
+CHECKS=0
+PY=/usr/bin/python3
+
+fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
+pass() { echo "ok: $*"; }
+
+# check_rc WANT DESCRIPTION -- CMD...: runs CMD, stdout to $TMP/out, stderr to $TMP/err.
+check_rc() {
+  local want=$1 what=$2
+  shift 3
+  CHECKS=$((CHECKS + 1))
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [[ $rc -ne $want ]]; then
+    fail "$what: exit $rc, want $want"
+    sed 's/^/  stderr: /' "$TMP/err" | tail -n 20 >&2
+    return 1
+  fi
+  pass "$what (exit $rc)"
+}
+
+# check_grep FILE FIXED-STRING DESCRIPTION
+check_grep() {
+  CHECKS=$((CHECKS + 1))
+  if grep -qF -- "$2" "$1"; then pass "$3"; else
+    fail "$3: '$2' not in $(basename "$1")"
+    sed 's/^/  | /' "$1" | tail -n 20 >&2
+  fi
+}
+
+# check_py DESCRIPTION PYTHON-EXPR: evaluates EXPR with j = last JSON line of $TMP/out.
+check_py() {
+  CHECKS=$((CHECKS + 1))
+  if $PY - "$TMP/out" "$2" <<'PYEOF'; then pass "$1"; else fail "$1: $2 is false"; fi
+import json, sys
+lines = [l for l in open(sys.argv[1]) if l.strip()]
+j = json.loads(lines[-1])
+ok = eval(sys.argv[2], {"j": j})
+if not ok:
+    print("  json:", json.dumps(j), file=sys.stderr)
+sys.exit(0 if ok else 1)
+PYEOF
+}
+
+finish() {
+  echo "$((CHECKS - FAILS)) passed, $FAILS failed"
+  [[ $FAILS -eq 0 ]]
+}

@@ -1,0 +1,742 @@
+/* Configuration loading: defaults == configs/reference.ini, the shipped configs load, every error
+ * class yields its exact message, --set overrides, [kafka] passthrough order, value forms
+ * (hidden lists, booleans, sizes, inline comments, BOM/CRLF, indentation). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/config.h"
+#include "testutil.h"
+
+#define CONFIGS_DIR EDDY_TEST_DATA_DIR "/../../configs"
+
+static char errstr[1024];
+
+static eddy_err_t load_text(eddy_config_t *cfg, const char *text, const char *const *sets,
+                            size_t n_sets) {
+  errstr[0] = '\0';
+  return eddy_config_load_string(cfg, "t.ini", text, strlen(text), sets, n_sets, errstr,
+                                 sizeof errstr);
+}
+
+/* Loads text (plus optional sets) expecting EDDY_ERR_CONFIG and exactly message. */
+static void expect_error(const char *text, const char *const *sets, size_t n_sets,
+                         const char *message) {
+  eddy_config_t cfg;
+  eddy_err_t err = load_text(&cfg, text, sets, n_sets);
+  if (err != EDDY_ERR_CONFIG || strcmp(errstr, message) != 0)
+    print_error("input:\n%s\nexpected: %s\n     got: %s (err %d)\n", text, message, errstr, err);
+  assert_int_equal(err, EDDY_ERR_CONFIG);
+  assert_string_equal(errstr, message);
+  eddy_config_free(&cfg);
+}
+
+static void expect_ok(eddy_config_t *cfg, const char *text, const char *const *sets,
+                      size_t n_sets) {
+  eddy_err_t err = load_text(cfg, text, sets, n_sets);
+  if (err != EDDY_OK) print_error("input:\n%s\nunexpected error: %s\n", text, errstr);
+  assert_int_equal(err, EDDY_OK);
+}
+
+static void assert_same_config(const eddy_config_t *a, const eddy_config_t *b) {
+  assert_string_equal(a->model_name, b->model_name);
+  assert_int_equal(a->spec.hash_bits, b->spec.hash_bits);
+  assert_int_equal(a->spec.embed_dim, b->spec.embed_dim);
+  assert_int_equal(a->spec.dense_dim, b->spec.dense_dim);
+  assert_int_equal(a->spec.n_hidden, b->spec.n_hidden);
+  assert_memory_equal(a->spec.hidden, b->spec.hidden, sizeof a->spec.hidden);
+  assert_int_equal(a->spec.head, b->spec.head);
+  assert_int_equal(a->spec.classes, b->spec.classes);
+  assert_string_equal(a->device, b->device);
+  assert_int_equal(a->train.precision, b->train.precision);
+  assert_int_equal(a->train.optimizer, b->train.optimizer);
+  assert_true(a->train.lr == b->train.lr);
+  assert_true(a->train.momentum == b->train.momentum);
+  assert_true(a->train.beta1 == b->train.beta1);
+  assert_true(a->train.beta2 == b->train.beta2);
+  assert_true(a->train.eps == b->train.eps);
+  assert_true(a->train.weight_decay == b->train.weight_decay);
+  assert_true(a->train.clip_norm == b->train.clip_norm);
+  assert_int_equal(a->train.seed, b->train.seed);
+  assert_int_equal(a->train.threads, b->train.threads);
+  assert_int_equal(a->train.loss_scale.enabled, b->train.loss_scale.enabled);
+  assert_true(a->train.loss_scale.init_scale == b->train.loss_scale.init_scale);
+  assert_true(a->train.loss_scale.growth == b->train.loss_scale.growth);
+  assert_true(a->train.loss_scale.backoff == b->train.loss_scale.backoff);
+  assert_int_equal(a->train.loss_scale.interval, b->train.loss_scale.interval);
+  assert_true(a->train.loss_scale.min_scale == b->train.loss_scale.min_scale);
+  assert_int_equal(a->batch_size, b->batch_size);
+  assert_int_equal(a->accum_steps, b->accum_steps);
+  assert_true(a->holdout_fraction == b->holdout_fraction);
+  assert_int_equal(a->max_skipped_steps, b->max_skipped_steps);
+  assert_int_equal(a->metrics_window, b->metrics_window);
+  assert_string_equal(a->topic, b->topic);
+  assert_string_equal(a->format, b->format);
+  assert_string_equal(a->dlq_topic, b->dlq_topic);
+  assert_int_equal(a->max_event_bytes, b->max_event_bytes);
+  assert_int_equal(a->n_kafka, b->n_kafka);
+  assert_string_equal(a->buffer_path, b->buffer_path);
+  assert_int_equal(a->buffer_capacity_events, b->buffer_capacity_events);
+  assert_int_equal(a->buffer_capacity_bytes, b->buffer_capacity_bytes);
+  assert_int_equal(a->buffer_sync, b->buffer_sync);
+  assert_true(a->replay_ratio == b->replay_ratio);
+  assert_int_equal(a->replay_strategy, b->replay_strategy);
+  assert_int_equal(a->reservoir_size, b->reservoir_size);
+  assert_int_equal(a->replay_idle_steps, b->replay_idle_steps);
+  assert_string_equal(a->snapshot_store, b->snapshot_store);
+  assert_int_equal(a->snapshot_every_steps, b->snapshot_every_steps);
+  assert_int_equal(a->snapshot_every_seconds, b->snapshot_every_seconds);
+  assert_string_equal(a->snapshot_dtype, b->snapshot_dtype);
+  assert_int_equal(a->snapshot_keep, b->snapshot_keep);
+  assert_string_equal(a->snapshot_topic, b->snapshot_topic);
+  assert_true(a->gate_max_regression == b->gate_max_regression);
+  assert_string_equal(a->serve_trainer_url, b->serve_trainer_url);
+  assert_string_equal(a->serve_store, b->serve_store);
+  assert_int_equal(a->serve_poll_seconds, b->serve_poll_seconds);
+  assert_int_equal(a->serve_threads, b->serve_threads);
+  assert_string_equal(a->http_bind, b->http_bind);
+  assert_string_equal(a->http_token_file, b->http_token_file);
+  assert_int_equal(a->http_max_body_bytes, b->http_max_body_bytes);
+}
+
+static void test_defaults_values(void **state) {
+  (void)state;
+  eddy_config_t d;
+  eddy_config_defaults(&d);
+  assert_string_equal(d.model_name, "model");
+  assert_int_equal(d.spec.hash_bits, 18);
+  assert_int_equal(d.spec.embed_dim, 16);
+  assert_int_equal(d.spec.n_hidden, 1);
+  assert_int_equal(d.spec.hidden[0], 64);
+  assert_int_equal(d.spec.head, EDDY_HEAD_LOGISTIC);
+  assert_int_equal(d.train.optimizer, EDDY_OPT_ADAM);
+  assert_true(d.train.lr == 0.001f);
+  assert_true(d.train.loss_scale.init_scale == 65536.0f);
+  assert_true(d.train.loss_scale.growth == 2.0f);
+  assert_true(d.train.loss_scale.backoff == 0.5f);
+  assert_int_equal(d.train.loss_scale.interval, 2000);
+  assert_true(d.train.loss_scale.min_scale == 1.0f);
+  assert_int_equal(d.buffer_capacity_bytes, 1ull << 30);
+  assert_null(d.kafka);
+  assert_int_equal(d.n_kafka, 0);
+  /* Loading nothing gives the defaults and passes the cross-key checks. */
+  eddy_config_t cfg;
+  assert_int_equal(eddy_config_load(&cfg, NULL, NULL, 0, errstr, sizeof errstr), EDDY_OK);
+  assert_memory_equal(&cfg, &d, sizeof cfg);
+}
+
+static void test_reference_equals_defaults(void **state) {
+  (void)state;
+  eddy_config_t d, cfg;
+  eddy_config_defaults(&d);
+  eddy_err_t err =
+      eddy_config_load(&cfg, CONFIGS_DIR "/reference.ini", NULL, 0, errstr, sizeof errstr);
+  if (err) print_error("%s\n", errstr);
+  assert_int_equal(err, EDDY_OK);
+  assert_same_config(&cfg, &d);
+  assert_memory_equal(&cfg, &d, sizeof cfg);
+  eddy_config_free(&cfg);
+}
+
+/* Every key that eddy_config_t holds is set (uncommented) in reference.ini, and nothing else. */
+static void test_reference_lists_every_key(void **state) {
+  (void)state;
+  static const char *const expected[] = {"model.name",
+                                         "model.hash_bits",
+                                         "model.embed_dim",
+                                         "model.dense_dim",
+                                         "model.hidden",
+                                         "model.head",
+                                         "model.classes",
+                                         "train.device",
+                                         "train.precision",
+                                         "train.batch_size",
+                                         "train.accum_steps",
+                                         "train.optimizer",
+                                         "train.lr",
+                                         "train.momentum",
+                                         "train.beta1",
+                                         "train.beta2",
+                                         "train.eps",
+                                         "train.weight_decay",
+                                         "train.clip_norm",
+                                         "train.seed",
+                                         "train.threads",
+                                         "train.holdout_fraction",
+                                         "train.max_skipped_steps",
+                                         "train.metrics_window",
+                                         "train.loss_scale.init",
+                                         "train.loss_scale.growth",
+                                         "train.loss_scale.backoff",
+                                         "train.loss_scale.interval",
+                                         "train.loss_scale.min",
+                                         "train.loss_scale.dynamic",
+                                         "stream.topic",
+                                         "stream.format",
+                                         "stream.dlq_topic",
+                                         "stream.max_event_bytes",
+                                         "buffer.path",
+                                         "buffer.capacity_events",
+                                         "buffer.capacity_bytes",
+                                         "buffer.sync",
+                                         "replay.ratio",
+                                         "replay.strategy",
+                                         "replay.reservoir_size",
+                                         "replay.idle_steps",
+                                         "snapshot.store",
+                                         "snapshot.every_steps",
+                                         "snapshot.every_seconds",
+                                         "snapshot.dtype",
+                                         "snapshot.keep",
+                                         "snapshot.topic",
+                                         "snapshot.gate.max_regression",
+                                         "serve.trainer_url",
+                                         "serve.store",
+                                         "serve.poll_seconds",
+                                         "serve.threads",
+                                         "http.bind",
+                                         "http.token_file",
+                                         "http.max_body_bytes"};
+  size_t n_expected = sizeof expected / sizeof expected[0];
+  bool seen[sizeof expected / sizeof expected[0]] = {0};
+  FILE *f = fopen(CONFIGS_DIR "/reference.ini", "r");
+  assert_non_null(f);
+  char line[512], section[64] = "";
+  size_t active = 0;
+  bool kafka_section = false;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '#' || line[0] == ';' || line[0] == '\n') continue;
+    if (line[0] == '[') {
+      assert_int_equal(sscanf(line, "[%63[^]]]", section), 1);
+      kafka_section = strcmp(section, "kafka") == 0;
+      continue;
+    }
+    assert_false(kafka_section); /* no [kafka] property is set by default */
+    char key[128];
+    assert_int_equal(sscanf(line, "%127s =", key), 1);
+    char full[200];
+    snprintf(full, sizeof full, "%s.%s", section, key);
+    size_t i = 0;
+    while (i < n_expected && strcmp(expected[i], full) != 0) i++;
+    if (i == n_expected) print_error("unexpected key %s in reference.ini\n", full);
+    assert_true(i < n_expected);
+    assert_false(seen[i]);
+    seen[i] = true;
+    active++;
+  }
+  fclose(f);
+  for (size_t i = 0; i < n_expected; i++)
+    if (!seen[i]) print_error("reference.ini lacks %s\n", expected[i]);
+  assert_int_equal(active, n_expected);
+}
+
+static void test_fashion_mnist_loads(void **state) {
+  (void)state;
+  eddy_config_t cfg;
+  eddy_err_t err =
+      eddy_config_load(&cfg, CONFIGS_DIR "/fashion-mnist.ini", NULL, 0, errstr, sizeof errstr);
+  if (err) print_error("%s\n", errstr);
+  assert_int_equal(err, EDDY_OK);
+  assert_string_equal(cfg.model_name, "fashion-mnist");
+  assert_int_equal(cfg.spec.dense_dim, 784);
+  assert_int_equal(cfg.spec.embed_dim, 0);
+  assert_int_equal(cfg.spec.n_hidden, 2);
+  assert_int_equal(cfg.spec.hidden[0], 256);
+  assert_int_equal(cfg.spec.hidden[1], 128);
+  assert_int_equal(cfg.spec.head, EDDY_HEAD_SOFTMAX);
+  assert_int_equal(cfg.spec.classes, 10);
+  assert_int_equal(cfg.train.optimizer, EDDY_OPT_ADAM);
+  assert_int_equal(cfg.batch_size, 64);
+  eddy_config_free(&cfg);
+}
+
+static void test_errors_per_key(void **state) {
+  (void)state;
+  expect_error("[trian]\nlr = 0.1\n", NULL, 0, "t.ini:2: trian.lr = \"0.1\": unknown section");
+  expect_error("[model]\nname = x\n[bogus]\n[train]\n", NULL, 0,
+               "t.ini:3: [bogus]: unknown section");
+  expect_error("[bogus]\n", NULL, 0, "t.ini:1: [bogus]: unknown section");
+  expect_error("[train]\nlearning_rate = 0.1\n", NULL, 0,
+               "t.ini:2: train.learning_rate = \"0.1\": unknown key");
+  expect_error("lr = 1\n", NULL, 0, "t.ini:1: lr = \"1\": key outside any [section]");
+  expect_error("[train]\n\nlr = abc\n", NULL, 0, "t.ini:3: train.lr = \"abc\": not a number");
+  expect_error("[train]\nlr =\n", NULL, 0, "t.ini:2: train.lr = \"\": not a number");
+  expect_error("[train]\nlr = 0.1x\n", NULL, 0, "t.ini:2: train.lr = \"0.1x\": not a number");
+  expect_error("[train]\nlr = inf\n", NULL, 0, "t.ini:2: train.lr = \"inf\": not a finite number");
+  expect_error("[train]\nlr = nan\n", NULL, 0, "t.ini:2: train.lr = \"nan\": not a finite number");
+  expect_error("[train]\nlr = 0\n", NULL, 0, "t.ini:2: train.lr = \"0\": must be > 0 and <= 1000");
+  expect_error("[train]\neps = 1e-50\n", NULL, 0,
+               "t.ini:2: train.eps = \"1e-50\": too small for a 32-bit float");
+  expect_error("[train]\nmomentum = 1\n", NULL, 0,
+               "t.ini:2: train.momentum = \"1\": must be >= 0 and < 1");
+  expect_error("[train]\nholdout_fraction = 0.6\n", NULL, 0,
+               "t.ini:2: train.holdout_fraction = \"0.6\": must be between 0 and 0.5");
+  expect_error("[model]\nhash_bits = 31\n", NULL, 0,
+               "t.ini:2: model.hash_bits = \"31\": must be between 0 and 30");
+  expect_error("[train]\nbatch_size = -1\n", NULL, 0,
+               "t.ini:2: train.batch_size = \"-1\": must be a whole number between 1 and 1048576");
+  expect_error("[train]\nbatch_size = 1.5\n", NULL, 0,
+               "t.ini:2: train.batch_size = \"1.5\": must be a whole number between 1 and 1048576");
+  expect_error("[train]\nbatch_size = 0\n", NULL, 0,
+               "t.ini:2: train.batch_size = \"0\": must be between 1 and 1048576");
+  expect_error("[train]\nbatch_size = 12abc\n", NULL, 0,
+               "t.ini:2: train.batch_size = \"12abc\": not a number");
+  expect_error("[train]\nbatch_size = +5\n", NULL, 0,
+               "t.ini:2: train.batch_size = \"+5\": must be a whole number between 1 and 1048576");
+  expect_error(
+      "[train]\nseed = 18446744073709551616\n", NULL, 0,
+      "t.ini:2: train.seed = \"18446744073709551616\": must be a whole number between 0 and "
+      "18446744073709551615");
+  expect_error("[train]\nprecision = fp64\n", NULL, 0,
+               "t.ini:2: train.precision = \"fp64\": expected one of fp32, bf16, fp16");
+  expect_error("[train]\noptimizer = lbfgs\n", NULL, 0,
+               "t.ini:2: train.optimizer = \"lbfgs\": expected one of sgd, adam, adamw, adagrad");
+  expect_error("[model]\nhead = hinge\n", NULL, 0,
+               "t.ini:2: model.head = \"hinge\": expected one of logistic, softmax, squared");
+  expect_error("[replay]\nstrategy = lifo\n", NULL, 0,
+               "t.ini:2: replay.strategy = \"lifo\": expected one of uniform, recent, balanced");
+  expect_error("[snapshot]\ndtype = f64\n", NULL, 0,
+               "t.ini:2: snapshot.dtype = \"f64\": expected one of F32, F16, BF16");
+  expect_error("[stream]\nformat = avro\n", NULL, 0,
+               "t.ini:2: stream.format = \"avro\": expected one of json");
+  expect_error(
+      "[buffer]\nsync = maybe\n", NULL, 0,
+      "t.ini:2: buffer.sync = \"maybe\": expected true or false (also 1/0, yes/no, on/off)");
+  expect_error(
+      "[model]\nname = my model\n", NULL, 0,
+      "t.ini:2: model.name = \"my model\": only letters, digits, '_', '.' and '-' are allowed");
+  expect_error(
+      "[model]\nname = "
+      "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij1234\n",
+      NULL, 0,
+      "t.ini:2: model.name = \"abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij1234\": "
+      "longer than 63 bytes");
+  expect_error("[buffer]\npath =\n", NULL, 0, "t.ini:2: buffer.path = \"\": must not be empty");
+  expect_error("[stream]\ntopic = a/b\n", NULL, 0,
+               "t.ini:2: stream.topic = \"a/b\": a Kafka topic name has only letters, digits, '_', "
+               "'.' and '-'");
+  expect_error("[train]\ndevice = gpu\n", NULL, 0,
+               "t.ini:2: train.device = \"gpu\": expected cpu, cuda, cuda:N (N 0..63) or cuda:all");
+  expect_error(
+      "[train]\ndevice = cuda:64\n", NULL, 0,
+      "t.ini:2: train.device = \"cuda:64\": expected cpu, cuda, cuda:N (N 0..63) or cuda:all");
+  expect_error("[http]\nbind = localhost\n", NULL, 0,
+               "t.ini:2: http.bind = \"localhost\": expected host:port (port 0..65535)");
+  expect_error("[http]\nbind = :80\n", NULL, 0,
+               "t.ini:2: http.bind = \":80\": expected host:port (port 0..65535)");
+  expect_error("[serve]\ntrainer_url = ftp://x\n", NULL, 0,
+               "t.ini:2: serve.trainer_url = \"ftp://x\": expected an http:// or https:// URL");
+  expect_error(
+      "[buffer]\ncapacity_bytes = 1.5G\n", NULL, 0,
+      "t.ini:2: buffer.capacity_bytes = \"1.5G\": not a size (a whole number, optionally with "
+      "K, M, G, T, KiB, MiB, GiB or TiB)");
+  expect_error(
+      "[buffer]\ncapacity_bytes = 1K\n", NULL, 0,
+      "t.ini:2: buffer.capacity_bytes = \"1K\": must be between 1048576 and 1125899906842624");
+  expect_error(
+      "[buffer]\ncapacity_bytes = 99999999999999999999G\n", NULL, 0,
+      "t.ini:2: buffer.capacity_bytes = \"99999999999999999999G\": must be between 1048576 and "
+      "1125899906842624");
+  /* Only " ;" starts an inline comment; "0.01;x" stays one (bad) value. */
+  expect_error("[train]\nlr = 0.01;x\n", NULL, 0, "t.ini:2: train.lr = \"0.01;x\": not a number");
+}
+
+static void test_errors_syntax(void **state) {
+  (void)state;
+  expect_error("[model]\nname\n", NULL, 0, "t.ini:2: syntax error");
+  expect_error("[model\nname = x\n", NULL, 0, "t.ini:1: syntax error");
+  /* inih keeps going after a syntax error; the first error is the one reported. */
+  expect_error("[model]\nbad line\nhash_bits = 99\n", NULL, 0, "t.ini:2: syntax error");
+  expect_error("[model]\nhash_bits = 99\nbad line\n", NULL, 0,
+               "t.ini:2: model.hash_bits = \"99\": must be between 0 and 30");
+  /* Line length: 198 bytes fit (with '\n' and NUL in inih's 200), 199 do not. */
+  char text[600];
+  char fill[300];
+  memset(fill, 'x', sizeof fill);
+  snprintf(text, sizeof text, "[model]\n#%.197s\nname = ok\n", fill);
+  eddy_config_t cfg;
+  expect_ok(&cfg, text, NULL, 0);
+  assert_string_equal(cfg.model_name, "ok");
+  eddy_config_free(&cfg);
+  snprintf(text, sizeof text, "[model]\n#%.198s\nname = ok\n", fill);
+  expect_error(text, NULL, 0, "t.ini:2: line too long (max 198 bytes)");
+  snprintf(text, sizeof text, "[model]\nname = %.250s\n", fill);
+  expect_error(text, NULL, 0, "t.ini:2: line too long (max 198 bytes)");
+  /* A NUL byte inside a line. */
+  static const char nul[] = "[model]\nname = a\0b\n";
+  assert_int_equal(
+      eddy_config_load_string(&cfg, "t.ini", nul, sizeof nul - 1, NULL, 0, errstr, sizeof errstr),
+      EDDY_ERR_CONFIG);
+  assert_string_equal(errstr, "t.ini:2: syntax error (NUL byte)");
+  eddy_config_free(&cfg);
+}
+
+static void test_errors_cross_key(void **state) {
+  (void)state;
+  expect_error("[model]\nhead = softmax\nclasses = 1\n", NULL, 0,
+               "t.ini:3: model.classes = \"1\": a softmax head needs model.classes >= 2");
+  const char *head_set[] = {"model.head=softmax"};
+  expect_error("[model]\nclasses = 1\n", head_set, 1,
+               "--set: model.head = \"softmax\": a softmax head needs model.classes >= 2");
+  expect_error("[model]\nembed_dim = 0\n", NULL, 0,
+               "t.ini:2: model.embed_dim = \"0\": the model needs an input: model.embed_dim or "
+               "model.dense_dim must be > 0");
+  expect_error(
+      "[model]\nhash_bits = 0\n", NULL, 0,
+      "t.ini:2: model.hash_bits = \"0\": model.embed_dim > 0 needs model.hash_bits between 1 "
+      "and 30");
+  expect_error("[train]\nloss_scale.min = 100000\n", NULL, 0,
+               "t.ini:2: train.loss_scale.min = \"100000\": train.loss_scale.min must not exceed "
+               "train.loss_scale.init");
+  expect_error("[train]\nloss_scale.growth = 1\n", NULL, 0,
+               "t.ini:2: train.loss_scale.growth = \"1\": must be > 1 and <= 1000");
+  expect_error("[train]\nloss_scale.init = 0.5\n", NULL, 0,
+               "t.ini:2: train.loss_scale.init = \"0.5\": must be between 1 and 1000000000");
+  /* The model layer's limits apply too, reported against the model key set last. */
+  eddy_config_t big;
+  assert_int_equal(load_text(&big, "[model]\nhidden = 65536,65536\nembed_dim = 8\n", NULL, 0),
+                   EDDY_ERR_CONFIG);
+  static const char prefix[] = "t.ini:3: model.embed_dim = \"8\": ";
+  if (strncmp(errstr, prefix, sizeof prefix - 1) != 0) print_error("got: %s\n", errstr);
+  assert_int_equal(strncmp(errstr, prefix, sizeof prefix - 1), 0);
+  assert_non_null(strstr(errstr, "too large"));
+  eddy_config_free(&big);
+  /* hash_bits 0 is fine without an embedding. */
+  eddy_config_t cfg;
+  expect_ok(&cfg, "[model]\nhash_bits = 0\nembed_dim = 0\ndense_dim = 8\n", NULL, 0);
+  assert_int_equal(cfg.spec.hash_bits, 0);
+  eddy_config_free(&cfg);
+}
+
+static void test_errors_io(void **state) {
+  (void)state;
+  eddy_config_t cfg;
+  assert_int_equal(eddy_config_load(&cfg, "/nonexistent/x.ini", NULL, 0, errstr, sizeof errstr),
+                   EDDY_ERR_IO);
+  assert_string_equal(errstr, "/nonexistent/x.ini: No such file or directory");
+  eddy_config_free(&cfg);
+
+  char *dir = eddy_test_tmpdir();
+  assert_int_equal(eddy_config_load(&cfg, dir, NULL, 0, errstr, sizeof errstr), EDDY_ERR_IO);
+  char want[600];
+  snprintf(want, sizeof want, "%s: Is a directory", dir);
+  assert_string_equal(errstr, want);
+
+  /* Messages name the real path. */
+  static const char bad[] = "[train]\nlr = abc\n";
+  char *path = eddy_test_write_file(dir, "bad.ini", bad, sizeof bad - 1);
+  assert_int_equal(eddy_config_load(&cfg, path, NULL, 0, errstr, sizeof errstr), EDDY_ERR_CONFIG);
+  snprintf(want, sizeof want, "%s:2: train.lr = \"abc\": not a number", path);
+  assert_string_equal(errstr, want);
+  free(path);
+
+  /* Over the 1 MiB cap. */
+  size_t big_len = (1u << 20) + 1;
+  char *big = malloc(big_len);
+  assert_non_null(big);
+  memset(big, '\n', big_len);
+  path = eddy_test_write_file(dir, "big.ini", big, big_len);
+  assert_int_equal(eddy_config_load(&cfg, path, NULL, 0, errstr, sizeof errstr), EDDY_ERR_CONFIG);
+  snprintf(want, sizeof want, "%s: larger than 1048576 bytes", path);
+  assert_string_equal(errstr, want);
+  /* Exactly at the cap is fine (blank lines). */
+  free(path);
+  path = eddy_test_write_file(dir, "cap.ini", big, big_len - 1);
+  assert_int_equal(eddy_config_load(&cfg, path, NULL, 0, errstr, sizeof errstr), EDDY_OK);
+  free(path);
+  free(big);
+  eddy_test_rmdir(dir);
+
+  /* No errstr buffer: still the right code, no crash. */
+  assert_int_equal(eddy_config_load_string(&cfg, "t.ini", "[x]\n", 4, NULL, 0, NULL, 0),
+                   EDDY_ERR_CONFIG);
+  eddy_config_free(&cfg);
+}
+
+static void test_set_overrides(void **state) {
+  (void)state;
+  eddy_config_t cfg;
+  const char *sets[] = {"train.lr=0.5", " model.hidden = 32, 16 ", "train.loss_scale.init=1024",
+                        "snapshot.gate.max_regression=0.1", "model.name=override"};
+  expect_ok(&cfg, "[train]\nlr = 0.01\n[model]\nname = file\n", sets, 5);
+  assert_true(cfg.train.lr == 0.5f);
+  assert_int_equal(cfg.spec.n_hidden, 2);
+  assert_int_equal(cfg.spec.hidden[0], 32);
+  assert_int_equal(cfg.spec.hidden[1], 16);
+  assert_true(cfg.train.loss_scale.init_scale == 1024.0f);
+  assert_true(cfg.gate_max_regression == 0.1);
+  assert_string_equal(cfg.model_name, "override");
+  eddy_config_free(&cfg);
+
+  /* Sets without a file. */
+  const char *only[] = {"train.batch_size=7"};
+  assert_int_equal(eddy_config_load(&cfg, NULL, only, 1, errstr, sizeof errstr), EDDY_OK);
+  assert_int_equal(cfg.batch_size, 7);
+  eddy_config_free(&cfg);
+
+  const char *bad_num[] = {"train.lr=abc"};
+  expect_error("", bad_num, 1, "--set: train.lr = \"abc\": not a number");
+  const char *bad_key[] = {"train.nope=1"};
+  expect_error("", bad_key, 1, "--set: train.nope = \"1\": unknown key");
+  const char *bad_section[] = {"nope.lr=1"};
+  expect_error("", bad_section, 1, "--set: nope.lr = \"1\": unknown section");
+  const char *no_eq[] = {"xyz"};
+  expect_error("", no_eq, 1, "--set \"xyz\": expected section.key=value");
+  const char *no_dot[] = {"train=1"};
+  expect_error("", no_dot, 1, "--set \"train=1\": expected section.key=value");
+  const char *dot_after_eq[] = {"lr=0.1"};
+  expect_error("", dot_after_eq, 1, "--set \"lr=0.1\": expected section.key=value");
+  const char *empty_key[] = {"train.=1"};
+  expect_error("", empty_key, 1, "--set \"train.=1\": expected section.key=value");
+  const char *empty_section[] = {".lr=1"};
+  expect_error("", empty_section, 1, "--set \".lr=1\": expected section.key=value");
+  /* A file error is reported before any --set is looked at. */
+  expect_error("[train]\nlr = x\n", bad_num, 1, "t.ini:2: train.lr = \"x\": not a number");
+  /* The first bad --set is reported. */
+  const char *two[] = {"train.lr=0.1", "train.batch_size=0", "train.lr=abc"};
+  expect_error("", two, 3, "--set: train.batch_size = \"0\": must be between 1 and 1048576");
+}
+
+static void test_kafka_passthrough(void **state) {
+  (void)state;
+  eddy_config_t cfg;
+  const char *sets[] = {"kafka.acks=all", "kafka.sasl.jaas.config=user=\"a\" pass=b:c"};
+  expect_ok(&cfg,
+            "[kafka]\n"
+            "bootstrap.servers = host-a:9092,host-b:9093\n"
+            "sasl.jaas.config = x=y;z ; trailing comment\n"
+            "client.id = a:b=c\n"
+            "bootstrap.servers = other:1\n"
+            "empty.value =\n",
+            sets, 2);
+  assert_int_equal(cfg.n_kafka, 5);
+  /* File order; a repeated key moves to where it was last set. */
+  assert_string_equal(cfg.kafka[0].key, "client.id");
+  assert_string_equal(cfg.kafka[0].value, "a:b=c");
+  assert_string_equal(cfg.kafka[0].origin, "t.ini:4");
+  assert_string_equal(cfg.kafka[1].key, "bootstrap.servers");
+  assert_string_equal(cfg.kafka[1].value, "other:1");
+  assert_string_equal(cfg.kafka[1].origin, "t.ini:5");
+  assert_string_equal(cfg.kafka[2].key, "empty.value");
+  assert_string_equal(cfg.kafka[2].value, "");
+  assert_string_equal(cfg.kafka[3].key, "acks");
+  assert_string_equal(cfg.kafka[3].value, "all");
+  assert_string_equal(cfg.kafka[3].origin, "--set");
+  assert_string_equal(cfg.kafka[4].key, "sasl.jaas.config");
+  assert_string_equal(cfg.kafka[4].value, "user=\"a\" pass=b:c");
+  assert_string_equal(eddy_config_kafka(&cfg, "bootstrap.servers"), "other:1");
+  assert_string_equal(eddy_config_kafka(&cfg, "client.id"), "a:b=c");
+  assert_null(eddy_config_kafka(&cfg, "group.id"));
+  assert_null(eddy_config_kafka(NULL, "group.id"));
+  eddy_config_free(&cfg);
+  assert_null(cfg.kafka);
+  assert_int_equal(cfg.n_kafka, 0);
+  eddy_config_free(&cfg); /* twice is harmless */
+  eddy_config_free(NULL);
+
+  /* The file value with " ;" comment stripped, ';' inside kept. */
+  expect_ok(&cfg, "[kafka]\nsasl.jaas.config = x=y;z ; comment\n", NULL, 0);
+  assert_string_equal(eddy_config_kafka(&cfg, "sasl.jaas.config"), "x=y;z");
+  eddy_config_free(&cfg);
+
+  /* Cap on the number of properties; the list is freeable after the error. */
+  enum { N = 257 };
+  char bufs[N][32];
+  const char *many[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(bufs[i], sizeof bufs[i], "kafka.p%d=%d", i, i);
+    many[i] = bufs[i];
+  }
+  assert_int_equal(load_text(&cfg, "", many, N), EDDY_ERR_CONFIG);
+  assert_string_equal(errstr, "--set: kafka.p256 = \"256\": more than 256 [kafka] properties");
+  eddy_config_free(&cfg);
+  assert_int_equal(load_text(&cfg, "", many, N - 1), EDDY_OK);
+  assert_int_equal(cfg.n_kafka, 256);
+  assert_string_equal(eddy_config_kafka(&cfg, "p255"), "255");
+  eddy_config_free(&cfg);
+}
+
+static void test_hidden_lists(void **state) {
+  (void)state;
+  static const struct {
+    const char *value;
+    uint32_t n;
+    uint32_t layers[3];
+  } ok[] = {{"256,128", 2, {256, 128}},
+            {" 512 ", 1, {512}},
+            {"", 0, {0}},
+            {"1, 2 ,3", 3, {1, 2, 3}},
+            {"65536", 1, {65536}}};
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    char set[64];
+    snprintf(set, sizeof set, "model.hidden=%s", ok[i].value);
+    const char *sets[] = {set};
+    eddy_config_t cfg;
+    expect_ok(&cfg, "", sets, 1);
+    assert_int_equal(cfg.spec.n_hidden, ok[i].n);
+    for (uint32_t j = 0; j < ok[i].n; j++) assert_int_equal(cfg.spec.hidden[j], ok[i].layers[j]);
+    for (uint32_t j = ok[i].n; j < EDDY_MAX_HIDDEN; j++) assert_int_equal(cfg.spec.hidden[j], 0);
+    eddy_config_free(&cfg);
+  }
+  eddy_config_t cfg;
+  expect_ok(&cfg, "[model]\nhidden =\n", NULL, 0);
+  assert_int_equal(cfg.spec.n_hidden, 0);
+  eddy_config_free(&cfg);
+  expect_ok(&cfg, "[model]\nhidden = 1,2,3,4,5,6,7,8\n", NULL, 0);
+  assert_int_equal(cfg.spec.n_hidden, 8);
+  assert_int_equal(cfg.spec.hidden[7], 8);
+  eddy_config_free(&cfg);
+  expect_error("[model]\nhidden = 1,2,3,4,5,6,7,8,9\n", NULL, 0,
+               "t.ini:2: model.hidden = \"1,2,3,4,5,6,7,8,9\": at most 8 hidden layers");
+  expect_error("[model]\nhidden = 256,,128\n", NULL, 0,
+               "t.ini:2: model.hidden = \"256,,128\": not a comma-separated list of layer widths "
+               "(e.g. 256,128)");
+  expect_error("[model]\nhidden = 256,\n", NULL, 0,
+               "t.ini:2: model.hidden = \"256,\": not a comma-separated list of layer widths (e.g. "
+               "256,128)");
+  expect_error("[model]\nhidden = 256 128\n", NULL, 0,
+               "t.ini:2: model.hidden = \"256 128\": not a comma-separated list of layer widths "
+               "(e.g. 256,128)");
+  expect_error("[model]\nhidden = -5\n", NULL, 0,
+               "t.ini:2: model.hidden = \"-5\": not a comma-separated list of layer widths (e.g. "
+               "256,128)");
+  expect_error("[model]\nhidden = 64,0\n", NULL, 0,
+               "t.ini:2: model.hidden = \"64,0\": each layer width must be between 1 and 65536");
+  expect_error("[model]\nhidden = 65537\n", NULL, 0,
+               "t.ini:2: model.hidden = \"65537\": each layer width must be between 1 and 65536");
+  expect_error(
+      "[model]\nhidden = 99999999999999999999999\n", NULL, 0,
+      "t.ini:2: model.hidden = \"99999999999999999999999\": each layer width must be between "
+      "1 and 65536");
+}
+
+static void test_booleans(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    bool value;
+  } forms[] = {{"true", true}, {"false", false}, {"1", true},   {"0", false},
+               {"yes", true},  {"no", false},    {"on", true},  {"off", false},
+               {"TRUE", true}, {"Off", false},   {"Yes", true}, {"NO", false}};
+  for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+    char text[128];
+    /* Start from the opposite of the expected value so that the assignment is visible. */
+    snprintf(text, sizeof text,
+             "[buffer]\nsync = %s\nsync = %s\n[train]\nloss_scale.dynamic = %s\n",
+             forms[i].value ? "false" : "true", forms[i].text, forms[i].text);
+    eddy_config_t cfg;
+    expect_ok(&cfg, text, NULL, 0);
+    assert_int_equal(cfg.buffer_sync, forms[i].value);
+    assert_int_equal(cfg.train.loss_scale.enabled, forms[i].value);
+    eddy_config_free(&cfg);
+  }
+  expect_error("[buffer]\nsync = 2\n", NULL, 0,
+               "t.ini:2: buffer.sync = \"2\": expected true or false (also 1/0, yes/no, on/off)");
+}
+
+static void test_value_forms(void **state) {
+  (void)state;
+  eddy_config_t cfg;
+  /* Inline comments, duplicate keys (last wins), indentation (no continuation lines), exponents,
+   * case-insensitive enums and sizes with suffixes. */
+  expect_ok(&cfg,
+            "; leading comment\n"
+            "# another\n"
+            "[train]\n"
+            "lr = 0.01 ; comment\n"
+            "batch_size = 16\n"
+            "  accum_steps = 4\n"
+            "\tbatch_size = 32   ; last wins\n"
+            "precision = BF16\n"
+            "eps = 1e-6\n"
+            "seed = 18446744073709551615\n"
+            "device = cuda:3\n"
+            "[snapshot]\n"
+            "dtype = bf16\n"
+            "gate.max_regression = 0\n"
+            "[buffer]\n"
+            "capacity_bytes = 512MiB\n"
+            "[http]\n"
+            "max_body_bytes = 4k\n"
+            "bind = [::1]:0\n"
+            "[stream]\n"
+            "dlq_topic = dead.letters_1\n",
+            NULL, 0);
+  assert_true(cfg.train.lr == 0.01f);
+  assert_int_equal(cfg.batch_size, 32);
+  assert_int_equal(cfg.accum_steps, 4);
+  assert_int_equal(cfg.train.precision, EDDY_PREC_BF16);
+  assert_true(cfg.train.eps == 1e-6f);
+  assert_true(cfg.train.seed == UINT64_MAX);
+  assert_string_equal(cfg.device, "cuda:3");
+  assert_string_equal(cfg.snapshot_dtype, "BF16");
+  assert_true(cfg.gate_max_regression == 0.0);
+  assert_int_equal(cfg.buffer_capacity_bytes, 512ull << 20);
+  assert_int_equal(cfg.http_max_body_bytes, 4096);
+  assert_string_equal(cfg.http_bind, "[::1]:0");
+  assert_string_equal(cfg.dlq_topic, "dead.letters_1");
+  eddy_config_free(&cfg);
+
+  static const struct {
+    const char *text;
+    uint64_t bytes;
+  } sizes[] = {{"1048576", 1048576}, {"1M", 1048576},    {"1MiB", 1048576},  {"2G", 2ull << 30},
+               {"3gib", 3ull << 30}, {"1T", 1ull << 40}, {"1024K", 1048576}, {"1024KiB", 1048576}};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char set[64];
+    snprintf(set, sizeof set, "buffer.capacity_bytes=%s", sizes[i].text);
+    const char *sets[] = {set};
+    expect_ok(&cfg, "", sets, 1);
+    assert_int_equal(cfg.buffer_capacity_bytes, sizes[i].bytes);
+    eddy_config_free(&cfg);
+  }
+
+  /* UTF-8 BOM and CRLF line ends. */
+  static const char bom[] = "\xEF\xBB\xBF[train]\r\nlr = 0.5\r\n[model]\r\nname = crlf\r\n";
+  assert_int_equal(
+      eddy_config_load_string(&cfg, "t.ini", bom, sizeof bom - 1, NULL, 0, errstr, sizeof errstr),
+      EDDY_OK);
+  assert_true(cfg.train.lr == 0.5f);
+  assert_string_equal(cfg.model_name, "crlf");
+  eddy_config_free(&cfg);
+
+  /* No trailing newline, empty input, NULL text. */
+  expect_ok(&cfg, "[train]\nlr = 0.25", NULL, 0);
+  assert_true(cfg.train.lr == 0.25f);
+  eddy_config_free(&cfg);
+  expect_ok(&cfg, "", NULL, 0);
+  eddy_config_free(&cfg);
+  assert_int_equal(eddy_config_load_string(&cfg, "t.ini", NULL, 0, NULL, 0, errstr, sizeof errstr),
+                   EDDY_OK);
+  eddy_config_free(&cfg);
+
+  /* An empty known section is fine; so is a key line with ':' (inih's name:value form). */
+  expect_ok(&cfg, "[serve]\n[model]\nname: colon\n", NULL, 0);
+  assert_string_equal(cfg.model_name, "colon");
+  eddy_config_free(&cfg);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_defaults_values),
+      cmocka_unit_test(test_reference_equals_defaults),
+      cmocka_unit_test(test_reference_lists_every_key),
+      cmocka_unit_test(test_fashion_mnist_loads),
+      cmocka_unit_test(test_errors_per_key),
+      cmocka_unit_test(test_errors_syntax),
+      cmocka_unit_test(test_errors_cross_key),
+      cmocka_unit_test(test_errors_io),
+      cmocka_unit_test(test_set_overrides),
+      cmocka_unit_test(test_kafka_passthrough),
+      cmocka_unit_test(test_hidden_lists),
+      cmocka_unit_test(test_booleans),
+      cmocka_unit_test(test_value_forms),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
