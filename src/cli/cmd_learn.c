@@ -91,7 +91,9 @@ typedef struct {
 static int train_batch(trainer_t *t, bool force_step, char *errstr, size_t errstr_size) {
   if (t->batch->n > 0) {
     eddy_err_t err = eddy_learner_accumulate(t->learner, t->batch, t->pred, NULL);
-    if (err) return eddy_errf(err, errstr, errstr_size, "training failed: %s", eddy_err_str(err));
+    if (err)
+      return eddy_errf(err, errstr, errstr_size, "training failed: %s: %s", eddy_err_str(err),
+                       eddy_learner_last_error(t->learner));
     eddy_metrics_add(t->metrics, t->pred, t->batch->label, t->batch->weight, t->batch->n);
     t->stats->examples += t->batch->n;
     t->micro++;
@@ -100,7 +102,9 @@ static int train_batch(trainer_t *t, bool force_step, char *errstr, size_t errst
   if (t->micro == 0 || (t->micro < t->accum_steps && !force_step)) return 0;
   eddy_step_info_t info;
   eddy_err_t err = eddy_learner_step(t->learner, &info);
-  if (err) return eddy_errf(err, errstr, errstr_size, "optimizer step failed: %s", eddy_err_str(err));
+  if (err)
+    return eddy_errf(err, errstr, errstr_size, "optimizer step failed: %s: %s", eddy_err_str(err),
+                     eddy_learner_last_error(t->learner));
   t->micro = 0;
   if (info.applied) {
     t->stats->steps++;
@@ -202,7 +206,8 @@ static int run_eval(const eddy_config_t *cfg, trainer_t *t, const char *data, ed
     }
     if (t->batch->n > 0 && (eof || t->batch->n == t->batch->cap)) {
       if ((err = eddy_learner_predict(t->learner, t->batch, t->pred))) {
-        rc = eddy_errf(err, errstr, errstr_size, "predict failed: %s", eddy_err_str(err));
+        rc = eddy_errf(err, errstr, errstr_size, "predict failed: %s: %s", eddy_err_str(err),
+                       eddy_learner_last_error(t->learner));
         break;
       }
       eddy_metrics_add(out, t->pred, t->batch->label, t->batch->weight, t->batch->n);

@@ -30,7 +30,7 @@ static inline float u2f(uint32_t u) {
 }
 
 EDDY_CLONES
-static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, float *restrict g,
+static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
                       float *restrict buf, size_t n) {
   const float gmul = p->gmul, wd = p->weight_decay, lr = p->lr, mom = p->momentum;
   if (buf) {
@@ -40,14 +40,12 @@ static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, float *rest
       float b = mom * buf[i] + d;
       buf[i] = b;
       w[i] = w[i] - lr * b;
-      g[i] = 0.0f;
     }
   } else {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) {
       float d = g[i] * gmul + wd * w[i];
       w[i] = w[i] - lr * d;
-      g[i] = 0.0f;
     }
   }
 }
@@ -55,7 +53,7 @@ static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, float *rest
 /* torch's update w -= lr / bc1 * m / (sqrt(v) / bc2 + eps), rewritten with one division:
  * w -= (lr * bc2 / bc1) * m / (sqrt(v) + eps * bc2). The FP divider is this loop's bottleneck. */
 EDDY_CLONES
-static void optim_adam(const eddy_optim_step_t *p, float *restrict w, float *restrict g,
+static void optim_adam(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
                        float *restrict m, float *restrict v, size_t n) {
   const float gmul = p->gmul, b1 = p->beta1, b2 = p->beta2, c1 = 1.0f - p->beta1, c2 = 1.0f - p->beta2;
   const float ss = p->step_size * p->bc2_sqrt, eps = p->eps * p->bc2_sqrt;
@@ -70,12 +68,11 @@ static void optim_adam(const eddy_optim_step_t *p, float *restrict w, float *res
     m[i] = mi;
     v[i] = vi;
     w[i] = wi - (ss * mi) / (sqrtf(vi) + eps);
-    g[i] = 0.0f;
   }
 }
 
 EDDY_CLONES
-static void optim_adagrad(const eddy_optim_step_t *p, float *restrict w, float *restrict g,
+static void optim_adagrad(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
                           float *restrict sum, size_t n) {
   const float gmul = p->gmul, wd = p->weight_decay, lr = p->lr, eps = p->eps;
 #pragma omp simd
@@ -84,11 +81,10 @@ static void optim_adagrad(const eddy_optim_step_t *p, float *restrict w, float *
     float s = sum[i] + d * d;
     sum[i] = s;
     w[i] = w[i] - lr * (d / (sqrtf(s) + eps));
-    g[i] = 0.0f;
   }
 }
 
-void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2, size_t n) {
+void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, const float *g, float *s1, float *s2, size_t n) {
   switch (p->kind) {
   case EDDY_OPT_SGD:
     optim_sgd(p, w, g, s1, n);
@@ -101,6 +97,34 @@ void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, float *g, float *s1
     optim_adagrad(p, w, g, s2, n);
     break;
   }
+}
+
+void eddy_kernel_optim_rows(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2,
+                            const uint32_t *rows, size_t n_rows, uint32_t dim) {
+  const size_t ahead = 4;
+  for (size_t i = 0; i < n_rows; i++) {
+    if (i + ahead < n_rows) {
+      size_t next = (size_t)rows[i + ahead] * dim;
+      __builtin_prefetch(w + next, 1);
+      if (s1) __builtin_prefetch(s1 + next, 1);
+      if (s2) __builtin_prefetch(s2 + next, 1);
+    }
+    size_t off = (size_t)rows[i] * dim;
+    eddy_kernel_optim(p, w + off, g + off, s1 ? s1 + off : NULL, s2 ? s2 + off : NULL, dim);
+    memset(g + off, 0, dim * sizeof *g);
+  }
+}
+
+double eddy_kernel_sumsq_rows(const float *g, const uint32_t *rows, size_t n_rows, uint32_t dim) {
+  double s = 0.0;
+  for (size_t i = 0; i < n_rows; i++) {
+    const float *row = g + (size_t)rows[i] * dim;
+    double r = 0.0;
+#pragma omp simd reduction(+ : r)
+    for (uint32_t k = 0; k < dim; k++) r += (double)row[k] * (double)row[k];
+    s += r;
+  }
+  return s;
 }
 
 static double sumsq_plain(const float *restrict x, size_t n) {
@@ -133,9 +157,7 @@ __attribute__((target("avx2,fma"))) static double sumsq_avx2(const float *x, siz
 
 double eddy_kernel_sumsq(const float *x, size_t n) {
 #ifdef EDDY_HAVE_F16C_PATH
-  static int has_avx2 = -1;
-  if (has_avx2 < 0) has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (has_avx2) return sumsq_avx2(x, n);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return sumsq_avx2(x, n);
 #endif
   return sumsq_plain(x, n);
 }
@@ -179,9 +201,7 @@ __attribute__((target("avx,f16c"))) static void round_f16_f16c(float *dst, const
 
 void eddy_kernel_round_f16(float *dst, const float *x, size_t n) {
 #ifdef EDDY_HAVE_F16C_PATH
-  static int has_f16c = -1;
-  if (has_f16c < 0) has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-  if (has_f16c) {
+  if (__builtin_cpu_supports("avx2")) { /* x86-64-v3: every AVX2 CPU has F16C */
     round_f16_f16c(dst, x, n);
     return;
   }
@@ -190,20 +210,22 @@ void eddy_kernel_round_f16(float *dst, const float *x, size_t n) {
 }
 
 EDDY_CLONES
-void eddy_kernel_colsum(float *restrict acc, const float *restrict x, size_t rows, size_t cols,
-                        float scale) {
-  if (scale == 1.0f) {
-    for (size_t i = 0; i < rows; i++) {
-      const float *row = x + i * cols;
-#pragma omp simd
-      for (size_t j = 0; j < cols; j++) acc[j] += row[j];
+void eddy_kernel_colsum(float *restrict acc, const float *restrict x, size_t rows, size_t cols, float scale,
+                        int overwrite) {
+  if (overwrite) {
+    if (rows == 0) {
+      memset(acc, 0, cols * sizeof *acc);
+      return;
     }
-  } else {
-    for (size_t i = 0; i < rows; i++) {
-      const float *row = x + i * cols;
 #pragma omp simd
-      for (size_t j = 0; j < cols; j++) acc[j] += scale * row[j];
-    }
+    for (size_t j = 0; j < cols; j++) acc[j] = scale * x[j];
+    x += cols;
+    rows--;
+  }
+  for (size_t i = 0; i < rows; i++) {
+    const float *row = x + i * cols;
+#pragma omp simd
+    for (size_t j = 0; j < cols; j++) acc[j] += scale * row[j];
   }
 }
 

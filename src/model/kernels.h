@@ -19,11 +19,19 @@ typedef struct {
 } eddy_optim_step_t;
 
 /* Updates w[0..n) from g (times p->gmul) and the state s1/s2 (NULL where the optimizer keeps none:
- * s1 = momentum buffer or Adam m, s2 = Adam v or Adagrad sum), then zeroes g[0..n). */
-void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2, size_t n);
+ * s1 = momentum buffer or Adam m, s2 = Adam v or Adagrad sum). g is left as it was. */
+void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, const float *g, float *s1, float *s2, size_t n);
+
+/* The same update over embedding rows: for each rows[i], the dim floats at rows[i] * dim of w, g,
+ * s1, s2. Zeroes those gradient rows afterwards. Prefetches ahead: rows are scattered. */
+void eddy_kernel_optim_rows(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2,
+                            const uint32_t *rows, size_t n_rows, uint32_t dim);
 
 /* Sum of squares in double (no overflow for finite floats); Inf/NaN propagate. */
 double eddy_kernel_sumsq(const float *x, size_t n);
+
+/* Sum of squares of the gradient rows rows[0..n_rows) of width dim. */
+double eddy_kernel_sumsq_rows(const float *g, const uint32_t *rows, size_t n_rows, uint32_t dim);
 
 /* Rounds x[0..n) to the nearest bf16 / fp16 value (ties to even; fp16 overflow gives Inf) into
  * dst as floats, or into bf16 storage (uint16). dst may equal x for the float versions. */
@@ -31,8 +39,8 @@ void eddy_kernel_round_bf16(float *dst, const float *x, size_t n);
 void eddy_kernel_round_f16(float *dst, const float *x, size_t n);
 void eddy_kernel_to_bf16(uint16_t *dst, const float *x, size_t n);
 
-/* acc[j] += scale × sum_i x[i*cols + j] over rows i. */
-void eddy_kernel_colsum(float *acc, const float *x, size_t rows, size_t cols, float scale);
+/* acc[j] (+)= sum_i scale × x[i*cols + j] over rows i; overwrite: acc is replaced, not added to. */
+void eddy_kernel_colsum(float *acc, const float *x, size_t rows, size_t cols, float scale, int overwrite);
 
 /* dz[i] = dx[i] where act[i] > 0, else 0. */
 void eddy_kernel_relu_mask(float *dz, const float *dx, const float *act, size_t n);

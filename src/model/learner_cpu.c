@@ -3,7 +3,12 @@
  * multiplied in fp32), gradients summed over micro-batches, optimizer steps that touch only the
  * embedding rows seen since the last step. Same seed + same data + same thread count gives
  * bit-identical weights. Loss: logistic = BCE on the sigmoid, softmax = cross-entropy,
- * squared = 0.5 * (y - t)^2 per example; a step minimises sum_i w_i * loss_i / N. */
+ * squared = 0.5 * (y - t)^2 per example; a step minimises sum_i w_i * loss_i / N.
+ * Embedding rows are updated lazily: a step reads and writes only the rows with gradient since the
+ * last step (their Adam/momentum state is not decayed and weight decay is not applied while a row
+ * is untouched; Adagrad sums are per element), so its cost does not depend on 2^hash_bits.
+ * EDDY_BF16_EMULATE=1 in the environment forces the emulated bf16 path (to test it on CPUs that
+ * have a bf16 matmul). */
 #include "model/learner.h"
 
 #include <math.h>
@@ -59,6 +64,7 @@ struct eddy_learner {
 
   uint64_t pending;    /* examples accumulated since the last step */
   bool poisoned;
+  bool grad_live;      /* the dense gradient region holds sums; otherwise it is stale and reads as 0 */
   eddy_scaler_t scaler;
   uint64_t steps;
   uint64_t rng[4];
@@ -447,6 +453,8 @@ const char *eddy_learner_last_error(const eddy_learner_t *l) { return l->last_er
 const eddy_scaler_t *eddy_learner_scaler(const eddy_learner_t *l) { return &l->scaler; }
 uint64_t eddy_learner_step_count(const eddy_learner_t *l) { return l->steps; }
 
+static void clear_gradients(eddy_learner_t *l);
+
 /* ---- forward / backward ---- */
 
 static eddy_err_t check_batch(eddy_learner_t *l, const eddy_batch_t *b, bool labels) {
@@ -523,6 +531,17 @@ static eddy_err_t forward(eddy_learner_t *l, const eddy_batch_t *b) {
 
 static float sigmoid(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
 
+/* p = softmax(z) over O classes; returns log(sum exp(z - max)) + max, the log-partition. */
+static double softmax(const float *z, float *p, uint32_t O) {
+  float mx = z[0];
+  for (uint32_t c = 1; c < O; c++) mx = z[c] > mx ? z[c] : mx;
+  float sum = 0;
+  for (uint32_t c = 0; c < O; c++) sum += (p[c] = expf(z[c] - mx));
+  float inv = 1.0f / sum;
+  for (uint32_t c = 0; c < O; c++) p[c] *= inv;
+  return log((double)sum) + mx;
+}
+
 /* Probabilities (or values) from the logits into pred (n × outputs). */
 static void head_predict(const eddy_learner_t *l, size_t n, float *pred) {
   const uint32_t O = l->outputs;
@@ -535,11 +554,7 @@ static void head_predict(const eddy_learner_t *l, size_t n, float *pred) {
     } else if (l->spec.head == EDDY_HEAD_SQUARED) {
       pi[0] = zi[0];
     } else {
-      float mx = zi[0];
-      for (uint32_t c = 1; c < O; c++) mx = zi[c] > mx ? zi[c] : mx;
-      float sum = 0;
-      for (uint32_t c = 0; c < O; c++) sum += (pi[c] = expf(zi[c] - mx));
-      for (uint32_t c = 0; c < O; c++) pi[c] /= sum;
+      softmax(zi, pi, O);
     }
   }
 }
@@ -567,14 +582,9 @@ static double head_loss_grad(eddy_learner_t *l, const eddy_batch_t *b, float *pr
       if (pred) pred[i] = zi[0];
     } else {
       uint32_t y = (uint32_t)t;
-      float mx = zi[0];
-      for (uint32_t c = 1; c < O; c++) mx = zi[c] > mx ? zi[c] : mx;
-      float sum = 0;
-      for (uint32_t c = 0; c < O; c++) sum += (dzi[c] = expf(zi[c] - mx));
-      li = log((double)sum) + mx - zi[y];
-      float inv = 1.0f / sum;
+      li = softmax(zi, dzi, O) - zi[y];
       for (uint32_t c = 0; c < O; c++) {
-        float p = dzi[c] * inv;
+        float p = dzi[c];
         if (pred) pred[i * O + c] = p;
         dzi[c] = wf * (p - (c == y ? 1.0f : 0.0f));
       }
@@ -606,6 +616,7 @@ static eddy_err_t backward(eddy_learner_t *l, const eddy_batch_t *b, float bscal
   const size_t n = b->n;
   const int32_t type = l->ops == OPS_BF16 ? EDDY_MM_BF16 : EDDY_MM_F32;
   const bool scaled = bscale != 1.0f;
+  const bool fresh = !l->grad_live; /* first micro-batch since the step: overwrite, no zeroing pass */
   for (uint32_t i = l->n_layers; i-- > 0;) {
     const layer_t *ly = &l->layer[i];
     const void *dzop = l->dz;
@@ -616,11 +627,11 @@ static eddy_err_t backward(eddy_learner_t *l, const eddy_batch_t *b, float bscal
     /* dW += dZ^T X: [out, n] x [n, in] */
     eddy_mm_shape_t sw = {.m = ly->out, .k = (int64_t)n, .n = ly->in,
                           .src_stride = {1, ly->out}, .wei_stride = {ly->in, 1}, .dst_stride = {ly->in, 1},
-                          .type = type, .accumulate = 1, .runtime_scale = scaled};
+                          .type = type, .accumulate = !fresh, .runtime_scale = scaled};
     eddy_err_t err = eddy_mm_run(l->mm, &sw, dzop, l->xin[i], NULL, l->g + ly->w_off, bscale, l->last_error,
                                  sizeof l->last_error);
     if (err) return err;
-    eddy_kernel_colsum(l->g + ly->b_off, l->dz, n, ly->out, bscale);
+    eddy_kernel_colsum(l->g + ly->b_off, l->dz, n, ly->out, bscale, fresh);
     uint32_t need = i > 0 ? ly->in : l->emb_dim; /* layer 0 needs dX only for the embedding columns */
     if (!need) continue;
     /* dX = dZ W: [n, out] x [out, need] */
@@ -632,6 +643,7 @@ static eddy_err_t backward(eddy_learner_t *l, const eddy_batch_t *b, float bscal
     if (err) return err;
     if (i > 0) eddy_kernel_relu_mask(l->dz, l->dx, l->act[i], n * ly->in);
   }
+  l->grad_live = true;
   if (!l->emb_dim) return EDDY_OK;
   const uint32_t E = l->emb_dim;
   for (size_t i = 0; i < n; i++) {
@@ -665,7 +677,10 @@ eddy_err_t eddy_learner_accumulate(eddy_learner_t *l, const eddy_batch_t *b, flo
     bscale = (float)b->n;
   }
   double loss = head_loss_grad(l, b, pred, factor);
-  if ((err = backward(l, b, bscale))) return err;
+  if ((err = backward(l, b, bscale))) {
+    clear_gradients(l); /* partial sums are useless: drop this step's gradients */
+    return err;
+  }
   l->pending += b->n;
   if (loss_sum) *loss_sum = loss;
   return EDDY_OK;
@@ -685,8 +700,8 @@ eddy_err_t eddy_learner_predict(eddy_learner_t *l, const eddy_batch_t *b, float 
 
 /* ---- optimizer step ---- */
 
+/* Forgets everything accumulated. Dense sums are not zeroed: the next backward overwrites them. */
 static void clear_gradients(eddy_learner_t *l) {
-  memset(l->g + l->dense_begin, 0, (l->total - l->dense_begin) * sizeof(float));
   for (size_t i = 0; i < l->n_touched; i++) {
     uint32_t row = l->touched[i];
     memset(l->g + (size_t)row * l->emb_dim, 0, l->emb_dim * sizeof(float));
@@ -695,6 +710,7 @@ static void clear_gradients(eddy_learner_t *l) {
   l->n_touched = 0;
   l->pending = 0;
   l->poisoned = false;
+  l->grad_live = false;
 }
 
 eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info) {
@@ -707,9 +723,8 @@ eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info) {
   const uint32_t E = l->emb_dim;
   const double scale = l->scaler.scale;
   const double inv = 1.0 / ((double)(l->pending ? l->pending : 1) * scale);
-  double sumsq = eddy_kernel_sumsq(l->g + l->dense_begin, l->total - l->dense_begin);
-  for (size_t i = 0; i < l->n_touched; i++)
-    sumsq += eddy_kernel_sumsq(l->g + (size_t)l->touched[i] * E, E);
+  double sumsq = eddy_kernel_sumsq(l->g + l->dense_begin, l->total - l->dense_begin) +
+                 eddy_kernel_sumsq_rows(l->g, l->touched, l->n_touched, E);
   bool nonfinite = !isfinite(sumsq);
   double norm = sqrt(sumsq) * inv;
   out.grad_norm = norm;
@@ -735,14 +750,10 @@ eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info) {
   size_t db = l->dense_begin;
   eddy_kernel_optim(&p, l->w + db, l->g + db, l->s1 ? l->s1 + db : NULL, l->s2 ? l->s2 + db : NULL,
                     l->total - db);
-  for (size_t i = 0; i < l->n_touched; i++) {
-    size_t off = (size_t)l->touched[i] * E;
-    eddy_kernel_optim(&p, l->w + off, l->g + off, l->s1 ? l->s1 + off : NULL, l->s2 ? l->s2 + off : NULL, E);
-    l->mark[l->touched[i] >> 6] = 0;
-  }
+  eddy_kernel_optim_rows(&p, l->w, l->g, l->s1, l->s2, l->touched, l->n_touched, E);
+  for (size_t i = 0; i < l->n_touched; i++) l->mark[l->touched[i] >> 6] = 0;
   l->n_touched = 0;
-  l->pending = 0;
-  l->poisoned = false;
+  clear_gradients(l);
   l->wop_valid = false;
   out.applied = true;
   out.step = l->steps;
@@ -757,6 +768,7 @@ void eddy_learner_poison_gradients(eddy_learner_t *l, float value) {
     if (ti->offset < l->dense_begin) continue;
     for (size_t i = 0; i < ti->numel; i++) l->g[ti->offset + i] = value;
   }
+  l->grad_live = true;
   for (size_t i = 0; i < l->n_touched; i++) {
     float *row = l->g + (size_t)l->touched[i] * l->emb_dim;
     for (uint32_t k = 0; k < l->emb_dim; k++) row[k] = value;
@@ -798,7 +810,8 @@ eddy_err_t eddy_learner_export_grad(eddy_learner_t *l, const char *name, float *
   const eddy_tensor_info_t *t = find_tensor(l, name);
   if (!t) return fail(l, EDDY_ERR_NOT_FOUND, "no tensor \"%s\"", name ? name : "(null)");
   if (numel != t->numel) return fail(l, EDDY_ERR_SHAPE, "tensor %s has %zu elements, not %zu", name, t->numel, numel);
-  memcpy(dst, l->g + t->offset, numel * sizeof(float));
+  if (t->offset >= l->dense_begin && !l->grad_live) memset(dst, 0, numel * sizeof(float));
+  else memcpy(dst, l->g + t->offset, numel * sizeof(float));
   return EDDY_OK;
 }
 

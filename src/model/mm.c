@@ -155,27 +155,43 @@ static dnnl_status_t make_pd(eddy_mm_t *mm, const eddy_mm_shape_t *s, dnnl_primi
 }
 
 bool eddy_mm_probe_bf16(eddy_mm_t *mm, char *impl, size_t impl_size) {
-  eddy_mm_shape_t s;
-  memset(&s, 0, sizeof s);
-  s.m = 64, s.k = 256, s.n = 128, s.type = EDDY_MM_BF16, s.bias = 1, s.relu = 1;
-  s.src_stride[0] = s.k, s.src_stride[1] = 1;
-  s.wei_stride[0] = 1, s.wei_stride[1] = s.k;
-  s.dst_stride[0] = s.n, s.dst_stride[1] = 1;
-  dnnl_primitive_desc_t pd;
-  const char *call;
+  /* The three kinds the learner runs: forward (bias + ReLU, transposed weights), weight gradient
+   * (transposed source, accumulating), data gradient (strided weights). */
+  eddy_mm_shape_t kinds[3];
+  memset(kinds, 0, sizeof kinds);
+  eddy_mm_shape_t *f = &kinds[0], *w = &kinds[1], *x = &kinds[2];
+  f->m = 64, f->k = 256, f->n = 128, f->bias = 1, f->relu = 1;
+  f->src_stride[0] = 256, f->src_stride[1] = 1, f->wei_stride[0] = 1, f->wei_stride[1] = 256;
+  f->dst_stride[0] = 128, f->dst_stride[1] = 1;
+  w->m = 128, w->k = 64, w->n = 256, w->accumulate = 1;
+  w->src_stride[0] = 1, w->src_stride[1] = 128, w->wei_stride[0] = 256, w->wei_stride[1] = 1;
+  w->dst_stride[0] = 256, w->dst_stride[1] = 1;
+  x->m = 64, x->k = 128, x->n = 16;
+  x->src_stride[0] = 128, x->src_stride[1] = 1, x->wei_stride[0] = 256, x->wei_stride[1] = 1;
+  x->dst_stride[0] = 16, x->dst_stride[1] = 1;
   eddy_mm_bind_threads(mm);
-  dnnl_status_t st = make_pd(mm, &s, &pd, &call);
-  if (st != dnnl_success) {
-    snprintf(impl, impl_size, "%s: %s", call, dnnl_status2str(st));
-    return false;
+  char first[96] = "";
+  for (int i = 0; i < 3; i++) {
+    kinds[i].type = EDDY_MM_BF16;
+    dnnl_primitive_desc_t pd;
+    const char *call;
+    dnnl_status_t st = make_pd(mm, &kinds[i], &pd, &call);
+    if (st != dnnl_success) {
+      snprintf(impl, impl_size, "%s: %s", call, dnnl_status2str(st));
+      return false;
+    }
+    const char *name = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name)
+      name = "unknown";
+    bool reference = strncmp(name, "ref", 3) == 0;
+    if (i == 0) snprintf(first, sizeof first, "%s", name);
+    if (reference) /* oneDNN's reference kernels are far slower than fp32 GEMM */
+      snprintf(impl, impl_size, "only the reference bf16 matmul (%s)", name);
+    dnnl_primitive_desc_destroy(pd);
+    if (reference) return false;
   }
-  const char *name = NULL;
-  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name)
-    name = "unknown";
-  snprintf(impl, impl_size, "%s", name);
-  dnnl_primitive_desc_destroy(pd);
-  /* oneDNN's reference kernels are far slower than fp32 GEMM: treat them as unavailable. */
-  return strncmp(name, "ref", 3) != 0;
+  snprintf(impl, impl_size, "%s", first);
+  return true;
 }
 
 static eddy_err_t ensure_scratch(eddy_mm_t *mm, size_t size, char *errstr, size_t errstr_size) {
