@@ -1,17 +1,22 @@
-/* Labeled events: JSON decoding with full validation against a schema (cJSON), sparse feature
- * hashing (XXH3-64), the versioned little-endian binary encoding, and JSON output for datasets.
- * A decode either yields a whole valid event or a specific EDDY_ERR_EVENT_* / EDDY_ERR_FORMAT code
- * with a message naming the field and value; on failure the event is left empty. */
+/* Labeled events: JSON decoding with full validation against a schema (a single-pass scanner for
+ * the common shape, cJSON for everything else and for every error), sparse feature hashing
+ * (XXH3-64), the versioned little-endian binary encoding, and JSON output for datasets. A decode
+ * either yields a whole valid event or a specific EDDY_ERR_EVENT_* / EDDY_ERR_FORMAT code with a
+ * message naming the field and value; on failure the event is left empty. */
 #include "core/event.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <inttypes.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+
+#include "core/event_internal.h"
 
 #define EVENT_BINARY_VERSION 1
 #define EVENT_FLAG_HAS_TS 0x01u
@@ -71,8 +76,9 @@ uint32_t eddy_feature_hash(const char *key, size_t len, uint32_t hash_bits) {
 }
 
 /* Hash of "name=value" without building the key on the heap unless it is long. */
-static eddy_err_t hash_name_value(const char *name, const char *value, uint32_t hash_bits, uint32_t *bucket) {
-  size_t nlen = strlen(name), vlen = strlen(value), klen = nlen + 1 + vlen;
+static eddy_err_t hash_name_value(const char *name, size_t nlen, const char *value, size_t vlen,
+                                  uint32_t hash_bits, uint32_t *bucket) {
+  size_t klen = nlen + 1 + vlen;
   char stack_key[EVENT_KEY_STACK];
   char *key = klen <= sizeof stack_key ? stack_key : malloc(klen);
   if (!key) return EDDY_ERR_NOMEM;
@@ -126,13 +132,9 @@ static bool has_nul_escape(const char *json, size_t len) {
   return false;
 }
 
-static eddy_err_t decode_label(const cJSON *item, const eddy_event_schema_t *schema, double *label,
-                               char *errstr, size_t errstr_size) {
-  if (!item) return eddy_errf(EDDY_ERR_EVENT_LABEL_MISSING, errstr, errstr_size, "label is missing");
-  if (!cJSON_IsNumber(item))
-    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "label must be a number, got %s",
-                     json_type_name(item));
-  double v = item->valuedouble;
+/* The checks of a label, weight or ts value, shared by the cJSON decoder and the scanner. */
+static eddy_err_t check_label(double v, const eddy_event_schema_t *schema, double *label, char *errstr,
+                              size_t errstr_size) {
   if (!isfinite(v))
     return eddy_errf(EDDY_ERR_EVENT_LABEL_NAN, errstr, errstr_size, "label is %s", nonfinite_name(v));
   switch (schema->head) {
@@ -158,6 +160,36 @@ static eddy_err_t decode_label(const cJSON *item, const eddy_event_schema_t *sch
   return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "schema head %d unknown", (int)schema->head);
 }
 
+static eddy_err_t check_weight(double v, float *weight, char *errstr, size_t errstr_size) {
+  if (!isfinite(v))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight is %s", nonfinite_name(v));
+  if (!to_finite_float(v, weight))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight %g overflows float32", v);
+  if (v < 0.0) return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "weight %g must be >= 0", v);
+  if (*weight == 0.0f) *weight = 0.0f; /* -0 becomes 0 */
+  return EDDY_OK;
+}
+
+static eddy_err_t check_ts(double v, eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  if (!isfinite(v))
+    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "ts is %s", nonfinite_name(v));
+  if (v != floor(v) || fabs(v) > EVENT_TS_LIMIT)
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size,
+                     "ts %.17g must be an integer (ms since epoch) within +-2^53", v);
+  ev->ts = (int64_t)v;
+  ev->has_ts = true;
+  return EDDY_OK;
+}
+
+static eddy_err_t decode_label(const cJSON *item, const eddy_event_schema_t *schema, double *label,
+                               char *errstr, size_t errstr_size) {
+  if (!item) return eddy_errf(EDDY_ERR_EVENT_LABEL_MISSING, errstr, errstr_size, "label is missing");
+  if (!cJSON_IsNumber(item))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "label must be a number, got %s",
+                     json_type_name(item));
+  return check_label(item->valuedouble, schema, label, errstr, errstr_size);
+}
+
 static eddy_err_t decode_weight(const cJSON *item, float *weight, char *errstr, size_t errstr_size) {
   if (!item) {
     *weight = 1.0f;
@@ -166,14 +198,7 @@ static eddy_err_t decode_weight(const cJSON *item, float *weight, char *errstr, 
   if (!cJSON_IsNumber(item))
     return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "weight must be a number, got %s",
                      json_type_name(item));
-  double v = item->valuedouble;
-  if (!isfinite(v))
-    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight is %s", nonfinite_name(v));
-  if (!to_finite_float(v, weight))
-    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "weight %g overflows float32", v);
-  if (v < 0.0) return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "weight %g must be >= 0", v);
-  if (*weight == 0.0f) *weight = 0.0f; /* -0 becomes 0 */
-  return EDDY_OK;
+  return check_weight(item->valuedouble, weight, errstr, errstr_size);
 }
 
 static eddy_err_t decode_id(const cJSON *item, eddy_event_t *ev, char *errstr, size_t errstr_size) {
@@ -194,15 +219,7 @@ static eddy_err_t decode_ts(const cJSON *item, eddy_event_t *ev, char *errstr, s
   if (!cJSON_IsNumber(item))
     return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "ts must be a number, got %s",
                      json_type_name(item));
-  double v = item->valuedouble;
-  if (!isfinite(v))
-    return eddy_errf(EDDY_ERR_EVENT_NONFINITE, errstr, errstr_size, "ts is %s", nonfinite_name(v));
-  if (v != floor(v) || fabs(v) > EVENT_TS_LIMIT)
-    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size,
-                     "ts %.17g must be an integer (ms since epoch) within +-2^53", v);
-  ev->ts = (int64_t)v;
-  ev->has_ts = true;
-  return EDDY_OK;
+  return check_ts(item->valuedouble, ev, errstr, errstr_size);
 }
 
 static eddy_err_t decode_dense(const cJSON *item, const eddy_event_schema_t *schema, eddy_event_t *ev,
@@ -257,7 +274,8 @@ static eddy_err_t decode_sparse(const cJSON *item, const eddy_event_schema_t *sc
   for (const cJSON *x = item->child; x; x = x->next, i++) {
     const char *name = x->string ? x->string : "";
     if (cJSON_IsString(x)) {
-      if (hash_name_value(name, x->valuestring, schema->hash_bits, &ev->sparse_idx[i]) != EDDY_OK)
+      if (hash_name_value(name, strlen(name), x->valuestring, strlen(x->valuestring), schema->hash_bits,
+                          &ev->sparse_idx[i]) != EDDY_OK)
         return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "sparse.%.64s: out of memory", name);
       ev->sparse_val[i] = 1.0f;
     } else if (cJSON_IsNumber(x)) {
@@ -317,8 +335,287 @@ static eddy_err_t decode_object(const cJSON *root, const eddy_event_schema_t *sc
   return decode_sparse(field[KEY_SPARSE], schema, ev, errstr, errstr_size);
 }
 
-eddy_err_t eddy_event_from_json(const char *json, size_t len, const eddy_event_schema_t *schema,
-                                eddy_event_t *ev, char *errstr, size_t errstr_size) {
+/* The scanner: one pass over the text, no allocation per value, for events of the common shape.
+ * It accepts only strict JSON that cJSON accepts too and decodes it to the same values; on anything
+ * else (an invalid event, a string with an escape or a control byte, nesting deeper than
+ * SCAN_DEPTH_MAX, a number token longer than cJSON reads) it gives up and the cJSON decoder runs,
+ * so every error code and message still comes from there. */
+
+#define SCAN_DEPTH_MAX 64     /* nesting of skipped values (cJSON's own limit is 1000) */
+#define SCAN_NUMBER_MAX 63    /* cJSON copies at most 63 characters of a number before strtod */
+#define SCAN_SPARSE_MIN_CAP 16
+
+typedef struct {
+  const char *p, *end;
+} scan_t;
+
+static void scan_ws(scan_t *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) s->p++;
+}
+
+/* Skips whitespace, then consumes c if it comes next. */
+static bool scan_char(scan_t *s, char c) {
+  scan_ws(s);
+  if (s->p >= s->end || *s->p != c) return false;
+  s->p++;
+  return true;
+}
+
+/* A string without escapes or control bytes (those are left to cJSON): its bytes are the value. */
+static bool scan_string(scan_t *s, const char **str, size_t *len) {
+  if (s->p >= s->end || *s->p != '"') return false;
+  const char *start = ++s->p;
+  for (; s->p < s->end; s->p++) {
+    unsigned char c = (unsigned char)*s->p;
+    if (c == '"') {
+      *str = start;
+      *len = (size_t)(s->p++ - start);
+      return true;
+    }
+    if (c == '\\' || c < 0x20) return false;
+  }
+  return false;
+}
+
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* Powers of ten that are exact doubles (5^22 < 2^53). */
+static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The significant digits of a number, as far as a uint64_t holds them. */
+typedef struct {
+  uint64_t value; /* the first 19 significant digits */
+  int digits;
+  bool truncated; /* more digits followed: strtod decides */
+} scan_mant_t;
+
+static void scan_digit(scan_mant_t *m, char c) {
+  if (m->digits < 19) {
+    m->value = m->value * 10 + (uint64_t)(c - '0');
+    m->digits += m->value != 0; /* leading zeros do not count */
+  } else {
+    m->truncated = true;
+  }
+}
+
+/* A JSON number (strict grammar) into the double that cJSON gets from strtod for the same token.
+ * Exactness: the token is m * 10^e. When m <= 2^53 and |e| <= 22, both m and 10^|e| are exact
+ * doubles, so the one IEEE multiplication or division (the sign applied to m first) rounds the
+ * exact value once, in the current rounding mode, as glibc's correctly rounded strtod does: the
+ * same double. Any other token goes to strtod itself. The shortcut needs FLT_EVAL_METHOD 0 (no
+ * extended precision intermediates) and no -ffast-math (which may turn the division into a
+ * multiplication by an inexact reciprocal). */
+static bool scan_number(scan_t *s, double *out) {
+  /* Reading stops one past the longest token taken, so every loop below is bounded. */
+  const char *start = s->p, *q = s->p;
+  const char *end = s->end - start > SCAN_NUMBER_MAX ? start + SCAN_NUMBER_MAX + 1 : s->end;
+  bool neg = q < end && *q == '-';
+  if (neg) q++;
+  if (q >= end || !is_digit(*q)) return false;
+  scan_mant_t m = {0, 0, false};
+  if (*q == '0') {
+    q++; /* a leading 0 stands alone */
+  } else {
+    for (; q < end && is_digit(*q); q++) scan_digit(&m, *q);
+  }
+  int exp10 = 0;
+  if (q < end && *q == '.') {
+    q++;
+    if (q >= end || !is_digit(*q)) return false;
+    for (; q < end && is_digit(*q); q++, exp10--) scan_digit(&m, *q);
+  }
+  if (q < end && (*q == 'e' || *q == 'E')) {
+    q++;
+    bool exp_neg = q < end && *q == '-';
+    if (q < end && (*q == '+' || *q == '-')) q++;
+    if (q >= end || !is_digit(*q)) return false;
+    int e = 0;
+    for (; q < end && is_digit(*q); q++)
+      if (e < 100000) e = e * 10 + (*q - '0');
+    exp10 += exp_neg ? -e : e;
+  }
+  size_t tok_len = (size_t)(q - start);
+  if (tok_len > SCAN_NUMBER_MAX) return false;
+  s->p = q;
+  if (m.value == 0) {
+    *out = neg ? -0.0 : 0.0;
+    return true;
+  }
+#if FLT_EVAL_METHOD == 0 && !defined(__FAST_MATH__)
+  if (!m.truncated && m.value <= (UINT64_C(1) << 53) && exp10 >= -22 && exp10 <= 22) {
+    double v = neg ? -(double)m.value : (double)m.value;
+    *out = exp10 < 0 ? v / exact_pow10[-exp10] : v * exact_pow10[exp10];
+    return true;
+  }
+#endif
+  char token[SCAN_NUMBER_MAX + 1];
+  memcpy(token, start, tok_len);
+  token[tok_len] = '\0';
+  *out = strtod(token, NULL);
+  return true;
+}
+
+static bool scan_literal(scan_t *s, const char *word, size_t len) {
+  if ((size_t)(s->end - s->p) < len || memcmp(s->p, word, len) != 0) return false;
+  s->p += len;
+  return true;
+}
+
+/* Validates and skips any JSON value (for keys the event does not know). */
+static bool scan_skip_value(scan_t *s, int depth) {
+  const char *str;
+  size_t len;
+  double v;
+  scan_ws(s);
+  if (s->p >= s->end) return false;
+  switch (*s->p) {
+    case '"':
+      return scan_string(s, &str, &len);
+    case 't':
+      return scan_literal(s, "true", 4);
+    case 'f':
+      return scan_literal(s, "false", 5);
+    case 'n':
+      return scan_literal(s, "null", 4);
+    case '[':
+    case '{': {
+      bool object = *s->p == '{';
+      char close = object ? '}' : ']';
+      if (depth >= SCAN_DEPTH_MAX) return false;
+      s->p++;
+      if (scan_char(s, close)) return true;
+      do {
+        if (object) {
+          scan_ws(s);
+          if (!scan_string(s, &str, &len) || !scan_char(s, ':')) return false;
+        }
+        if (!scan_skip_value(s, depth + 1)) return false;
+      } while (scan_char(s, ','));
+      return scan_char(s, close);
+    }
+    default:
+      return scan_number(s, &v);
+  }
+}
+
+static bool scan_dense(scan_t *s, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+  if (*s->p != '[' || event_reserve_dense(ev, schema->dense_dim) != EDDY_OK) return false;
+  s->p++;
+  uint32_t n = 0;
+  if (!scan_char(s, ']')) {
+    do {
+      double v;
+      scan_ws(s);
+      if (n == schema->dense_dim || !scan_number(s, &v) || !to_finite_float(v, &ev->dense[n])) return false;
+      n++;
+    } while (scan_char(s, ','));
+    if (!scan_char(s, ']')) return false;
+  }
+  if (n != schema->dense_dim) return false;
+  ev->n_dense = n;
+  return true;
+}
+
+static bool scan_sparse(scan_t *s, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+  if (*s->p != '{') return false;
+  s->p++;
+  uint32_t n = 0;
+  if (scan_char(s, '}')) return true;
+  if (schema->hash_bits == 0) return false;
+  do {
+    const char *name, *str;
+    size_t name_len, str_len;
+    scan_ws(s);
+    if (!scan_string(s, &name, &name_len) || !scan_char(s, ':')) return false;
+    if (n == ev->sparse_cap) {
+      if (n > UINT32_MAX / 2) return false;
+      if (event_reserve_sparse(ev, n ? 2 * n : SCAN_SPARSE_MIN_CAP) != EDDY_OK) return false;
+    }
+    scan_ws(s);
+    if (s->p < s->end && *s->p == '"') {
+      if (!scan_string(s, &str, &str_len) ||
+          hash_name_value(name, name_len, str, str_len, schema->hash_bits, &ev->sparse_idx[n]) != EDDY_OK)
+        return false;
+      ev->sparse_val[n] = 1.0f;
+    } else {
+      double v;
+      if (!scan_number(s, &v) || !to_finite_float(v, &ev->sparse_val[n])) return false;
+      ev->sparse_idx[n] = eddy_feature_hash(name, name_len, schema->hash_bits);
+    }
+    n++;
+  } while (scan_char(s, ','));
+  if (!scan_char(s, '}')) return false;
+  ev->n_sparse = n;
+  return true;
+}
+
+static int known_key(const char *key, size_t len) {
+  for (int k = 0; k < KEY__COUNT; k++)
+    if (strlen(known_keys[k]) == len && memcmp(key, known_keys[k], len) == 0) return k;
+  return -1;
+}
+
+/* Decodes one top-level field whose value starts at s->p (after the colon and whitespace). */
+static bool scan_field(scan_t *s, int key, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+  const char *str;
+  size_t len;
+  double v;
+  switch (key) {
+    case KEY_ID:
+      if (!scan_string(s, &str, &len) || len > EDDY_EVENT_ID_MAX - 1) return false;
+      memcpy(ev->id, str, len);
+      ev->id[len] = '\0';
+      return true;
+    case KEY_TS:
+      return scan_number(s, &v) && check_ts(v, ev, NULL, 0) == EDDY_OK;
+    case KEY_LABEL:
+      return scan_number(s, &v) && check_label(v, schema, &ev->label, NULL, 0) == EDDY_OK;
+    case KEY_WEIGHT:
+      return scan_number(s, &v) && check_weight(v, &ev->weight, NULL, 0) == EDDY_OK;
+    case KEY_DENSE:
+      return scan_dense(s, schema, ev);
+    case KEY_SPARSE:
+      return scan_sparse(s, schema, ev);
+    default:
+      return scan_skip_value(s, 1);
+  }
+}
+
+/* The scanner over json[0..len) for a checked schema; false: leave the input to cJSON. */
+static bool event_scan(const char *json, size_t len, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+  /* cJSON hands strtod the locale's decimal point; only the "C"-like "." is handled here. */
+  const char *point = localeconv()->decimal_point;
+  if (point[0] != '.' || point[1] != '\0') return false;
+  scan_t s = {json, json + len};
+  unsigned seen = 0;
+  if (!scan_char(&s, '{')) return false;
+  do {
+    const char *key;
+    size_t key_len;
+    scan_ws(&s);
+    if (!scan_string(&s, &key, &key_len) || !scan_char(&s, ':')) return false;
+    int k = known_key(key, key_len);
+    if (k >= 0) {
+      if (seen & (1u << k)) return false; /* duplicate */
+      seen |= 1u << k;
+    }
+    scan_ws(&s);
+    if (s.p >= s.end || !scan_field(&s, k, schema, ev)) return false;
+  } while (scan_char(&s, ','));
+  if (!scan_char(&s, '}')) return false;
+  scan_ws(&s);
+  if (s.p != s.end) return false;
+  if (!(seen & (1u << KEY_LABEL))) return false;
+  return (seen & (1u << KEY_DENSE)) || schema->dense_dim == 0;
+}
+
+/* The whole decode; with_scanner false leaves every input to cJSON (the reference for tests). */
+static eddy_err_t event_from_json(const char *json, size_t len, const eddy_event_schema_t *schema,
+                                  eddy_event_t *ev, char *errstr, size_t errstr_size, bool with_scanner) {
   if (!ev || !schema || (!json && len > 0))
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "event decode: NULL argument");
   event_clear(ev);
@@ -328,6 +625,10 @@ eddy_err_t eddy_event_from_json(const char *json, size_t len, const eddy_event_s
   if (len > cap)
     return eddy_errf(EDDY_ERR_EVENT_TOO_LARGE, errstr, errstr_size, "event is %zu bytes, cap %zu", len, cap);
   if (len == 0) return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "event is empty");
+  if (with_scanner) {
+    if (event_scan(json, len, schema, ev)) return EDDY_OK;
+    event_clear(ev);
+  }
   if (has_nul_escape(json, len))
     return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "a string contains \\u0000 (not supported)");
 
@@ -358,6 +659,24 @@ eddy_err_t eddy_event_from_json(const char *json, size_t len, const eddy_event_s
   cJSON_Delete(root);
   if (err) event_clear(ev);
   return err;
+}
+
+eddy_err_t eddy_event_from_json(const char *json, size_t len, const eddy_event_schema_t *schema,
+                                eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  return event_from_json(json, len, schema, ev, errstr, errstr_size, true);
+}
+
+eddy_err_t eddy_event_from_json_cjson(const char *json, size_t len, const eddy_event_schema_t *schema,
+                                      eddy_event_t *ev, char *errstr, size_t errstr_size) {
+  return event_from_json(json, len, schema, ev, errstr, errstr_size, false);
+}
+
+bool eddy_event_scan_json(const char *json, size_t len, const eddy_event_schema_t *schema,
+                          eddy_event_t *ev) {
+  if (!ev || !schema || !json || check_schema(schema, NULL, 0) != EDDY_OK) return false;
+  event_clear(ev);
+  if (len > (schema->max_bytes ? schema->max_bytes : EDDY_EVENT_DEFAULT_MAX_BYTES)) return false;
+  return event_scan(json, len, schema, ev);
 }
 
 /* Binary encoding, version 1 (all integers and floats little-endian):

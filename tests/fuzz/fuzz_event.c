@@ -1,6 +1,7 @@
-/* libFuzzer harness for the event codecs. The input goes to eddy_event_from_json under three
- * schemas; every accepted event must survive binary encode/decode and (without sparse features)
- * JSON output/input bit for bit. The same bytes go to eddy_event_decode; anything it accepts must
+/* libFuzzer harness for the event codecs. The input goes to eddy_event_from_json under four
+ * schemas and must give exactly what the cJSON-only decoder gives (code, message, fields bit for
+ * bit); every accepted event must survive binary encode/decode and (without sparse features) JSON
+ * output/input bit for bit. The same bytes go to eddy_event_decode; anything it accepts must
  * re-encode to exactly those bytes. Any mismatch aborts. */
 #include <math.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "core/event.h"
+#include "core/event_internal.h"
 
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_event: %s\n", what);
@@ -66,17 +68,36 @@ static void round_trip(const eddy_event_t *ev, const eddy_event_schema_t *schema
   eddy_event_free(&back);
 }
 
+/* eddy_event_from_json (scanner first) against the cJSON-only decoder on the same input. */
+static void check_differential(eddy_err_t rc, const char *err, const eddy_event_t *ev, const uint8_t *data,
+                               size_t size, const eddy_event_schema_t *schema, eddy_event_t *ref) {
+  char ref_err[256];
+  eddy_err_t ref_rc = eddy_event_from_json_cjson((const char *)data, size, schema, ref, ref_err, sizeof ref_err);
+  if (rc != ref_rc) {
+    fprintf(stderr, "code %d vs cJSON %d (%s)\n", (int)rc, (int)ref_rc, ref_rc ? ref_err : err);
+    fail("from_json and the cJSON decoder return different codes");
+  }
+  if (rc != EDDY_OK && strcmp(err, ref_err) != 0) {
+    fprintf(stderr, "\"%s\" vs cJSON \"%s\"\n", err, ref_err);
+    fail("from_json and the cJSON decoder give different messages");
+  }
+  check_same(ev, ref, "from_json and the cJSON decoder decode different events");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const eddy_event_schema_t schemas[] = {
       {.dense_dim = 4, .hash_bits = 8, .head = EDDY_HEAD_SOFTMAX, .classes = 10},
       {.dense_dim = 0, .hash_bits = 0, .head = EDDY_HEAD_LOGISTIC},
       {.dense_dim = 2, .hash_bits = 20, .head = EDDY_HEAD_SQUARED, .max_bytes = 512},
+      {.dense_dim = 784, .hash_bits = 16, .head = EDDY_HEAD_SOFTMAX, .classes = 10},
   };
-  eddy_event_t ev;
+  eddy_event_t ev, ref;
   eddy_event_init(&ev);
+  eddy_event_init(&ref);
   char err[256];
   for (size_t i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
     eddy_err_t rc = eddy_event_from_json((const char *)data, size, &schemas[i], &ev, err, sizeof err);
+    check_differential(rc, err, &ev, data, size, &schemas[i], &ref);
     if (rc == EDDY_OK) {
       check_valid(&ev, &schemas[i]);
       round_trip(&ev, &schemas[i]);
@@ -94,5 +115,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
   }
   eddy_event_free(&ev);
+  eddy_event_free(&ref);
   return 0;
 }
