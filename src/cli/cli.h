@@ -8,5 +8,12 @@
 #define EDDY_EXIT_USAGE 2
 
 int eddy_cmd_learn(int argc, char **argv);
+int eddy_cmd_broker(int argc, char **argv);
+int eddy_cmd_produce(int argc, char **argv);
+int eddy_cmd_buffer(int argc, char **argv);
+int eddy_cmd_ingest(int argc, char **argv);
+int eddy_cmd_snapshot(int argc, char **argv);
+int eddy_cmd_ctl(int argc, char **argv);
+int eddy_cmd_train(int argc, char **argv);
 
 #endif

@@ -12,6 +12,28 @@ static const struct {
     {"learn", eddy_cmd_learn,
      "learn -c CONFIG --data DATASET [--test DATASET] [--json] [--save FILE] [--set s.k=v]...\n"
      "                 offline training (one pass, prequential metrics) and evaluation; no Kafka"},
+    {"broker", eddy_cmd_broker,
+     "broker [--port P] [--brokers N] [--topic T [--partitions N]]...\n"
+     "                 embedded Kafka-protocol broker on loopback (librdkafka mock; in memory)"},
+    {"produce", eddy_cmd_produce,
+     "produce -b BOOTSTRAP -t TOPIC --data DATASET [--rate N] [--limit N] [--key FIELD]\n"
+     "                 stream a dataset into a topic as JSON events"},
+    {"buffer", eddy_cmd_buffer,
+     "buffer inspect --path DIR [--json]\n"
+     "                 what a replay buffer holds: events, seq range, offsets, labels, dead letters"},
+    {"ingest", eddy_cmd_ingest,
+     "ingest -c CONFIG [--set s.k=v]... [-b BOOTSTRAP] [--until-caught-up] [--idle-exit S]\n"
+     "                 consume the stream topic into the replay buffer (exactly once)"},
+    {"snapshot", eddy_cmd_snapshot,
+     "snapshot verify DIR... [--json]\n"
+     "                 check snapshot versions: sizes, sha256, safetensors structure, shapes vs spec"},
+    {"train", eddy_cmd_train,
+     "train -c CONFIG [--set s.k=v]... [-b BOOTSTRAP] [--fresh]\n"
+     "                 trainer service: ingest, continuous training, versioned snapshots, admin API"},
+    {"ctl", eddy_cmd_ctl,
+     "ctl [--url URL | -c CONFIG] [--token-file F] [--json] status|versions|pause|resume|snapshot\n"
+     "    ctl ... rollback V [--retrain] [--skip A:B]\n"
+     "                 client of a running trainer's admin API"},
 };
 
 static void usage(FILE *out) {

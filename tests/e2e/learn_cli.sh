@@ -2,7 +2,7 @@
 # `eddy` command line and `eddy learn` on small JSONL data: help, usage and config errors (exit 2
 # with FILE:LINE: key = "value": reason), bad records counted and skipped, --save readable by an
 # independent safetensors reader, fp16 with loss scaling.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.bash"
 
 check_rc 0 "eddy --help" -- "$EDDY" --help && check_grep "$TMP/out" "learn -c CONFIG" "--help lists learn"
 check_rc 2 "unknown command" -- "$EDDY" frobnicate && check_grep "$TMP/err" "unknown command 'frobnicate'" "unknown command named"
@@ -107,6 +107,11 @@ check_rc 0 "bf16 run" -- "$EDDY" learn -c "$TMP/small.ini" --data "$TMP/good.jso
 check_py "bf16 learns" 'j["test_accuracy"] > 0.9 and j["precision"] == "bf16"'
 check_rc 0 "--limit" -- "$EDDY" learn -c "$TMP/small.ini" --data "$TMP/good.jsonl" --json --limit 100
 check_py "--limit 100 trains 100" 'j["examples"] == 100'
+
+# Every shipped config loads (a config error would exit 2; the missing dataset exits 1).
+for ini in "$SRC"/configs/*.ini; do
+  check_rc 1 "$(basename "$ini") loads" -- "$EDDY" learn -c "$ini" --data "$TMP/missing.jsonl"
+done
 
 # Human-readable summary.
 check_rc 0 "table output" -- "$EDDY" learn -c "$TMP/small.ini" --data "$TMP/mixed.jsonl"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One pass over Fashion-MNIST's 60k training images with configs/fashion-mnist.ini, in fp32 and in
 # bf16 (and fp16, emulated with loss scaling): test accuracy on the 10k test images must reach 0.84 (the issue's bar).
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.bash"
 dir=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [[ ! -f "$dir/train-images-idx3-ubyte.gz" ]]; then
   echo "SKIP: Fashion-MNIST not found in $dir (install dataset-fashion-mnist)"

@@ -251,8 +251,9 @@ static void test_fashion_mnist_loads(void **state) {
   assert_int_equal(cfg.spec.hidden[1], 128);
   assert_int_equal(cfg.spec.head, EDDY_HEAD_SOFTMAX);
   assert_int_equal(cfg.spec.classes, 10);
-  assert_int_equal(cfg.train.optimizer, EDDY_OPT_ADAM);
-  assert_int_equal(cfg.batch_size, 64);
+  assert_int_equal(cfg.train.optimizer, EDDY_OPT_ADAGRAD);
+  assert_float_equal(cfg.train.lr, 0.02f, 1e-9);
+  assert_int_equal(cfg.batch_size, 16);
   eddy_config_free(&cfg);
 }
 

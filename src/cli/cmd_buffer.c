@@ -1,0 +1,245 @@
+/* `eddy buffer inspect`: what a replay buffer holds -- event count, sequence range, bytes,
+ * evictions, stored Kafka positions, labels, the reservoir and dead letters with a few examples.
+ * Opens the buffer read-only, so it works while an ingesting process has it open, and never
+ * creates one. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "buffer/replay.h"
+#include "cli/cli.h"
+
+#define RAW_PREFIX 80
+#define EXAMPLES_MAX 1000
+
+static const char buffer_usage[] =
+    "usage: eddy buffer inspect --path DIR [--json] [--examples N]\n\n"
+    "Shows what the replay buffer in DIR holds: stored events and their sequence range, encoded\n"
+    "bytes, events evicted so far, the next Kafka offset stored per topic/partition, event counts\n"
+    "per label, the class-balanced reservoir, dead letters by reason and the newest examples.\n"
+    "The buffer is opened read-only (a running ingest may keep writing; what is shown is the state\n"
+    "when it was opened). A missing DIR is an error; nothing is created.\n\n"
+    "  -p, --path DIR       the buffer folder (buffer.path of the config)\n"
+    "  -n, --examples N     dead letters shown, newest first (default 5, 0..1000)\n"
+    "      --json           print one JSON object on stdout instead of text\n"
+    "  -h, --help           this text\n\n"
+    "Exit: 0 ok, 1 the buffer cannot be opened or read, 2 usage error.\n";
+
+/* Printable text of the first bytes of a payload: ASCII kept, anything else as \\xNN. */
+static void raw_prefix(const void *raw, size_t len, char *out, size_t cap) {
+  const unsigned char *p = raw;
+  size_t o = 0, n = len < RAW_PREFIX ? len : RAW_PREFIX;
+  for (size_t i = 0; i < n && o + 5 < cap; i++) {
+    if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') {
+      out[o++] = (char)p[i];
+    } else {
+      o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
+    }
+  }
+  if (len > n && o + 4 < cap) o += (size_t)snprintf(out + o, cap - o, "...");
+  out[o < cap ? o : cap - 1] = 0;
+}
+
+typedef struct {
+  bool json;
+  cJSON *arr; /* JSON: the array being filled */
+  size_t n;
+} emit_t;
+
+static void on_offset(void *ctx, const char *topic, int32_t partition, int64_t next) {
+  emit_t *e = ctx;
+  if (e->json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddNumberToObject(o, "partition", partition);
+    cJSON_AddNumberToObject(o, "next_offset", (double)next);
+    cJSON_AddItemToArray(e->arr, o);
+  } else {
+    if (!e->n) printf("stored offsets (next offset to consume):\n");
+    printf("  %s/%" PRId32 "  %" PRId64 "\n", topic, partition, next);
+  }
+  e->n++;
+}
+
+static void on_label(void *ctx, int64_t label, uint64_t count) {
+  emit_t *e = ctx;
+  char name[32];
+  if (label == INT64_MIN) snprintf(name, sizeof name, "other");
+  else snprintf(name, sizeof name, "%" PRId64, label);
+  if (e->json) {
+    cJSON_AddNumberToObject(e->arr, name, (double)count);
+  } else {
+    if (!e->n) printf("events per label:\n");
+    printf("  %-8s %" PRIu64 "\n", name, count);
+  }
+  e->n++;
+}
+
+static void on_reservoir(void *ctx, uint32_t cls, uint64_t kept, uint64_t seen) {
+  emit_t *e = ctx;
+  if (e->json) {
+    char name[16];
+    snprintf(name, sizeof name, "%u", cls);
+    cJSON *o = cJSON_AddObjectToObject(e->arr, name);
+    cJSON_AddNumberToObject(o, "kept", (double)kept);
+    cJSON_AddNumberToObject(o, "seen", (double)seen);
+  } else {
+    if (!e->n) printf("reservoir (class: kept of seen):\n");
+    printf("  %-8u %" PRIu64 " of %" PRIu64 "\n", cls, kept, seen);
+  }
+  e->n++;
+}
+
+static void on_dead_letter(void *ctx, const eddy_dead_letter_t *dl) {
+  emit_t *e = ctx;
+  char raw[RAW_PREFIX * 4 + 8];
+  raw_prefix(dl->raw, dl->raw_len, raw, sizeof raw);
+  if (e->json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", dl->topic);
+    cJSON_AddNumberToObject(o, "partition", dl->partition);
+    cJSON_AddNumberToObject(o, "offset", (double)dl->offset);
+    cJSON_AddNumberToObject(o, "ts", (double)dl->ts_ms);
+    cJSON_AddStringToObject(o, "reason", eddy_err_name(dl->reason));
+    cJSON_AddStringToObject(o, "message", dl->message);
+    cJSON_AddStringToObject(o, "raw_prefix", raw);
+    cJSON_AddNumberToObject(o, "raw_bytes_kept", (double)dl->raw_len);
+    cJSON_AddItemToArray(e->arr, o);
+  } else {
+    if (!e->n) printf("newest dead letters:\n");
+    printf("  %s/%" PRId32 " offset %" PRId64 "  %s: %s\n    raw: %s\n", dl->topic, dl->partition, dl->offset,
+           eddy_err_name(dl->reason), dl->message, raw);
+  }
+  e->n++;
+}
+
+static int inspect(const char *path, bool json, size_t examples) {
+  eddy_replay_opts_t opts = {.path = path, .read_only = true};
+  char errstr[1024] = "";
+  eddy_replay_t *r = eddy_replay_open(&opts, errstr, sizeof errstr);
+  if (!r) {
+    fprintf(stderr, "eddy buffer: %s\n", errstr);
+    return EDDY_EXIT_FAILURE;
+  }
+  eddy_replay_stats_t st = eddy_replay_stats(r);
+  uint64_t by_reason[EDDY_ERR__COUNT];
+  int rc = EDDY_EXIT_OK;
+  if (json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddNumberToObject(o, "events", (double)st.events);
+    cJSON_AddNumberToObject(o, "first_seq", (double)st.first_seq);
+    cJSON_AddNumberToObject(o, "next_seq", (double)st.next_seq);
+    cJSON_AddNumberToObject(o, "bytes", (double)st.bytes);
+    cJSON_AddNumberToObject(o, "evicted", (double)st.evicted);
+    cJSON_AddNumberToObject(o, "dead_letters", (double)st.dead_letters);
+    cJSON_AddNumberToObject(o, "dead_letters_total", (double)st.dead_letters_total);
+    emit_t e = {.json = true, .arr = cJSON_AddArrayToObject(o, "offsets")};
+    eddy_replay_offsets_each(r, on_offset, &e);
+    e = (emit_t){.json = true, .arr = cJSON_AddObjectToObject(o, "labels")};
+    eddy_replay_label_counts(r, on_label, &e);
+    e = (emit_t){.json = true, .arr = cJSON_AddObjectToObject(o, "reservoir")};
+    eddy_replay_reservoir_counts(r, on_reservoir, &e);
+    e = (emit_t){.json = true, .arr = cJSON_AddArrayToObject(o, "dead_letter_examples")};
+    eddy_replay_dead_letters(r, examples, on_dead_letter, &e, by_reason);
+    cJSON *by = cJSON_AddObjectToObject(o, "dead_letters_by_reason");
+    for (int i = 0; i < EDDY_ERR__COUNT; i++)
+      if (by_reason[i]) cJSON_AddNumberToObject(by, eddy_err_name((eddy_err_t)i), (double)by_reason[i]);
+    char *text = cJSON_PrintUnformatted(o);
+    if (text) {
+      printf("%s\n", text);
+      free(text);
+    } else {
+      fprintf(stderr, "eddy buffer: out of memory\n");
+      rc = EDDY_EXIT_FAILURE;
+    }
+    cJSON_Delete(o);
+  } else {
+    printf("buffer %s\n", path);
+    if (st.events)
+      printf("events        %" PRIu64 " (seq %" PRIu64 "..%" PRIu64 ")\n", st.events, st.first_seq, st.next_seq - 1);
+    else
+      printf("events        0 (empty; next seq %" PRIu64 ")\n", st.next_seq);
+    printf("bytes         %" PRIu64 " (encoded events)\n", st.bytes);
+    printf("evicted       %" PRIu64 "\n", st.evicted);
+    printf("dead letters  %" PRIu64 " stored", st.dead_letters);
+    if (st.dead_letters_total != st.dead_letters)
+      printf(" (%" PRIu64 " in all, the oldest dropped)", st.dead_letters_total);
+    printf("\n");
+    emit_t e = {0};
+    eddy_replay_offsets_each(r, on_offset, &e);
+    if (!e.n) printf("stored offsets: none\n");
+    e = (emit_t){0};
+    eddy_replay_label_counts(r, on_label, &e);
+    e = (emit_t){0};
+    eddy_replay_reservoir_counts(r, on_reservoir, &e);
+    /* reasons first, then the examples */
+    eddy_replay_dead_letters(r, 0, NULL, NULL, by_reason);
+    bool any = false;
+    for (int i = 0; i < EDDY_ERR__COUNT; i++)
+      if (by_reason[i]) {
+        if (!any) printf("dead letters by reason:\n");
+        any = true;
+        printf("  %-24s %" PRIu64 "\n", eddy_err_name((eddy_err_t)i), by_reason[i]);
+      }
+    e = (emit_t){0};
+    eddy_replay_dead_letters(r, examples, on_dead_letter, &e, NULL);
+  }
+  eddy_replay_close(r);
+  return rc;
+}
+
+int eddy_cmd_buffer(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    fputs(buffer_usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? EDDY_EXIT_USAGE : EDDY_EXIT_OK;
+  }
+  if (strcmp(argv[1], "inspect")) {
+    fprintf(stderr, "eddy buffer: unknown subcommand '%s'\n%s", argv[1], buffer_usage);
+    return EDDY_EXIT_USAGE;
+  }
+  argc--;
+  argv++;
+  static const struct option opts[] = {{"path", required_argument, NULL, 'p'},
+                                       {"examples", required_argument, NULL, 'n'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *path = NULL;
+  bool json = false;
+  size_t examples = 5;
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "p:n:h", opts, NULL)) != -1) {
+    switch (c) {
+      case 'p': path = optarg; break;
+      case 'j': json = true; break;
+      case 'n': {
+        char *end = NULL;
+        unsigned long long v = strtoull(optarg, &end, 10);
+        if (!*optarg || *end || optarg[0] == '-' || v > EXAMPLES_MAX) {
+          fprintf(stderr, "eddy buffer: --examples \"%s\": expected an integer 0..%d\n", optarg, EXAMPLES_MAX);
+          return EDDY_EXIT_USAGE;
+        }
+        examples = (size_t)v;
+        break;
+      }
+      case 'h': fputs(buffer_usage, stdout); return EDDY_EXIT_OK;
+      default: fputs(buffer_usage, stderr); return EDDY_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "eddy buffer: unexpected argument '%s'\n%s", argv[optind], buffer_usage);
+    return EDDY_EXIT_USAGE;
+  }
+  if (!path || !*path) {
+    fprintf(stderr, "eddy buffer: --path DIR is required\n%s", buffer_usage);
+    return EDDY_EXIT_USAGE;
+  }
+  return inspect(path, json, examples);
+}

@@ -1,0 +1,244 @@
+/* `eddy ingest`: runs the Kafka consumer into the replay buffer at buffer.path, alone (the trainer
+ * runs the same ingest in a thread). Exactly once relative to the buffer: kill it at any moment
+ * and start it again, and each message is stored once. Status lines go to stderr every 5 s. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buffer/replay.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "stream/consumer.h"
+#include "stream/kafka_conf.h"
+
+#define MAX_SETS 256
+#define STATUS_EVERY_S 5.0
+
+static const char ingest_usage[] =
+    "usage: eddy ingest -c CONFIG [--set section.key=value]... [-b BOOTSTRAP]\n"
+    "                   [--until-caught-up] [--idle-exit SECONDS]\n\n"
+    "Consumes [stream] topic in consumer group kafka.group.id (default eddy-<model.name>) and\n"
+    "stores every message in the replay buffer at buffer.path: valid events as events, invalid\n"
+    "ones as dead letters with their reason (also copied to stream.dlq_topic when set). Each poll\n"
+    "batch is stored in one atomic write together with the next offset of its partitions, and\n"
+    "every assignment starts at the offsets stored in the buffer, so killing and restarting the\n"
+    "process neither loses nor duplicates a message. A partition the buffer has never seen starts\n"
+    "at the group's committed offset, else at the earliest (unless kafka.auto.offset.reset says\n"
+    "otherwise). Kafka commits follow the buffer, only so that lag shows in Kafka tools.\n\n"
+    "  -c, --config FILE       INI config (configs/reference.ini documents every key)\n"
+    "  -s, --set S.K=V         override one config key (repeatable)\n"
+    "  -b, --bootstrap HOSTS   same as --set kafka.bootstrap.servers=HOSTS\n"
+    "      --until-caught-up   exit 0 once every assigned partition is read to its end and stored\n"
+    "      --idle-exit S       exit 0 after S seconds (0.1..86400) in which no message arrived\n"
+    "                          while partitions were assigned\n"
+    "  -h, --help              this text\n\n"
+    "Runs until SIGINT or SIGTERM otherwise. Every 5 s a status line goes to stderr (events ok "
+    "and\n"
+    "invalid, rate, buffer size, lag, paused); at exit a summary with the stored offsets. When "
+    "the\n"
+    "buffer refuses a batch (disk full) ingest pauses the partitions and retries with backoff;\n"
+    "nothing is dropped. The buffer evicts its oldest events beyond buffer.capacity_*.\n"
+    "Exit: 0 on a signal, --idle-exit or --until-caught-up; 1 on a runtime failure (buffer or\n"
+    "fatal Kafka error); 2 usage or configuration error.\n";
+
+static volatile sig_atomic_t ingest_stop;
+
+static void on_signal(int sig) { ingest_stop = sig; }
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint32_t reservoir_classes(const eddy_config_t *cfg) {
+  switch (cfg->spec.head) {
+    case EDDY_HEAD_SOFTMAX: return cfg->spec.classes;
+    case EDDY_HEAD_LOGISTIC: return 2;
+    default: return 1;
+  }
+}
+
+static void print_offset(void *ctx, const char *topic, int32_t partition, int64_t next) {
+  int *n = ctx;
+  fprintf(stderr, "%s%s[%" PRId32 "]=%" PRId64, (*n)++ ? " " : "  next offsets: ", topic, partition,
+          next);
+}
+
+static void print_status(const eddy_ingest_stats_t *st, const eddy_replay_stats_t *bs, double rate,
+                         const char *prefix) {
+  char lag[32];
+  if (st->lag >= 0)
+    snprintf(lag, sizeof lag, "%" PRId64, st->lag);
+  else
+    snprintf(lag, sizeof lag, "?");
+  fprintf(stderr,
+          "%s: %" PRIu64 " events ok, %" PRIu64 " invalid, %.0f msg/s; buffer %" PRIu64
+          " events, %.1f MiB; %u partitions, lag %s%s\n",
+          prefix, st->events_ok, st->events_invalid, rate, bs->events, bs->bytes / 1048576.0,
+          st->assigned, lag, st->paused ? ", PAUSED (buffer refuses writes)" : "");
+}
+
+int eddy_cmd_ingest(int argc, char **argv) {
+  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"set", required_argument, NULL, 's'},
+                                       {"bootstrap", required_argument, NULL, 'b'},
+                                       {"until-caught-up", no_argument, NULL, 'U'},
+                                       {"idle-exit", required_argument, NULL, 'I'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *config_path = NULL;
+  const char *sets[MAX_SETS + 1];
+  size_t n_sets = 0;
+  char bootstrap_set[EDDY_CONFIG_STR * 4 + 32];
+  bool have_bootstrap = false, until_caught_up = false;
+  double idle_exit = 0;
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "c:s:b:h", opts, NULL)) != -1) {
+    switch (c) {
+      case 'c': config_path = optarg; break;
+      case 's':
+        if (n_sets == MAX_SETS) {
+          fprintf(stderr, "eddy ingest: more than %d --set options\n", MAX_SETS);
+          return EDDY_EXIT_USAGE;
+        }
+        sets[n_sets++] = optarg;
+        break;
+      case 'b':
+        snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
+        have_bootstrap = true;
+        break;
+      case 'U': until_caught_up = true; break;
+      case 'I': {
+        char *end;
+        errno = 0;
+        idle_exit = strtod(optarg, &end);
+        if (errno || end == optarg || *end || !(idle_exit >= 0.1 && idle_exit <= 86400)) {
+          fprintf(stderr,
+                  "eddy ingest: --idle-exit \"%s\" is not a number of seconds in "
+                  "0.1..86400\n",
+                  optarg);
+          return EDDY_EXIT_USAGE;
+        }
+        break;
+      }
+      case 'h': fputs(ingest_usage, stdout); return EDDY_EXIT_OK;
+      default: fputs("eddy ingest --help shows the options\n", stderr); return EDDY_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr,
+            "eddy ingest: unexpected argument '%s' (eddy ingest --help shows the options)\n",
+            argv[optind]);
+    return EDDY_EXIT_USAGE;
+  }
+  if (!config_path) {
+    fprintf(stderr, "eddy ingest: -c CONFIG is required (eddy ingest --help shows the options)\n");
+    return EDDY_EXIT_USAGE;
+  }
+  if (have_bootstrap) sets[n_sets++] = bootstrap_set; /* after the --sets: -b wins */
+
+  char errstr[1024];
+  eddy_config_t cfg;
+  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
+  if (err) {
+    fprintf(stderr, "eddy ingest: %s\n", errstr);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_USAGE;
+  }
+  err = eddy_kafka_conf_check(&cfg, errstr, sizeof errstr);
+  if (!err && !eddy_config_kafka(&cfg, "bootstrap.servers") &&
+      !eddy_config_kafka(&cfg, "metadata.broker.list"))
+    err = eddy_errf(EDDY_ERR_CONFIG, errstr, sizeof errstr,
+                    "kafka.bootstrap.servers is not set (in [kafka], with --set or -b)");
+  if (err) {
+    fprintf(stderr, "eddy ingest: %s\n", errstr);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_USAGE;
+  }
+  eddy_replay_opts_t ropts = {.path = cfg.buffer_path,
+                              .capacity_events = cfg.buffer_capacity_events,
+                              .capacity_bytes = cfg.buffer_capacity_bytes,
+                              .evict = true,
+                              .sync = cfg.buffer_sync,
+                              .reservoir_size = cfg.reservoir_size,
+                              .classes = reservoir_classes(&cfg),
+                              .seed = cfg.train.seed};
+  eddy_replay_t *buffer = eddy_replay_open(&ropts, errstr, sizeof errstr);
+  if (!buffer) {
+    fprintf(stderr, "eddy ingest: %s\n", errstr);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_FAILURE;
+  }
+  eddy_ingest_t *ing = eddy_ingest_new(&cfg, buffer, NULL, NULL, errstr, sizeof errstr);
+  if (!ing) {
+    fprintf(stderr, "eddy ingest: %s\n", errstr);
+    eddy_replay_close(buffer);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_FAILURE;
+  }
+
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+
+  eddy_replay_stats_t bs0 = eddy_replay_stats(buffer);
+  EDDY_INFO("ingest", "buffer %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
+            cfg.buffer_path, bs0.events, bs0.first_seq, bs0.next_seq);
+  double start = now_seconds(), last_status = start, idle_since = start;
+  uint64_t last_count = 0, status_count = 0;
+  const char *why_exit = "signal";
+  int rc = EDDY_EXIT_OK;
+  while (!ingest_stop) {
+    err = eddy_ingest_poll_once(ing, 200, NULL, errstr, sizeof errstr);
+    if (err) {
+      fprintf(stderr, "eddy ingest: %s\n", errstr);
+      rc = EDDY_EXIT_FAILURE;
+      why_exit = "error";
+      break;
+    }
+    eddy_ingest_stats_t st = eddy_ingest_stats(ing);
+    double t = now_seconds();
+    uint64_t count = st.events_ok + st.events_invalid;
+    if (count != last_count || st.assigned == 0) idle_since = t;
+    last_count = count;
+    if (t - last_status >= STATUS_EVERY_S) {
+      eddy_replay_stats_t bs = eddy_replay_stats(buffer);
+      print_status(&st, &bs, (count - status_count) / (t - last_status), "ingest");
+      last_status = t;
+      status_count = count;
+    }
+    if (until_caught_up && st.caught_up) {
+      why_exit = "caught up";
+      break;
+    }
+    if (idle_exit > 0 && t - idle_since >= idle_exit) {
+      why_exit = "idle";
+      break;
+    }
+  }
+  eddy_ingest_stats_t st = eddy_ingest_stats(ing);
+  eddy_ingest_destroy(ing); /* leaves the group */
+  double secs = now_seconds() - start;
+  eddy_replay_stats_t bs = eddy_replay_stats(buffer);
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "ingest done (%s, %.1f s)", why_exit, secs);
+  print_status(&st, &bs, (st.events_ok + st.events_invalid) / (secs > 0 ? secs : 1), prefix);
+  int n = 0;
+  eddy_replay_offsets_each(buffer, print_offset, &n);
+  if (n) fputc('\n', stderr);
+  eddy_replay_close(buffer);
+  eddy_config_free(&cfg);
+  return rc;
+}

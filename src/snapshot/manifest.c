@@ -1,0 +1,567 @@
+/* manifest.json: the record of one snapshot version, in cJSON. Writing and parsing apply the same
+ * field rules (manifest_check), so whatever eddy writes it can read back, and a hand-edited or
+ * damaged file fails with the field named. Integers are limited to 2^53 (exact in a JSON double);
+ * non-finite metrics are written as null and read back as NaN. */
+#include "snapshot/manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#define MAX_OBJECT_KEYS 256
+
+static const char *const status_names[] = {"candidate", "promoted", "rejected"};
+static const char *const precisions[] = {"fp32", "bf16", "fp16"};
+static const char *const weight_dtypes[] = {"F32", "F16", "BF16"};
+
+const char *eddy_version_status_name(eddy_version_status_t status) {
+  return (unsigned)status < 3 ? status_names[status] : "unknown";
+}
+
+int eddy_version_status_parse(const char *text, eddy_version_status_t *status) {
+  for (int i = 0; text && i < 3; i++)
+    if (!strcmp(text, status_names[i])) {
+      *status = (eddy_version_status_t)i;
+      return 0;
+    }
+  return -1;
+}
+
+static int in_list(const char *s, const char *const *list, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(s, list[i])) return 1;
+  return 0;
+}
+
+static void metrics_nan(eddy_metric_values_t *v) {
+  v->logloss = v->accuracy = v->mse = NAN;
+  v->n = 0;
+}
+
+void eddy_manifest_init(eddy_manifest_t *m) {
+  memset(m, 0, sizeof *m);
+  metrics_nan(&m->prequential);
+  metrics_nan(&m->holdout);
+  snprintf(m->precision, sizeof m->precision, "fp32");
+  snprintf(m->weights_dtype, sizeof m->weights_dtype, "F32");
+  m->status = EDDY_STATUS_CANDIDATE;
+}
+
+void eddy_manifest_clear(eddy_manifest_t *m) {
+  if (!m) return;
+  free(m->offsets);
+  eddy_manifest_init(m);
+}
+
+eddy_err_t eddy_manifest_copy(eddy_manifest_t *dst, const eddy_manifest_t *src) {
+  *dst = *src;
+  dst->offsets = NULL;
+  if (src->n_offsets) {
+    dst->offsets = malloc(src->n_offsets * sizeof *dst->offsets);
+    if (!dst->offsets) {
+      dst->n_offsets = 0;
+      return EDDY_ERR_NOMEM;
+    }
+    memcpy(dst->offsets, src->offsets, src->n_offsets * sizeof *dst->offsets);
+  }
+  return EDDY_OK;
+}
+
+static int topic_ok(const char *t) {
+  size_t n = t ? strlen(t) : 0;
+  if (n == 0 || n >= EDDY_MANIFEST_TOPIC_MAX) return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f) return 0;
+  return 1;
+}
+
+eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset) {
+  if (!topic_ok(topic) || partition < 0 || next_offset < 0) return EDDY_ERR_INVALID_ARG;
+  if (m->n_offsets >= EDDY_MANIFEST_MAX_OFFSETS) return EDDY_ERR_TOO_LARGE;
+  eddy_manifest_offset_t *grown = realloc(m->offsets, (m->n_offsets + 1) * sizeof *grown);
+  if (!grown) return EDDY_ERR_NOMEM;
+  m->offsets = grown;
+  eddy_manifest_offset_t *o = &m->offsets[m->n_offsets++];
+  memset(o, 0, sizeof *o);
+  snprintf(o->topic, sizeof o->topic, "%s", topic);
+  o->partition = partition;
+  o->next_offset = next_offset;
+  return EDDY_OK;
+}
+
+const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name) {
+  for (size_t i = 0; i < m->n_files; i++)
+    if (!strcmp(m->files[i].name, name)) return &m->files[i];
+  return NULL;
+}
+
+void eddy_manifest_format_time(int64_t ms, char *out, size_t out_size) {
+  time_t secs = (time_t)(ms / 1000);
+  int frac = (int)(ms % 1000);
+  if (frac < 0) frac += 1000, secs -= 1;
+  struct tm tm;
+  char base[32] = "1970-01-01T00:00:00";
+  if (gmtime_r(&secs, &tm)) strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, out_size, "%s.%03dZ", base, frac);
+}
+
+/* A model or file name: 1..63 bytes of [A-Za-z0-9._-], not starting with '.'. */
+static int name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n >= EDDY_MANIFEST_NAME_MAX || s[0] == '.') return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static int sha_hex_ok(const char *s) {
+  if (strlen(s) != 64) return 0;
+  for (int i = 0; i < 64; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+  return 1;
+}
+
+static int cmp_offset(const void *a, const void *b) {
+  const eddy_manifest_offset_t *x = a, *y = b;
+  int c = strcmp(x->topic, y->topic);
+  if (c) return c;
+  return (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+/* The rules every manifest obeys, written or read. The message names the field. */
+static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char *errstr, size_t errstr_size) {
+  const uint64_t max = EDDY_MANIFEST_MAX_INT;
+  if (m->version < 1 || m->version > max)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"version\" = %" PRIu64 ": must be 1..2^53", m->version);
+  if (m->parent >= m->version)
+    return eddy_errf(code, errstr, errstr_size,
+                     "manifest: \"parent\" = %" PRIu64 ": must be below \"version\" (%" PRIu64 ")", m->parent,
+                     m->version);
+  if (!name_ok(m->model))
+    return eddy_errf(code, errstr, errstr_size,
+                     "manifest: \"model\" = \"%s\": must be 1..63 characters of A-Z a-z 0-9 . _ - (not starting "
+                     "with '.')",
+                     m->model);
+  if (m->created_at_ms < 0 || (uint64_t)m->created_at_ms > max)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"created_at_ms\" = %" PRId64 ": out of range",
+                     m->created_at_ms);
+  const struct {
+    const char *name;
+    uint64_t value;
+  } counters[] = {{"step", m->step},
+                  {"examples", m->examples},
+                  {"buffer_cursor", m->buffer_cursor},
+                  {"metrics.prequential.n", m->prequential.n},
+                  {"metrics.holdout.n", m->holdout.n}};
+  for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+    if (counters[i].value > max)
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"%s\" = %" PRIu64 ": above 2^53", counters[i].name,
+                       counters[i].value);
+  if (m->n_offsets > EDDY_MANIFEST_MAX_OFFSETS)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"kafka_offsets\" has %zu entries: at most %d",
+                     m->n_offsets, EDDY_MANIFEST_MAX_OFFSETS);
+  for (size_t i = 0; i < m->n_offsets; i++) {
+    const eddy_manifest_offset_t *o = &m->offsets[i];
+    if (!topic_ok(o->topic))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"kafka_offsets[%zu].topic\" is empty or not printable",
+                       i);
+    if (o->partition < 0 || o->next_offset < 0 || (uint64_t)o->next_offset > max)
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"kafka_offsets[%zu]\" = %s/%" PRId32 " @ %" PRId64 ": negative or out of range", i,
+                       o->topic, o->partition, o->next_offset);
+  }
+  if (m->n_offsets > 1) {
+    eddy_manifest_offset_t *sorted = malloc(m->n_offsets * sizeof *sorted);
+    if (!sorted) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "manifest: out of memory");
+    memcpy(sorted, m->offsets, m->n_offsets * sizeof *sorted);
+    qsort(sorted, m->n_offsets, sizeof *sorted, cmp_offset);
+    for (size_t i = 1; i < m->n_offsets; i++)
+      if (!cmp_offset(&sorted[i - 1], &sorted[i])) {
+        eddy_err_t err = eddy_errf(code, errstr, errstr_size,
+                                   "manifest: \"kafka_offsets\" lists %s/%" PRId32 " twice", sorted[i].topic,
+                                   sorted[i].partition);
+        free(sorted);
+        return err;
+      }
+    free(sorted);
+  }
+  if (!in_list(m->precision, precisions, 3))
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"precision\" = \"%s\": must be fp32, bf16 or fp16",
+                     m->precision);
+  if (!in_list(m->weights_dtype, weight_dtypes, 3))
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"weights_dtype\" = \"%s\": must be F32, F16 or BF16",
+                     m->weights_dtype);
+  char why[256] = "";
+  if (eddy_model_spec_validate(&m->spec, why, sizeof why) != EDDY_OK)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"spec\": %s", why);
+  if (m->n_files > EDDY_MANIFEST_MAX_FILES)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"files\" has %zu entries: at most %d", m->n_files,
+                     EDDY_MANIFEST_MAX_FILES);
+  for (size_t i = 0; i < m->n_files; i++) {
+    const eddy_manifest_file_t *f = &m->files[i];
+    if (!name_ok(f->name))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"files\": bad file name \"%s\"", f->name);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(f->name, m->files[j].name))
+        return eddy_errf(code, errstr, errstr_size, "manifest: \"files\" lists %s twice", f->name);
+    if (f->bytes > max)
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"files.%s.bytes\" = %" PRIu64 ": above 2^53", f->name,
+                       f->bytes);
+    if (!sha_hex_ok(f->sha256))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"files.%s.sha256\" = \"%.80s\": not 64 lowercase hex",
+                       f->name, f->sha256);
+  }
+  if ((unsigned)m->status > EDDY_STATUS_REJECTED)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"status\" = %d: unknown", (int)m->status);
+  if (memchr(m->reason, 0, sizeof m->reason) == NULL)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"reason\" is not terminated");
+  return EDDY_OK;
+}
+
+/* ---- writing ---- */
+
+static cJSON *metrics_json(const eddy_metric_values_t *v) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  const struct {
+    const char *key;
+    double value;
+  } fields[] = {{"logloss", v->logloss}, {"accuracy", v->accuracy}, {"mse", v->mse}};
+  for (size_t i = 0; i < 3; i++) {
+    cJSON *x = isfinite(fields[i].value) ? cJSON_CreateNumber(fields[i].value) : cJSON_CreateNull();
+    if (!x) {
+      cJSON_Delete(o);
+      return NULL;
+    }
+    cJSON_AddItemToObject(o, fields[i].key, x);
+  }
+  if (!cJSON_AddNumberToObject(o, "n", (double)v->n)) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return o;
+}
+
+eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *errstr, size_t errstr_size) {
+  *json = NULL;
+  eddy_err_t err = manifest_check(m, EDDY_ERR_INVALID_ARG, errstr, errstr_size);
+  if (err) return err;
+  char when[40];
+  eddy_manifest_format_time(m->created_at_ms, when, sizeof when);
+  char *spec_text = eddy_model_spec_to_json(&m->spec);
+  cJSON *spec = spec_text ? cJSON_Parse(spec_text) : NULL;
+  free(spec_text);
+  cJSON *o = cJSON_CreateObject();
+  bool ok = o && spec;
+  ok = ok && cJSON_AddNumberToObject(o, "format", EDDY_MANIFEST_FORMAT);
+  ok = ok && cJSON_AddStringToObject(o, "model", m->model);
+  ok = ok && cJSON_AddNumberToObject(o, "version", (double)m->version);
+  if (ok) ok = m->parent ? cJSON_AddNumberToObject(o, "parent", (double)m->parent) != NULL
+                         : cJSON_AddNullToObject(o, "parent") != NULL;
+  ok = ok && cJSON_AddStringToObject(o, "status", eddy_version_status_name(m->status));
+  ok = ok && cJSON_AddStringToObject(o, "reason", m->reason);
+  ok = ok && cJSON_AddStringToObject(o, "created_at", when);
+  ok = ok && cJSON_AddNumberToObject(o, "created_at_ms", (double)m->created_at_ms);
+  ok = ok && cJSON_AddNumberToObject(o, "step", (double)m->step);
+  ok = ok && cJSON_AddNumberToObject(o, "examples", (double)m->examples);
+  ok = ok && cJSON_AddNumberToObject(o, "buffer_cursor", (double)m->buffer_cursor);
+  cJSON *offsets = ok ? cJSON_AddArrayToObject(o, "kafka_offsets") : NULL;
+  ok = offsets != NULL;
+  for (size_t i = 0; ok && i < m->n_offsets; i++) {
+    cJSON *e = cJSON_CreateObject();
+    ok = e != NULL;
+    if (ok) cJSON_AddItemToArray(offsets, e);
+    ok = ok && cJSON_AddStringToObject(e, "topic", m->offsets[i].topic);
+    ok = ok && cJSON_AddNumberToObject(e, "partition", m->offsets[i].partition);
+    ok = ok && cJSON_AddNumberToObject(e, "next_offset", (double)m->offsets[i].next_offset);
+  }
+  cJSON *metrics = ok ? cJSON_AddObjectToObject(o, "metrics") : NULL;
+  cJSON *preq = metrics ? metrics_json(&m->prequential) : NULL;
+  cJSON *hold = preq ? metrics_json(&m->holdout) : NULL;
+  ok = hold != NULL;
+  if (preq) cJSON_AddItemToObject(metrics, "prequential", preq);
+  if (hold) cJSON_AddItemToObject(metrics, "holdout", hold);
+  ok = ok && cJSON_AddStringToObject(o, "precision", m->precision);
+  ok = ok && cJSON_AddStringToObject(o, "weights_dtype", m->weights_dtype);
+  if (ok) {
+    cJSON_AddItemToObject(o, "spec", spec);
+    spec = NULL;
+  }
+  cJSON *files = ok ? cJSON_AddObjectToObject(o, "files") : NULL;
+  ok = files != NULL;
+  for (size_t i = 0; ok && i < m->n_files; i++) {
+    cJSON *f = cJSON_AddObjectToObject(files, m->files[i].name);
+    ok = f && cJSON_AddNumberToObject(f, "bytes", (double)m->files[i].bytes) &&
+         cJSON_AddStringToObject(f, "sha256", m->files[i].sha256);
+  }
+  char *text = ok ? cJSON_Print(o) : NULL;
+  cJSON_Delete(o);
+  cJSON_Delete(spec);
+  if (!text) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "manifest: out of memory building JSON");
+  *json = text;
+  return EDDY_OK;
+}
+
+/* ---- parsing ---- */
+
+typedef struct {
+  char *errstr;
+  size_t errstr_size;
+} pctx_t;
+
+static eddy_err_t bad(pctx_t *p, const char *fmt, const char *field, const char *detail) {
+  char msg[512];
+  snprintf(msg, sizeof msg, fmt, field, detail ? detail : "");
+  return eddy_errf(EDDY_ERR_FORMAT, p->errstr, p->errstr_size, "manifest: %s", msg);
+}
+
+static eddy_err_t check_object(pctx_t *p, const cJSON *o, const char *field) {
+  if (!cJSON_IsObject(o)) return bad(p, "\"%s\" must be an object%s", field, NULL);
+  size_t n = 0;
+  for (const cJSON *a = o->child; a; a = a->next)
+    if (++n > MAX_OBJECT_KEYS) return bad(p, "\"%s\" has more than 256 fields%s", field, NULL);
+  for (const cJSON *a = o->child; a; a = a->next)
+    for (const cJSON *b = a->next; b; b = b->next)
+      if (!strcmp(a->string, b->string)) {
+        char f[160];
+        snprintf(f, sizeof f, "%s.%s", field, a->string);
+        return bad(p, "\"%s\" appears twice%s", f, NULL);
+      }
+  return EDDY_OK;
+}
+
+static const cJSON *field(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
+
+/* An integer in [0, 2^53]; name is the field's path in messages. */
+static eddy_err_t get_uint(pctx_t *p, const cJSON *o, const char *key, const char *name, uint64_t *out) {
+  const cJSON *v = field(o, key);
+  if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
+  if (!cJSON_IsNumber(v)) return bad(p, "\"%s\" must be a number%s", name, NULL);
+  double d = v->valuedouble;
+  if (!(d >= 0) || d > (double)EDDY_MANIFEST_MAX_INT || d != floor(d))
+    return bad(p, "\"%s\" must be an integer in 0..2^53%s", name, NULL);
+  *out = (uint64_t)d;
+  return EDDY_OK;
+}
+
+static eddy_err_t get_string(pctx_t *p, const cJSON *o, const char *key, const char *name, char *out,
+                             size_t out_size) {
+  const cJSON *v = field(o, key);
+  if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
+  if (!cJSON_IsString(v) || !v->valuestring) return bad(p, "\"%s\" must be a string%s", name, NULL);
+  if (strlen(v->valuestring) >= out_size) return bad(p, "\"%s\" is too long%s", name, NULL);
+  memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+  return EDDY_OK;
+}
+
+/* A number or null (NaN). */
+static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const char *group, double *out) {
+  char name[96];
+  snprintf(name, sizeof name, "metrics.%s.%s", group, key);
+  const cJSON *v = field(o, key);
+  if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
+  if (cJSON_IsNull(v)) {
+    *out = NAN;
+    return EDDY_OK;
+  }
+  if (!cJSON_IsNumber(v)) return bad(p, "\"%s\" must be a number or null%s", name, NULL);
+  *out = v->valuedouble;
+  return EDDY_OK;
+}
+
+static eddy_err_t get_metrics(pctx_t *p, const cJSON *metrics, const char *group, eddy_metric_values_t *out) {
+  char name[64];
+  snprintf(name, sizeof name, "metrics.%s", group);
+  const cJSON *o = field(metrics, group);
+  if (!o) return bad(p, "\"%s\" missing%s", name, NULL);
+  eddy_err_t err = check_object(p, o, name);
+  if (!err) err = get_metric(p, o, "logloss", group, &out->logloss);
+  if (!err) err = get_metric(p, o, "accuracy", group, &out->accuracy);
+  if (!err) err = get_metric(p, o, "mse", group, &out->mse);
+  snprintf(name, sizeof name, "metrics.%s.n", group);
+  if (!err) err = get_uint(p, o, "n", name, &out->n);
+  return err;
+}
+
+static eddy_err_t parse_offsets(pctx_t *p, const cJSON *arr, eddy_manifest_t *m) {
+  if (!arr) return bad(p, "\"%s\" missing%s", "kafka_offsets", NULL);
+  if (!cJSON_IsArray(arr)) return bad(p, "\"%s\" must be an array%s", "kafka_offsets", NULL);
+  size_t i = 0;
+  for (const cJSON *e = arr->child; e; e = e->next, i++) {
+    char name[64], sub[80];
+    snprintf(name, sizeof name, "kafka_offsets[%zu]", i);
+    if (i >= EDDY_MANIFEST_MAX_OFFSETS) return bad(p, "\"%s\": more than 4096 entries%s", "kafka_offsets", NULL);
+    eddy_err_t err = check_object(p, e, name);
+    char topic[EDDY_MANIFEST_TOPIC_MAX];
+    uint64_t partition = 0, next = 0;
+    snprintf(sub, sizeof sub, "%s.topic", name);
+    if (!err) err = get_string(p, e, "topic", sub, topic, sizeof topic);
+    snprintf(sub, sizeof sub, "%s.partition", name);
+    if (!err) err = get_uint(p, e, "partition", sub, &partition);
+    if (!err && partition > INT32_MAX) err = bad(p, "\"%s\" is above 2^31-1%s", sub, NULL);
+    snprintf(sub, sizeof sub, "%s.next_offset", name);
+    if (!err) err = get_uint(p, e, "next_offset", sub, &next);
+    if (err) return err;
+    err = eddy_manifest_add_offset(m, topic, (int32_t)partition, (int64_t)next);
+    if (err == EDDY_ERR_NOMEM) return eddy_errf(err, p->errstr, p->errstr_size, "manifest: out of memory");
+    if (err) return bad(p, "\"%s.topic\" is empty or not printable%s", name, NULL);
+  }
+  return EDDY_OK;
+}
+
+static eddy_err_t parse_files(pctx_t *p, const cJSON *files, eddy_manifest_t *m) {
+  if (!files) return bad(p, "\"%s\" missing%s", "files", NULL);
+  eddy_err_t err = check_object(p, files, "files");
+  for (const cJSON *f = files ? files->child : NULL; !err && f; f = f->next) {
+    if (m->n_files >= EDDY_MANIFEST_MAX_FILES) return bad(p, "\"%s\" has more than 8 entries%s", "files", NULL);
+    eddy_manifest_file_t *out = &m->files[m->n_files];
+    char name[128];
+    if (strlen(f->string) >= sizeof out->name || !name_ok(f->string))
+      return bad(p, "\"files\": bad file name \"%.64s\"%s", f->string, NULL);
+    snprintf(out->name, sizeof out->name, "%s", f->string);
+    snprintf(name, sizeof name, "files.%s", f->string);
+    err = check_object(p, f, name);
+    snprintf(name, sizeof name, "files.%s.bytes", f->string);
+    if (!err) err = get_uint(p, f, "bytes", name, &out->bytes);
+    snprintf(name, sizeof name, "files.%s.sha256", f->string);
+    if (!err) err = get_string(p, f, "sha256", name, out->sha256, sizeof out->sha256);
+    if (!err && !sha_hex_ok(out->sha256)) err = bad(p, "\"%s\" must be 64 lowercase hex digits%s", name, NULL);
+    m->n_files++;
+  }
+  return err;
+}
+
+static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
+  eddy_err_t err = check_object(p, o, "(top level)");
+  if (err) return err;
+  uint64_t format = 0, created = 0;
+  if ((err = get_uint(p, o, "format", "format", &format))) return err;
+  if (format != EDDY_MANIFEST_FORMAT) {
+    char detail[64];
+    snprintf(detail, sizeof detail, " = %" PRIu64 ": this build reads format %d", format, EDDY_MANIFEST_FORMAT);
+    return bad(p, "\"%s\"%s", "format", detail);
+  }
+  if ((err = get_string(p, o, "model", "model", m->model, sizeof m->model))) return err;
+  if ((err = get_uint(p, o, "version", "version", &m->version))) return err;
+  const cJSON *parent = field(o, "parent");
+  if (!parent) return bad(p, "\"%s\" missing%s", "parent", NULL);
+  if (!cJSON_IsNull(parent) && (err = get_uint(p, o, "parent", "parent", &m->parent))) return err;
+  if (!cJSON_IsNull(parent) && m->parent == 0) return bad(p, "\"%s\" must be null or >= 1%s", "parent", NULL);
+  char status[32];
+  if ((err = get_string(p, o, "status", "status", status, sizeof status))) return err;
+  if (eddy_version_status_parse(status, &m->status) != 0)
+    return bad(p, "\"%s\" must be \"candidate\", \"promoted\" or \"rejected\"%s", "status", NULL);
+  if ((err = get_string(p, o, "reason", "reason", m->reason, sizeof m->reason))) return err;
+  char when[40], expect[40];
+  if ((err = get_string(p, o, "created_at", "created_at", when, sizeof when))) return err;
+  if ((err = get_uint(p, o, "created_at_ms", "created_at_ms", &created))) return err;
+  m->created_at_ms = (int64_t)created;
+  eddy_manifest_format_time(m->created_at_ms, expect, sizeof expect);
+  if (strcmp(when, expect) != 0) return bad(p, "\"%s\" does not match created_at_ms (%s)", "created_at", expect);
+  if ((err = get_uint(p, o, "step", "step", &m->step))) return err;
+  if ((err = get_uint(p, o, "examples", "examples", &m->examples))) return err;
+  if ((err = get_uint(p, o, "buffer_cursor", "buffer_cursor", &m->buffer_cursor))) return err;
+  if ((err = parse_offsets(p, field(o, "kafka_offsets"), m))) return err;
+  const cJSON *metrics = field(o, "metrics");
+  if (!metrics) return bad(p, "\"%s\" missing%s", "metrics", NULL);
+  if ((err = check_object(p, metrics, "metrics"))) return err;
+  if ((err = get_metrics(p, metrics, "prequential", &m->prequential))) return err;
+  if ((err = get_metrics(p, metrics, "holdout", &m->holdout))) return err;
+  if ((err = get_string(p, o, "precision", "precision", m->precision, sizeof m->precision))) return err;
+  if ((err = get_string(p, o, "weights_dtype", "weights_dtype", m->weights_dtype, sizeof m->weights_dtype)))
+    return err;
+  const cJSON *spec = field(o, "spec");
+  if (!spec) return bad(p, "\"%s\" missing%s", "spec", NULL);
+  if (!cJSON_IsObject(spec)) return bad(p, "\"%s\" must be an object%s", "spec", NULL);
+  char *spec_text = cJSON_PrintUnformatted(spec);
+  if (!spec_text) return eddy_errf(EDDY_ERR_NOMEM, p->errstr, p->errstr_size, "manifest: out of memory");
+  char why[256] = "";
+  err = eddy_model_spec_from_json(spec_text, &m->spec, why, sizeof why);
+  free(spec_text);
+  if (err) return bad(p, "\"%s\": %s", "spec", why);
+  return parse_files(p, field(o, "files"), m);
+}
+
+eddy_err_t eddy_manifest_parse(const char *json, size_t len, eddy_manifest_t *m, char *errstr, size_t errstr_size) {
+  eddy_manifest_init(m);
+  if (!json) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "manifest: NULL text");
+  if (len > EDDY_MANIFEST_MAX_BYTES)
+    return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "manifest: %zu bytes, over the cap of %u", len,
+                     (unsigned)EDDY_MANIFEST_MAX_BYTES);
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (!root) {
+    size_t at = end && end >= json ? (size_t)(end - json) : 0;
+    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "manifest: not valid JSON (error near byte %zu)", at);
+  }
+  pctx_t p = {errstr, errstr_size};
+  eddy_err_t err = parse_root(&p, root, m);
+  cJSON_Delete(root);
+  if (!err) err = manifest_check(m, EDDY_ERR_FORMAT, errstr, errstr_size);
+  return err;
+}
+
+eddy_err_t eddy_manifest_load(const char *path, eddy_manifest_t *m, char *errstr, size_t errstr_size) {
+  eddy_manifest_init(m);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    return eddy_errf(e == ENOENT ? EDDY_ERR_NOT_FOUND : EDDY_ERR_IO, errstr, errstr_size, "%s: %s", path,
+                     strerror(e));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: not a regular file", path);
+  }
+  if ((uint64_t)st.st_size > EDDY_MANIFEST_MAX_BYTES) {
+    close(fd);
+    return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "%s: %lld bytes, over the manifest cap of %u", path,
+                     (long long)st.st_size, (unsigned)EDDY_MANIFEST_MAX_BYTES);
+  }
+  size_t cap = (size_t)st.st_size + 1, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) {
+    close(fd);
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "%s: out of memory", path);
+  }
+  for (;;) {
+    ssize_t k = read(fd, buf + len, cap - len);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) {
+      int e = errno;
+      close(fd);
+      free(buf);
+      return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: read: %s", path, strerror(e));
+    }
+    if (k == 0) break;
+    len += (size_t)k;
+    if (len == cap) { /* grew while we read: refuse rather than chase it */
+      close(fd);
+      free(buf);
+      return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: changed while being read", path);
+    }
+  }
+  close(fd);
+  char msg[600] = "";
+  eddy_err_t err = eddy_manifest_parse(buf, len, m, msg, sizeof msg);
+  free(buf);
+  if (err) {
+    const char *text = strncmp(msg, "manifest: ", 10) == 0 ? msg + 10 : msg;
+    eddy_errf(err, errstr, errstr_size, "%s: %s", path, text);
+  }
+  return err;
+}

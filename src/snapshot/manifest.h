@@ -1,0 +1,86 @@
+/* manifest.json of one snapshot version: what was trained (step, examples, cursors, Kafka offsets),
+ * how well (prequential and holdout metrics), for which model (spec, precision), the files with
+ * their sizes and SHA-256, and the gate's verdict at publish time. Parsing is strict: a missing
+ * field or a wrong type is EDDY_ERR_FORMAT with the field named; files over 1 MiB are refused. */
+#ifndef EDDY_MANIFEST_H
+#define EDDY_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/errors.h"
+#include "model/metrics.h"
+#include "model/spec.h"
+
+#define EDDY_MANIFEST_FORMAT 1                /* "format" field; bumped on incompatible changes */
+#define EDDY_MANIFEST_MAX_BYTES (1u << 20)    /* size cap of manifest.json */
+#define EDDY_MANIFEST_MAX_FILES 8
+#define EDDY_MANIFEST_MAX_OFFSETS 4096        /* Kafka partitions recorded */
+#define EDDY_MANIFEST_NAME_MAX 64             /* model and file names, NUL included */
+#define EDDY_MANIFEST_TOPIC_MAX 256           /* Kafka topic names are at most 249 bytes */
+#define EDDY_MANIFEST_REASON_MAX 512
+#define EDDY_MANIFEST_MAX_INT 9007199254740992ull /* 2^53: integers above do not survive JSON */
+
+/* The gate's verdict, fixed when the version is written (see snapshots/README.md). */
+typedef enum { EDDY_STATUS_CANDIDATE = 0, EDDY_STATUS_PROMOTED, EDDY_STATUS_REJECTED } eddy_version_status_t;
+
+typedef struct {
+  char topic[EDDY_MANIFEST_TOPIC_MAX];
+  int32_t partition;
+  int64_t next_offset; /* next offset to consume: everything before it is in the trained state */
+} eddy_manifest_offset_t;
+
+typedef struct {
+  char name[EDDY_MANIFEST_NAME_MAX]; /* "weights.safetensors" */
+  uint64_t bytes;
+  char sha256[65];                   /* lowercase hex */
+} eddy_manifest_file_t;
+
+typedef struct {
+  uint64_t version;      /* >= 1 */
+  uint64_t parent;       /* version this one continues from; 0 = none (JSON null) */
+  char model[EDDY_MANIFEST_NAME_MAX];
+  int64_t created_at_ms; /* Unix ms, UTC; JSON carries it and an ISO-8601 "created_at" */
+  uint64_t step;         /* optimizer steps applied */
+  uint64_t examples;     /* examples trained */
+  uint64_t buffer_cursor; /* replay-buffer seq of the next fresh event to train */
+  eddy_manifest_offset_t *offsets; /* owned; eddy_manifest_add_offset appends */
+  size_t n_offsets;
+  eddy_metric_values_t prequential; /* NaN = not defined (JSON null) */
+  eddy_metric_values_t holdout;
+  char precision[16];    /* "fp32" | "bf16" | "fp16" */
+  char weights_dtype[8]; /* "F32" | "F16" | "BF16" */
+  eddy_model_spec_t spec;
+  eddy_manifest_file_t files[EDDY_MANIFEST_MAX_FILES];
+  size_t n_files;
+  eddy_version_status_t status;
+  char reason[EDDY_MANIFEST_REASON_MAX]; /* why rejected (or any note); "" = none */
+} eddy_manifest_t;
+
+/* Zeroes m: status candidate, metrics NaN, precision "fp32", weights_dtype "F32". */
+void eddy_manifest_init(eddy_manifest_t *m);
+/* Frees what m owns (the offsets) and re-initialises it. NULL is a no-op. */
+void eddy_manifest_clear(eddy_manifest_t *m);
+/* Deep copy: dst (uninitialised or cleared) gets its own offsets. */
+eddy_err_t eddy_manifest_copy(eddy_manifest_t *dst, const eddy_manifest_t *src);
+/* Appends a Kafka position; TOO_LARGE past EDDY_MANIFEST_MAX_OFFSETS, INVALID_ARG on a bad topic. */
+eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset);
+/* The file entry named name, or NULL. */
+const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name);
+
+const char *eddy_version_status_name(eddy_version_status_t status); /* "candidate", ... */
+int eddy_version_status_parse(const char *text, eddy_version_status_t *status); /* 0 ok, -1 unknown */
+
+/* Pretty-printed JSON (caller frees *json). Checks the fields first (the same rules as parsing):
+ * EDDY_ERR_INVALID_ARG with the field named. */
+eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *errstr, size_t errstr_size);
+/* Parses JSON text of len bytes into m (initialised here; clear it after use, also on failure). */
+eddy_err_t eddy_manifest_parse(const char *json, size_t len, eddy_manifest_t *m, char *errstr, size_t errstr_size);
+/* Reads and parses a manifest file: NOT_FOUND if absent, TOO_LARGE over the cap, IO, FORMAT. */
+eddy_err_t eddy_manifest_load(const char *path, eddy_manifest_t *m, char *errstr, size_t errstr_size);
+
+/* ISO-8601 UTC with milliseconds ("2024-11-28T08:00:00.123Z") into out (at least 32 bytes). */
+void eddy_manifest_format_time(int64_t ms, char *out, size_t out_size);
+
+#endif

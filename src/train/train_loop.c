@@ -1,0 +1,319 @@
+/* The training thread: one optimizer step per loop over accum_steps micro-batches of fresh events
+ * from the buffer cursor, each scored before it is trained on (prequential metrics) and followed by
+ * replay draws in the configured ratio. Held-out events (by a hash of the id) never train: they fill
+ * the gate's ring. Between steps it publishes when due, parks for pause and rollback, and waits on a
+ * condition variable (never spins) when there is nothing to train. */
+#include "train/trainer_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "core/log.h"
+
+#define LOG_MOD "train"
+#define HOLDOUT_SEED 0x686f6c646f7574ull /* "holdout" */
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+static bool in_skip(const eddy_trainer_t *t, uint64_t seq) {
+  return t->skip_to >= t->skip_from && seq >= t->skip_from && seq <= t->skip_to;
+}
+
+bool trainer_is_holdout(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq) {
+  if (!t->hold_threshold) return false;
+  uint64_t h;
+  if (ev->id[0]) {
+    h = XXH3_64bits_withSeed(ev->id, strlen(ev->id), HOLDOUT_SEED);
+  } else {
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)(seq >> (8 * i));
+    h = XXH3_64bits_withSeed(le, sizeof le, HOLDOUT_SEED);
+  }
+  return h < t->hold_threshold;
+}
+
+/* Deep copy of src into dst (whose arrays are reused and grown). */
+static bool event_copy(eddy_event_t *dst, const eddy_event_t *src) {
+  if (src->n_dense > dst->dense_cap || (!dst->dense && src->n_dense)) {
+    float *d = realloc(dst->dense, (size_t)src->n_dense * sizeof *d);
+    if (!d) return false;
+    dst->dense = d;
+    dst->dense_cap = src->n_dense;
+  }
+  if (src->n_sparse > dst->sparse_cap || (!dst->sparse_idx && src->n_sparse)) {
+    uint32_t *idx = realloc(dst->sparse_idx, (size_t)src->n_sparse * sizeof *idx);
+    if (!idx) return false;
+    dst->sparse_idx = idx;
+    float *val = realloc(dst->sparse_val, (size_t)src->n_sparse * sizeof *val);
+    if (!val) return false;
+    dst->sparse_val = val;
+    dst->sparse_cap = src->n_sparse;
+  }
+  memcpy(dst->id, src->id, sizeof dst->id);
+  dst->ts = src->ts;
+  dst->has_ts = src->has_ts;
+  dst->label = src->label;
+  dst->weight = src->weight;
+  dst->n_dense = src->n_dense;
+  dst->n_sparse = src->n_sparse;
+  if (src->n_dense) memcpy(dst->dense, src->dense, (size_t)src->n_dense * sizeof *src->dense);
+  if (src->n_sparse) {
+    memcpy(dst->sparse_idx, src->sparse_idx, (size_t)src->n_sparse * sizeof *src->sparse_idx);
+    memcpy(dst->sparse_val, src->sparse_val, (size_t)src->n_sparse * sizeof *src->sparse_val);
+  }
+  return true;
+}
+
+void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev) {
+  if (!event_copy(&t->hold[t->hold_pos], ev)) return; /* out of memory: one fewer holdout event */
+  t->hold_pos = (t->hold_pos + 1) % TRAINER_HOLDOUT_MAX;
+  if (t->hold_n < TRAINER_HOLDOUT_MAX) t->hold_n++;
+}
+
+eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out) {
+  out->logloss = out->accuracy = out->mse = NAN;
+  out->n = 0;
+  if (!t->hold_n) return EDDY_OK;
+  eddy_metrics_t *m = eddy_metrics_new(t->cfg.spec.head, eddy_model_outputs(&t->cfg.spec), 0);
+  if (!m) return EDDY_ERR_NOMEM;
+  eddy_batch_t *b = t->fresh;
+  eddy_err_t err = EDDY_OK;
+  for (size_t i = 0; i < t->hold_n && !err; i += b->cap) {
+    eddy_batch_clear(b);
+    for (size_t j = i; j < t->hold_n && j < i + b->cap && !err; j++) err = eddy_batch_push(b, &t->hold[j]);
+    if (!err) err = eddy_learner_predict(t->learner, b, t->pred);
+    if (!err) eddy_metrics_add(m, t->pred, b->label, b->weight, b->n);
+  }
+  eddy_batch_clear(b);
+  if (!err) *out = eddy_metrics_cumulative(m);
+  eddy_metrics_destroy(m);
+  return err;
+}
+
+/* Up to n replay draws into t->replay: events already trained on (seq < cursor), never held out
+ * and never in the skip range. uniform / recent draw seqs over [first_seq, cursor) themselves
+ * (recent: density growing linearly towards the cursor); balanced draws from the buffer's
+ * class-balanced reservoir, where only the holdout (by id) can be filtered. */
+static eddy_err_t draw_replay(eddy_trainer_t *t, size_t n) {
+  eddy_batch_clear(t->replay);
+  if (n > t->replay->cap) n = t->replay->cap;
+  if (!n) return EDDY_OK;
+  if (t->cfg.replay_strategy == EDDY_REPLAY_BALANCED) {
+    for (size_t i = 0; i < n; i++) {
+      size_t got = 0;
+      eddy_err_t err = eddy_replay_sample(t->buffer, EDDY_SAMPLE_BALANCED, &t->rng, 1, &t->sample, &got);
+      if (err) return err;
+      if (!got) break;
+      if (t->sample.id[0] && trainer_is_holdout(t, &t->sample, 0)) continue;
+      if (eddy_batch_push(t->replay, &t->sample) != EDDY_OK) continue;
+    }
+    return EDDY_OK;
+  }
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  uint64_t lo = bs.first_seq, hi = t->cursor < bs.next_seq ? t->cursor : bs.next_seq;
+  if (hi <= lo) return EDDY_OK;
+  uint64_t span = hi - lo;
+  bool recent = t->cfg.replay_strategy == EDDY_REPLAY_RECENT;
+  for (size_t i = 0; i < n; i++) {
+    for (int tries = 0; tries < TRAINER_SAMPLE_TRIES; tries++) {
+      double u = rng_unit(&t->rng);
+      uint64_t off = (uint64_t)((double)span * (recent ? sqrt(u) : u));
+      if (off >= span) off = span - 1;
+      uint64_t seq = 0;
+      size_t got = 0;
+      eddy_err_t err = eddy_replay_read(t->buffer, lo + off, 1, &t->sample, &seq, &got);
+      if (err) return err;
+      if (!got || seq >= hi || in_skip(t, seq) || trainer_is_holdout(t, &t->sample, seq)) continue;
+      if (eddy_batch_push(t->replay, &t->sample) == EDDY_OK) break;
+    }
+  }
+  return EDDY_OK;
+}
+
+static int fail_learner(eddy_trainer_t *t, const char *what, eddy_err_t err) {
+  trainer_set_fatal(t, err, "training stopped: %s failed: %s: %s", what, eddy_err_str(err),
+                    eddy_learner_last_error(t->learner));
+  return -1;
+}
+
+/* Accumulates t->replay (no predictions: replay does not count in the prequential metrics). */
+static int train_replay(eddy_trainer_t *t, size_t *replay_n, double *loss) {
+  if (!t->replay->n) return 0;
+  double l = 0;
+  eddy_err_t err = eddy_learner_accumulate(t->learner, t->replay, NULL, &l);
+  if (err) return fail_learner(t, "accumulate (replay)", err);
+  *loss += l;
+  *replay_n += t->replay->n;
+  return 0;
+}
+
+/* One optimizer step. 1: trained or consumed events; 0: nothing to do (idle); -1: fatal. */
+static int train_step(eddy_trainer_t *t) {
+  const eddy_config_t *c = &t->cfg;
+  size_t fresh_n = 0, replay_n = 0;
+  uint64_t missed = 0, skipped_events = 0;
+  double loss = 0;
+  bool read_any = false;
+  eddy_err_t err;
+  for (uint32_t k = 0; k < c->accum_steps; k++) {
+    size_t got = 0;
+    if ((err = eddy_replay_read(t->buffer, t->cursor, c->batch_size, t->rd, t->rd_seqs, &got))) {
+      trainer_set_fatal(t, err, "training stopped: reading the replay buffer at seq %" PRIu64 ": %s",
+                        t->cursor, eddy_err_str(err));
+      return -1;
+    }
+    if (!got) break;
+    read_any = true;
+    if (t->rd_seqs[0] > t->cursor) missed += t->rd_seqs[0] - t->cursor;
+    eddy_batch_clear(t->fresh);
+    for (size_t i = 0; i < got; i++) {
+      uint64_t seq = t->rd_seqs[i];
+      if (i && seq > t->rd_seqs[i - 1] + 1) missed += seq - t->rd_seqs[i - 1] - 1;
+      if (in_skip(t, seq)) {
+        skipped_events++;
+      } else if (trainer_is_holdout(t, &t->rd[i], seq)) {
+        trainer_holdout_add(t, &t->rd[i]);
+      } else if ((err = eddy_batch_push(t->fresh, &t->rd[i])) != EDDY_OK) {
+        EDDY_WARN(LOG_MOD, "buffer seq %" PRIu64 " does not fit the model (%s): not trained", seq,
+                  eddy_err_str(err));
+      }
+    }
+    t->cursor = t->rd_seqs[got - 1] + 1;
+    if (t->fresh->n) {
+      double l = 0;
+      if ((err = eddy_learner_accumulate(t->learner, t->fresh, t->pred, &l)))
+        return fail_learner(t, "accumulate", err);
+      eddy_metrics_add(t->preq, t->pred, t->fresh->label, t->fresh->weight, t->fresh->n);
+      loss += l;
+      fresh_n += t->fresh->n;
+      double ratio = c->replay_ratio;
+      size_t want = ratio > 0 ? (size_t)lround(ratio / (1.0 - ratio) * (double)t->fresh->n) : 0;
+      if ((err = draw_replay(t, want))) {
+        trainer_set_fatal(t, err, "training stopped: replay draw: %s", eddy_err_str(err));
+        return -1;
+      }
+      if (train_replay(t, &replay_n, &loss)) return -1;
+    }
+    if (got < c->batch_size) break; /* caught up: step now rather than wait */
+  }
+  if (missed) eddy_series_add(t->mx.missed, (double)missed);
+  if (skipped_events) eddy_series_add(t->mx.skip_range, (double)skipped_events);
+  if (!read_any) {
+    if (!c->replay_idle_steps || t->idle_done >= c->replay_idle_steps) return 0;
+    for (uint32_t k = 0; k < c->accum_steps; k++) {
+      if ((err = draw_replay(t, c->batch_size))) {
+        trainer_set_fatal(t, err, "training stopped: replay draw: %s", eddy_err_str(err));
+        return -1;
+      }
+      if (train_replay(t, &replay_n, &loss)) return -1;
+    }
+    if (!replay_n) return 0;
+    t->idle_done++;
+  } else {
+    t->idle_done = 0;
+  }
+  if (fresh_n + replay_n > 0) {
+    eddy_step_info_t info;
+    if ((err = eddy_learner_step(t->learner, &info))) return fail_learner(t, "optimizer step", err);
+    if (info.applied) {
+      t->skipped_run = 0;
+      t->examples += fresh_n;
+      t->replay_examples += replay_n;
+      if (!isfinite(loss))
+        trainer_degrade(t, "non-finite training loss (%g) at step %" PRIu64, loss, info.step);
+    } else if (++t->skipped_run > c->max_skipped_steps) {
+      trainer_degrade(t, "%u optimizer steps in a row skipped for Inf/NaN gradients "
+                         "(train.max_skipped_steps = %u; loss scale %g)",
+                      t->skipped_run, c->max_skipped_steps, info.loss_scale);
+    }
+  }
+  trainer_publish_status(t);
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  eddy_series_set(t->mx.lag, (double)(bs.next_seq > t->cursor ? bs.next_seq - t->cursor : 0));
+  return 1;
+}
+
+static void wait_ms(eddy_trainer_t *t, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_nsec += (long)ms * 1000000L;
+  while (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  pthread_mutex_lock(&t->mu);
+  if (!t->stop && !t->hold_count && t->snap_requested <= t->snap_taken)
+    pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+  pthread_mutex_unlock(&t->mu);
+}
+
+void *trainer_train_main(void *arg) {
+  eddy_trainer_t *t = arg;
+  const eddy_config_t *c = &t->cfg;
+  for (;;) {
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+      bool snap = t->snap_requested > t->snap_taken;
+      if (t->stop) break;
+      if (t->hold_count > 0 || (t->paused && !(snap && !t->pub_busy))) {
+        if (!t->parked) {
+          t->parked = true;
+          pthread_cond_broadcast(&t->parked_cv);
+        }
+        pthread_cond_wait(&t->cv, &t->mu);
+        continue;
+      }
+      break;
+    }
+    t->parked = false;
+    if (t->stop) {
+      pthread_mutex_unlock(&t->mu);
+      break;
+    }
+    uint64_t ticket = t->snap_requested > t->snap_taken ? t->snap_requested : 0;
+    bool paused = t->paused, degraded = t->degraded, busy = t->pub_busy;
+    if (ticket && degraded) {
+      t->snap_taken = t->snap_done = ticket;
+      t->snap_err = EDDY_ERR_STATE;
+      snprintf(t->snap_msg, sizeof t->snap_msg, "trainer degraded (%s): publishing stopped", t->degraded_why);
+      pthread_cond_broadcast(&t->done_cv);
+      ticket = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+
+    if (!busy && !degraded) {
+      uint64_t step = eddy_learner_step_count(t->learner);
+      double now = trainer_now();
+      bool due = ticket ||
+                 (c->snapshot_every_steps && step - t->last_pub_step >= c->snapshot_every_steps) ||
+                 (c->snapshot_every_seconds && step > t->last_pub_step &&
+                  now - t->last_pub_time >= c->snapshot_every_seconds);
+      if (due) trainer_write_candidate(t, ticket);
+    }
+    if (paused) {
+      if (ticket && busy) wait_ms(t, TRAINER_IDLE_WAIT_MS);
+      continue;
+    }
+    int r = train_step(t);
+    if (r < 0) break;
+    if (r == 0) wait_ms(t, TRAINER_IDLE_WAIT_MS);
+  }
+  pthread_mutex_lock(&t->mu);
+  t->train_running = false;
+  t->parked = false;
+  pthread_cond_broadcast(&t->parked_cv);
+  pthread_cond_broadcast(&t->done_cv);
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}

@@ -1,0 +1,818 @@
+/* The trainer's lifecycle and public calls: opening the buffer, store, consumer, producer and
+ * learner; restoring the newest version's state with its cursors (so that after a crash every
+ * event is trained once relative to the restored model); the threads; status; pause/resume;
+ * snapshot requests; and rollback (serve-only, or retrain from a version's state and cursor while
+ * the training thread is parked at a step boundary). */
+#include "train/trainer_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/log.h"
+
+#define LOG_MOD "train"
+
+double trainer_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void trainer_set_fatal(eddy_trainer_t *t, eddy_err_t err, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  EDDY_ERROR(LOG_MOD, "%s", msg);
+  pthread_mutex_lock(&t->mu);
+  if (!t->fatal) {
+    t->fatal = err ? err : EDDY_ERR_STATE;
+    snprintf(t->fatal_msg, sizeof t->fatal_msg, "%s", msg);
+  }
+  pthread_cond_broadcast(&t->done_cv);
+  pthread_cond_broadcast(&t->parked_cv);
+  pthread_mutex_unlock(&t->mu);
+}
+
+void trainer_degrade(eddy_trainer_t *t, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&t->mu);
+  bool was = t->degraded;
+  if (!was) {
+    t->degraded = true;
+    snprintf(t->degraded_why, sizeof t->degraded_why, "%s", msg);
+  }
+  pthread_mutex_unlock(&t->mu);
+  if (!was) {
+    eddy_series_set(t->mx.degraded, 1);
+    EDDY_ERROR(LOG_MOD, "%s: publishing stopped (degraded); CURRENT keeps serving. A retrain rollback "
+                        "(eddy ctl rollback N --retrain) or a restart resumes publishing",
+               msg);
+  }
+}
+
+void trainer_publish_status(eddy_trainer_t *t) {
+  eddy_metric_values_t preq = eddy_metrics_window(t->preq);
+  const eddy_scaler_t *sc = eddy_learner_scaler(t->learner);
+  uint64_t step = eddy_learner_step_count(t->learner);
+  pthread_mutex_lock(&t->mu);
+  t->st_step = step;
+  t->st_examples = t->examples;
+  t->st_replay = t->replay_examples;
+  t->st_cursor = t->cursor;
+  t->st_skipped = sc->skipped_steps;
+  t->st_loss_scale = sc->scale;
+  t->st_preq = preq;
+  t->st_hold_n = t->hold_n;
+  pthread_mutex_unlock(&t->mu);
+  eddy_series_set(t->mx.steps, (double)step);
+  eddy_series_set(t->mx.examples, (double)t->examples);
+  eddy_series_set(t->mx.replay_examples, (double)t->replay_examples);
+  eddy_series_set(t->mx.skipped, (double)sc->skipped_steps);
+  eddy_series_set(t->mx.loss_scale, sc->scale);
+  eddy_series_set(t->mx.holdout_events, (double)t->hold_n);
+  if (isfinite(preq.logloss)) eddy_series_set(t->mx.preq_logloss, preq.logloss);
+  if (isfinite(preq.accuracy)) eddy_series_set(t->mx.preq_accuracy, preq.accuracy);
+  if (isfinite(preq.mse)) eddy_series_set(t->mx.preq_mse, preq.mse);
+}
+
+/* ---- metrics ---- */
+
+static eddy_series_t *add_series(eddy_registry_t *reg, eddy_metric_type_t type, const char *name,
+                                 const char *help, const double *buckets, size_t n_buckets,
+                                 char *errstr, size_t errstr_size, bool *ok) {
+  if (!reg || !*ok) return NULL;
+  eddy_metric_t *m = eddy_registry_add(reg, type, name, help, "", buckets, n_buckets, errstr, errstr_size);
+  if (!m) {
+    *ok = false;
+    return NULL;
+  }
+  return eddy_metric_series(m, NULL);
+}
+
+static bool register_metrics(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
+  static const double pub_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  eddy_registry_t *r = t->reg;
+  trainer_metrics_t *x = &t->mx;
+  bool ok = true;
+  const eddy_metric_type_t C = EDDY_METRIC_COUNTER, G = EDDY_METRIC_GAUGE;
+#define S(var, type, name, help) x->var = add_series(r, type, name, help, NULL, 0, errstr, errstr_size, &ok)
+  S(steps, C, "eddy_train_steps_total", "Optimizer steps applied");
+  S(examples, C, "eddy_train_examples_total", "Fresh events trained on (in applied steps)");
+  S(replay_examples, C, "eddy_train_replay_examples_total", "Replayed events trained on");
+  S(skipped, C, "eddy_train_skipped_steps_total", "Optimizer steps skipped for Inf/NaN gradients");
+  S(loss_scale, G, "eddy_train_loss_scale", "Current loss scale (1 unless precision is fp16)");
+  S(paused, G, "eddy_train_paused", "1 while training is paused");
+  S(degraded, G, "eddy_train_degraded", "1 after NaN loss or too many skipped steps: no publishing");
+  S(holdout_events, G, "eddy_train_holdout_events", "Held-out events kept for the quality gate");
+  S(lag, G, "eddy_train_lag_events", "Events in the replay buffer not trained yet");
+  S(missed, C, "eddy_train_evicted_untrained_total", "Events evicted from the buffer before training");
+  S(skip_range, C, "eddy_train_skipped_events_total", "Events skipped by a retrain rollback's range");
+  if (t->cfg.spec.head == EDDY_HEAD_SQUARED) {
+    S(preq_mse, G, "eddy_prequential_mse", "Prequential squared error, sliding window");
+  } else {
+    S(preq_logloss, G, "eddy_prequential_logloss", "Prequential log loss, sliding window");
+    S(preq_accuracy, G, "eddy_prequential_accuracy", "Prequential accuracy, sliding window");
+  }
+  S(version, G, "eddy_snapshot_version", "Version named by CURRENT (being served)");
+  S(published, C, "eddy_snapshot_published_total", "Versions written (promoted or rejected)");
+  S(rejected, C, "eddy_snapshot_rejected_total", "Versions rejected by the quality gate");
+  S(publish_errors, C, "eddy_snapshot_publish_errors_total", "Publishes abandoned on an error");
+  S(announce_errors, C, "eddy_snapshot_announce_errors_total",
+    "Announcements on snapshot.topic that failed");
+  S(rollbacks, C, "eddy_snapshot_rollbacks_total", "Rollbacks that moved CURRENT or the trainer");
+#undef S
+  x->publish_seconds = add_series(r, EDDY_METRIC_HISTOGRAM, "eddy_snapshot_publish_seconds",
+                                  "Time to publish a version: write, fsync, commit, CURRENT, announce",
+                                  pub_buckets, sizeof pub_buckets / sizeof pub_buckets[0], errstr,
+                                  errstr_size, &ok);
+  return ok;
+}
+
+/* ---- restore ---- */
+
+static uint32_t reservoir_classes(const eddy_config_t *cfg) {
+  switch (cfg->spec.head) {
+    case EDDY_HEAD_SOFTMAX: return cfg->spec.classes;
+    case EDDY_HEAD_LOGISTIC: return 2;
+    default: return 1;
+  }
+}
+
+static uint64_t meta_or(eddy_replay_t *r, const char *key, uint64_t dflt, bool *found) {
+  uint64_t v;
+  bool ok = eddy_replay_meta_get(r, key, &v) == EDDY_OK;
+  if (found) *found = ok;
+  return ok ? v : dflt;
+}
+
+static bool version_exists(eddy_store_t *s, uint64_t v) {
+  char path[4096];
+  struct stat st;
+  return v && eddy_store_path(s, v, NULL, path, sizeof path) == EDDY_OK && stat(path, &st) == 0;
+}
+
+/* Verifies version v and loads its state into the learner; m receives its manifest. */
+static eddy_err_t load_version(eddy_trainer_t *t, uint64_t v, eddy_manifest_t *m, char *errstr,
+                               size_t errstr_size) {
+  char dir[4096], state[4096], why[1024];
+  eddy_store_path(t->store, v, NULL, dir, sizeof dir);
+  eddy_store_path(t->store, v, EDDY_STORE_STATE, state, sizeof state);
+  eddy_err_t err = eddy_store_verify(dir, m, why, sizeof why);
+  if (!err) err = eddy_learner_load_state(t->learner, state, why, sizeof why);
+  if (err)
+    return eddy_errf(err, errstr, errstr_size, "state file %s is corrupt: %s", state, why);
+  return EDDY_OK;
+}
+
+/* Refills the holdout ring from the events just before the cursor. */
+static void refill_holdout(eddy_trainer_t *t) {
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  uint64_t from = t->cursor > TRAINER_HOLDOUT_SCAN ? t->cursor - TRAINER_HOLDOUT_SCAN : 0;
+  if (from < bs.first_seq) from = bs.first_seq;
+  size_t cap = t->cfg.batch_size;
+  while (from < t->cursor) {
+    size_t got = 0;
+    if (eddy_replay_read(t->buffer, from, cap, t->rd, t->rd_seqs, &got) != EDDY_OK || got == 0) break;
+    for (size_t i = 0; i < got && t->rd_seqs[i] < t->cursor; i++)
+      if (trainer_is_holdout(t, &t->rd[i], t->rd_seqs[i])) trainer_holdout_add(t, &t->rd[i]);
+    from = t->rd_seqs[got - 1] + 1;
+  }
+}
+
+/* New weights from seq first: no skip range, and no pending retrain rollback (a store that was
+ * emptied must not resume a rollback recorded for its old versions). */
+static void start_new_lineage(eddy_trainer_t *t, uint64_t first) {
+  t->cursor = first;
+  t->skip_from = 1, t->skip_to = 0;
+  eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_FROM, 1);
+  eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_TO, 0);
+  eddy_replay_meta_put(t->buffer, TRAINER_META_RB_LATEST, UINT64_MAX); /* matches no version */
+}
+
+static eddy_err_t restore(eddy_trainer_t *t, const eddy_trainer_opts_t *opts, char *errstr,
+                          size_t errstr_size) {
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  uint64_t latest = 0;
+  char why[1024];
+  eddy_err_t err = eddy_store_latest(t->store, &latest, why, sizeof why);
+  if (err == EDDY_ERR_NOT_FOUND) {
+    EDDY_INFO(LOG_MOD, "%s: no versions in %s: starting from new weights at buffer seq %" PRIu64,
+              t->cfg.model_name, eddy_store_dir(t->store), bs.first_seq);
+    start_new_lineage(t, bs.first_seq);
+    return EDDY_OK;
+  }
+  if (err) return eddy_errf(err, errstr, errstr_size, "%s", why);
+  /* A retrain rollback with no version published since: its target is the lineage head. */
+  uint64_t v = latest;
+  bool have_rb = false;
+  uint64_t rb_version = meta_or(t->buffer, TRAINER_META_RB_VERSION, 0, &have_rb);
+  uint64_t rb_latest = meta_or(t->buffer, TRAINER_META_RB_LATEST, 0, NULL);
+  if (have_rb && rb_latest == latest && rb_version != latest && version_exists(t->store, rb_version)) {
+    EDDY_INFO(LOG_MOD, "resuming the retrain rollback to v%06" PRIu64 " (no version published since)",
+              rb_version);
+    v = rb_version;
+  }
+  eddy_manifest_t m;
+  eddy_manifest_init(&m);
+  err = load_version(t, v, &m, errstr, errstr_size);
+  if (err) {
+    eddy_manifest_clear(&m);
+    if (!opts || !opts->fresh) {
+      size_t n = strlen(errstr);
+      if (n + 1 < errstr_size)
+        snprintf(errstr + n, errstr_size - n, "; start with --fresh to begin from new weights");
+      return err;
+    }
+    EDDY_WARN(LOG_MOD, "%s; --fresh: starting from new weights at buffer seq %" PRIu64 " (new lineage)",
+              errstr, bs.first_seq);
+    /* The load may have failed half way: start from a new learner. */
+    eddy_learner_destroy(t->learner);
+    t->learner = eddy_learner_new(&t->cfg.spec, &t->cfg.train, t->cfg.device, errstr, errstr_size);
+    if (!t->learner) return EDDY_ERR_BACKEND;
+    start_new_lineage(t, bs.first_seq);
+    return EDDY_OK;
+  }
+  if (opts && opts->fresh)
+    EDDY_INFO(LOG_MOD, "--fresh ignored: v%06" PRIu64 " has a usable state", v);
+  t->cursor = m.buffer_cursor;
+  t->examples = m.examples;
+  t->parent = v;
+  t->skip_from = meta_or(t->buffer, TRAINER_META_SKIP_FROM, 1, NULL);
+  t->skip_to = meta_or(t->buffer, TRAINER_META_SKIP_TO, 0, NULL);
+  if (t->cursor > bs.next_seq) {
+    EDDY_WARN(LOG_MOD, "v%06" PRIu64 "'s buffer cursor %" PRIu64 " is past the buffer's next seq %" PRIu64
+                       " (buffer recreated?): training from seq %" PRIu64,
+              v, t->cursor, bs.next_seq, bs.first_seq);
+    t->cursor = bs.first_seq;
+  }
+  char skip[96] = "";
+  if (t->skip_to >= t->skip_from && t->skip_to >= t->cursor)
+    snprintf(skip, sizeof skip, ", skipping seq %" PRIu64 "..%" PRIu64, t->skip_from, t->skip_to);
+  EDDY_INFO(LOG_MOD, "%s: restored v%06" PRIu64 " (%s): step %" PRIu64 ", %" PRIu64
+                     " examples, buffer cursor %" PRIu64 " of %" PRIu64 "%s",
+            t->cfg.model_name, v, eddy_version_status_name(m.status), eddy_learner_step_count(t->learner),
+            m.examples, t->cursor, bs.next_seq, skip);
+  eddy_manifest_clear(&m);
+  return EDDY_OK;
+}
+
+/* ---- lifecycle ---- */
+
+/* Consumer-only librdkafka properties: left out of the announcement producer's configuration so
+ * that librdkafka does not warn about each of them at every start. */
+static bool consumer_only(const char *key) {
+  static const char *const prefixes[] = {"group.", "session.timeout.ms", "heartbeat.interval.ms",
+                                         "partition.assignment.strategy", "max.poll.interval.ms",
+                                         "enable.auto.", "auto.commit.", "auto.offset.reset",
+                                         "enable.partition.eof", "fetch.", "max.partition.fetch.bytes",
+                                         "queued.", "isolation.level", "check.crcs",
+                                         "coordinator.query.interval.ms", "consume.callback.max.messages",
+                                         "offset.store."};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+    if (!strncmp(key, prefixes[i], strlen(prefixes[i]))) return true;
+  return false;
+}
+
+static eddy_producer_t *announcer_new(const eddy_config_t *c, char *errstr, size_t errstr_size) {
+  eddy_config_t pc = *c;
+  pc.kafka = c->n_kafka ? malloc(c->n_kafka * sizeof *c->kafka) : NULL;
+  pc.n_kafka = 0;
+  if (c->n_kafka && !pc.kafka) {
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
+    return NULL;
+  }
+  for (size_t i = 0; i < c->n_kafka; i++)
+    if (!consumer_only(c->kafka[i].key)) pc.kafka[pc.n_kafka++] = c->kafka[i];
+  eddy_producer_t *p = eddy_producer_new(&pc, NULL, errstr, errstr_size);
+  free(pc.kafka);
+  return p;
+}
+
+static bool config_copy(eddy_config_t *dst, const eddy_config_t *src) {
+  *dst = *src;
+  dst->kafka = NULL;
+  if (src->n_kafka) {
+    dst->kafka = malloc(src->n_kafka * sizeof *src->kafka);
+    if (!dst->kafka) {
+      dst->n_kafka = 0;
+      return false;
+    }
+    memcpy(dst->kafka, src->kafka, src->n_kafka * sizeof *src->kafka);
+  }
+  return true;
+}
+
+static bool init_sync(eddy_trainer_t *t) {
+  pthread_condattr_t ca;
+  if (pthread_condattr_init(&ca) != 0) return false;
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  bool ok = pthread_mutex_init(&t->mu, NULL) == 0 && pthread_mutex_init(&t->cur_mu, NULL) == 0 &&
+            pthread_mutex_init(&t->rb_mu, NULL) == 0 && pthread_cond_init(&t->cv, &ca) == 0 &&
+            pthread_cond_init(&t->parked_cv, &ca) == 0 && pthread_cond_init(&t->pub_cv, &ca) == 0 &&
+            pthread_cond_init(&t->done_cv, &ca) == 0;
+  pthread_condattr_destroy(&ca);
+  return ok;
+}
+
+static void free_parts(eddy_trainer_t *t) {
+  eddy_ingest_destroy(t->ingest);
+  if (t->producer) {
+    char why[256];
+    if (eddy_producer_flush(t->producer, 2000, why, sizeof why) != EDDY_OK)
+      EDDY_WARN(LOG_MOD, "announcements: %s", why);
+    eddy_producer_destroy(t->producer);
+  }
+  eddy_learner_destroy(t->learner);
+  eddy_store_close(t->store);
+  eddy_replay_close(t->buffer);
+  eddy_metrics_destroy(t->preq);
+  eddy_batch_destroy(t->fresh);
+  eddy_batch_destroy(t->replay);
+  free(t->pred);
+  if (t->rd)
+    for (size_t i = 0; i < t->cfg.batch_size; i++) eddy_event_free(&t->rd[i]);
+  free(t->rd);
+  free(t->rd_seqs);
+  eddy_event_free(&t->sample);
+  if (t->hold)
+    for (size_t i = 0; i < TRAINER_HOLDOUT_MAX; i++) eddy_event_free(&t->hold[i]);
+  free(t->hold);
+  free(t->scratch);
+  eddy_config_free(&t->cfg);
+}
+
+eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_opts_t *opts,
+                                 eddy_registry_t *metrics, char *errstr, size_t errstr_size) {
+  if (!cfg) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL config");
+    return NULL;
+  }
+  eddy_trainer_t *t = calloc(1, sizeof *t);
+  if (!t || !init_sync(t)) {
+    free(t);
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
+    return NULL;
+  }
+  t->start_time = trainer_now();
+  t->reg = metrics;
+  eddy_event_init(&t->sample);
+  if (!config_copy(&t->cfg, cfg)) goto nomem;
+  const eddy_config_t *c = &t->cfg;
+  if (metrics && !register_metrics(t, errstr, errstr_size)) goto fail;
+
+  uint32_t outputs = eddy_model_outputs(&c->spec);
+  double ratio = c->replay_ratio;
+  size_t replay_cap = (size_t)ceil(ratio / (1.0 - ratio) * c->batch_size) + 1;
+  size_t bs = c->batch_size;
+  t->preq = eddy_metrics_new(c->spec.head, outputs, c->metrics_window);
+  t->fresh = eddy_batch_new(c->spec.dense_dim, bs);
+  t->replay = eddy_batch_new(c->spec.dense_dim, replay_cap > bs ? replay_cap : bs);
+  t->pred_cap = (replay_cap > bs ? replay_cap : bs) * outputs;
+  t->pred = malloc(t->pred_cap * sizeof *t->pred);
+  t->rd = calloc(bs, sizeof *t->rd);
+  t->rd_seqs = calloc(bs, sizeof *t->rd_seqs);
+  t->hold = calloc(TRAINER_HOLDOUT_MAX, sizeof *t->hold);
+  if (!t->preq || !t->fresh || !t->replay || !t->pred || !t->rd || !t->rd_seqs || !t->hold) goto nomem;
+  for (size_t i = 0; i < bs; i++) eddy_event_init(&t->rd[i]);
+  for (size_t i = 0; i < TRAINER_HOLDOUT_MAX; i++) eddy_event_init(&t->hold[i]);
+  double thr = c->holdout_fraction * 18446744073709551616.0;
+  t->hold_threshold = thr >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)thr;
+  t->rng = c->train.seed ^ 0x9e3779b97f4a7c15ull;
+
+  eddy_replay_opts_t ro = {.path = c->buffer_path,
+                           .capacity_events = c->buffer_capacity_events,
+                           .capacity_bytes = c->buffer_capacity_bytes,
+                           .evict = true,
+                           .sync = c->buffer_sync,
+                           .reservoir_size = c->reservoir_size,
+                           .classes = reservoir_classes(c),
+                           .seed = c->train.seed};
+  if (!(t->buffer = eddy_replay_open(&ro, errstr, errstr_size))) goto fail;
+  if (!(t->store = eddy_store_open(c->snapshot_store, c->model_name, EDDY_STORE_WRITER, errstr, errstr_size)))
+    goto fail;
+  if (!(t->learner = eddy_learner_new(&c->spec, &c->train, c->device, errstr, errstr_size))) goto fail;
+  if (restore(t, opts, errstr, errstr_size) != EDDY_OK) goto fail;
+  refill_holdout(t);
+  t->last_pub_step = eddy_learner_step_count(t->learner);
+  t->last_pub_time = trainer_now();
+  t->st_last_published = 0;
+
+  if (eddy_config_kafka(c, "bootstrap.servers") || eddy_config_kafka(c, "metadata.broker.list")) {
+    if (!(t->producer = announcer_new(c, errstr, errstr_size))) goto fail;
+  } else {
+    EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: promotions are not announced on %s", c->snapshot_topic);
+  }
+  if (!(opts && opts->no_ingest)) {
+    if (!(t->ingest = eddy_ingest_new(c, t->buffer, NULL, metrics, errstr, errstr_size))) goto fail;
+  }
+  uint64_t cur = 0;
+  char why[256];
+  if (eddy_store_current(t->store, &cur, why, sizeof why) == EDDY_OK) eddy_series_set(t->mx.version, (double)cur);
+  trainer_publish_status(t);
+  return t;
+nomem:
+  eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
+fail:
+  free_parts(t);
+  pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->cur_mu);
+  pthread_mutex_destroy(&t->rb_mu);
+  pthread_cond_destroy(&t->cv);
+  pthread_cond_destroy(&t->parked_cv);
+  pthread_cond_destroy(&t->pub_cv);
+  pthread_cond_destroy(&t->done_cv);
+  free(t);
+  return NULL;
+}
+
+static void *ingest_main(void *arg) {
+  eddy_trainer_t *t = arg;
+  char why[1024];
+  eddy_err_t err = eddy_ingest_run(t->ingest, NULL, why, sizeof why);
+  if (err) trainer_set_fatal(t, err, "ingest stopped: %s", why);
+  return NULL;
+}
+
+eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
+  if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
+  if (t->train_started) return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: already started");
+  int rc;
+  if ((rc = pthread_create(&t->pub_th, NULL, trainer_publish_main, t)) != 0)
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: publishing thread: %s", strerror(rc));
+  t->pub_started = true;
+  pthread_mutex_lock(&t->mu);
+  t->train_running = true;
+  pthread_mutex_unlock(&t->mu);
+  if ((rc = pthread_create(&t->train_th, NULL, trainer_train_main, t)) != 0) {
+    pthread_mutex_lock(&t->mu);
+    t->train_running = false;
+    pthread_mutex_unlock(&t->mu);
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: training thread: %s", strerror(rc));
+  }
+  t->train_started = true;
+  if (t->ingest) {
+    if ((rc = pthread_create(&t->ingest_th, NULL, ingest_main, t)) != 0)
+      return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: ingest thread: %s", strerror(rc));
+    t->ingest_started = true;
+  }
+  EDDY_INFO(LOG_MOD, "%s: training on %s (%s), batch %u x %u, replay %.2f %s, holdout %.3f; "
+                     "snapshots every %u steps / %u s into %s",
+            t->cfg.model_name, eddy_learner_backend(t->learner), eddy_learner_precision_info(t->learner),
+            t->cfg.batch_size, t->cfg.accum_steps, t->cfg.replay_ratio,
+            t->cfg.replay_strategy == EDDY_REPLAY_RECENT     ? "recent"
+            : t->cfg.replay_strategy == EDDY_REPLAY_BALANCED ? "balanced"
+                                                              : "uniform",
+            t->cfg.holdout_fraction, t->cfg.snapshot_every_steps, t->cfg.snapshot_every_seconds,
+            eddy_store_dir(t->store));
+  return EDDY_OK;
+}
+
+void eddy_trainer_destroy(eddy_trainer_t *t) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  t->stop = true;
+  pthread_cond_broadcast(&t->cv);
+  pthread_cond_broadcast(&t->pub_cv);
+  pthread_cond_broadcast(&t->done_cv);
+  pthread_cond_broadcast(&t->parked_cv);
+  pthread_mutex_unlock(&t->mu);
+  if (t->ingest) eddy_ingest_stop(t->ingest);
+  if (t->train_started) pthread_join(t->train_th, NULL);
+  if (t->pub_started) pthread_join(t->pub_th, NULL); /* finishes a queued publish first */
+  if (t->ingest_started) pthread_join(t->ingest_th, NULL);
+  if (t->job) { /* written but never published (no publishing thread) */
+    eddy_store_abort(t->job->txn);
+    eddy_manifest_clear(&t->job->m);
+    free(t->job);
+  }
+  free_parts(t);
+  pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->cur_mu);
+  pthread_mutex_destroy(&t->rb_mu);
+  pthread_cond_destroy(&t->cv);
+  pthread_cond_destroy(&t->parked_cv);
+  pthread_cond_destroy(&t->pub_cv);
+  pthread_cond_destroy(&t->done_cv);
+  free(t);
+}
+
+eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
+  if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
+  pthread_mutex_lock(&t->mu);
+  eddy_err_t err = t->fatal;
+  if (err) eddy_errf(err, errstr, errstr_size, "%s", t->fatal_msg);
+  pthread_mutex_unlock(&t->mu);
+  return err;
+}
+
+eddy_store_t *eddy_trainer_store(eddy_trainer_t *t) { return t ? t->store : NULL; }
+struct eddy_replay *eddy_trainer_buffer(eddy_trainer_t *t) { return t ? t->buffer : NULL; }
+
+/* ---- status ---- */
+
+static void json_num(cJSON *o, const char *key, double v) {
+  if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+  else cJSON_AddNullToObject(o, key);
+}
+
+static void json_version(cJSON *o, const char *key, uint64_t v) {
+  if (v) cJSON_AddNumberToObject(o, key, (double)v);
+  else cJSON_AddNullToObject(o, key);
+}
+
+char *eddy_trainer_status_json(eddy_trainer_t *t) {
+  if (!t) return NULL;
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  uint64_t cur = 0;
+  char why[256];
+  if (eddy_store_current(t->store, &cur, why, sizeof why) != EDDY_OK) cur = 0;
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  pthread_mutex_lock(&t->mu);
+  const char *state = t->fatal ? "failed" : t->degraded ? "degraded" : t->paused ? "paused" : "running";
+  cJSON_AddStringToObject(o, "model", t->cfg.model_name);
+  cJSON_AddStringToObject(o, "state", state);
+  if (t->degraded) cJSON_AddStringToObject(o, "degraded_reason", t->degraded_why);
+  if (t->fatal) cJSON_AddStringToObject(o, "error", t->fatal_msg);
+  cJSON_AddNumberToObject(o, "step", (double)t->st_step);
+  cJSON_AddNumberToObject(o, "examples", (double)t->st_examples);
+  cJSON_AddNumberToObject(o, "replay_examples", (double)t->st_replay);
+  cJSON *b = cJSON_AddObjectToObject(o, "buffer");
+  cJSON_AddNumberToObject(b, "events", (double)bs.events);
+  cJSON_AddNumberToObject(b, "first_seq", (double)bs.first_seq);
+  cJSON_AddNumberToObject(b, "cursor", (double)t->st_cursor);
+  cJSON_AddNumberToObject(b, "next_seq", (double)bs.next_seq);
+  cJSON_AddNumberToObject(b, "untrained", (double)(bs.next_seq > t->st_cursor ? bs.next_seq - t->st_cursor : 0));
+  if (t->skip_to >= t->skip_from) {
+    cJSON *sk = cJSON_AddArrayToObject(b, "skip");
+    cJSON_AddItemToArray(sk, cJSON_CreateNumber((double)t->skip_from));
+    cJSON_AddItemToArray(sk, cJSON_CreateNumber((double)t->skip_to));
+  } else {
+    cJSON_AddNullToObject(b, "skip");
+  }
+  cJSON *ing = cJSON_AddObjectToObject(o, "ingest");
+  if (t->ingest) {
+    eddy_ingest_stats_t is = eddy_ingest_stats(t->ingest);
+    cJSON_AddNumberToObject(ing, "ok", (double)is.events_ok);
+    cJSON_AddNumberToObject(ing, "invalid", (double)is.events_invalid);
+    if (is.lag >= 0) cJSON_AddNumberToObject(ing, "lag", (double)is.lag);
+    else cJSON_AddNullToObject(ing, "lag");
+    cJSON_AddNumberToObject(ing, "assigned", is.assigned);
+    cJSON_AddBoolToObject(ing, "paused", is.paused);
+  } else {
+    cJSON_AddBoolToObject(ing, "enabled", false);
+  }
+  cJSON *p = cJSON_AddObjectToObject(o, "prequential");
+  json_num(p, "logloss", t->st_preq.logloss);
+  json_num(p, "accuracy", t->st_preq.accuracy);
+  json_num(p, "mse", t->st_preq.mse);
+  cJSON_AddNumberToObject(p, "n", (double)t->st_preq.n);
+  cJSON_AddNumberToObject(p, "window", t->cfg.metrics_window);
+  cJSON *h = cJSON_AddObjectToObject(o, "holdout");
+  cJSON_AddNumberToObject(h, "events", (double)t->st_hold_n);
+  cJSON_AddNumberToObject(h, "fraction", t->cfg.holdout_fraction);
+  json_num(o, "loss_scale", t->st_loss_scale);
+  cJSON_AddNumberToObject(o, "skipped_steps", (double)t->st_skipped);
+  json_version(o, "current_version", cur);
+  json_version(o, "last_published", t->st_last_published);
+  json_version(o, "parent", t->parent);
+  cJSON *s = cJSON_AddObjectToObject(o, "snapshots");
+  cJSON_AddNumberToObject(s, "published", (double)t->n_published);
+  cJSON_AddNumberToObject(s, "rejected", (double)t->n_rejected);
+  cJSON_AddNumberToObject(s, "errors", (double)t->n_publish_errors);
+  cJSON_AddNumberToObject(s, "every_steps", t->cfg.snapshot_every_steps);
+  cJSON_AddNumberToObject(s, "every_seconds", t->cfg.snapshot_every_seconds);
+  cJSON_AddStringToObject(s, "store", eddy_store_dir(t->store));
+  pthread_mutex_unlock(&t->mu);
+  cJSON_AddStringToObject(o, "backend", eddy_learner_backend(t->learner));
+  cJSON_AddStringToObject(o, "precision", eddy_learner_precision_info(t->learner));
+  json_num(o, "uptime_seconds", trainer_now() - t->start_time);
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return text;
+}
+
+/* ---- control ---- */
+
+void eddy_trainer_pause(eddy_trainer_t *t) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  bool was = t->paused;
+  t->paused = true;
+  pthread_mutex_unlock(&t->mu);
+  eddy_series_set(t->mx.paused, 1);
+  if (!was) EDDY_INFO(LOG_MOD, "training paused (ingest goes on)");
+}
+
+void eddy_trainer_resume(eddy_trainer_t *t) {
+  if (!t) return;
+  pthread_mutex_lock(&t->mu);
+  bool was = t->paused;
+  t->paused = false;
+  pthread_cond_broadcast(&t->cv);
+  pthread_mutex_unlock(&t->mu);
+  eddy_series_set(t->mx.paused, 0);
+  if (was) EDDY_INFO(LOG_MOD, "training resumed");
+}
+
+static struct timespec deadline_in(int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  return ts;
+}
+
+eddy_err_t eddy_trainer_snapshot(eddy_trainer_t *t, int timeout_ms, uint64_t *version, char *errstr,
+                                 size_t errstr_size) {
+  if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
+  if (version) *version = 0;
+  if (timeout_ms < 0) timeout_ms = 0;
+  struct timespec dl = deadline_in(timeout_ms);
+  pthread_mutex_lock(&t->mu);
+  eddy_err_t err = EDDY_OK;
+  if (t->degraded) {
+    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer degraded (%s): publishing stopped",
+                    t->degraded_why);
+  } else if (t->fatal || t->stop || !t->train_running) {
+    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer not running%s%s", t->fatal ? ": " : "",
+                    t->fatal ? t->fatal_msg : "");
+  } else {
+    uint64_t ticket = ++t->snap_requested;
+    pthread_cond_broadcast(&t->cv);
+    while (t->snap_done < ticket && !t->fatal && !t->stop && t->train_running) {
+      if (pthread_cond_timedwait(&t->done_cv, &t->mu, &dl) == ETIMEDOUT) break;
+    }
+    if (t->snap_done >= ticket) {
+      err = t->snap_err;
+      if (err) eddy_errf(err, errstr, errstr_size, "%s", t->snap_msg);
+      else if (version) *version = t->snap_version;
+    } else if (t->fatal || t->stop || !t->train_running) {
+      err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer stopped before the snapshot%s%s",
+                      t->fatal ? ": " : "", t->fatal ? t->fatal_msg : "");
+    } else {
+      err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size,
+                      "snapshot not published within %d ms (still queued; it will be published)", timeout_ms);
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  return err;
+}
+
+/* ---- rollback ---- */
+
+/* Parks the training thread at a step boundary with nothing being published; false when the
+ * trainer stops or fails meanwhile. */
+static bool hold_training(eddy_trainer_t *t) {
+  pthread_mutex_lock(&t->mu);
+  t->hold_count++;
+  pthread_cond_broadcast(&t->cv);
+  while (!t->stop && !t->fatal && ((t->train_running && !t->parked) || t->pub_busy))
+    pthread_cond_wait(&t->parked_cv, &t->mu);
+  bool ok = !t->stop && !t->fatal;
+  pthread_mutex_unlock(&t->mu);
+  return ok;
+}
+
+static void release_training(eddy_trainer_t *t) {
+  pthread_mutex_lock(&t->mu);
+  t->hold_count--;
+  pthread_cond_broadcast(&t->cv);
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* CURRENT := version (action "rollback") and announce, unless it is current already. */
+static eddy_err_t move_current(eddy_trainer_t *t, uint64_t version, const eddy_manifest_t *m, bool *moved,
+                               char *errstr, size_t errstr_size) {
+  pthread_mutex_lock(&t->cur_mu);
+  uint64_t cur = 0;
+  char why[256];
+  bool have = eddy_store_current(t->store, &cur, why, sizeof why) == EDDY_OK;
+  eddy_err_t err = EDDY_OK;
+  *moved = false;
+  if (!have || cur != version) {
+    err = eddy_store_set_current(t->store, version, "rollback", errstr, errstr_size);
+    if (!err) {
+      *moved = true;
+      eddy_series_set(t->mx.version, (double)version);
+      trainer_announce(t, m, "rollback");
+    }
+  }
+  pthread_mutex_unlock(&t->cur_mu);
+  return err;
+}
+
+static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_manifest_t *m, uint64_t from,
+                             uint64_t to, char *errstr, size_t errstr_size) {
+  uint64_t latest = 0, cur = 0;
+  char why[1024];
+  if (eddy_store_latest(t->store, &latest, why, sizeof why) != EDDY_OK) latest = 0;
+  bool is_current = eddy_store_current(t->store, &cur, why, sizeof why) == EDDY_OK && cur == version;
+  if (t->rb_valid && t->rb_version == version && t->rb_from == from && t->rb_to == to &&
+      t->rb_latest == latest && is_current) {
+    EDDY_INFO(LOG_MOD, "retrain rollback to v%06" PRIu64 " already done (nothing published since)", version);
+    return EDDY_OK;
+  }
+  /* Check the files before stopping anything. */
+  char dir[4096], state[4096];
+  eddy_store_path(t->store, version, NULL, dir, sizeof dir);
+  eddy_store_path(t->store, version, EDDY_STORE_STATE, state, sizeof state);
+  eddy_err_t err = eddy_store_verify(dir, NULL, why, sizeof why);
+  if (err) return eddy_errf(err, errstr, errstr_size, "v%06" PRIu64 " does not verify: %s", version, why);
+  if (!hold_training(t)) {
+    release_training(t);
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer stopping: rollback not done");
+  }
+  /* The training thread is parked and nothing is being published: the learner is ours. */
+  err = eddy_learner_load_state(t->learner, state, why, sizeof why);
+  if (err) {
+    release_training(t);
+    return eddy_errf(err, errstr, errstr_size, "rollback to v%06" PRIu64 ": %s", version, why);
+  }
+  if (eddy_store_latest(t->store, &latest, why, sizeof why) != EDDY_OK) latest = 0;
+  bool skip = to >= from;
+  if (eddy_replay_meta_put(t->buffer, TRAINER_META_RB_VERSION, version) != EDDY_OK ||
+      eddy_replay_meta_put(t->buffer, TRAINER_META_RB_LATEST, latest) != EDDY_OK ||
+      eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_FROM, skip ? from : 1) != EDDY_OK ||
+      eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_TO, skip ? to : 0) != EDDY_OK)
+    EDDY_WARN(LOG_MOD, "rollback to v%06" PRIu64 ": could not record it in the buffer's meta: a restart "
+                       "before the next publish resumes from v%06" PRIu64 " instead",
+              version, latest);
+  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
+  t->cursor = m->buffer_cursor <= bs.next_seq ? m->buffer_cursor : bs.first_seq;
+  t->examples = m->examples;
+  t->skipped_run = 0;
+  t->idle_done = 0;
+  t->last_pub_step = eddy_learner_step_count(t->learner);
+  t->last_pub_time = trainer_now();
+  pthread_mutex_lock(&t->mu); /* status_json reads these under mu */
+  t->parent = version;
+  t->skip_from = skip ? from : 1;
+  t->skip_to = skip ? to : 0;
+  bool was_degraded = t->degraded;
+  t->degraded = false;
+  t->degraded_why[0] = 0;
+  pthread_mutex_unlock(&t->mu);
+  if (was_degraded) eddy_series_set(t->mx.degraded, 0);
+  trainer_publish_status(t);
+  t->rb_valid = true;
+  t->rb_version = version, t->rb_from = from, t->rb_to = to, t->rb_latest = latest;
+  bool moved;
+  err = move_current(t, version, m, &moved, errstr, errstr_size);
+  release_training(t);
+  char skiptext[96] = "";
+  if (skip) snprintf(skiptext, sizeof skiptext, ", skipping seq %" PRIu64 "..%" PRIu64, from, to);
+  EDDY_INFO(LOG_MOD, "retrain rollback to v%06" PRIu64 ": step %" PRIu64 ", %" PRIu64
+                     " examples, re-training from buffer seq %" PRIu64 "%s",
+            version, eddy_learner_step_count(t->learner), m->examples, t->cursor, skiptext);
+  eddy_series_add(t->mx.rollbacks, 1);
+  return err;
+}
+
+eddy_err_t eddy_trainer_rollback(eddy_trainer_t *t, uint64_t version, bool retrain, uint64_t skip_from,
+                                 uint64_t skip_to, char *errstr, size_t errstr_size) {
+  if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
+  if (version == 0) return eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "no version 0 (versions start at 1)");
+  pthread_mutex_lock(&t->rb_mu);
+  eddy_manifest_t m;
+  eddy_manifest_init(&m);
+  char why[1024];
+  eddy_err_t err = eddy_store_load_manifest(t->store, version, &m, why, sizeof why);
+  if (err == EDDY_ERR_NOT_FOUND) {
+    err = eddy_errf(err, errstr, errstr_size, "version %" PRIu64 " not found in %s", version,
+                    eddy_store_dir(t->store));
+  } else if (err) {
+    err = eddy_errf(err, errstr, errstr_size, "version %" PRIu64 ": %s", version, why);
+  } else if (m.status == EDDY_STATUS_REJECTED) {
+    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "v%06" PRIu64 " was rejected by the gate (%s): "
+                    "it cannot be served or trained from", version, m.reason[0] ? m.reason : "no reason");
+  } else if (!retrain) {
+    bool moved = false;
+    err = move_current(t, version, &m, &moved, errstr, errstr_size);
+    if (!err && moved) {
+      eddy_series_add(t->mx.rollbacks, 1);
+      EDDY_INFO(LOG_MOD, "rollback (serve only): CURRENT = v%06" PRIu64 "; training goes on", version);
+    }
+  } else {
+    err = retrain_to(t, version, &m, skip_from, skip_to, errstr, errstr_size);
+  }
+  eddy_manifest_clear(&m);
+  pthread_mutex_unlock(&t->rb_mu);
+  return err;
+}
