@@ -7,6 +7,18 @@
 #define EDDY_EXIT_FAILURE 1
 #define EDDY_EXIT_USAGE 2
 
+#include <stddef.h>
+
+/* Most --set options one command line may carry. */
+#define EDDY_CLI_MAX_SETS 256
+
+/* Appends a --set argument to sets[*n_sets] (room for EDDY_CLI_MAX_SETS). Returns 0, or -1 after
+ * printing "eddy CMD: more than N --set options" to stderr. */
+int eddy_cli_add_set(const char *cmd, const char **sets, size_t *n_sets, const char *arg);
+
+/* Installs handler for SIGINT and SIGTERM (no SA_RESTART, so blocking calls return EINTR). */
+void eddy_cli_on_stop_signals(void (*handler)(int));
+
 int eddy_cmd_learn(int argc, char **argv);
 int eddy_cmd_broker(int argc, char **argv);
 int eddy_cmd_produce(int argc, char **argv);

@@ -123,12 +123,7 @@ int eddy_cmd_broker(int argc, char **argv) {
   }
 
   /* Handlers first, so that a signal right after the bootstrap line is never lost. */
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  eddy_cli_on_stop_signals(on_signal);
   signal(SIGPIPE, SIG_IGN);
 
   char err[512];

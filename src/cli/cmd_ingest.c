@@ -18,7 +18,6 @@
 #include "stream/consumer.h"
 #include "stream/kafka_conf.h"
 
-#define MAX_SETS 256
 #define STATUS_EVERY_S 5.0
 
 static const char ingest_usage[] =
@@ -95,7 +94,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   const char *config_path = NULL;
-  const char *sets[MAX_SETS + 1];
+  const char *sets[EDDY_CLI_MAX_SETS + 1];
   size_t n_sets = 0;
   char bootstrap_set[EDDY_CONFIG_STR * 4 + 32];
   bool have_bootstrap = false, until_caught_up = false;
@@ -106,11 +105,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
     switch (c) {
       case 'c': config_path = optarg; break;
       case 's':
-        if (n_sets == MAX_SETS) {
-          fprintf(stderr, "eddy ingest: more than %d --set options\n", MAX_SETS);
-          return EDDY_EXIT_USAGE;
-        }
-        sets[n_sets++] = optarg;
+        if (eddy_cli_add_set("ingest", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
         break;
       case 'b':
         snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
@@ -186,12 +181,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
     return EDDY_EXIT_FAILURE;
   }
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  eddy_cli_on_stop_signals(on_signal);
 
   eddy_replay_stats_t bs0 = eddy_replay_stats(buffer);
   EDDY_INFO("ingest", "buffer %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",

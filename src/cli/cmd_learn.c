@@ -19,7 +19,6 @@
 #include "model/learner.h"
 #include "model/metrics.h"
 
-#define MAX_SETS 256
 #define BAD_EXAMPLES_LOGGED 5
 
 static const char learn_usage[] =
@@ -305,7 +304,7 @@ int eddy_cmd_learn(int argc, char **argv) {
       {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   const char *config_path = NULL, *data = NULL, *test = NULL, *save = NULL;
-  const char *sets[MAX_SETS];
+  const char *sets[EDDY_CLI_MAX_SETS];
   size_t n_sets = 0;
   uint64_t limit = 0;
   bool json = false;
@@ -319,11 +318,7 @@ int eddy_cmd_learn(int argc, char **argv) {
       case 'S': save = optarg; break;
       case 'j': json = true; break;
       case 's':
-        if (n_sets == MAX_SETS) {
-          fprintf(stderr, "eddy learn: more than %d --set options\n", MAX_SETS);
-          return EDDY_EXIT_USAGE;
-        }
-        sets[n_sets++] = optarg;
+        if (eddy_cli_add_set("learn", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
         break;
       case 'n': {
         char *end;

@@ -23,7 +23,6 @@
 #include "core/log.h"
 #include "stream/producer.h"
 
-#define MAX_SETS 256
 #define LINE_CHUNK (64 * 1024)
 #define KEY_MAX 1024
 #define FLUSH_SLICE_MS 200
@@ -294,7 +293,7 @@ int eddy_cmd_produce(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   const char *bootstrap = NULL, *topic = NULL, *data = NULL, *key_field = NULL, *config = NULL;
-  const char *sets[MAX_SETS];
+  const char *sets[EDDY_CLI_MAX_SETS];
   size_t n_sets = 0;
   double rate = 0;
   unsigned long long limit = 0, flush_s = 60;
@@ -328,11 +327,7 @@ int eddy_cmd_produce(int argc, char **argv) {
       }
       break;
     case 's':
-      if (n_sets == MAX_SETS) {
-        fprintf(stderr, "eddy produce: more than %d --set options\n", MAX_SETS);
-        return EDDY_EXIT_USAGE;
-      }
-      sets[n_sets++] = optarg;
+      if (eddy_cli_add_set("produce", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
       break;
     case 'h':
       fputs(produce_usage, stdout);
@@ -408,12 +403,7 @@ int eddy_cmd_produce(int argc, char **argv) {
     return EDDY_EXIT_USAGE;
   }
   produce_producer = p;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  eddy_cli_on_stop_signals(on_signal);
 
   int64_t total = ds ? eddy_dataset_size(ds) : -1;
   progress_t pr = {.tty = isatty(STDERR_FILENO), .start = now_seconds()};

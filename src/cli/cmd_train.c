@@ -19,7 +19,6 @@
 #include "train/admin.h"
 #include "train/trainer.h"
 
-#define MAX_SETS 256
 
 static const char train_usage[] =
     "usage: eddy train -c CONFIG [--set section.key=value]... [-b BOOTSTRAP] [--fresh]\n\n"
@@ -59,7 +58,7 @@ int eddy_cmd_train(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   const char *config_path = NULL;
-  const char *sets[MAX_SETS + 1];
+  const char *sets[EDDY_CLI_MAX_SETS + 1];
   size_t n_sets = 0;
   char bootstrap_set[EDDY_CONFIG_STR * 4 + 32];
   bool have_bootstrap = false, fresh = false;
@@ -69,11 +68,7 @@ int eddy_cmd_train(int argc, char **argv) {
     switch (c) {
       case 'c': config_path = optarg; break;
       case 's':
-        if (n_sets == MAX_SETS) {
-          fprintf(stderr, "eddy train: more than %d --set options\n", MAX_SETS);
-          return EDDY_EXIT_USAGE;
-        }
-        sets[n_sets++] = optarg;
+        if (eddy_cli_add_set("train", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
         break;
       case 'b':
         snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
@@ -128,12 +123,7 @@ int eddy_cmd_train(int argc, char **argv) {
     goto out;
   }
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  eddy_cli_on_stop_signals(on_signal);
 
   if (eddy_trainer_start(trainer, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy train: %s\n", errstr);

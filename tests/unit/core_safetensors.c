@@ -822,7 +822,7 @@ static void test_python_interop(void **state) {
   (void)state;
   const char *py = "/usr/bin/python3";
   char script[4096];
-  snprintf(script, sizeof script, "%s/../e2e/safetensors_interop.py", EDDY_TEST_DATA_DIR);
+  snprintf(script, sizeof script, "%s/tests/e2e/safetensors_interop.py", EDDY_SOURCE_DIR);
   if (access(py, X_OK) != 0 || access(script, R_OK) != 0) {
     printf("skipping: %s or %s not found\n", py, script);
     skip();

@@ -14,7 +14,7 @@
 #include "core/config.h"
 #include "testutil.h"
 
-#define CONFIGS_DIR EDDY_TEST_DATA_DIR "/../../configs"
+#define CONFIGS_DIR EDDY_SOURCE_DIR "/configs"
 
 static char errstr[1024];
 

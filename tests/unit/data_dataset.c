@@ -15,7 +15,7 @@
 #include "core/dataset.h"
 #include "testutil.h"
 
-#define STREAMS_DIR EDDY_TEST_DATA_DIR "/../../streams"
+#define STREAMS_DIR EDDY_SOURCE_DIR "/streams"
 
 static eddy_event_schema_t fmnist_schema(void) {
   eddy_event_schema_t s = {.dense_dim = 784, .hash_bits = 0, .head = EDDY_HEAD_SOFTMAX, .classes = 10};

@@ -373,7 +373,7 @@ static void test_bad_events(void **state) {
   /* streams/bad-events.jsonl: one line per class, in eddy_err_t order from EVENT_NOT_JSON */
   char lines[16][512];
   int n_lines = 0;
-  read_lines(EDDY_TEST_DATA_DIR "/../../streams/bad-events.jsonl", lines, &n_lines, 16);
+  read_lines(EDDY_SOURCE_DIR "/streams/bad-events.jsonl", lines, &n_lines, 16);
   assert_int_equal(n_lines, 8);
   produce(&f, 40);
   int64_t bad_offset[8];
