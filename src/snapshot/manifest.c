@@ -114,8 +114,7 @@ void eddy_manifest_format_time(int64_t ms, char *out, size_t out_size) {
   snprintf(out, out_size, "%s.%03dZ", base, frac);
 }
 
-/* A model or file name: 1..63 bytes of [A-Za-z0-9._-], not starting with '.'. */
-static int name_ok(const char *s) {
+int eddy_manifest_name_ok(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n >= EDDY_MANIFEST_NAME_MAX || s[0] == '.') return 0;
   for (size_t i = 0; i < n; i++) {
@@ -150,7 +149,7 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
     return eddy_errf(code, errstr, errstr_size,
                      "manifest: \"parent\" = %" PRIu64 ": must be below \"version\" (%" PRIu64 ")", m->parent,
                      m->version);
-  if (!name_ok(m->model))
+  if (!eddy_manifest_name_ok(m->model))
     return eddy_errf(code, errstr, errstr_size,
                      "manifest: \"model\" = \"%s\": must be 1..63 characters of A-Z a-z 0-9 . _ - (not starting "
                      "with '.')",
@@ -212,7 +211,7 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
                      EDDY_MANIFEST_MAX_FILES);
   for (size_t i = 0; i < m->n_files; i++) {
     const eddy_manifest_file_t *f = &m->files[i];
-    if (!name_ok(f->name))
+    if (!eddy_manifest_name_ok(f->name))
       return eddy_errf(code, errstr, errstr_size, "manifest: \"files\": bad file name \"%s\"", f->name);
     for (size_t j = 0; j < i; j++)
       if (!strcmp(f->name, m->files[j].name))
@@ -429,7 +428,7 @@ static eddy_err_t parse_files(pctx_t *p, const cJSON *files, eddy_manifest_t *m)
     if (m->n_files >= EDDY_MANIFEST_MAX_FILES) return bad(p, "\"%s\" has more than 8 entries%s", "files", NULL);
     eddy_manifest_file_t *out = &m->files[m->n_files];
     char name[128];
-    if (strlen(f->string) >= sizeof out->name || !name_ok(f->string))
+    if (strlen(f->string) >= sizeof out->name || !eddy_manifest_name_ok(f->string))
       return bad(p, "\"files\": bad file name \"%.64s\"%s", f->string, NULL);
     snprintf(out->name, sizeof out->name, "%s", f->string);
     snprintf(name, sizeof name, "files.%s", f->string);

@@ -75,6 +75,10 @@ int eddy_version_status_parse(const char *text, eddy_version_status_t *status); 
 /* Pretty-printed JSON (caller frees *json). Checks the fields first (the same rules as parsing):
  * EDDY_ERR_INVALID_ARG with the field named. */
 eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *errstr, size_t errstr_size);
+/* 1 when s is a valid model or file name: 1..63 bytes of [A-Za-z0-9._-], not starting with '.'
+ * (so it is safe as one path component). */
+int eddy_manifest_name_ok(const char *s);
+
 /* Parses JSON text of len bytes into m (initialised here; clear it after use, also on failure). */
 eddy_err_t eddy_manifest_parse(const char *json, size_t len, eddy_manifest_t *m, char *errstr, size_t errstr_size);
 /* Reads and parses a manifest file: NOT_FOUND if absent, TOO_LARGE over the cap, IO, FORMAT. */

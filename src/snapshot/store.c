@@ -301,18 +301,6 @@ static cJSON *event_new(const char *action, uint64_t version) {
 
 /* ---- open / close ---- */
 
-static int model_name_ok(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n >= EDDY_MANIFEST_NAME_MAX || s[0] == '.') return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-          c == '-'))
-      return 0;
-  }
-  return 1;
-}
-
 /* Removes .tmp-* and .del-* entries left by a crash. Writer only. */
 static void remove_leftovers(eddy_store_t *s) {
   DIR *d = opendir(s->dir);
@@ -336,7 +324,7 @@ eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mo
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "store: empty root or NULL model name");
     return NULL;
   }
-  if (!model_name_ok(model)) {
+  if (!eddy_manifest_name_ok(model)) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
               "store: model name \"%s\" must be 1..63 characters of A-Z a-z 0-9 . _ - (not starting with '.')",
               model);

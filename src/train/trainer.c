@@ -356,6 +356,19 @@ static void free_parts(eddy_trainer_t *t) {
   eddy_config_free(&t->cfg);
 }
 
+/* Frees the parts, the synchronisation objects and t itself (threads already joined). */
+static void trainer_free(eddy_trainer_t *t) {
+  free_parts(t);
+  pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->cur_mu);
+  pthread_mutex_destroy(&t->rb_mu);
+  pthread_cond_destroy(&t->cv);
+  pthread_cond_destroy(&t->parked_cv);
+  pthread_cond_destroy(&t->pub_cv);
+  pthread_cond_destroy(&t->done_cv);
+  free(t);
+}
+
 eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_opts_t *opts,
                                  eddy_registry_t *metrics, char *errstr, size_t errstr_size) {
   if (!cfg) {
@@ -428,15 +441,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
 nomem:
   eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
 fail:
-  free_parts(t);
-  pthread_mutex_destroy(&t->mu);
-  pthread_mutex_destroy(&t->cur_mu);
-  pthread_mutex_destroy(&t->rb_mu);
-  pthread_cond_destroy(&t->cv);
-  pthread_cond_destroy(&t->parked_cv);
-  pthread_cond_destroy(&t->pub_cv);
-  pthread_cond_destroy(&t->done_cv);
-  free(t);
+  trainer_free(t);
   return NULL;
 }
 
@@ -500,15 +505,7 @@ void eddy_trainer_destroy(eddy_trainer_t *t) {
     eddy_manifest_clear(&t->job->m);
     free(t->job);
   }
-  free_parts(t);
-  pthread_mutex_destroy(&t->mu);
-  pthread_mutex_destroy(&t->cur_mu);
-  pthread_mutex_destroy(&t->rb_mu);
-  pthread_cond_destroy(&t->cv);
-  pthread_cond_destroy(&t->parked_cv);
-  pthread_cond_destroy(&t->pub_cv);
-  pthread_cond_destroy(&t->done_cv);
-  free(t);
+  trainer_free(t);
 }
 
 eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
