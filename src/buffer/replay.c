@@ -17,6 +17,7 @@
 
 #include <rocksdb/c.h>
 
+#include "core/fsutil.h"
 #include "core/log.h"
 
 #define LOG_MOD "buffer"
@@ -490,6 +491,10 @@ eddy_replay_t *eddy_replay_open(const eddy_replay_opts_t *opts, char *errstr, si
       eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "buffer %s: not a directory", opts->path);
       return NULL;
     }
+  } else if (eddy_mkdir_p(opts->path) != 0) {
+    eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "buffer %s: cannot create the folder: %s", opts->path,
+              strerror(errno));
+    return NULL;
   }
   eddy_replay_t *r = calloc(1, sizeof *r);
   if (!r) {

@@ -210,8 +210,8 @@ static int print_versions(const cJSON *j) {
   fmt_value(cJSON_GetObjectItemCaseSensitive(j, "count"), count, sizeof count);
   printf("model %s, current version %s, %s versions\n", model, current, count);
   printf("%-8s %-9s %-3s %-3s %-7s %-24s %10s %12s %9s %9s %9s  %s\n", "VERSION", "STATUS",
-         "CUR", "PIN", "PARENT", "CREATED", "STEP", "EXAMPLES", "LOGLOSS", "ACCURACY",
-         "HOLDOUT", "REASON");
+         "CUR", "PIN", "PARENT", "CREATED", "STEP", "EXAMPLES", "PREQ_LOSS", "PREQ_ACC",
+         "HOLD_ACC", "REASON");
   const cJSON *e;
   cJSON_ArrayForEach(e, list) {
     char ver[32], status[32], parent[32], created[48], step[32], ex[32], ll[32], acc[32],
@@ -225,10 +225,8 @@ static int print_versions(const cJSON *j) {
     const cJSON *m = get_path(e, "metrics", NULL);
     fmt_metric(m ? get_path(m, "prequential", "logloss") : NULL, ll, sizeof ll);
     fmt_metric(m ? get_path(m, "prequential", "accuracy") : NULL, acc, sizeof acc);
-    /* The holdout column shows accuracy, or the logloss of a head without accuracy. */
-    const cJSON *h = m ? get_path(m, "holdout", "accuracy") : NULL;
-    if (!cJSON_IsNumber(h) && m) h = get_path(m, "holdout", "logloss");
-    fmt_metric(h, hold, sizeof hold);
+    /* Prequential logloss and accuracy, and the holdout accuracy; "-" where the head has none. */
+    fmt_metric(m ? get_path(m, "holdout", "accuracy") : NULL, hold, sizeof hold);
     const cJSON *err = get_path(e, "error", NULL);
     fmt_value(cJSON_IsString(err) ? err : get_path(e, "reason", NULL), reason, sizeof reason);
     printf("%-8s %-9s %-3s %-3s %-7s %-24s %10s %12s %9s %9s %9s  %s\n", ver,

@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "snapshot/safetensors.h"
 #include "snapshot/sha256.h"
@@ -185,23 +186,6 @@ static int rm_tree_at(int parent_fd, const char *name, int depth) {
 
 static int rm_tree(const char *path) { return rm_tree_at(AT_FDCWD, path, 0); }
 
-static int mkdir_p(const char *path) {
-  char *p = strdup(path);
-  if (!p) return -1;
-  for (char *c = p + 1; *c; c++) {
-    if (*c != '/') continue;
-    *c = 0;
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-      free(p);
-      return -1;
-    }
-    *c = '/';
-  }
-  int rc = mkdir(p, 0755);
-  free(p);
-  return rc != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int is_dir_at(int dfd, const char *name) {
   struct stat st;
   return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
@@ -363,7 +347,7 @@ eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mo
     }
     return s;
   }
-  if (mkdir_p(s->dir) != 0) {
+  if (eddy_mkdir_p(s->dir) != 0) {
     eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "store: create %s: %s", s->dir, strerror(errno));
     eddy_store_close(s);
     return NULL;

@@ -747,6 +747,26 @@ static void collect_label(void *ctx, int64_t label, uint64_t count) {
   }
 }
 
+/* A writer creates missing parent folders; a reader never creates anything. */
+static void test_open_creates_parents(void **state) {
+  (void)state;
+  char *dir = eddy_test_tmpdir();
+  char path[4200], err[256];
+  snprintf(path, sizeof path, "%s/a/b/buffer", dir);
+  eddy_replay_opts_t ro = {.path = path, .read_only = true};
+  assert_null(eddy_replay_open(&ro, err, sizeof err));
+  struct stat st;
+  assert_int_not_equal(stat(path, &st), 0);
+  eddy_replay_opts_t o = {.path = path, .evict = true};
+  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  if (!r) fprintf(stderr, "open: %s\n", err);
+  assert_non_null(r);
+  assert_int_equal(stat(path, &st), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  eddy_replay_close(r);
+  eddy_test_rmdir(dir);
+}
+
 static void test_meta_labels_read_only(void **state) {
   (void)state;
   char *dir = eddy_test_tmpdir();
@@ -893,6 +913,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_reader),
       cmocka_unit_test(test_dead_letters),
       cmocka_unit_test(test_dead_letter_cap),
+      cmocka_unit_test(test_open_creates_parents),
       cmocka_unit_test(test_meta_labels_read_only),
       cmocka_unit_test_setup_teardown(test_disk_full, tmpfs_setup, tmpfs_teardown),
   };
