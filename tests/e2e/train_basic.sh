@@ -85,7 +85,9 @@ LAST=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' 
 
 nv=$(verify_all "$MODEL_DIR")
 CHECKS=$((CHECKS + 1))
-if [[ $nv -ge 4 ]]; then pass "$nv versions, each passes eddy snapshot verify"; else fail "verify: $nv versions verified"; fi
+# How many step-triggered versions appear depends on timing (triggers that come while a publish is
+# in flight are coalesced), so ask only for one of them plus the one POST /v1/snapshot made.
+if [[ $nv -ge 2 ]]; then pass "$nv versions, each passes eddy snapshot verify"; else fail "verify: $nv versions verified"; fi
 check_grep "$TMP/train1.err" "published v000001 (promoted" "a line is logged per published version"
 
 # Partition ends of the events topic, for the offsets check.
@@ -126,9 +128,15 @@ if command -v kcat >/dev/null; then
   if [[ $total -eq $N1 ]]; then pass "partition ends sum to $N1 ($ends)"; else fail "partition ends $ends"; fi
   # Announcements: one per promotion, key = model, value = the manifest.
   npro=$(grep -l '"status":.*"promoted"' "$MODEL_DIR"/v*/manifest.json | wc -l)
-  # Read one more than expected for 4 s: a duplicate announcement would show.
-  timeout 4 kcat -C -b "$BOOT" -t eddy-snapshots -o beginning -c $((npro + 1)) -q -f '%k\t%s\n' \
-    >"$TMP/ann.txt" 2>"$TMP/ann.err"
+  # Read the whole topic (-e: exit at its end) until at least one announcement per promotion has
+  # arrived (the last one may still be in flight), for at most 20 s; a duplicate would show as an
+  # extra line.
+  for _ in $(seq 20); do
+    timeout 10 kcat -C -b "$BOOT" -t eddy-snapshots -o beginning -e -q -f '%k\t%s\n' \
+      >"$TMP/ann.txt" 2>"$TMP/ann.err"
+    [[ $(wc -l <"$TMP/ann.txt") -ge $npro ]] && break
+    sleep 1
+  done
   CHECKS=$((CHECKS + 1))
   if $PY - "$MODEL_DIR" "$TMP/ann.txt" <<'PYEOF'; then pass "every promotion announced on eddy-snapshots"; else fail "announcements"; fi
 import json, os, sys
