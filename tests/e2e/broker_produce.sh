@@ -7,32 +7,7 @@ source "$(dirname "$0")/lib.bash"
 
 command -v kcat >/dev/null || { echo "SKIP: kcat not installed"; exit 77; }
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-# start_broker NAME ARGS...: starts `eddy broker ARGS` in the background; sets BROKER_PID and
-# BOOT (the bootstrap value) once the first stdout line is there (at most 10 s).
-start_broker() {
-  local name=$1
-  shift
-  "$EDDY" broker "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  BROKER_PID=$!
-  PIDS+=("$BROKER_PID")
-  BOOT=
-  for _ in $(seq 100); do
-    BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/$name.out")
-    [[ -n $BOOT ]] && return 0
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  fail "broker $name did not print its bootstrap line"
-  sed 's/^/  stderr: /' "$TMP/$name.err" >&2
-  return 1
-}
 
 # stop_broker PID NAME: SIGTERM, then the exit status within 10 s must be 0.
 stop_broker() {

@@ -9,8 +9,6 @@ if [[ ! -x $FILL ]]; then
   echo "skipped: buffer_fill helper not built ($FILL)"
   exit 77
 fi
-WRITER=
-trap '[[ -n $WRITER ]] && kill $WRITER 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
 check_rc 0 "eddy --help lists buffer" -- "$EDDY" --help && check_grep "$TMP/out" "buffer inspect --path DIR" "help names buffer inspect"
 check_rc 0 "buffer --help" -- "$EDDY" buffer --help && check_grep "$TMP/out" "--path DIR" "buffer --help documents --path"
@@ -59,6 +57,7 @@ check_py "json: --examples 0" 'j["dead_letter_examples"] == [] and j["dead_lette
 # A writer keeps the buffer open and appends while inspect reads it.
 "$FILL" --path "$TMP/live" --events 500 --batch 50 --partitions 2 --hold-ms 4000 >"$TMP/live.out" 2>&1 &
 WRITER=$!
+PIDS+=("$WRITER")
 for _ in $(seq 100); do grep -q ready "$TMP/live.out" 2>/dev/null && break; sleep 0.1; done
 check_grep "$TMP/live.out" "ready 500" "writer filled the buffer"
 check_rc 0 "inspect while a writer has it open" -- "$EDDY" buffer inspect --path "$TMP/live" --json
@@ -70,7 +69,6 @@ if kill -0 $WRITER 2>/dev/null; then pass "writer still running during inspect";
 wait $WRITER
 CHECKS=$((CHECKS + 1))
 if [[ $? -eq 0 ]]; then pass "writer finished cleanly"; else fail "writer failed: $(cat "$TMP/live.out")"; fi
-WRITER=
 
 # Eviction by capacity.
 check_rc 0 "fill with capacity 300" -- "$FILL" --path "$TMP/small" --events 1000 --batch 70 --capacity 300
@@ -85,12 +83,7 @@ if ! "$EDDY" ingest --help >/dev/null 2>&1 || ! "$EDDY" broker --help >/dev/null
   finish
   exit
 fi
-INGEST=
-"$EDDY" broker --topic ev --partitions 2 >"$TMP/broker.out" 2>"$TMP/broker.err" &
-BROKER=$!
-trap '[[ -n $INGEST ]] && kill $INGEST 2>/dev/null; kill $BROKER 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-for _ in $(seq 100); do grep -q '^bootstrap=' "$TMP/broker.out" 2>/dev/null && break; sleep 0.1; done
-BOOT=$(sed -n 's/^bootstrap=//p' "$TMP/broker.out" | head -n 1)
+start_broker broker --topic ev --partitions 2 || { finish; exit 1; }
 printf '[model]\nname = inspect-e2e\nhash_bits = 10\nembed_dim = 4\ndense_dim = 2\nhead = logistic\n[stream]\ntopic = ev\n[buffer]\npath = %s\nsync = false\n' \
   "$TMP/pipe" >"$TMP/pipe.ini"
 check_rc 0 "produce the sample events" -- "$EDDY" produce -b "$BOOT" -t ev --data "$SRC/streams/sample-events.jsonl"
@@ -99,6 +92,7 @@ GOOD=$(grep -c . "$SRC/streams/sample-events.jsonl")
 BAD=$(grep -c . "$SRC/streams/bad-events.jsonl")
 "$EDDY" ingest -c "$TMP/pipe.ini" -b "$BOOT" >"$TMP/ingest.out" 2>"$TMP/ingest.err" &
 INGEST=$!
+PIDS+=("$INGEST")
 # Poll with inspect while ingest runs (read-only next to the writer) until everything is stored.
 stored=0
 for _ in $(seq 300); do
@@ -117,7 +111,6 @@ fi
 kill -TERM $INGEST
 wait $INGEST
 rc=$?
-INGEST=
 CHECKS=$((CHECKS + 1))
 if [[ $rc -eq 0 ]]; then pass "eddy ingest stopped on SIGTERM"; else fail "eddy ingest exit status $rc on SIGTERM"; fi
 check_rc 0 "inspect after ingest (json)" -- "$EDDY" buffer inspect --path "$TMP/pipe" --json

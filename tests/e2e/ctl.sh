@@ -6,12 +6,6 @@
 # server (exit 1).
 source "$(dirname "$0")/lib.bash"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 unset EDDY_TOKEN_FILE
 
 free_port() {
@@ -35,17 +29,8 @@ check_py_lines() { # check_py_lines DESCRIPTION EXPR: EXPR over the stdout lines
 }
 
 # ---- broker and stream ----
-"$EDDY" broker --topic events --partitions 1 --topic eddy-snapshots --partitions 1 \
-  >"$TMP/broker.out" 2>"$TMP/broker.err" &
-PIDS+=($!)
-disown $!
-BOOT=
-for _ in $(seq 100); do
-  BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/broker.out")
-  [[ -n $BOOT ]] && break
-  sleep 0.1
-done
-[[ -n $BOOT ]] || { fail "eddy broker did not start"; finish; exit 1; }
+start_broker broker --topic events --partitions 1 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+disown "$BROKER_PID"
 
 $PY - "$TMP/events.jsonl" <<'PYEOF'
 import json, sys

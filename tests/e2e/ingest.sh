@@ -12,26 +12,7 @@ command -v kcat >/dev/null || { echo "SKIP: kcat not installed"; exit 77; }
 CHECK=${EDDY_INGEST_CHECK:-$(dirname "$EDDY")/tests/ingest_check}
 [[ -x $CHECK ]] || { echo "SKIP: ingest_check helper not built ($CHECK)"; exit 77; }
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  [[ -n ${EDDY_KEEP_TMP:-} ]] || rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-start_broker() {
-  "$EDDY" broker --topic events --partitions 4 --topic events-dlq --partitions 1 \
-    >"$TMP/broker.out" 2>"$TMP/broker.err" &
-  PIDS+=($!)
-  disown $! # no job notice when cleanup kills it
-  for _ in $(seq 100); do
-    BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/broker.out")
-    [[ -n $BOOT ]] && return 0
-    sleep 0.1
-  done
-  fail "eddy broker did not start"
-  return 1
-}
 
 # events FILE PREFIX N PARTITION_TAG: N valid events, one JSON object per line.
 events() {
@@ -192,7 +173,8 @@ EOF
   check_buffer "$name after restart" "$dir/cfg.ini" "$dir/buf" 8 "$topic" "$parts" "${files[@]}"
 }
 
-start_broker || { finish; exit 1; }
+start_broker broker --topic events --partitions 4 --topic events-dlq --partitions 1 || { finish; exit 1; }
+disown "$BROKER_PID" # no job notice when cleanup kills it
 run_suite embedded "$BOOT" events 4 events-dlq
 
 if [[ -n ${EDDY_TEST_KAFKA_BOOTSTRAP:-} ]]; then

@@ -21,23 +21,9 @@ PARTS=8
 RANDOM=$SEED
 echo "seed $SEED: $N events, $KILLS kills"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  [[ -n ${EDDY_KEEP_TMP:-} ]] || rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-"$EDDY" broker --topic events --partitions $PARTS >"$TMP/broker.out" 2>"$TMP/broker.err" &
-PIDS+=($!)
-disown $!
-BOOT=
-for _ in $(seq 100); do
-  BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/broker.out")
-  [[ -n $BOOT ]] && break
-  sleep 0.1
-done
-[[ -n $BOOT ]] || { fail "eddy broker did not start"; finish; exit 1; }
+start_broker broker --topic events --partitions "$PARTS" || { finish; exit 1; }
+disown "$BROKER_PID"
 
 cat >"$TMP/cfg.ini" <<EOF
 [model]

@@ -3,13 +3,39 @@ set -uo pipefail
 EDDY=${1:?usage: test.sh EDDY_BINARY SOURCE_DIR}
 SRC=${2:?usage: test.sh EDDY_BINARY SOURCE_DIR}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/eddy-e2e-XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+PIDS=() # background processes a test starts; killed when it exits
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  if [[ -n ${EDDY_KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
 FAILS=0
 CHECKS=0
 PY=/usr/bin/python3
 
 fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
 pass() { echo "ok: $*"; }
+
+# start_broker NAME ARGS...: starts `eddy broker ARGS` in the background (stdout and stderr in
+# $TMP/NAME.out and .err); sets BROKER_PID and BOOT (the bootstrap value) once the first stdout
+# line is there (at most 10 s). Returns 1, after a FAIL line, if that does not happen.
+start_broker() {
+  local name=$1
+  shift
+  "$EDDY" broker "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  BROKER_PID=$!
+  PIDS+=("$BROKER_PID")
+  BOOT=
+  for _ in $(seq 100); do
+    BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/$name.out")
+    [[ -n $BOOT ]] && return 0
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "broker $name did not print its bootstrap line"
+  sed 's/^/  stderr: /' "$TMP/$name.err" >&2
+  return 1
+}
 
 # check_rc WANT DESCRIPTION -- CMD...: runs CMD, stdout to $TMP/out, stderr to $TMP/err.
 check_rc() {

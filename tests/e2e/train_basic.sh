@@ -19,7 +19,8 @@ N1=3000
 N2=600
 # 8 partitions and keys (ids, so an even spread): the embedded broker keeps only ~5 MiB per
 # partition (docs/broker.md), and 3600 Fashion-MNIST events of ~5.5 kB must all stay readable.
-start_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+start_broker broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+disown "$BROKER_PID" # no job notice when cleanup kills it
 check_rc 0 "produce $N1 Fashion-MNIST images" -- "$EDDY" produce -b "$BOOT" -t events \
   --data fashion-mnist:train --limit $N1 --key id
 

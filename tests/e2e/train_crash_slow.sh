@@ -16,7 +16,8 @@ command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 
 N=3000
 KILLS=22
-start_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+start_broker broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+disown "$BROKER_PID" # no job notice when cleanup kills it
 printf 'crash-token\n' >"$TMP/token"
 chmod 600 "$TMP/token"
 MODEL_DIR=$TMP/store/fmnist

@@ -1,28 +1,8 @@
 # Helpers for the `eddy train` end-to-end tests (train_basic.sh, train_crash_slow.sh); sourced
 # after lib.bash. Not a test itself (CTest runs tests/e2e/*.sh only).
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  if [[ -n ${EDDY_E2E_KEEP:-} ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
 
 
-# start_broker ARGS...: `eddy broker ARGS` in the background; sets BOOT.
-start_broker() {
-  "$EDDY" broker "$@" >"$TMP/broker.out" 2>"$TMP/broker.err" &
-  PIDS+=($!)
-  disown $!
-  BOOT=
-  for _ in $(seq 100); do
-    BOOT=$(sed -n '1s/^bootstrap=//p' "$TMP/broker.out")
-    [[ -n $BOOT ]] && return 0
-    sleep 0.1
-  done
-  fail "eddy broker did not start"
-  return 1
-}
 
 # start_trainer LOG ARGS...: `eddy train ARGS` in the background, stderr to LOG; sets TRAIN_PID and
 # PORT (from the "admin API listening on port N" line). Returns 1 if it exits or never listens.
