@@ -27,5 +27,7 @@ int eddy_cmd_ingest(int argc, char **argv);
 int eddy_cmd_snapshot(int argc, char **argv);
 int eddy_cmd_ctl(int argc, char **argv);
 int eddy_cmd_train(int argc, char **argv);
+int eddy_cmd_serve(int argc, char **argv);
+int eddy_cmd_demo(int argc, char **argv);
 
 #endif

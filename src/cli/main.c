@@ -30,6 +30,12 @@ static const struct {
     {"train", eddy_cmd_train,
      "train -c CONFIG [--set s.k=v]... [-b BOOTSTRAP] [--fresh]\n"
      "                 trainer service: ingest, continuous training, versioned snapshots, admin API"},
+    {"serve", eddy_cmd_serve,
+     "serve -c CONFIG [--set s.k=v]... [-b BOOTSTRAP]\n"
+     "                 inference replica: follows promotions and rollbacks, verifies, hot-swaps, predicts"},
+    {"demo", eddy_cmd_demo,
+     "demo [--events N] [--rate N] [--dir DIR] [--port P] [--device D] [--json] [--keep-running]\n"
+     "                 the whole pipeline on the embedded default: broker, trainer, 2 replicas, Fashion-MNIST"},
     {"ctl", eddy_cmd_ctl,
      "ctl [--url URL | -c CONFIG] [--token-file F] [--json] status|versions|pause|resume|snapshot\n"
      "    ctl ... rollback V [--retrain] [--skip A:B]\n"

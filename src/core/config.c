@@ -25,6 +25,7 @@ typedef enum {
   K_NAME,   /* [A-Za-z0-9_.-]+ */
   K_TOPIC,  /* Kafka topic name: [A-Za-z0-9._-]{1,249}; "" allowed when min == 0 */
   K_DEVICE, /* cpu | cuda | cuda:N | cuda:all */
+  K_SPREC,  /* serve.precision: fp32 | bf16 */
   K_URL,    /* http:// or https:// */
   K_BIND,   /* host:port */
   K_INT,    /* int field, non-negative */
@@ -88,6 +89,7 @@ static const key_def_t keys[] = {
     FLT("train", "clip_norm", K_F32, train.clip_norm, 0, 1e9, 0),
     NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0),
     NUM("train", "threads", K_INT, train.threads, 0, 1024),
+    NUM("train", "allow_tf32", K_BOOL, train.allow_tf32, 0, 0),
     FLT("train", "holdout_fraction", K_F64, holdout_fraction, 0, 0.5, 0),
     NUM("train", "max_skipped_steps", K_U32, max_skipped_steps, 1, 1000000000),
     NUM("train", "metrics_window", K_U32, metrics_window, 1, 1000000000),
@@ -125,6 +127,8 @@ static const key_def_t keys[] = {
     STR("serve", "store", K_STR, serve_store),
     NUM("serve", "poll_seconds", K_U32, serve_poll_seconds, 1, 86400),
     NUM("serve", "threads", K_U32, serve_threads, 1, 1024),
+    NUM("serve", "heartbeat_seconds", K_U32, serve_heartbeat_seconds, 1, 3600),
+    STR("serve", "precision", K_SPREC, serve_precision),
 
     STR("http", "bind", K_BIND, http_bind),
     STR("http", "token_file", K_STR, http_token_file),
@@ -230,6 +234,8 @@ void eddy_config_defaults(eddy_config_t *cfg) {
   snprintf(cfg->serve_trainer_url, sizeof cfg->serve_trainer_url, "http://127.0.0.1:8080");
   cfg->serve_poll_seconds = 5;
   cfg->serve_threads = 4;
+  cfg->serve_heartbeat_seconds = 2;
+  snprintf(cfg->serve_precision, sizeof cfg->serve_precision, "fp32");
 
   snprintf(cfg->http_bind, sizeof cfg->http_bind, "127.0.0.1:8080");
   cfg->http_max_body_bytes = 1048576;
@@ -478,6 +484,9 @@ static const char *check_text(const key_def_t *k, const char *value, char *why, 
       if (strncmp(value, "cuda:", 5) == 0 && parse_u64(value + 5, &ord) && ord < 64) break;
       return "expected cpu, cuda, cuda:N (N 0..63) or cuda:all";
     }
+    case K_SPREC:
+      if (strcmp(value, "fp32") != 0 && strcmp(value, "bf16") != 0) return "expected fp32 or bf16";
+      break;
     case K_URL:
       if ((strncmp(value, "http://", 7) != 0 || len == 7) &&
           (strncmp(value, "https://", 8) != 0 || len == 8))
@@ -511,6 +520,7 @@ static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *va
     case K_NAME:
     case K_TOPIC:
     case K_DEVICE:
+    case K_SPREC:
     case K_URL:
     case K_BIND:
       if (!(reason = check_text(k, value, why, n))) snprintf(field, k->size, "%s", value);

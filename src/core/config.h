@@ -32,7 +32,7 @@ typedef struct {
   /* [train] */
   char device[32];               /* cpu | cuda | cuda:N | cuda:all */
   eddy_train_opts_t train;       /* precision, optimizer, lr, momentum, beta1, beta2, eps,
-                                    weight_decay, clip_norm, seed, threads, loss_scale.{init,growth,
+                                    weight_decay, clip_norm, seed, threads, allow_tf32, loss_scale.{init,growth,
                                     backoff,interval,min,dynamic} */
   uint32_t batch_size;
   uint32_t accum_steps;
@@ -76,6 +76,8 @@ typedef struct {
   char serve_store[EDDY_CONFIG_STR];
   uint32_t serve_poll_seconds;
   uint32_t serve_threads;
+  uint32_t serve_heartbeat_seconds; /* replica -> trainer heartbeat period */
+  char serve_precision[8];       /* fp32 | bf16: how a replica keeps the weights */
 
   /* [http] */
   char http_bind[EDDY_CONFIG_STR];  /* host:port, default 127.0.0.1:8080 */

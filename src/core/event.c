@@ -183,6 +183,10 @@ static eddy_err_t check_ts(double v, eddy_event_t *ev, char *errstr, size_t errs
 
 static eddy_err_t decode_label(const cJSON *item, const eddy_event_schema_t *schema, double *label,
                                char *errstr, size_t errstr_size) {
+  if (!item && schema->label_optional) {
+    *label = 0.0;
+    return EDDY_OK;
+  }
   if (!item) return eddy_errf(EDDY_ERR_EVENT_LABEL_MISSING, errstr, errstr_size, "label is missing");
   if (!cJSON_IsNumber(item))
     return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "label must be a number, got %s",
@@ -609,7 +613,10 @@ static bool event_scan(const char *json, size_t len, const eddy_event_schema_t *
   if (!scan_char(&s, '}')) return false;
   scan_ws(&s);
   if (s.p != s.end) return false;
-  if (!(seen & (1u << KEY_LABEL))) return false;
+  if (!(seen & (1u << KEY_LABEL))) {
+    if (!schema->label_optional) return false;
+    ev->label = 0.0;
+  }
   return (seen & (1u << KEY_DENSE)) || schema->dense_dim == 0;
 }
 
@@ -934,4 +941,99 @@ char *eddy_event_to_json(const eddy_event_t *ev) {
     return NULL;
   }
   return b.data;
+}
+
+/* ---- prediction requests: one event, or {"instances": [...]} ---- */
+
+typedef struct {
+  const char *p, *end;
+} span_cur_t;
+
+static void span_skip_ws(span_cur_t *c) {
+  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
+}
+
+/* Skips one JSON value (structure only: the event decoder checks the contents); false when the
+ * text ends first or nests deeper than 64. */
+static bool span_skip_value(span_cur_t *c) {
+  int depth = 0;
+  span_skip_ws(c);
+  do {
+    if (c->p >= c->end) return false;
+    char ch = *c->p;
+    if (ch == '"') {
+      for (c->p++; c->p < c->end && *c->p != '"'; c->p++)
+        if (*c->p == '\\' && c->p + 1 < c->end) c->p++;
+      if (c->p >= c->end) return false;
+      c->p++;
+    } else if (ch == '{' || ch == '[') {
+      if (++depth > 64) return false;
+      c->p++;
+    } else if (ch == '}' || ch == ']') {
+      if (--depth < 0) return false;
+      c->p++;
+    } else if (depth > 0) {
+      c->p++;
+    } else {
+      while (c->p < c->end && !strchr(",]} \t\r\n", *c->p)) c->p++;
+    }
+  } while (depth > 0);
+  return true;
+}
+
+long eddy_event_split_instances(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
+                                char *why, size_t why_size) {
+  *wrapped = false;
+  if (max == 0) return snprintf(why, why_size, "no room for an event"), -1;
+  spans[0] = body;
+  spans[1] = body + len;
+  span_cur_t c = {body, body + len};
+  span_skip_ws(&c);
+  if (c.p >= c.end || *c.p != '{') return 1;
+  c.p++;
+  span_skip_ws(&c);
+  static const char key[] = "\"instances\"";
+  if ((size_t)(c.end - c.p) < sizeof key - 1 || memcmp(c.p, key, sizeof key - 1) != 0) return 1;
+  *wrapped = true;
+  c.p += sizeof key - 1;
+  span_skip_ws(&c);
+  if (c.p >= c.end || *c.p != ':') return snprintf(why, why_size, "expected ':' after \"instances\""), -1;
+  c.p++;
+  span_skip_ws(&c);
+  if (c.p >= c.end || *c.p != '[') return snprintf(why, why_size, "\"instances\" must be an array of events"), -1;
+  c.p++;
+  span_skip_ws(&c);
+  size_t n = 0;
+  if (c.p < c.end && *c.p == ']') {
+    c.p++;
+  } else {
+    for (;;) {
+      span_skip_ws(&c);
+      if (n >= max) return snprintf(why, why_size, "more than %zu instances in one request", max), -1;
+      const char *start = c.p;
+      if (!span_skip_value(&c)) return snprintf(why, why_size, "instances[%zu] is not valid JSON", n), -1;
+      spans[2 * n] = start;
+      spans[2 * n + 1] = c.p;
+      n++;
+      span_skip_ws(&c);
+      if (c.p < c.end && *c.p == ',') {
+        c.p++;
+        continue;
+      }
+      if (c.p < c.end && *c.p == ']') {
+        c.p++;
+        break;
+      }
+      return snprintf(why, why_size, "expected ',' or ']' after instances[%zu]", n - 1), -1;
+    }
+  }
+  span_skip_ws(&c);
+  if (c.p < c.end && *c.p == ',')
+    return snprintf(why, why_size, "unexpected field after \"instances\" (only \"instances\" is allowed)"), -1;
+  if (c.p >= c.end || *c.p != '}') return snprintf(why, why_size, "expected '}' after the instances array"), -1;
+  c.p++;
+  span_skip_ws(&c);
+  if (c.p != c.end) return snprintf(why, why_size, "text after the request object"), -1;
+  if (n == 0) return snprintf(why, why_size, "\"instances\" is empty"), -1;
+  return (long)n;
 }

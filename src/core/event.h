@@ -22,6 +22,8 @@ typedef struct {
   eddy_head_t head;    /* logistic: label 0|1; softmax: integer 0..classes-1; squared: any finite */
   uint32_t classes;    /* softmax only */
   size_t max_bytes;    /* JSON payload cap; 0 = EDDY_EVENT_DEFAULT_MAX_BYTES */
+  bool label_optional; /* prediction requests: a missing label decodes as 0 (a present one is
+                          still checked) */
 } eddy_event_schema_t;
 
 /* One decoded event. Arrays are owned by the event and reused across decodes (grown as needed). */
@@ -64,5 +66,14 @@ eddy_err_t eddy_event_decode(const uint8_t *buf, size_t len, eddy_event_t *ev, c
  * are not JSONL. Returns NULL when the event has sparse features (hashed buckets cannot be written
  * back as names), a non-finite value, or on allocation failure. Caller frees. */
 char *eddy_event_to_json(const eddy_event_t *ev);
+
+/* A prediction request body: one event, or {"instances": [event, ...]} (nothing else in the
+ * wrapper). Fills spans[2i], spans[2i+1] with event i's [start, end) text (room for max events)
+ * and returns the count: 1 with *wrapped false when the body is not a wrapper (the whole body is
+ * the event). Only the wrapper's structure is checked: the events are left to
+ * eddy_event_from_json. -1 with why ("instances[3] is not valid JSON", "more than 10000
+ * instances in one request", "\"instances\" is empty", ...) when the wrapper is malformed. */
+long eddy_event_split_instances(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
+                                char *why, size_t why_size);
 
 #endif

@@ -1,7 +1,8 @@
-/* The learner API: backend-neutral. The CPU backend (oneDNN) implements it in learner_cpu.c; the
- * CUDA backend will implement the same functions. A learner owns fp32 master weights in one flat
- * buffer, the optimizer state, the loss scaler and a flat fp32 gradient buffer that micro-batches
- * accumulate into until eddy_learner_step(). Not thread-safe: one thread drives a learner. */
+/* The learner API: backend-neutral. learner.c dispatches to the CPU backend (oneDNN,
+ * learner_cpu.c) or the CUDA backend (src/cuda, built with EDDY_CUDA=ON). A learner owns fp32
+ * master weights in one flat buffer, the optimizer state, the loss scaler and a flat fp32 gradient
+ * buffer that micro-batches accumulate into until eddy_learner_step(). Not thread-safe: one thread
+ * drives a learner. */
 #ifndef EDDY_LEARNER_H
 #define EDDY_LEARNER_H
 
@@ -29,15 +30,18 @@ typedef struct {
   uint64_t seed;       /* initialisation; same seed + same data = bit-identical weights */
   eddy_scaler_opts_t loss_scale; /* used when precision is fp16; fp32/bf16 run with scale 1 */
   int threads;         /* CPU threads for oneDNN and loops; 0 = 1 */
+  bool allow_tf32;     /* CUDA fp32 GEMMs may use TF32 tensor cores (train.allow_tf32) */
 } eddy_train_opts_t;
 
 eddy_train_opts_t eddy_train_opts_defaults(void);
 
 typedef struct eddy_learner eddy_learner_t;
 
-/* Creates a learner for spec on device ("cpu"; "cuda[:N]" where built with CUDA). Weights are
- * initialised from opts->seed (Kaiming-uniform like torch.nn.Linear, N(0, 0.01) embeddings).
- * NULL + errstr on a bad spec, unknown device, or backend failure. */
+/* Creates a learner for spec on device ("cpu"; "cuda", "cuda:N", "cuda:all" where built with
+ * CUDA: a CUDA build on a machine without a usable GPU falls back to the CPU with one warning).
+ * Weights are initialised from opts->seed (Kaiming-uniform like torch.nn.Linear, N(0, 0.01)
+ * embeddings), identically on every backend. NULL + errstr on a bad spec, unknown device, or
+ * backend failure. */
 eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts,
                                  const char *device, char *errstr, size_t errstr_size);
 void eddy_learner_destroy(eddy_learner_t *l);

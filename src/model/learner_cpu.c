@@ -1,6 +1,6 @@
-/* The CPU learner: embedding-bag + MLP (ReLU) + head over one flat fp32 parameter buffer, oneDNN
- * matmuls (fp32, or bf16 where the CPU has a bf16 matmul, else operands rounded to bf16/fp16 and
- * multiplied in fp32), gradients summed over micro-batches, optimizer steps that touch only the
+/* The CPU learner backend (behind learner.c's dispatcher): embedding-bag + MLP (ReLU) + head over
+ * one flat fp32 parameter buffer, oneDNN matmuls (fp32, or bf16 where the CPU has a bf16 matmul,
+ * else operands rounded to bf16/fp16 and multiplied in fp32), gradients summed over micro-batches, optimizer steps that touch only the
  * embedding rows seen since the last step. Same seed + same data + same thread count gives
  * bit-identical weights. Loss: logistic = BCE on the sigmoid, softmax = cross-entropy,
  * squared = 0.5 * (y - t)^2 per example; a step minimises sum_i w_i * loss_i / N.
@@ -12,7 +12,6 @@
 #include "model/learner.h"
 
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,13 +19,11 @@
 
 #include "core/log.h"
 #include "model/kernels.h"
-#include "model/learner_internal.h"
+#include "model/learner_backend.h"
 #include "model/mm.h"
-#include "snapshot/safetensors.h"
 
 #define LEARNER_MAX_BATCH ((size_t)1 << 20)
 #define LEARNER_MAX_LAYERS (EDDY_MAX_HIDDEN + 1)
-#define STATE_FORMAT "eddy-state-1"
 
 typedef enum { OPS_F32 = 0, OPS_BF16, OPS_BF16_EMU, OPS_F16_EMU } ops_mode_t;
 
@@ -36,7 +33,9 @@ typedef struct {
   bool relu;
 } layer_t;
 
-struct eddy_learner {
+typedef struct cpu_learner cpu_learner_t;
+
+struct cpu_learner {
   eddy_model_spec_t spec;
   eddy_train_opts_t opts;
   eddy_tensor_info_t tensors[EDDY_MAX_TENSORS];
@@ -73,57 +72,12 @@ struct eddy_learner {
   char last_error[256];
 };
 
-/* ---- random numbers: xoshiro256** seeded by splitmix64 ---- */
-
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(uint64_t s[4]) {
-  uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return result;
-}
-
-static void rng_seed(uint64_t s[4], uint64_t seed) {
-  uint64_t x = seed;
-  for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
-}
-
-static void init_uniform(uint64_t s[4], float *dst, size_t n, float bound) {
-  for (size_t i = 0; i < n; i++) {
-    float u = (float)(rng_next(s) >> 40) * 0x1.0p-24f;
-    dst[i] = bound * (2.0f * u - 1.0f);
-  }
-}
-
-static void init_normal(uint64_t s[4], float *dst, size_t n, double stddev) {
-  const double two_pi = 6.283185307179586;
-  for (size_t i = 0; i < n; i += 2) {
-    double u1 = ((double)(rng_next(s) >> 11) + 1.0) * 0x1.0p-53;
-    double u2 = (double)(rng_next(s) >> 11) * 0x1.0p-53;
-    double r = sqrt(-2.0 * log(u1)) * stddev;
-    dst[i] = (float)(r * cos(two_pi * u2));
-    if (i + 1 < n) dst[i + 1] = (float)(r * sin(two_pi * u2));
-  }
-}
-
 /* ---- helpers ---- */
 
-static eddy_err_t fail(eddy_learner_t *l, eddy_err_t err, const char *fmt, ...)
+static eddy_err_t fail(cpu_learner_t *l, eddy_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static eddy_err_t fail(eddy_learner_t *l, eddy_err_t err, const char *fmt, ...) {
+static eddy_err_t fail(cpu_learner_t *l, eddy_err_t err, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(l->last_error, sizeof l->last_error, fmt, ap);
@@ -141,95 +95,9 @@ static void *alloc_floats(size_t n, bool zero) {
 
 static void *alloc_zeroed(size_t n, size_t size) { return calloc(n ? n : 1, size); }
 
-static const char *optim_name(eddy_optim_t o) {
-  switch (o) {
-  case EDDY_OPT_SGD: return "sgd";
-  case EDDY_OPT_ADAM: return "adam";
-  case EDDY_OPT_ADAMW: return "adamw";
-  case EDDY_OPT_ADAGRAD: return "adagrad";
-  }
-  return "unknown";
-}
-
-static const char *precision_name(eddy_precision_t p) {
-  switch (p) {
-  case EDDY_PREC_FP32: return "fp32";
-  case EDDY_PREC_BF16: return "bf16";
-  case EDDY_PREC_FP16: return "fp16";
-  }
-  return "unknown";
-}
-
-static const char *isa_name(dnnl_cpu_isa_t isa) {
-  switch ((int)isa) {
-  case dnnl_cpu_isa_sse41: return "sse41";
-  case dnnl_cpu_isa_avx: return "avx";
-  case dnnl_cpu_isa_avx2: return "avx2";
-  case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
-  case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
-  case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
-  case dnnl_cpu_isa_avx512_core: return "avx512_core";
-  case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
-  case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
-  case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
-  default: return "cpu";
-  }
-}
-
-eddy_train_opts_t eddy_train_opts_defaults(void) {
-  eddy_train_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.precision = EDDY_PREC_FP32;
-  o.optimizer = EDDY_OPT_ADAM;
-  o.lr = 1e-3f;
-  o.momentum = 0.9f;
-  o.beta1 = 0.9f;
-  o.beta2 = 0.999f;
-  o.eps = 1e-8f;
-  o.weight_decay = 0.0f;
-  o.clip_norm = 0.0f;
-  o.seed = 42;
-  o.loss_scale = eddy_scaler_defaults();
-  o.threads = 1;
-  return o;
-}
-
-static eddy_err_t check_opts(const eddy_train_opts_t *o, char *errstr, size_t errstr_size) {
-  if ((unsigned)o->precision > EDDY_PREC_FP16)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.precision = %d: unknown", (int)o->precision);
-  if ((unsigned)o->optimizer > EDDY_OPT_ADAGRAD)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.optimizer = %d: unknown", (int)o->optimizer);
-  if (!(o->lr > 0) || !isfinite(o->lr))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.lr = %g: must be > 0", o->lr);
-  if (!(o->momentum >= 0 && o->momentum < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.momentum = %g: must be in [0, 1)", o->momentum);
-  if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.beta1 = %g, beta2 = %g: must be in [0, 1)",
-                     o->beta1, o->beta2);
-  if (!(o->eps > 0) || !isfinite(o->eps))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.eps = %g: must be > 0", o->eps);
-  if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.weight_decay = %g: must be >= 0",
-                     o->weight_decay);
-  if (!(o->clip_norm >= 0) || !isfinite(o->clip_norm))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.clip_norm = %g: must be >= 0", o->clip_norm);
-  if (o->threads < 0 || o->threads > 1024)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.threads = %d: must be 0..1024", o->threads);
-  const eddy_scaler_opts_t *s = &o->loss_scale;
-  if (o->precision == EDDY_PREC_FP16 && s->enabled &&
-      (!(s->init_scale >= 1) || !isfinite(s->init_scale) || !(s->growth > 1) || !isfinite(s->growth) ||
-       !(s->backoff > 0 && s->backoff < 1) || s->interval == 0 || !(s->min_scale > 0) ||
-       !(s->min_scale <= s->init_scale)))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "train.loss_scale: init %g, growth %g, backoff %g, interval %u, min %g: need init >= 1, "
-                     "growth > 1, 0 < backoff < 1, interval >= 1, 0 < min <= init",
-                     s->init_scale, s->growth, s->backoff, s->interval, s->min_scale);
-  return EDDY_OK;
-}
-
 /* ---- buffers ---- */
 
-static void free_batch_buffers(eddy_learner_t *l) {
+static void free_batch_buffers(cpu_learner_t *l) {
   for (uint32_t i = 0; i <= l->n_layers; i++) {
     free(l->act[i]);
     l->act[i] = NULL;
@@ -247,7 +115,7 @@ static void free_batch_buffers(eddy_learner_t *l) {
 }
 
 /* Grows the per-example buffers to hold n examples (never shrinks; no allocation in steady state). */
-static eddy_err_t reserve_batch(eddy_learner_t *l, size_t n) {
+static eddy_err_t reserve_batch(cpu_learner_t *l, size_t n) {
   if (n <= l->cap_n) return EDDY_OK;
   if (n > LEARNER_MAX_BATCH)
     return fail(l, EDDY_ERR_TOO_LARGE, "batch of %zu examples: too large (at most %zu)", n, LEARNER_MAX_BATCH);
@@ -281,7 +149,7 @@ static eddy_err_t reserve_batch(eddy_learner_t *l, size_t n) {
 }
 
 /* Converts n floats into the GEMM operand format at dst (which may not alias src). */
-static void to_operand(const eddy_learner_t *l, void *dst, const float *src, size_t n) {
+static void to_operand(const cpu_learner_t *l, void *dst, const float *src, size_t n) {
   switch (l->ops) {
   case OPS_F32: memcpy(dst, src, n * sizeof(float)); break;
   case OPS_BF16: eddy_kernel_to_bf16(dst, src, n); break;
@@ -290,27 +158,28 @@ static void to_operand(const eddy_learner_t *l, void *dst, const float *src, siz
   }
 }
 
-static void refresh_weight_operands(eddy_learner_t *l) {
+static void refresh_weight_operands(cpu_learner_t *l) {
   if (l->ops == OPS_F32 || l->wop_valid) return;
   to_operand(l, l->wop, l->w + l->dense_begin, l->total - l->dense_begin);
   l->wop_valid = true;
 }
 
-static const void *weight_operand(const eddy_learner_t *l, const layer_t *ly) {
+static const void *weight_operand(const cpu_learner_t *l, const layer_t *ly) {
   if (l->ops == OPS_F32) return l->w + ly->w_off;
   return (const char *)l->wop + (ly->w_off - l->dense_begin) * l->op_size;
 }
 
 /* ---- construction ---- */
 
-static void set_precision(eddy_learner_t *l) {
+static void set_precision(cpu_learner_t *l) {
   char impl[160];
-  const char *isa = isa_name(dnnl_get_effective_cpu_isa());
+  const char *isa = eddy_mm_isa_name();
   l->ops = OPS_F32;
   l->op_size = sizeof(float);
   switch (l->opts.precision) {
   case EDDY_PREC_FP32:
-    snprintf(l->info, sizeof l->info, "fp32 (oneDNN f32 matmul, %s)", isa);
+    snprintf(l->info, sizeof l->info, "fp32 (%s f32 matmul, %s)", strcmp(isa, "reference") ? "oneDNN" : "plain-loop",
+             isa);
     break;
   case EDDY_PREC_BF16: {
     const char *force = getenv("EDDY_BF16_EMULATE");
@@ -338,35 +207,16 @@ static void set_precision(eddy_learner_t *l) {
   }
 }
 
-static void init_weights(eddy_learner_t *l) {
-  rng_seed(l->rng, l->opts.seed);
-  if (l->emb_dim) init_normal(l->rng, l->w, l->emb_rows * l->emb_dim, 0.01);
-  for (uint32_t i = 0; i < l->n_layers; i++) {
-    const layer_t *ly = &l->layer[i];
-    float bound = 1.0f / sqrtf((float)ly->in);
-    init_uniform(l->rng, l->w + ly->w_off, (size_t)ly->in * ly->out, bound);
-    init_uniform(l->rng, l->w + ly->b_off, ly->out, bound);
-  }
+static void init_weights(cpu_learner_t *l) {
+  eddy_learner_init_weights(&l->spec, l->opts.seed, l->w, l->rng);
   l->wop_valid = false;
 }
 
-eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts,
-                                 const char *device, char *errstr, size_t errstr_size) {
-  if (!spec || !opts) {
-    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "learner: spec and opts are required");
-    return NULL;
-  }
-  if (eddy_model_spec_validate(spec, errstr, errstr_size) != EDDY_OK) return NULL;
-  if (check_opts(opts, errstr, errstr_size) != EDDY_OK) return NULL;
-  if (device && strcmp(device, "cpu") != 0) {
-    if (!strncmp(device, "cuda", 4))
-      eddy_errf(EDDY_ERR_UNSUPPORTED, errstr, errstr_size,
-                "device \"%s\": this build has no CUDA backend (configure with -DEDDY_CUDA=ON)", device);
-    else
-      eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "device \"%s\": unknown (cpu | cuda[:N])", device);
-    return NULL;
-  }
-  eddy_learner_t *l = calloc(1, sizeof *l);
+static void cpu_destroy(void *impl);
+
+static void *cpu_create(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts, const char *device,
+                        char *errstr, size_t errstr_size) {
+  cpu_learner_t *l = calloc(1, sizeof *l);
   if (!l) {
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "learner: out of memory");
     return NULL;
@@ -422,7 +272,7 @@ eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train
   }
   if (!ok) {
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "learner: out of memory for %zu parameters", l->total);
-    eddy_learner_destroy(l);
+    cpu_destroy(l);
     return NULL;
   }
   eddy_scaler_opts_t so = l->opts.loss_scale;
@@ -432,7 +282,8 @@ eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train
   return l;
 }
 
-void eddy_learner_destroy(eddy_learner_t *l) {
+static void cpu_destroy(void *impl) {
+  cpu_learner_t *l = impl;
   if (!l) return;
   free_batch_buffers(l);
   free(l->w);
@@ -446,52 +297,23 @@ void eddy_learner_destroy(eddy_learner_t *l) {
   free(l);
 }
 
-const eddy_model_spec_t *eddy_learner_spec(const eddy_learner_t *l) { return &l->spec; }
-const char *eddy_learner_backend(const eddy_learner_t *l) { return "cpu"; }
-const char *eddy_learner_precision_info(const eddy_learner_t *l) { return l->info; }
-const char *eddy_learner_last_error(const eddy_learner_t *l) { return l->last_error; }
-const eddy_scaler_t *eddy_learner_scaler(const eddy_learner_t *l) { return &l->scaler; }
-uint64_t eddy_learner_step_count(const eddy_learner_t *l) { return l->steps; }
+static const char *cpu_backend(const void *impl) { return "cpu"; }
+static const char *cpu_precision_info(const void *impl) { return ((const cpu_learner_t *)impl)->info; }
+static const char *cpu_last_error(const void *impl) { return ((const cpu_learner_t *)impl)->last_error; }
+static const eddy_scaler_t *cpu_scaler(const void *impl) { return &((const cpu_learner_t *)impl)->scaler; }
+static uint64_t cpu_step_count(const void *impl) { return ((const cpu_learner_t *)impl)->steps; }
 
-static void clear_gradients(eddy_learner_t *l);
+static void clear_gradients(cpu_learner_t *l);
 
 /* ---- forward / backward ---- */
 
-static eddy_err_t check_batch(eddy_learner_t *l, const eddy_batch_t *b, bool labels) {
-  if (b->dense_dim != l->dense_dim)
-    return fail(l, EDDY_ERR_SHAPE, "batch dense_dim %u != model dense_dim %u", b->dense_dim, l->dense_dim);
-  if (b->n > b->cap && b->cap)
-    return fail(l, EDDY_ERR_SHAPE, "batch n %zu > cap %zu", b->n, b->cap);
-  size_t nnz = b->sparse_off[b->n] - b->sparse_off[0];
-  if (nnz && !l->emb_dim)
-    return fail(l, EDDY_ERR_SHAPE, "batch has %zu sparse features but the model has no embedding (embed_dim 0)",
-                nnz);
-  for (size_t i = 0; i < b->n; i++) {
-    if (b->sparse_off[i + 1] < b->sparse_off[i])
-      return fail(l, EDDY_ERR_SHAPE, "batch sparse_off[%zu] decreases", i + 1);
-  }
-  for (size_t j = b->sparse_off[0]; j < b->sparse_off[b->n]; j++)
-    if (b->sparse_idx[j] >= l->emb_rows)
-      return fail(l, EDDY_ERR_SHAPE, "batch sparse index %u >= 2^%u buckets", b->sparse_idx[j],
-                  l->spec.hash_bits);
-  if (!labels) return EDDY_OK;
-  for (size_t i = 0; i < b->n; i++) {
-    float t = b->label[i], wt = b->weight[i];
-    if (!isfinite(wt) || wt < 0)
-      return fail(l, EDDY_ERR_INVALID_ARG, "example %zu: weight %g must be finite and >= 0", i, wt);
-    bool bad = !isfinite(t);
-    if (l->spec.head == EDDY_HEAD_LOGISTIC) bad = bad || t < 0 || t > 1;
-    if (l->spec.head == EDDY_HEAD_SOFTMAX) bad = bad || t < 0 || t >= (float)l->outputs || t != floorf(t);
-    if (bad)
-      return fail(l, EDDY_ERR_INVALID_ARG, "example %zu: label %g out of range for the %s head", i, t,
-                  eddy_head_name(l->spec.head));
-  }
-  return EDDY_OK;
+static eddy_err_t check_batch(cpu_learner_t *l, const eddy_batch_t *b, bool labels) {
+  return eddy_learner_check_batch(&l->spec, b, labels, l->last_error, sizeof l->last_error);
 }
 
 /* Embedding-bag sums and dense features into act[0], then every layer; logits land in
  * act[n_layers]. Records each layer's GEMM input in xin[] for the backward pass. */
-static eddy_err_t forward(eddy_learner_t *l, const eddy_batch_t *b) {
+static eddy_err_t forward(cpu_learner_t *l, const eddy_batch_t *b) {
   const size_t n = b->n;
   const uint32_t E = l->emb_dim, D = l->dense_dim, in0 = l->in0;
   const float *x0 = b->dense;
@@ -543,7 +365,7 @@ static double softmax(const float *z, float *p, uint32_t O) {
 }
 
 /* Probabilities (or values) from the logits into pred (n × outputs). */
-static void head_predict(const eddy_learner_t *l, size_t n, float *pred) {
+static void head_predict(const cpu_learner_t *l, size_t n, float *pred) {
   const uint32_t O = l->outputs;
   const float *z = l->act[l->n_layers];
   for (size_t i = 0; i < n; i++) {
@@ -560,7 +382,7 @@ static void head_predict(const eddy_learner_t *l, size_t n, float *pred) {
 }
 
 /* Loss, predictions and dL/dlogits (times weight × factor) into l->dz. */
-static double head_loss_grad(eddy_learner_t *l, const eddy_batch_t *b, float *pred, float factor) {
+static double head_loss_grad(cpu_learner_t *l, const eddy_batch_t *b, float *pred, float factor) {
   const uint32_t O = l->outputs;
   const float *z = l->act[l->n_layers];
   double loss = 0;
@@ -594,7 +416,7 @@ static double head_loss_grad(eddy_learner_t *l, const eddy_batch_t *b, float *pr
   return loss;
 }
 
-static eddy_err_t touch_row(eddy_learner_t *l, uint32_t row) {
+static eddy_err_t touch_row(cpu_learner_t *l, uint32_t row) {
   uint64_t bit = 1ull << (row & 63);
   if (l->mark[row >> 6] & bit) return EDDY_OK;
   if (l->n_touched == l->touched_cap) {
@@ -612,7 +434,7 @@ static eddy_err_t touch_row(eddy_learner_t *l, uint32_t row) {
 
 /* Backward from l->dz (dL/dlogits) through every layer into the gradient sums; bscale multiplies
  * every gradient contribution (undoes the per-batch 1/n of the fp16 path). */
-static eddy_err_t backward(eddy_learner_t *l, const eddy_batch_t *b, float bscale) {
+static eddy_err_t backward(cpu_learner_t *l, const eddy_batch_t *b, float bscale) {
   const size_t n = b->n;
   const int32_t type = l->ops == OPS_BF16 ? EDDY_MM_BF16 : EDDY_MM_F32;
   const bool scaled = bscale != 1.0f;
@@ -660,7 +482,8 @@ static eddy_err_t backward(eddy_learner_t *l, const eddy_batch_t *b, float bscal
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_accumulate(eddy_learner_t *l, const eddy_batch_t *b, float *pred, double *loss_sum) {
+static eddy_err_t cpu_accumulate(void *impl, const eddy_batch_t *b, float *pred, double *loss_sum) {
+  cpu_learner_t *l = impl;
   if (loss_sum) *loss_sum = 0;
   if (!l || !b) return EDDY_ERR_INVALID_ARG;
   eddy_err_t err = check_batch(l, b, true);
@@ -686,7 +509,8 @@ eddy_err_t eddy_learner_accumulate(eddy_learner_t *l, const eddy_batch_t *b, flo
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_predict(eddy_learner_t *l, const eddy_batch_t *b, float *pred) {
+static eddy_err_t cpu_predict(void *impl, const eddy_batch_t *b, float *pred) {
+  cpu_learner_t *l = impl;
   if (!l || !b || !pred) return EDDY_ERR_INVALID_ARG;
   eddy_err_t err = check_batch(l, b, false);
   if (err) return err;
@@ -701,7 +525,7 @@ eddy_err_t eddy_learner_predict(eddy_learner_t *l, const eddy_batch_t *b, float 
 /* ---- optimizer step ---- */
 
 /* Forgets everything accumulated. Dense sums are not zeroed: the next backward overwrites them. */
-static void clear_gradients(eddy_learner_t *l) {
+static void clear_gradients(cpu_learner_t *l) {
   for (size_t i = 0; i < l->n_touched; i++) {
     uint32_t row = l->touched[i];
     memset(l->g + (size_t)row * l->emb_dim, 0, l->emb_dim * sizeof(float));
@@ -713,7 +537,8 @@ static void clear_gradients(eddy_learner_t *l) {
   l->grad_live = false;
 }
 
-eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info) {
+static eddy_err_t cpu_step(void *impl, eddy_step_info_t *info) {
+  cpu_learner_t *l = impl;
   eddy_step_info_t out = {.applied = false, .step = l->steps, .examples = l->pending,
                           .loss_scale = l->scaler.scale, .grad_norm = 0};
   if (l->pending == 0 && !l->poisoned) {
@@ -762,7 +587,8 @@ eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info) {
   return EDDY_OK;
 }
 
-void eddy_learner_poison_gradients(eddy_learner_t *l, float value) {
+static void cpu_poison(void *impl, float value) {
+  cpu_learner_t *l = impl;
   for (size_t t = 0; t < l->n_tensors; t++) {
     const eddy_tensor_info_t *ti = &l->tensors[t];
     if (ti->offset < l->dense_begin) continue;
@@ -778,18 +604,20 @@ void eddy_learner_poison_gradients(eddy_learner_t *l, float value) {
 
 /* ---- tensors ---- */
 
-size_t eddy_learner_tensors(const eddy_learner_t *l, const eddy_tensor_info_t **tensors) {
+static size_t cpu_tensors(const void *impl, const eddy_tensor_info_t **tensors) {
+  const cpu_learner_t *l = impl;
   if (tensors) *tensors = l->tensors;
   return l->n_tensors;
 }
 
-static const eddy_tensor_info_t *find_tensor(const eddy_learner_t *l, const char *name) {
+static const eddy_tensor_info_t *find_tensor(const cpu_learner_t *l, const char *name) {
   for (size_t i = 0; name && i < l->n_tensors; i++)
     if (!strcmp(l->tensors[i].name, name)) return &l->tensors[i];
   return NULL;
 }
 
-eddy_err_t eddy_learner_export(eddy_learner_t *l, const char *name, float *dst, size_t numel) {
+static eddy_err_t cpu_export(void *impl, const char *name, float *dst, size_t numel) {
+  cpu_learner_t *l = impl;
   const eddy_tensor_info_t *t = find_tensor(l, name);
   if (!t) return fail(l, EDDY_ERR_NOT_FOUND, "no tensor \"%s\"", name ? name : "(null)");
   if (numel != t->numel) return fail(l, EDDY_ERR_SHAPE, "tensor %s has %zu elements, not %zu", name, t->numel, numel);
@@ -797,7 +625,8 @@ eddy_err_t eddy_learner_export(eddy_learner_t *l, const char *name, float *dst, 
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_import(eddy_learner_t *l, const char *name, const float *src, size_t numel) {
+static eddy_err_t cpu_import(void *impl, const char *name, const float *src, size_t numel) {
+  cpu_learner_t *l = impl;
   const eddy_tensor_info_t *t = find_tensor(l, name);
   if (!t) return fail(l, EDDY_ERR_NOT_FOUND, "no tensor \"%s\"", name ? name : "(null)");
   if (numel != t->numel) return fail(l, EDDY_ERR_SHAPE, "tensor %s has %zu elements, not %zu", name, t->numel, numel);
@@ -806,7 +635,8 @@ eddy_err_t eddy_learner_import(eddy_learner_t *l, const char *name, const float 
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_export_grad(eddy_learner_t *l, const char *name, float *dst, size_t numel) {
+static eddy_err_t cpu_export_grad(void *impl, const char *name, float *dst, size_t numel) {
+  cpu_learner_t *l = impl;
   const eddy_tensor_info_t *t = find_tensor(l, name);
   if (!t) return fail(l, EDDY_ERR_NOT_FOUND, "no tensor \"%s\"", name ? name : "(null)");
   if (numel != t->numel) return fail(l, EDDY_ERR_SHAPE, "tensor %s has %zu elements, not %zu", name, t->numel, numel);
@@ -815,202 +645,42 @@ eddy_err_t eddy_learner_export_grad(eddy_learner_t *l, const char *name, float *
   return EDDY_OK;
 }
 
-/* ---- files ---- */
+/* ---- files: the shared code works on a view of the flat buffers ---- */
 
-static eddy_err_t add_spec_meta(eddy_learner_t *l, eddy_st_writer_t *w, char *errstr, size_t errstr_size) {
-  char *json = eddy_model_spec_to_json(&l->spec);
-  if (!json) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "model spec to JSON: out of memory");
-  eddy_err_t err = eddy_st_writer_meta(w, "eddy.spec", json);
-  free(json);
-  if (err) return eddy_errf(err, errstr, errstr_size, "safetensors metadata eddy.spec: %s", eddy_err_str(err));
+static eddy_err_t cpu_view_get(void *impl, eddy_learner_view_t *v, char *errstr, size_t errstr_size) {
+  cpu_learner_t *l = impl;
+  *v = (eddy_learner_view_t){.spec = &l->spec, .opts = &l->opts, .tensors = l->tensors, .n_tensors = l->n_tensors,
+                             .w = l->w, .s1 = l->s1, .s2 = l->s2, .steps = &l->steps, .scaler = &l->scaler,
+                             .rng = l->rng, .pending = l->pending, .poisoned = l->poisoned};
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_save_weights(eddy_learner_t *l, const char *path, const char *dtype,
-                                     const char *const *meta_kv, size_t meta_pairs, char *errstr,
-                                     size_t errstr_size) {
-  eddy_dtype_t dt;
-  if (!dtype || eddy_dtype_parse(dtype, &dt) != 0 || (dt != EDDY_DT_F32 && dt != EDDY_DT_F16 && dt != EDDY_DT_BF16))
-    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "weights dtype \"%s\": must be F32, F16 or BF16",
-                     dtype ? dtype : "(null)");
-  eddy_st_writer_t *w = eddy_st_writer_new();
-  if (!w) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "safetensors writer: out of memory");
-  eddy_err_t err = add_spec_meta(l, w, errstr, errstr_size);
-  for (size_t i = 0; !err && i < meta_pairs; i++) {
-    err = eddy_st_writer_meta(w, meta_kv[2 * i], meta_kv[2 * i + 1]);
-    if (err) eddy_errf(err, errstr, errstr_size, "safetensors metadata \"%s\": %s", meta_kv[2 * i], eddy_err_str(err));
-  }
-  for (size_t i = 0; !err && i < l->n_tensors; i++) {
-    const eddy_tensor_info_t *t = &l->tensors[i];
-    err = eddy_st_writer_add_f32(w, t->name, dt, t->shape, t->ndim, l->w + t->offset);
-    if (err) eddy_errf(err, errstr, errstr_size, "safetensors tensor %s: %s", t->name, eddy_err_str(err));
-  }
-  if (!err) err = eddy_st_writer_save(w, path, NULL, errstr, errstr_size);
-  eddy_st_writer_destroy(w);
-  return err;
-}
-
-typedef struct {
-  const char *prefix;
-  float *buf;
-} state_part_t;
-
-/* The optimizer state tensors this learner keeps, by name prefix. */
-static size_t state_parts(const eddy_learner_t *l, state_part_t parts[2]) {
-  size_t n = 0;
-  if (l->s1) parts[n++] = (state_part_t){"opt.m.", l->s1};
-  if (l->s2) parts[n++] = (state_part_t){l->opts.optimizer == EDDY_OPT_ADAGRAD ? "opt.sum." : "opt.v.", l->s2};
-  return n;
-}
-
-eddy_err_t eddy_learner_save_state(eddy_learner_t *l, const char *path, char *errstr, size_t errstr_size) {
-  if (l->pending || l->poisoned)
-    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size,
-                     "save_state with %llu accumulated examples pending: call eddy_learner_step first",
-                     (unsigned long long)l->pending);
-  eddy_st_writer_t *w = eddy_st_writer_new();
-  if (!w) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "safetensors writer: out of memory");
-  eddy_err_t err = add_spec_meta(l, w, errstr, errstr_size);
-  char value[160];
-  struct {
-    const char *key;
-    const char *fmt;
-  } meta[] = {{"eddy.format", STATE_FORMAT}, {"eddy.optimizer", NULL}, {"eddy.precision", NULL},
-              {"eddy.step", NULL}, {"eddy.scaler.scale", NULL}, {"eddy.scaler.good_steps", NULL},
-              {"eddy.scaler.skipped_steps", NULL}, {"eddy.rng", NULL}};
-  for (size_t i = 0; !err && i < sizeof meta / sizeof meta[0]; i++) {
-    switch (i) {
-    case 0: snprintf(value, sizeof value, "%s", meta[i].fmt); break;
-    case 1: snprintf(value, sizeof value, "%s", optim_name(l->opts.optimizer)); break;
-    case 2: snprintf(value, sizeof value, "%s", precision_name(l->opts.precision)); break;
-    case 3: snprintf(value, sizeof value, "%llu", (unsigned long long)l->steps); break;
-    case 4: snprintf(value, sizeof value, "%a", (double)l->scaler.scale); break;
-    case 5: snprintf(value, sizeof value, "%u", l->scaler.good_steps); break;
-    case 6: snprintf(value, sizeof value, "%llu", (unsigned long long)l->scaler.skipped_steps); break;
-    case 7:
-      snprintf(value, sizeof value, "%016llx%016llx%016llx%016llx", (unsigned long long)l->rng[0],
-               (unsigned long long)l->rng[1], (unsigned long long)l->rng[2], (unsigned long long)l->rng[3]);
-      break;
-    }
-    err = eddy_st_writer_meta(w, meta[i].key, value);
-    if (err) eddy_errf(err, errstr, errstr_size, "safetensors metadata %s: %s", meta[i].key, eddy_err_str(err));
-  }
-  state_part_t parts[2];
-  size_t n_parts = state_parts(l, parts);
-  char name[EDDY_TENSOR_NAME_MAX + 16];
-  for (size_t i = 0; !err && i < l->n_tensors; i++) {
-    const eddy_tensor_info_t *t = &l->tensors[i];
-    err = eddy_st_writer_add_f32(w, t->name, EDDY_DT_F32, t->shape, t->ndim, l->w + t->offset);
-    for (size_t p = 0; !err && p < n_parts; p++) {
-      snprintf(name, sizeof name, "%s%s", parts[p].prefix, t->name);
-      err = eddy_st_writer_add_f32(w, name, EDDY_DT_F32, t->shape, t->ndim, parts[p].buf + t->offset);
-    }
-    if (err) eddy_errf(err, errstr, errstr_size, "safetensors tensor %s: %s", t->name, eddy_err_str(err));
-  }
-  if (!err) err = eddy_st_writer_save(w, path, NULL, errstr, errstr_size);
-  eddy_st_writer_destroy(w);
-  return err;
-}
-
-static eddy_err_t parse_u64(const char *text, int base, uint64_t *out) {
-  if (!text || !*text) return EDDY_ERR_FORMAT;
-  char *end;
-  unsigned long long v = strtoull(text, &end, base);
-  if (*end) return EDDY_ERR_FORMAT;
-  *out = v;
-  return EDDY_OK;
-}
-
-static eddy_err_t check_state_tensor(const eddy_st_reader_t *r, const char *name, const eddy_tensor_info_t *t,
-                                     const char *path, char *errstr, size_t errstr_size) {
-  const eddy_st_tensor_t *st = eddy_st_find(r, name);
-  if (!st) return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: tensor %s missing", path, name);
-  bool same = st->dtype == EDDY_DT_F32 && st->ndim == t->ndim && st->shape[0] == t->shape[0] &&
-              (t->ndim < 2 || st->shape[1] == t->shape[1]);
-  if (!same)
-    return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "%s: tensor %s is not F32 of the model's shape", path, name);
-  return EDDY_OK;
-}
-
-eddy_err_t eddy_learner_load_state(eddy_learner_t *l, const char *path, char *errstr, size_t errstr_size) {
-  eddy_st_reader_t *r = eddy_st_open(path, 0, errstr, errstr_size);
-  if (!r) return EDDY_ERR_FORMAT;
-  eddy_err_t err = EDDY_OK;
-  const char *format = eddy_st_meta(r, "eddy.format");
-  const char *spec_json = eddy_st_meta(r, "eddy.spec");
-  const char *optimizer = eddy_st_meta(r, "eddy.optimizer");
-  char *mine = eddy_model_spec_to_json(&l->spec), *theirs = NULL;
-  eddy_model_spec_t spec;
-  if (!format || strcmp(format, STATE_FORMAT) != 0) {
-    err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: not an eddy training state (eddy.format = %s)", path,
-                    format ? format : "missing");
-  } else if (!spec_json || eddy_model_spec_from_json(spec_json, &spec, errstr, errstr_size) != EDDY_OK) {
-    err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: eddy.spec missing or invalid", path);
-  } else if (!mine || !(theirs = eddy_model_spec_to_json(&spec)) || strcmp(mine, theirs) != 0) {
-    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "%s: saved for model %s, this learner is %s", path,
-                    spec_json, mine ? mine : "?");
-  } else if (!optimizer || strcmp(optimizer, optim_name(l->opts.optimizer)) != 0) {
-    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "%s: saved with optimizer %s, this learner uses %s", path,
-                    optimizer ? optimizer : "(missing)", optim_name(l->opts.optimizer));
-  }
-  free(mine);
-  free(theirs);
-  uint64_t step = 0, good = 0, skipped = 0, rng[4] = {0};
-  double scale = 0;
-  const char *saved_prec = eddy_st_meta(r, "eddy.precision");
-  bool saved_fp16 = saved_prec && !strcmp(saved_prec, "fp16");
-  if (!err) {
-    const char *s_step = eddy_st_meta(r, "eddy.step"), *s_scale = eddy_st_meta(r, "eddy.scaler.scale");
-    const char *s_good = eddy_st_meta(r, "eddy.scaler.good_steps");
-    const char *s_skip = eddy_st_meta(r, "eddy.scaler.skipped_steps"), *s_rng = eddy_st_meta(r, "eddy.rng");
-    char *end = NULL;
-    if (s_scale) scale = strtod(s_scale, &end);
-    bool ok = parse_u64(s_step, 10, &step) == EDDY_OK && parse_u64(s_good, 10, &good) == EDDY_OK &&
-              good <= UINT32_MAX && parse_u64(s_skip, 10, &skipped) == EDDY_OK && s_scale && end && !*end &&
-              isfinite(scale) && scale > 0 && s_rng && strlen(s_rng) == 64;
-    for (int i = 0; ok && i < 4; i++) {
-      char word[17];
-      memcpy(word, s_rng + 16 * i, 16);
-      word[16] = 0;
-      ok = parse_u64(word, 16, &rng[i]) == EDDY_OK;
-    }
-    if (!ok) err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: step, scaler or rng metadata invalid", path);
-  }
-  state_part_t parts[2];
-  size_t n_parts = state_parts(l, parts);
-  char name[EDDY_TENSOR_NAME_MAX + 16];
-  size_t expected = l->n_tensors * (1 + n_parts);
-  if (!err && eddy_st_count(r) != expected)
-    err = eddy_errf(EDDY_ERR_STATE, errstr, errstr_size,
-                    "%s: holds %zu tensors, this learner's state has %zu (different optimizer settings?)", path,
-                    eddy_st_count(r), expected);
-  for (size_t i = 0; !err && i < l->n_tensors; i++) {
-    err = check_state_tensor(r, l->tensors[i].name, &l->tensors[i], path, errstr, errstr_size);
-    for (size_t p = 0; !err && p < n_parts; p++) {
-      snprintf(name, sizeof name, "%s%s", parts[p].prefix, l->tensors[i].name);
-      err = check_state_tensor(r, name, &l->tensors[i], path, errstr, errstr_size);
-    }
-  }
-  /* Everything checked: now overwrite the learner. */
-  for (size_t i = 0; !err && i < l->n_tensors; i++) {
-    const eddy_tensor_info_t *t = &l->tensors[i];
-    err = eddy_st_read_f32(eddy_st_find(r, t->name), l->w + t->offset, t->numel);
-    for (size_t p = 0; !err && p < n_parts; p++) {
-      snprintf(name, sizeof name, "%s%s", parts[p].prefix, t->name);
-      err = eddy_st_read_f32(eddy_st_find(r, name), parts[p].buf + t->offset, t->numel);
-    }
-    if (err) eddy_errf(err, errstr, errstr_size, "%s: reading tensor %s: %s", path, t->name, eddy_err_str(err));
-  }
-  eddy_st_close(r);
-  if (err) return err;
+static eddy_err_t cpu_view_loaded(void *impl, char *errstr, size_t errstr_size) {
+  cpu_learner_t *l = impl;
   clear_gradients(l);
-  /* The scale only means something between fp16 learners: others run at 1, and an fp16 learner
-   * loading a file saved without loss scaling starts from its initial scale. */
-  l->steps = step;
-  l->scaler.scale = !l->scaler.opts.enabled ? 1.0f : saved_fp16 ? (float)scale : l->scaler.opts.init_scale;
-  l->scaler.good_steps = saved_fp16 && l->scaler.opts.enabled ? (uint32_t)good : 0;
-  l->scaler.skipped_steps = skipped;
-  memcpy(l->rng, rng, sizeof rng);
   l->wop_valid = false;
   return EDDY_OK;
 }
+
+static const eddy_learner_vtable_t cpu_vtable = {
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .backend = cpu_backend,
+    .precision_info = cpu_precision_info,
+    .accumulate = cpu_accumulate,
+    .step = cpu_step,
+    .predict = cpu_predict,
+    .tensors = cpu_tensors,
+    .export_tensor = cpu_export,
+    .import_tensor = cpu_import,
+    .export_grad = cpu_export_grad,
+    .view_get = cpu_view_get,
+    .view_loaded = cpu_view_loaded,
+    .view_release = NULL,
+    .last_error = cpu_last_error,
+    .scaler = cpu_scaler,
+    .step_count = cpu_step_count,
+    .poison = cpu_poison,
+};
+
+const eddy_learner_vtable_t *eddy_learner_cpu_vtable(void) { return &cpu_vtable; }

@@ -1,5 +1,5 @@
-/* Private to src/model and its unit tests: views of the CPU learner's internals that the public API
- * does not expose (raw gradient sums for finite-difference checks). */
+/* Private to src/model, src/cuda and the unit tests: what the public API does not expose of a
+ * learner on any backend (raw gradient sums, for finite-difference checks and backend comparisons). */
 #ifndef EDDY_MODEL_LEARNER_INTERNAL_H
 #define EDDY_MODEL_LEARNER_INTERNAL_H
 

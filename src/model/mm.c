@@ -44,6 +44,22 @@ static eddy_err_t dnnl_fail(dnnl_status_t st, const char *call, const eddy_mm_sh
                    dnnl_status2str(st));
 }
 
+const char *eddy_mm_isa_name(void) {
+  switch ((int)dnnl_get_effective_cpu_isa()) {
+  case dnnl_cpu_isa_sse41: return "sse41";
+  case dnnl_cpu_isa_avx: return "avx";
+  case dnnl_cpu_isa_avx2: return "avx2";
+  case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+  case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+  case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+  case dnnl_cpu_isa_avx512_core: return "avx512_core";
+  case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+  case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+  case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+  default: return "cpu";
+  }
+}
+
 eddy_mm_t *eddy_mm_new(int threads, char *errstr, size_t errstr_size) {
   eddy_mm_t *mm = calloc(1, sizeof *mm);
   if (!mm) {

@@ -29,6 +29,10 @@ void eddy_mm_destroy(eddy_mm_t *mm);
 /* Sets the calling thread's OpenMP thread count to the context's. */
 void eddy_mm_bind_threads(const eddy_mm_t *mm);
 
+/* Name of the CPU instruction set the matmuls use ("avx2", "avx512_core_amx", ...; "reference" for
+ * the plain-loop build). */
+const char *eddy_mm_isa_name(void);
+
 /* Whether a bf16 x bf16 -> f32 matmul can be created here; impl receives oneDNN's implementation
  * name ("brg:avx512_core_amx", ...) or the reason it cannot. */
 bool eddy_mm_probe_bf16(eddy_mm_t *mm, char *impl, size_t impl_size);

@@ -157,6 +157,9 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
   if (m->created_at_ms < 0 || (uint64_t)m->created_at_ms > max)
     return eddy_errf(code, errstr, errstr_size, "manifest: \"created_at_ms\" = %" PRId64 ": out of range",
                      m->created_at_ms);
+  if (m->newest_event_ms < 0 || (uint64_t)m->newest_event_ms > max)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"newest_event_ms\" = %" PRId64 ": out of range",
+                     m->newest_event_ms);
   const struct {
     const char *name;
     uint64_t value;
@@ -277,6 +280,8 @@ eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *er
   ok = ok && cJSON_AddNumberToObject(o, "step", (double)m->step);
   ok = ok && cJSON_AddNumberToObject(o, "examples", (double)m->examples);
   ok = ok && cJSON_AddNumberToObject(o, "buffer_cursor", (double)m->buffer_cursor);
+  if (ok) ok = m->newest_event_ms > 0 ? cJSON_AddNumberToObject(o, "newest_event_ms", (double)m->newest_event_ms) != NULL
+                                      : cJSON_AddNullToObject(o, "newest_event_ms") != NULL;
   cJSON *offsets = ok ? cJSON_AddArrayToObject(o, "kafka_offsets") : NULL;
   ok = offsets != NULL;
   for (size_t i = 0; ok && i < m->n_offsets; i++) {
@@ -473,6 +478,13 @@ static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
   if ((err = get_uint(p, o, "step", "step", &m->step))) return err;
   if ((err = get_uint(p, o, "examples", "examples", &m->examples))) return err;
   if ((err = get_uint(p, o, "buffer_cursor", "buffer_cursor", &m->buffer_cursor))) return err;
+  /* Optional (manifests written before it existed have none): absent or null = unknown. */
+  const cJSON *newest = field(o, "newest_event_ms");
+  if (newest && !cJSON_IsNull(newest)) {
+    uint64_t ms = 0;
+    if ((err = get_uint(p, o, "newest_event_ms", "newest_event_ms", &ms))) return err;
+    m->newest_event_ms = (int64_t)ms;
+  }
   if ((err = parse_offsets(p, field(o, "kafka_offsets"), m))) return err;
   const cJSON *metrics = field(o, "metrics");
   if (!metrics) return bad(p, "\"%s\" missing%s", "metrics", NULL);

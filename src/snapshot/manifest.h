@@ -45,6 +45,8 @@ typedef struct {
   uint64_t step;         /* optimizer steps applied */
   uint64_t examples;     /* examples trained */
   uint64_t buffer_cursor; /* replay-buffer seq of the next fresh event to train */
+  int64_t newest_event_ms; /* newest "ts" among the fresh events trained (Unix ms); 0 = unknown
+                              (JSON null; absent in older manifests) */
   eddy_manifest_offset_t *offsets; /* owned; eddy_manifest_add_offset appends */
   size_t n_offsets;
   eddy_metric_values_t prequential; /* NaN = not defined (JSON null) */

@@ -695,6 +695,40 @@ static int check_file(const char *dir, const eddy_manifest_file_t *f, report_t *
   return present;
 }
 
+eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, const uint8_t *data, size_t len,
+                                                size_t max_header, char *errstr, size_t errstr_size) {
+  report_t rep = {0};
+  eddy_st_reader_t *r = NULL;
+  const eddy_manifest_file_t *f = m && data ? eddy_manifest_file(m, EDDY_STORE_WEIGHTS) : NULL;
+  if (!m || !data) {
+    report(&rep, EDDY_STORE_WEIGHTS, EDDY_ERR_INVALID_ARG, "no manifest or no data");
+  } else if (!f) {
+    report(&rep, EDDY_STORE_MANIFEST, EDDY_ERR_FORMAT, "\"files\" does not list %s", EDDY_STORE_WEIGHTS);
+  } else if ((uint64_t)len != f->bytes) {
+    report(&rep, f->name, EDDY_ERR_FORMAT, "size %zu bytes, the manifest says %" PRIu64 " (truncated or replaced)",
+           len, f->bytes);
+  } else {
+    uint8_t digest[32];
+    char hex[65], msg[512] = "";
+    eddy_sha256(data, len, digest);
+    eddy_sha256_hex(digest, hex);
+    if (strcmp(hex, f->sha256) != 0) {
+      report(&rep, f->name, EDDY_ERR_FORMAT, "sha256 %s, the manifest says %s (content changed)", hex, f->sha256);
+    } else if (!(r = eddy_st_open_mem(data, len, max_header, msg, sizeof msg))) {
+      report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", msg);
+    } else {
+      check_weights_reader(r, m, &rep);
+    }
+  }
+  if (!rep.count) return r;
+  eddy_st_close(r);
+  if (rep.count > 1)
+    eddy_errf(rep.first, errstr, errstr_size, "%s (and %zu more problems)", rep.first_msg, rep.count - 1);
+  else
+    eddy_errf(rep.first, errstr, errstr_size, "%s", rep.first_msg);
+  return NULL;
+}
+
 eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_store_problem_fn fn, void *ctx,
                                   size_t *problems) {
   report_t rep = {.fn = fn, .ctx = ctx};

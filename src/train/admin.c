@@ -1,8 +1,8 @@
-/* The trainer's admin HTTP API. GET routes read the trainer (status, health), the metrics registry
- * and the snapshot store; POST routes (bearer auth, body cap and 405 enforced by the server) parse
- * their JSON bodies strictly, answering 400 with the offending field named, then call the
- * trainer. Snapshot downloads serve only the three files of complete version folders, so no
- * request can name a path outside the store. */
+/* The trainer's admin HTTP API. GET routes read the trainer (status, health, time series, replica
+ * table), the metrics registry, the snapshot store and the embedded dashboard; POST routes (bearer
+ * auth, body cap and 405 enforced by the server) parse their JSON bodies strictly, answering 400
+ * with the offending field named, then call the trainer. Snapshot downloads serve only the three
+ * files of complete version folders, so no request can name a path outside the store. */
 #include "train/admin.h"
 
 #include <errno.h>
@@ -13,12 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "core/log.h"
+#include "http/assets.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
+#include "train/replicas.h"
+#include "train/timeseries.h"
 
 #define JSON_TYPE "application/json"
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -133,6 +137,13 @@ static cJSON *parse_body(const eddy_http_req_t *req, eddy_http_resp_t *resp,
   return root;
 }
 
+/* CLOCK_REALTIME in unix ms (replica ages). */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The trainer's status as a cJSON object (NULL on failure). */
 static cJSON *status_object(eddy_trainer_t *t) {
   char *text = eddy_trainer_status_json(t);
@@ -144,30 +155,36 @@ static cJSON *status_object(eddy_trainer_t *t) {
 
 /* ---- GET routes ---- */
 
-static const char dashboard_html[] =
-    "<!doctype html>\n"
-    "<html lang=\"en\">\n"
-    "<head><meta charset=\"utf-8\"><title>eddy trainer</title></head>\n"
-    "<body>\n"
-    "<h1>eddy trainer</h1>\n"
-    "<p>The dashboard arrives with a later issue. Until then the trainer's state is available "
-    "as JSON and as Prometheus metrics:</p>\n"
-    "<ul>\n"
-    "<li><a href=\"/v1/status\">/v1/status</a>: training state, step, buffer, prequential "
-    "metrics</li>\n"
-    "<li><a href=\"/v1/versions\">/v1/versions</a>: published snapshot versions</li>\n"
-    "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n"
-    "<li><a href=\"/healthz\">/healthz</a>: health</li>\n"
-    "</ul>\n"
-    "<p><code>eddy ctl</code> drives rollback, pause, resume and snapshot.</p>\n"
-    "</body>\n"
-    "</html>\n";
+/* The dashboard runs only what the trainer serves: the policy tells the browser to load nothing
+ * from anywhere else. */
+#define DASHBOARD_CSP                                                                          \
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "           \
+  "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+/* Answers with embedded asset name: 304 when If-None-Match names its ETag, else its bytes.
+ * Cache-Control no-cache: browsers revalidate (cheaply, by ETag) so a new build shows at once. */
+static int send_asset(const eddy_http_req_t *req, eddy_http_resp_t *resp, const char *name) {
+  const eddy_asset_t *a = eddy_assets_find(name);
+  if (!a) return eddy_http_resp_error(resp, 404, "no such asset: \"%.64s\"", name ? name : "");
+  int rc = eddy_http_resp_header(resp, "Cache-Control", "no-cache");
+  if (!rc) rc = eddy_http_resp_header(resp, "ETag", a->etag);
+  if (!rc) rc = eddy_http_resp_header(resp, "X-Content-Type-Options", "nosniff");
+  if (!rc && strcmp(name, "index.html") == 0)
+    rc = eddy_http_resp_header(resp, "Content-Security-Policy", DASHBOARD_CSP);
+  if (rc) return rc;
+  const char *inm = eddy_http_req_header(req, "If-None-Match");
+  if (inm && strstr(inm, a->etag)) return eddy_http_resp_status(resp, 304);
+  return eddy_http_resp_body(resp, a->content_type, a->data, a->len);
+}
 
 static int h_index(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
   (void)ctx;
-  (void)req;
-  return eddy_http_resp_body(resp, "text/html; charset=utf-8", dashboard_html,
-                             sizeof dashboard_html - 1);
+  return send_asset(req, resp, "index.html");
+}
+
+static int h_asset(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  (void)ctx;
+  return send_asset(req, resp, eddy_http_req_param(req, "file"));
 }
 
 static int h_healthz(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
@@ -340,6 +357,37 @@ static int h_snapshot_file(void *ctx, const eddy_http_req_t *req, eddy_http_resp
   return add_version_header(resp, version);
 }
 
+/* GET /v1/timeseries[?since_ms=T]: the sampler's points newer than T (all without it). */
+static int h_timeseries(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  int64_t since = -1;
+  const char *q = eddy_http_req_query(req, "since_ms");
+  if (q) {
+    uint64_t v = 0;
+    size_t n = strlen(q);
+    bool ok = n > 0 && n <= VERSION_DIGITS_MAX;
+    for (size_t i = 0; ok && i < n; i++) {
+      ok = q[i] >= '0' && q[i] <= '9' && v <= (EDDY_MANIFEST_MAX_INT - (uint64_t)(q[i] - '0')) / 10;
+      if (ok) v = v * 10 + (uint64_t)(q[i] - '0');
+    }
+    if (!ok)
+      return eddy_http_resp_error(resp, 400,
+                                  "since_ms=\"%.32s\" is not a unix time in milliseconds (an integer "
+                                  "from 0 to %llu)",
+                                  q, (unsigned long long)EDDY_MANIFEST_MAX_INT);
+    since = (int64_t)v;
+  }
+  char *text = eddy_timeseries_json(eddy_trainer_timeseries(ctx), since);
+  if (!text) return EDDY_ERR_NOMEM;
+  return eddy_http_resp_body_owned(resp, JSON_TYPE, text, strlen(text));
+}
+
+static int h_replicas(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  (void)req;
+  char *text = eddy_replicas_json(eddy_trainer_replicas(ctx), wall_ms());
+  if (!text) return EDDY_ERR_NOMEM;
+  return eddy_http_resp_body_owned(resp, JSON_TYPE, text, strlen(text));
+}
+
 /* ---- POST routes ---- */
 
 static int h_rollback(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
@@ -510,6 +558,77 @@ static int h_snapshot(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *r
   return send_json(resp, 200, o);
 }
 
+/* A string of 1..max printable ASCII characters other than space; -1 otherwise. */
+static int json_token(const cJSON *item, size_t max, const char **out) {
+  if (!cJSON_IsString(item)) return -1;
+  size_t n = strlen(item->valuestring);
+  if (n == 0 || n > max) return -1;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)item->valuestring[i] <= 0x20 || (unsigned char)item->valuestring[i] >= 0x7f)
+      return -1;
+  *out = item->valuestring;
+  return 0;
+}
+
+/* POST /v1/replicas/heartbeat: one replica reports what it serves (docs/admin-api.md). */
+static int h_heartbeat(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  static const char *const allowed[] = {"id", "url", "version", "loaded_at_ms", "freshness_seconds",
+                                        "predictions", "refusals", "state", NULL};
+  int answered;
+  cJSON *body = parse_body(req, resp, allowed, &answered);
+  if (!body) return answered ? EDDY_OK : EDDY_ERR_NOMEM;
+  eddy_replica_beat_t beat;
+  memset(&beat, 0, sizeof beat);
+  beat.loaded_at_ms = -1;
+  beat.freshness_seconds = NAN;
+  const char *bad = NULL, *text = NULL;
+  const cJSON *f;
+  uint64_t u;
+#define FIELD(name) (f = cJSON_GetObjectItemCaseSensitive(body, name))
+  if (!FIELD("id") || json_token(f, EDDY_REPLICA_ID_MAX, &text) != 0)
+    bad = "\"id\" is required: the replica's host:port, 1 to 128 printable characters, no spaces";
+  else
+    snprintf(beat.id, sizeof beat.id, "%s", text);
+  if (!bad && (!FIELD("url") || json_token(f, EDDY_REPLICA_URL_MAX, &text) != 0 ||
+               (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)))
+    bad = "\"url\" is required: an http:// or https:// URL of at most 512 characters, no spaces";
+  else if (!bad)
+    snprintf(beat.url, sizeof beat.url, "%s", text);
+  if (!bad && (!FIELD("version") ||
+               (!cJSON_IsNull(f) && json_uint(f, 1, EDDY_MANIFEST_MAX_INT, &beat.version) != 0)))
+    bad = "\"version\" is required: the version served, an integer from 1, or null before the "
+          "first load";
+  if (!bad && FIELD("loaded_at_ms") && !cJSON_IsNull(f)) {
+    if (json_uint(f, 0, EDDY_MANIFEST_MAX_INT, &u) != 0)
+      bad = "\"loaded_at_ms\" must be a unix time in milliseconds or null";
+    else
+      beat.loaded_at_ms = (int64_t)u;
+  }
+  if (!bad && FIELD("freshness_seconds") && !cJSON_IsNull(f)) {
+    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble) || fabs(f->valuedouble) > 1e9)
+      bad = "\"freshness_seconds\" must be a number of seconds or null";
+    else
+      beat.freshness_seconds = f->valuedouble;
+  }
+  if (!bad && FIELD("predictions") && json_uint(f, 0, EDDY_MANIFEST_MAX_INT, &beat.predictions) != 0)
+    bad = "\"predictions\" must be a count (an integer from 0)";
+  if (!bad && FIELD("refusals") && json_uint(f, 0, EDDY_MANIFEST_MAX_INT, &beat.refusals) != 0)
+    bad = "\"refusals\" must be a count (an integer from 0)";
+  if (!bad && (!FIELD("state") || !cJSON_IsString(f) ||
+               (strcmp(f->valuestring, "serving") != 0 && strcmp(f->valuestring, "waiting") != 0)))
+    bad = "\"state\" is required: \"serving\" or \"waiting\"";
+  else if (!bad)
+    snprintf(beat.state, sizeof beat.state, "%s", f->valuestring);
+#undef FIELD
+  cJSON_Delete(body);
+  if (bad) return eddy_http_resp_error(resp, 400, "request body: field %s", bad);
+  eddy_replicas_beat(eddy_trainer_replicas(ctx), &beat, wall_ms());
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return EDDY_ERR_NOMEM;
+  cJSON_AddBoolToObject(o, "ok", true);
+  return send_json(resp, 200, o);
+}
+
 /* ---- registration ---- */
 
 eddy_err_t eddy_admin_register(eddy_http_t *http, eddy_trainer_t *t, eddy_registry_t *metrics,
@@ -524,16 +643,20 @@ eddy_err_t eddy_admin_register(eddy_http_t *http, eddy_trainer_t *t, eddy_regist
     int metrics_ctx;
   } routes[] = {
       {"GET", "/", 0, h_index, 0},
+      {"GET", "/assets/{file}", 0, h_asset, 0},
       {"GET", "/healthz", 0, h_healthz, 0},
       {"GET", "/metrics", 0, h_metrics, 1},
       {"GET", "/v1/status", 0, h_status, 0},
       {"GET", "/v1/versions", 0, h_versions, 0},
       {"GET", "/v1/versions/current", 0, h_current, 0},
       {"GET", "/v1/snapshots/{v}/{file}", 0, h_snapshot_file, 0},
+      {"GET", "/v1/timeseries", 0, h_timeseries, 0},
+      {"GET", "/v1/replicas", 0, h_replicas, 0},
       {"POST", "/v1/rollback", EDDY_HTTP_AUTH, h_rollback, 0},
       {"POST", "/v1/pause", EDDY_HTTP_AUTH, h_pause, 0},
       {"POST", "/v1/resume", EDDY_HTTP_AUTH, h_resume, 0},
       {"POST", "/v1/snapshot", EDDY_HTTP_AUTH, h_snapshot, 0},
+      {"POST", "/v1/replicas/heartbeat", EDDY_HTTP_AUTH, h_heartbeat, 0},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     void *ctx = routes[i].metrics_ctx ? (void *)metrics : (void *)t;
@@ -577,8 +700,9 @@ eddy_http_t *eddy_admin_server_new(const eddy_config_t *cfg, eddy_registry_t *me
       return NULL;
     }
   } else {
-    EDDY_WARN("admin", "http.token_file is empty: POST /v1/rollback, /v1/pause, /v1/resume and "
-                       "/v1/snapshot answer 403 until a token is configured");
+    EDDY_WARN("admin", "http.token_file is empty: POST /v1/rollback, /v1/pause, /v1/resume, "
+                       "/v1/snapshot and /v1/replicas/heartbeat answer 403 until a token is "
+                       "configured");
   }
   eddy_http_opts_t opts = {0};
   opts.bind = cfg->http_bind;

@@ -1,7 +1,8 @@
-/* The trainer's admin HTTP API (DESIGN "HTTP"): health, metrics, status, version listings,
- * snapshot file downloads, and the authenticated POST mutations rollback, pause, resume and
- * snapshot. Routes are registered on an src/http server; handlers only call the thread-safe
- * eddy_trainer_* functions and read the store, so they may run on any pool thread. */
+/* The trainer's admin HTTP API (DESIGN "HTTP"): the dashboard, health, metrics, status, version
+ * listings, snapshot file downloads, time series, the replica table, and the authenticated POSTs
+ * rollback, pause, resume, snapshot and replica heartbeats. Routes are registered on an src/http
+ * server; handlers only call the thread-safe eddy_trainer_* functions and read the store, so they
+ * may run on any pool thread. */
 #ifndef EDDY_ADMIN_H
 #define EDDY_ADMIN_H
 
@@ -16,9 +17,10 @@
 #define EDDY_ADMIN_SNAPSHOT_TIMEOUT_MS 30000     /* POST /v1/snapshot default wait */
 #define EDDY_ADMIN_SNAPSHOT_TIMEOUT_MAX_MS 300000 /* largest "timeout_ms" a request may ask for */
 
-/* Registers every trainer route on http (before eddy_http_start): GET /, /healthz, /metrics,
- * /v1/status, /v1/versions, /v1/versions/current, /v1/snapshots/{v}/{file}; POST (bearer auth)
- * /v1/rollback, /v1/pause, /v1/resume, /v1/snapshot. t and metrics are borrowed and must outlive
+/* Registers every trainer route on http (before eddy_http_start): GET / (the dashboard),
+ * /assets/{file}, /healthz, /metrics, /v1/status, /v1/versions, /v1/versions/current,
+ * /v1/snapshots/{v}/{file}, /v1/timeseries, /v1/replicas; POST (bearer auth) /v1/rollback,
+ * /v1/pause, /v1/resume, /v1/snapshot, /v1/replicas/heartbeat. t and metrics are borrowed and must outlive
  * the server; metrics may be NULL (then /metrics answers 503). Errors from eddy_http_route. */
 eddy_err_t eddy_admin_register(eddy_http_t *http, eddy_trainer_t *t, eddy_registry_t *metrics,
                                char *errstr, size_t errstr_size);

@@ -190,6 +190,8 @@ static int train_step(eddy_trainer_t *t) {
       } else if ((err = eddy_batch_push(t->fresh, &t->rd[i])) != EDDY_OK) {
         EDDY_WARN(LOG_MOD, "buffer seq %" PRIu64 " does not fit the model (%s): not trained", seq,
                   eddy_err_str(err));
+      } else if (t->rd[i].has_ts && t->rd[i].ts > t->newest_event_ms) {
+        t->newest_event_ms = t->rd[i].ts;
       }
     }
     t->cursor = t->rd_seqs[got - 1] + 1;

@@ -324,7 +324,7 @@ static bool init_sync(eddy_trainer_t *t) {
   bool ok = pthread_mutex_init(&t->mu, NULL) == 0 && pthread_mutex_init(&t->cur_mu, NULL) == 0 &&
             pthread_mutex_init(&t->rb_mu, NULL) == 0 && pthread_cond_init(&t->cv, &ca) == 0 &&
             pthread_cond_init(&t->parked_cv, &ca) == 0 && pthread_cond_init(&t->pub_cv, &ca) == 0 &&
-            pthread_cond_init(&t->done_cv, &ca) == 0;
+            pthread_cond_init(&t->done_cv, &ca) == 0 && pthread_cond_init(&t->sample_cv, &ca) == 0;
   pthread_condattr_destroy(&ca);
   return ok;
 }
@@ -353,6 +353,8 @@ static void free_parts(eddy_trainer_t *t) {
     for (size_t i = 0; i < TRAINER_HOLDOUT_MAX; i++) eddy_event_free(&t->hold[i]);
   free(t->hold);
   free(t->scratch);
+  eddy_replicas_destroy(t->replicas);
+  eddy_timeseries_destroy(t->series);
   eddy_config_free(&t->cfg);
 }
 
@@ -366,6 +368,7 @@ static void trainer_free(eddy_trainer_t *t) {
   pthread_cond_destroy(&t->parked_cv);
   pthread_cond_destroy(&t->pub_cv);
   pthread_cond_destroy(&t->done_cv);
+  pthread_cond_destroy(&t->sample_cv);
   free(t);
 }
 
@@ -387,6 +390,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   if (!config_copy(&t->cfg, cfg)) goto nomem;
   const eddy_config_t *c = &t->cfg;
   if (metrics && !register_metrics(t, errstr, errstr_size)) goto fail;
+  if (!trainer_sampler_init(t, errstr, errstr_size)) goto fail;
 
   uint32_t outputs = eddy_model_outputs(&c->spec);
   double ratio = c->replay_ratio;
@@ -475,6 +479,9 @@ eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_siz
       return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: ingest thread: %s", strerror(rc));
     t->ingest_started = true;
   }
+  if ((rc = pthread_create(&t->sample_th, NULL, trainer_sample_main, t)) != 0)
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: sampler thread: %s", strerror(rc));
+  t->sample_started = true;
   EDDY_INFO(LOG_MOD, "%s: training on %s (%s), batch %u x %u, replay %.2f %s, holdout %.3f; "
                      "snapshots every %u steps / %u s into %s",
             t->cfg.model_name, eddy_learner_backend(t->learner), eddy_learner_precision_info(t->learner),
@@ -495,7 +502,9 @@ void eddy_trainer_destroy(eddy_trainer_t *t) {
   pthread_cond_broadcast(&t->pub_cv);
   pthread_cond_broadcast(&t->done_cv);
   pthread_cond_broadcast(&t->parked_cv);
+  pthread_cond_broadcast(&t->sample_cv);
   pthread_mutex_unlock(&t->mu);
+  if (t->sample_started) pthread_join(t->sample_th, NULL);
   if (t->ingest) eddy_ingest_stop(t->ingest);
   if (t->train_started) pthread_join(t->train_th, NULL);
   if (t->pub_started) pthread_join(t->pub_th, NULL); /* finishes a queued publish first */

@@ -65,4 +65,15 @@ eddy_store_t *eddy_trainer_store(eddy_trainer_t *t);
 struct eddy_replay;
 struct eddy_replay *eddy_trainer_buffer(eddy_trainer_t *t);
 
+/* The table of inference replicas fed by their heartbeats (train/replicas.h); owned by the
+ * trainer, thread-safe. */
+struct eddy_replicas;
+struct eddy_replicas *eddy_trainer_replicas(eddy_trainer_t *t);
+
+/* The ring of samples taken once a second after eddy_trainer_start (train/timeseries.h): ingest
+ * rate, consumer lag, buffer, prequential metrics, loss scale, skipped steps, CURRENT, replica
+ * freshness. Owned by the trainer, thread-safe. */
+struct eddy_timeseries;
+struct eddy_timeseries *eddy_trainer_timeseries(eddy_trainer_t *t);
+
 #endif

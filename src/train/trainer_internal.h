@@ -17,6 +17,8 @@
 #include "snapshot/store.h"
 #include "stream/consumer.h"
 #include "stream/producer.h"
+#include "train/replicas.h"
+#include "train/timeseries.h"
 #include "train/trainer.h"
 
 #define TRAINER_HOLDOUT_MAX 2000     /* newest holdout events kept for the gate */
@@ -46,6 +48,7 @@ typedef struct {
   eddy_series_t *preq_logloss, *preq_accuracy, *preq_mse;
   eddy_series_t *version, *published, *rejected, *publish_errors, *announce_errors, *rollbacks;
   eddy_series_t *publish_seconds;
+  eddy_series_t *replicas_fresh, *replicas_stale;
 } trainer_metrics_t;
 
 struct eddy_trainer {
@@ -75,6 +78,7 @@ struct eddy_trainer {
   uint32_t skipped_run;       /* consecutive skipped steps */
   uint64_t cursor;            /* next fresh seq to read */
   uint64_t examples;          /* fresh examples trained (applied steps) */
+  int64_t newest_event_ms;    /* newest "ts" of a fresh event trained since the start (0: none) */
   uint64_t replay_examples;
   uint64_t skip_from, skip_to;  /* events never trained (to < from: none) */
   uint64_t last_pub_step;
@@ -111,8 +115,13 @@ struct eddy_trainer {
   bool rb_valid;              /* the last retrain rollback, for idempotency */
   uint64_t rb_version, rb_from, rb_to, rb_latest;
 
-  pthread_t ingest_th, train_th, pub_th;
-  bool ingest_started, train_started, pub_started;
+  /* Dashboard data (sampler.c): both objects are thread-safe themselves. */
+  eddy_replicas_t *replicas;  /* heartbeats of the inference replicas */
+  eddy_timeseries_t *series;  /* one point a second, written by the sampler thread */
+  pthread_cond_t sample_cv;   /* wakes the sampler thread (stop) */
+
+  pthread_t ingest_th, train_th, pub_th, sample_th;
+  bool ingest_started, train_started, pub_started, sample_started;
 };
 
 double trainer_now(void);
@@ -136,5 +145,12 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket);
 void *trainer_publish_main(void *arg);
 /* Sends m on snapshot.topic (key = model); failures are counted and logged. Caller holds cur_mu. */
 void trainer_announce(eddy_trainer_t *t, const eddy_manifest_t *m, const char *why);
+
+/* sampler.c */
+int64_t trainer_wall_ms(void); /* CLOCK_REALTIME, unix ms */
+/* Creates the replica table and the time-series ring and registers eddy_replicas{state}. */
+bool trainer_sampler_init(eddy_trainer_t *t, char *errstr, size_t errstr_size);
+/* The sampler thread: one time-series point a second until stop. */
+void *trainer_sample_main(void *arg);
 
 #endif

@@ -4,6 +4,7 @@
  * output/input bit for bit. The same bytes go to eddy_event_decode; anything it accepts must
  * re-encode to exactly those bytes. Any mismatch aborts. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,12 +85,36 @@ static void check_differential(eddy_err_t rc, const char *err, const eddy_event_
   check_same(ev, ref, "from_json and the cJSON decoder decode different events");
 }
 
+/* The prediction-request splitter: spans lie inside the input, in order, without overlap; a body
+ * that is not a wrapper is one span covering all of it; every span decodes (or fails) safely. */
+static void check_instances(const uint8_t *data, size_t size, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+  enum { MAX = 64 };
+  const char *spans[2 * MAX], *text = (const char *)data;
+  bool wrapped = true;
+  char why[256];
+  long n = eddy_event_split_instances(text, size, spans, MAX, &wrapped, why, sizeof why);
+  if (n < 0) {
+    if (!wrapped) fail("split failed on a body that is not a wrapper");
+    return;
+  }
+  if (n == 0 || n > MAX) fail("split count out of range");
+  if (!wrapped && (n != 1 || spans[0] != text || spans[1] != text + size)) fail("unwrapped body is not one span");
+  const char *prev = text;
+  for (long i = 0; i < n; i++) {
+    if (spans[2 * i] < prev || spans[2 * i + 1] < spans[2 * i] || spans[2 * i + 1] > text + size)
+      fail("instance span outside the body or out of order");
+    prev = spans[2 * i + 1];
+    (void)eddy_event_from_json(spans[2 * i], (size_t)(spans[2 * i + 1] - spans[2 * i]), schema, ev, why, sizeof why);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const eddy_event_schema_t schemas[] = {
       {.dense_dim = 4, .hash_bits = 8, .head = EDDY_HEAD_SOFTMAX, .classes = 10},
       {.dense_dim = 0, .hash_bits = 0, .head = EDDY_HEAD_LOGISTIC},
       {.dense_dim = 2, .hash_bits = 20, .head = EDDY_HEAD_SQUARED, .max_bytes = 512},
       {.dense_dim = 784, .hash_bits = 16, .head = EDDY_HEAD_SOFTMAX, .classes = 10},
+      {.dense_dim = 4, .hash_bits = 8, .head = EDDY_HEAD_SOFTMAX, .classes = 10, .label_optional = true},
   };
   eddy_event_t ev, ref;
   eddy_event_init(&ev);
@@ -114,6 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       free(buf);
     }
   }
+  check_instances(data, size, &schemas[4], &ev);
   eddy_event_free(&ev);
   eddy_event_free(&ref);
   return 0;

@@ -65,6 +65,7 @@ static void assert_same_config(const eddy_config_t *a, const eddy_config_t *b) {
   assert_true(a->train.clip_norm == b->train.clip_norm);
   assert_int_equal(a->train.seed, b->train.seed);
   assert_int_equal(a->train.threads, b->train.threads);
+  assert_int_equal(a->train.allow_tf32, b->train.allow_tf32);
   assert_int_equal(a->train.loss_scale.enabled, b->train.loss_scale.enabled);
   assert_true(a->train.loss_scale.init_scale == b->train.loss_scale.init_scale);
   assert_true(a->train.loss_scale.growth == b->train.loss_scale.growth);
@@ -168,6 +169,7 @@ static void test_reference_lists_every_key(void **state) {
                                          "train.clip_norm",
                                          "train.seed",
                                          "train.threads",
+                                         "train.allow_tf32",
                                          "train.holdout_fraction",
                                          "train.max_skipped_steps",
                                          "train.metrics_window",
@@ -200,6 +202,8 @@ static void test_reference_lists_every_key(void **state) {
                                          "serve.store",
                                          "serve.poll_seconds",
                                          "serve.threads",
+                                         "serve.heartbeat_seconds",
+                                         "serve.precision",
                                          "http.bind",
                                          "http.token_file",
                                          "http.max_body_bytes"};

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "core/config.h"
+#include "http/assets.h"
 #include "http/registry.h"
 #include "http/server.h"
 #include "model/learner.h"
@@ -116,9 +118,10 @@ static const char *header(const answer_t *a, const char *name, char *out, size_t
   return NULL;
 }
 
-/* METHOD path (sent as is: no dot-segment squashing) with an optional body and token. */
-static answer_t call(const char *method, const char *path, const char *body, size_t body_len,
-                     const char *token) {
+/* METHOD path (sent as is: no dot-segment squashing) with an optional body, token and extra
+ * request header ("Name: value"). */
+static answer_t call_with(const char *method, const char *path, const char *body, size_t body_len,
+                          const char *token, const char *extra_header) {
   answer_t a = {0};
   CURL *c = curl_easy_init();
   assert_non_null(c);
@@ -138,6 +141,7 @@ static answer_t call(const char *method, const char *path, const char *body, siz
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
     hdrs = curl_slist_append(hdrs, auth);
   }
+  if (extra_header) hdrs = curl_slist_append(hdrs, extra_header);
   if (strcmp(method, "GET") == 0) {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else if (strcmp(method, "HEAD") == 0) {
@@ -154,6 +158,11 @@ static answer_t call(const char *method, const char *path, const char *body, siz
   curl_slist_free_all(hdrs);
   curl_easy_cleanup(c);
   return a;
+}
+
+static answer_t call(const char *method, const char *path, const char *body, size_t body_len,
+                     const char *token) {
+  return call_with(method, path, body, body_len, token, NULL);
 }
 
 static answer_t get(const char *path) { return call("GET", path, NULL, 0, NULL); }
@@ -353,11 +362,12 @@ static void test_get_pages(void **state) {
   char v[256];
   answer_t a = get("/");
   expect_status(&a, 200, "GET /");
-  assert_non_null(strstr(a.body, "later issue"));
-  assert_non_null(strstr(a.body, "href=\"/v1/status\""));
-  assert_non_null(strstr(a.body, "href=\"/metrics\""));
+  assert_non_null(strstr(a.body, "<title>eddy trainer</title>"));
+  assert_non_null(strstr(a.body, "src=\"/assets/app.js\""));
   assert_non_null(header(&a, "Content-Type", v, sizeof v));
   assert_non_null(strstr(v, "text/html"));
+  assert_non_null(header(&a, "Content-Security-Policy", v, sizeof v));
+  assert_non_null(strstr(v, "default-src 'none'"));
   answer_free(&a);
 
   a = get("/healthz");
@@ -393,6 +403,282 @@ static void test_get_pages(void **state) {
   answer_free(&a);
 }
 
+/* The dashboard's files: the embedded bytes with their content type, revalidated by ETag (304),
+ * nothing but embedded names. */
+static void test_dashboard_assets(void **state) {
+  (void)state;
+  const char *names[] = {"index.html", "app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const eddy_asset_t *want = eddy_assets_find(names[i]);
+    assert_non_null(want);
+    char path[128], v[256], etag[128], cond[192];
+    snprintf(path, sizeof path, "/assets/%s", names[i]);
+    answer_t a = get(path);
+    expect_status(&a, 200, path);
+    assert_int_equal(a.len, want->len);
+    assert_memory_equal(a.body, want->data, want->len);
+    assert_non_null(header(&a, "Content-Type", v, sizeof v));
+    assert_string_equal(v, want->content_type);
+    assert_non_null(header(&a, "Cache-Control", v, sizeof v));
+    assert_string_equal(v, "no-cache");
+    assert_non_null(header(&a, "ETag", etag, sizeof etag));
+    assert_string_equal(etag, want->etag);
+    answer_free(&a);
+    snprintf(cond, sizeof cond, "If-None-Match: %s", etag);
+    a = call_with("GET", path, NULL, 0, NULL, cond);
+    expect_status(&a, 304, "conditional GET with the ETag");
+    assert_int_equal(a.len, 0);
+    answer_free(&a);
+    a = call_with("GET", path, NULL, 0, NULL, "If-None-Match: \"other\"");
+    expect_status(&a, 200, "conditional GET with another ETag");
+    answer_free(&a);
+  }
+  const char *bad[] = {"/assets/", "/assets/nothing.js", "/assets/../v1/status", "/assets/%2e%2e",
+                       "/assets/app.js/x", "/assets/..%2fCMakeLists.txt", "/assets/APP.JS"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    answer_t a = get(bad[i]);
+    expect_status(&a, 404, bad[i]);
+    answer_free(&a);
+  }
+  answer_t a = call("POST", "/assets/app.js", "{}", 2, TOKEN);
+  expect_status(&a, 405, "POST /assets/app.js");
+  answer_free(&a);
+}
+
+/* GET /v1/timeseries: one point a second from the sampler, every series as long as "t", and
+ * since_ms answering only newer points. */
+static void test_timeseries(void **state) {
+  (void)state;
+  cJSON *j = NULL;
+  const cJSON *t = NULL;
+  double deadline = now_s() + 10;
+  for (;;) {
+    answer_t a = get("/v1/timeseries");
+    expect_status(&a, 200, "GET /v1/timeseries");
+    cJSON_Delete(j);
+    j = json_of(&a);
+    answer_free(&a);
+    t = cJSON_GetObjectItemCaseSensitive(j, "t");
+    assert_true(cJSON_IsArray(t));
+    /* Ready once there are 3 points and the newest shows the whole stream stored, its lag known
+     * and fresh events scored. */
+    const cJSON *sr = cJSON_GetObjectItemCaseSensitive(j, "series");
+    int k = cJSON_GetArraySize(t) - 1;
+    const cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "buffer_events"), k);
+    const cJSON *lag = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "consumer_lag"), k);
+    const cJSON *ll = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "logloss"), k);
+    bool ready = k >= 2 && cJSON_IsNumber(ev) && ev->valuedouble == N_EVENTS && cJSON_IsNumber(lag) &&
+                 cJSON_IsNumber(ll);
+    if (ready || now_s() > deadline) break;
+    usleep(200 * 1000);
+  }
+  int n = cJSON_GetArraySize(t);
+  assert_true(n >= 3);
+  assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(j, "interval_ms")->valuedouble, 1000);
+  for (int i = 1; i < n; i++)
+    assert_true(cJSON_GetArrayItem(t, i)->valuedouble > cJSON_GetArrayItem(t, i - 1)->valuedouble);
+  double last_t = cJSON_GetArrayItem(t, n - 1)->valuedouble;
+  struct timespec wall;
+  clock_gettime(CLOCK_REALTIME, &wall);
+  double wall_ms = (double)wall.tv_sec * 1000 + wall.tv_nsec / 1e6;
+  assert_true(last_t <= wall_ms && last_t > wall_ms - 60000);
+  const cJSON *series = cJSON_GetObjectItemCaseSensitive(j, "series");
+  const char *names[] = {"ingest_rate", "consumer_lag", "buffer_events", "buffer_fill", "logloss",
+                         "accuracy", "mse", "loss_scale", "skipped_steps", "version", "freshness"};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(series, names[k]);
+    if (!cJSON_IsArray(s) || cJSON_GetArraySize(s) != n) fprintf(stderr, "series %s\n", names[k]);
+    assert_true(cJSON_IsArray(s));
+    assert_int_equal(cJSON_GetArraySize(s), n);
+  }
+#define LAST(name) cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(series, name), n - 1)
+  /* The buffer holds the stream; fill is events / buffer.capacity_events (default 1000000). */
+  assert_int_equal((int)LAST("buffer_events")->valuedouble, N_EVENTS);
+  assert_true(fabs(LAST("buffer_fill")->valuedouble - N_EVENTS / 1e6) < 1e-9);
+  assert_true(LAST("loss_scale")->valuedouble == 1.0); /* fp32 */
+  assert_true(LAST("skipped_steps")->valuedouble == 0);
+  assert_true(LAST("version")->valuedouble >= 1);
+  assert_true(cJSON_IsNumber(LAST("logloss")) && LAST("logloss")->valuedouble > 0);
+  assert_true(cJSON_IsNumber(LAST("accuracy")) && LAST("accuracy")->valuedouble <= 1);
+  assert_true(cJSON_IsNull(LAST("mse"))); /* a logistic head has no squared error */
+  assert_true(cJSON_IsNumber(LAST("ingest_rate")) && LAST("ingest_rate")->valuedouble >= 0);
+  assert_true(cJSON_IsNumber(LAST("consumer_lag")));
+#undef LAST
+  cJSON_Delete(j);
+
+  char path[128];
+  snprintf(path, sizeof path, "/v1/timeseries?since_ms=%.0f", last_t - 1);
+  answer_t a = get(path);
+  expect_status(&a, 200, path);
+  j = json_of(&a);
+  t = cJSON_GetObjectItemCaseSensitive(j, "t");
+  assert_true(cJSON_GetArraySize(t) >= 1);
+  assert_true(cJSON_GetArrayItem(t, 0)->valuedouble == last_t);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(j, "series"), "logloss")),
+                   cJSON_GetArraySize(t));
+  cJSON_Delete(j);
+  answer_free(&a);
+  snprintf(path, sizeof path, "/v1/timeseries?since_ms=%.0f", wall_ms + 3600e3);
+  a = get(path);
+  expect_status(&a, 200, path);
+  j = json_of(&a);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "t")), 0);
+  cJSON_Delete(j);
+  answer_free(&a);
+  const char *bad[] = {"abc", "-1", "1.5", "", "1e3", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(path, sizeof path, "/v1/timeseries?since_ms=%s", bad[i]);
+    a = get(path);
+    expect_status(&a, 400, path);
+    assert_non_null(strstr(error_of(&a), "since_ms"));
+    answer_free(&a);
+  }
+}
+
+/* The replicas' value for field in GET /v1/replicas's entry id (NULL when absent); *root keeps
+ * the document alive. */
+static const cJSON *replica_field(const char *id, const char *field, cJSON **root) {
+  answer_t a = get("/v1/replicas");
+  expect_status(&a, 200, "GET /v1/replicas");
+  *root = json_of(&a);
+  answer_free(&a);
+  const cJSON *e;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(*root, "replicas")) {
+    if (strcmp(cJSON_GetObjectItemCaseSensitive(e, "id")->valuestring, id) == 0)
+      return cJSON_GetObjectItemCaseSensitive(e, field);
+  }
+  return NULL;
+}
+
+/* POST /v1/replicas/heartbeat: auth, strict bodies with the field named, then the table, the
+ * eddy_replicas gauge and the freshness series. */
+static void test_replica_heartbeat(void **state) {
+  (void)state;
+  const char *ok = "{\"id\": \"127.0.0.1:8081\", \"url\": \"http://127.0.0.1:8081\", "
+                   "\"version\": 2, \"loaded_at_ms\": 1764300000000, \"freshness_seconds\": 1.25, "
+                   "\"predictions\": 1234, \"refusals\": 1, \"state\": \"serving\"}";
+  answer_t a = post("/v1/replicas/heartbeat", ok, NULL);
+  expect_status(&a, 401, "heartbeat without a token");
+  answer_free(&a);
+  a = post("/v1/replicas/heartbeat", ok, "wrong");
+  expect_status(&a, 401, "heartbeat with a wrong token");
+  answer_free(&a);
+  a = call("GET", "/v1/replicas/heartbeat", NULL, 0, TOKEN);
+  expect_status(&a, 405, "GET /v1/replicas/heartbeat");
+  answer_free(&a);
+
+  char long_id[200];
+  memset(long_id, 'x', 129);
+  long_id[129] = '\0';
+  char long_body[400];
+  snprintf(long_body, sizeof long_body,
+           "{\"id\": \"%s\", \"url\": \"http://h\", \"version\": 1, \"state\": \"serving\"}", long_id);
+#define B(extra) "{\"id\": \"r\", \"url\": \"http://r\", \"version\": 1, \"state\": \"serving\"" extra "}"
+  const struct {
+    const char *body, *names;
+  } cases[] = {
+      {"{}", "\"id\""},
+      {"", "\"id\""},
+      {"[]", "JSON object"},
+      {"{\"id\": ", "not valid JSON"},
+      {"{\"id\": \"\", \"url\": \"http://r\", \"version\": 1, \"state\": \"serving\"}", "\"id\""},
+      {"{\"id\": \"a b\", \"url\": \"http://r\", \"version\": 1, \"state\": \"serving\"}", "\"id\""},
+      {"{\"id\": 7, \"url\": \"http://r\", \"version\": 1, \"state\": \"serving\"}", "\"id\""},
+      {long_body, "\"id\""},
+      {"{\"id\": \"r\", \"version\": 1, \"state\": \"serving\"}", "\"url\""},
+      {"{\"id\": \"r\", \"url\": \"ftp://r\", \"version\": 1, \"state\": \"serving\"}", "\"url\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"state\": \"serving\"}", "\"version\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"version\": \"1\", \"state\": \"serving\"}", "\"version\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"version\": 0, \"state\": \"serving\"}", "\"version\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"version\": 1.5, \"state\": \"serving\"}", "\"version\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"version\": 1}", "\"state\""},
+      {"{\"id\": \"r\", \"url\": \"http://r\", \"version\": 1, \"state\": \"running\"}", "\"state\""},
+      {B(", \"loaded_at_ms\": -1"), "\"loaded_at_ms\""},
+      {B(", \"freshness_seconds\": \"1\""), "\"freshness_seconds\""},
+      {B(", \"freshness_seconds\": 1e300"), "\"freshness_seconds\""},
+      {B(", \"predictions\": -2"), "\"predictions\""},
+      {B(", \"refusals\": 0.5"), "\"refusals\""},
+      {B(", \"extra\": 1"), "\"extra\" is not a known field"},
+      {B(", \"id\": \"s\""), "\"id\" appears twice"},
+  };
+#undef B
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    a = post("/v1/replicas/heartbeat", cases[i].body, TOKEN);
+    char what[512];
+    snprintf(what, sizeof what, "heartbeat body %.300s", cases[i].body);
+    expect_status(&a, 400, what);
+    const char *msg = error_of(&a);
+    if (!strstr(msg, cases[i].names))
+      fprintf(stderr, "%s: message \"%s\" lacks %s\n", what, msg, cases[i].names);
+    assert_non_null(strstr(msg, cases[i].names));
+    answer_free(&a);
+  }
+  cJSON *root;
+  assert_null(replica_field("r", "version", &root)); /* nothing bad was recorded */
+  cJSON_Delete(root);
+
+  a = post("/v1/replicas/heartbeat", ok, TOKEN);
+  expect_status(&a, 200, "heartbeat");
+  cJSON *j = json_of(&a);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "ok")));
+  cJSON_Delete(j);
+  answer_free(&a);
+  a = post("/v1/replicas/heartbeat",
+           "{\"id\": \"127.0.0.1:8082\", \"url\": \"http://127.0.0.1:8082\", \"version\": null, "
+           "\"loaded_at_ms\": null, \"freshness_seconds\": null, \"state\": \"waiting\"}",
+           TOKEN);
+  expect_status(&a, 200, "heartbeat of a waiting replica");
+  answer_free(&a);
+
+  const cJSON *f = replica_field("127.0.0.1:8081", "version", &root);
+  assert_true(cJSON_IsNumber(f) && f->valuedouble == 2);
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8081", "predictions", &root);
+  assert_true(cJSON_IsNumber(f) && f->valuedouble == 1234);
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8081", "stale", &root);
+  assert_true(cJSON_IsFalse(f));
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8081", "age_seconds", &root);
+  assert_true(cJSON_IsNumber(f) && f->valuedouble >= 0 && f->valuedouble < 5);
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8082", "version", &root);
+  assert_true(cJSON_IsNull(f));
+  cJSON_Delete(root);
+  /* The same id again: updated in place. */
+  a = post("/v1/replicas/heartbeat",
+           "{\"id\": \"127.0.0.1:8082\", \"url\": \"http://127.0.0.1:8082\", \"version\": 3, "
+           "\"state\": \"serving\"}",
+           TOKEN);
+  expect_status(&a, 200, "second heartbeat");
+  answer_free(&a);
+  f = replica_field("127.0.0.1:8082", "version", &root);
+  assert_true(cJSON_IsNumber(f) && f->valuedouble == 3);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "replicas")), 2);
+  cJSON_Delete(root);
+
+  /* Within two sampler ticks: the gauge counts both, the freshness series has 1.25. */
+  bool gauge = false, fresh = false;
+  double deadline = now_s() + 5;
+  while ((!gauge || !fresh) && now_s() < deadline) {
+    usleep(250 * 1000);
+    a = get("/metrics");
+    gauge = a.body && strstr(a.body, "eddy_replicas{state=\"fresh\"} 2") &&
+            strstr(a.body, "eddy_replicas{state=\"stale\"} 0");
+    answer_free(&a);
+    a = get("/v1/timeseries");
+    j = json_of(&a);
+    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "series"), "freshness");
+    const cJSON *last = cJSON_GetArrayItem(fr, cJSON_GetArraySize(fr) - 1);
+    fresh = cJSON_IsNumber(last) && last->valuedouble == 1.25;
+    cJSON_Delete(j);
+    answer_free(&a);
+  }
+  assert_true(gauge);
+  assert_true(fresh);
+}
+
 /* Every POST route: 401 without a token, 401 with a wrong one (checked before the body cap),
  * 405 on GET with Allow: POST, 413 over http.max_body_bytes, 2xx with the token. */
 static void test_mutations_auth_method_size(void **state) {
@@ -407,6 +693,9 @@ static void test_mutations_auth_method_size(void **state) {
       {"/v1/resume", "{}"},
       {"/v1/snapshot", "{\"timeout_ms\": 30000}"},
       {"/v1/rollback", rollback_body},
+      {"/v1/replicas/heartbeat",
+       "{\"id\": \"auth-test\", \"url\": \"http://127.0.0.1:1\", \"version\": null, "
+       "\"state\": \"waiting\"}"},
   };
   char *big = malloc(MAX_BODY + 2);
   assert_non_null(big);
@@ -472,8 +761,9 @@ static void test_no_token_configured(void **state) {
   assert_int_equal(eddy_http_start(h, errstr, sizeof errstr), EDDY_OK);
   unsigned saved = W.port;
   W.port = eddy_http_port(h);
-  const char *paths[] = {"/v1/pause", "/v1/resume", "/v1/snapshot", "/v1/rollback"};
-  for (size_t i = 0; i < 4; i++) {
+  const char *paths[] = {"/v1/pause", "/v1/resume", "/v1/snapshot", "/v1/rollback",
+                         "/v1/replicas/heartbeat"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
     answer_t a = post(paths[i], "{}", TOKEN);
     expect_status(&a, 403, paths[i]);
     assert_non_null(strstr(error_of(&a), "http.token_file"));
@@ -944,6 +1234,9 @@ static void test_metrics_page(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_get_pages),
+      cmocka_unit_test(test_dashboard_assets),
+      cmocka_unit_test(test_timeseries),
+      cmocka_unit_test(test_replica_heartbeat),
       cmocka_unit_test(test_mutations_auth_method_size),
       cmocka_unit_test(test_no_token_configured),
       cmocka_unit_test(test_server_new_errors),

@@ -1,0 +1,164 @@
+/* `eddy serve`: an inference replica. Builds the metrics registry, the replica and its HTTP server,
+ * starts following versions, and runs until SIGINT or SIGTERM: then stops taking requests (those in
+ * flight finish), stops the follower and heartbeat threads and frees the served version. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "http/registry.h"
+#include "http/server.h"
+#include "serve/replica.h"
+#include "stream/kafka_conf.h"
+
+static const char serve_usage[] =
+    "usage: eddy serve -c CONFIG [--set section.key=value]... [-b BOOTSTRAP]\n\n"
+    "An inference replica for model.name. It follows the trainer's promotions and rollbacks: it\n"
+    "reads the announcements on snapshot.topic (its own consumer group, starting from the last\n"
+    "announcement; the newest announcement wins) and also asks for the current version every\n"
+    "serve.poll_seconds, from serve.trainer_url (GET /v1/versions/current) or, when serve.store is\n"
+    "set, from that shared snapshot store's CURRENT. Each version is fetched (HTTP from the trainer,\n"
+    "or read from the store), verified (size and sha256 against the manifest, safetensors structure,\n"
+    "tensor names, shapes and dtype against the manifest's spec, finite values) and swapped in\n"
+    "atomically; a version that fails a check is refused (logged, eddy_replica_refusals_total) and\n"
+    "the replica keeps serving what it had. Without kafka.bootstrap.servers it only polls.\n\n"
+    "HTTP on http.bind (serve.threads threads): POST /v1/predict (one event as on the stream, label\n"
+    "optional, or {\"instances\": [...]}) answers {\"model\", \"version\", \"predictions\"} with header\n"
+    "X-Eddy-Version; GET /v1/model, /healthz (503 until a version is loaded), /metrics.\n"
+    "With http.token_file set, the replica reports itself to the trainer every\n"
+    "serve.heartbeat_seconds (POST serve.trainer_url/v1/replicas/heartbeat).\n\n"
+    "  -c, --config FILE       INI config (configs/reference.ini documents every key)\n"
+    "  -s, --set S.K=V         override one config key (repeatable)\n"
+    "  -b, --bootstrap HOSTS   same as --set kafka.bootstrap.servers=HOSTS\n"
+    "  -h, --help              this text\n\n"
+    "With http.bind port 0 the chosen port is logged (\"replica API listening on port N\").\n"
+    "Exit: 0 after SIGINT/SIGTERM; 1 on a runtime failure (HTTP port taken, bad token file);\n"
+    "2 usage or config error.\n";
+
+static volatile sig_atomic_t serve_stop;
+
+static void on_signal(int sig) { serve_stop = sig; }
+
+int eddy_cmd_serve(int argc, char **argv) {
+  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"set", required_argument, NULL, 's'},
+                                       {"bootstrap", required_argument, NULL, 'b'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *config_path = NULL;
+  const char *sets[EDDY_CLI_MAX_SETS + 1];
+  size_t n_sets = 0;
+  char bootstrap_set[EDDY_CONFIG_STR + 32];
+  bool have_bootstrap = false;
+  int c;
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":c:s:b:h", opts, NULL)) != -1) {
+    switch (c) {
+      case 'c':
+        config_path = optarg;
+        break;
+      case 's':
+        if (eddy_cli_add_set("serve", sets, &n_sets, optarg) != 0) return EDDY_EXIT_USAGE;
+        break;
+      case 'b':
+        snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
+        have_bootstrap = true;
+        break;
+      case 'h':
+        fputs(serve_usage, stdout);
+        return EDDY_EXIT_OK;
+      case ':':
+        fprintf(stderr, "eddy serve: %s needs a value (eddy serve --help shows the options)\n", argv[optind - 1]);
+        return EDDY_EXIT_USAGE;
+      default:
+        fprintf(stderr, "eddy serve: unknown option '%s' (eddy serve --help shows the options)\n", argv[optind - 1]);
+        return EDDY_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "eddy serve: unexpected argument '%s' (eddy serve --help shows the options)\n", argv[optind]);
+    return EDDY_EXIT_USAGE;
+  }
+  if (!config_path) {
+    fprintf(stderr, "eddy serve: -c CONFIG is required (eddy serve --help shows the options)\n");
+    return EDDY_EXIT_USAGE;
+  }
+  if (have_bootstrap && eddy_cli_add_set("serve", sets, &n_sets, bootstrap_set) != 0) return EDDY_EXIT_USAGE;
+
+  eddy_config_t cfg;
+  char errstr[1024];
+  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
+  if (!err) err = eddy_kafka_conf_check(&cfg, errstr, sizeof errstr);
+  if (err) {
+    fprintf(stderr, "eddy serve: %s\n", errstr);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_USAGE;
+  }
+
+  int rc = EDDY_EXIT_FAILURE;
+  eddy_replica_t *replica = NULL;
+  eddy_http_t *http = NULL;
+  eddy_registry_t *reg = eddy_registry_new();
+  if (!reg) {
+    fprintf(stderr, "eddy serve: out of memory\n");
+    goto out;
+  }
+  if (!(replica = eddy_replica_new(&cfg, reg, errstr, sizeof errstr))) {
+    fprintf(stderr, "eddy serve: %s\n", errstr);
+    goto out;
+  }
+  eddy_http_opts_t hopts = {0};
+  hopts.bind = cfg.http_bind;
+  hopts.threads = cfg.serve_threads;
+  hopts.max_body_bytes = cfg.http_max_body_bytes;
+  hopts.on_request = eddy_replica_on_request;
+  hopts.on_request_ctx = replica;
+  if (!(http = eddy_http_new(&hopts, errstr, sizeof errstr)) ||
+      eddy_replica_register(replica, http, errstr, sizeof errstr) != EDDY_OK) {
+    fprintf(stderr, "eddy serve: http: %s\n", errstr);
+    goto out;
+  }
+  eddy_cli_on_stop_signals(on_signal);
+  if (eddy_http_start(http, errstr, sizeof errstr) != EDDY_OK) {
+    fprintf(stderr, "eddy serve: http: %s\n", errstr);
+    goto out;
+  }
+  /* The address the trainer lists this replica under: the bind host (a wildcard becomes this
+   * machine's host name) and the actual port. */
+  char host[256] = "127.0.0.1", advertise[300];
+  const char *colon = strrchr(cfg.http_bind, ':');
+  if (colon && colon > cfg.http_bind) snprintf(host, sizeof host, "%.*s", (int)(colon - cfg.http_bind), cfg.http_bind);
+  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !strcmp(host, "*")) {
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+  }
+  snprintf(advertise, sizeof advertise, "%s:%u", host, eddy_http_port(http));
+  if (eddy_replica_start(replica, advertise, errstr, sizeof errstr) != EDDY_OK) {
+    fprintf(stderr, "eddy serve: %s\n", errstr);
+    goto out;
+  }
+  EDDY_INFO("serve", "replica API listening on port %u (http.bind %s, model %s)", eddy_http_port(http),
+            cfg.http_bind, cfg.model_name);
+  rc = EDDY_EXIT_OK;
+  while (!serve_stop) {
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  EDDY_INFO("serve", "signal %d: stopping", (int)serve_stop);
+
+out:
+  eddy_http_destroy(http);
+  eddy_replica_destroy(replica);
+  eddy_registry_destroy(reg);
+  eddy_config_free(&cfg);
+  if (rc == EDDY_EXIT_OK) EDDY_INFO("serve", "stopped");
+  return rc;
+}

@@ -1,0 +1,96 @@
+/* Private to src/model and src/cuda: the learner backend table behind the public eddy_learner_*
+ * functions (learner.c dispatches), and the file code (weights, training state) that every backend
+ * shares through a host view of its flat buffers. Carries no CUDA types. */
+#ifndef EDDY_MODEL_LEARNER_BACKEND_H
+#define EDDY_MODEL_LEARNER_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/learner.h"
+
+/* Host view of a learner's state for the file code: flat fp32 buffers laid out as the tensor
+ * table says (s1/s2 NULL where the optimizer keeps none), counters the state file carries. */
+typedef struct {
+  const eddy_model_spec_t *spec;
+  const eddy_train_opts_t *opts;
+  const eddy_tensor_info_t *tensors;
+  size_t n_tensors;
+  float *w, *s1, *s2;
+  uint64_t *steps;
+  eddy_scaler_t *scaler;
+  uint64_t *rng;    /* 4 words */
+  uint64_t pending; /* examples accumulated and not stepped: save_state refuses them */
+  bool poisoned;
+} eddy_learner_view_t;
+
+/* One backend. impl is the backend's own object; every entry gets it. name_new fails with NULL +
+ * errstr; the dispatcher has validated spec and opts already. */
+typedef struct {
+  void *(*create)(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts, const char *device, char *errstr,
+                  size_t errstr_size);
+  void (*destroy)(void *impl);
+  const char *(*backend)(const void *impl);
+  const char *(*precision_info)(const void *impl);
+  eddy_err_t (*accumulate)(void *impl, const eddy_batch_t *b, float *pred, double *loss_sum);
+  eddy_err_t (*step)(void *impl, eddy_step_info_t *info);
+  eddy_err_t (*predict)(void *impl, const eddy_batch_t *b, float *pred);
+  size_t (*tensors)(const void *impl, const eddy_tensor_info_t **tensors);
+  eddy_err_t (*export_tensor)(void *impl, const char *name, float *dst, size_t numel);
+  eddy_err_t (*import_tensor)(void *impl, const char *name, const float *src, size_t numel);
+  eddy_err_t (*export_grad)(void *impl, const char *name, float *dst, size_t numel);
+  /* Fills view with host buffers holding the current state (a backend whose state lives elsewhere
+   * copies it out). */
+  eddy_err_t (*view_get)(void *impl, eddy_learner_view_t *view, char *errstr, size_t errstr_size);
+  /* After the file code wrote new state into the view's buffers: take it over (copy it in, drop
+   * gradients and operand copies). */
+  eddy_err_t (*view_loaded)(void *impl, char *errstr, size_t errstr_size);
+  /* Releases what view_get allocated (may be NULL). */
+  void (*view_release)(void *impl);
+  const char *(*last_error)(const void *impl);
+  const eddy_scaler_t *(*scaler)(const void *impl);
+  uint64_t (*step_count)(const void *impl);
+  void (*poison)(void *impl, float value);
+} eddy_learner_vtable_t;
+
+struct eddy_learner {
+  const eddy_learner_vtable_t *vt;
+  void *impl;
+  eddy_model_spec_t spec;
+};
+
+const eddy_learner_vtable_t *eddy_learner_cpu_vtable(void);
+#ifdef EDDY_CUDA
+const eddy_learner_vtable_t *eddy_learner_cuda_vtable(void);
+/* Number of usable CUDA devices; 0 with the reason in why when there is none (no driver, no
+ * device). Never fails otherwise. */
+int eddy_cuda_device_count(char *why, size_t why_size);
+/* EDDY_OK when device is a well-formed CUDA device string (cuda, cuda:N, cuda:all). */
+eddy_err_t eddy_cuda_device_valid(const char *device, char *errstr, size_t errstr_size);
+#endif
+
+/* The file code, shared by the backends (learner_files.c). */
+eddy_err_t eddy_learner_files_save_weights(const eddy_learner_view_t *v, const char *path, const char *dtype,
+                                           const char *const *meta_kv, size_t meta_pairs, char *errstr,
+                                           size_t errstr_size);
+eddy_err_t eddy_learner_files_save_state(const eddy_learner_view_t *v, const char *path, char *errstr,
+                                         size_t errstr_size);
+/* Checks the file against the view's spec and optimizer, then overwrites the view's buffers and
+ * counters; on an error before the overwrite nothing changes. */
+eddy_err_t eddy_learner_files_load_state(eddy_learner_view_t *v, const char *path, char *errstr, size_t errstr_size);
+
+/* Fills the flat buffer w (laid out by eddy_model_layout, padding left as it is) with the initial
+ * weights for seed; rng receives the generator state afterwards. Every backend starts from these
+ * values, so the same seed gives the same initial model on the CPU and on a GPU. */
+void eddy_learner_init_weights(const eddy_model_spec_t *spec, uint64_t seed, float *w, uint64_t rng[4]);
+
+/* Checks a batch against the spec (dense width, sparse indices, with labels: label range and
+ * weights); the message names the example and the value. */
+eddy_err_t eddy_learner_check_batch(const eddy_model_spec_t *spec, const eddy_batch_t *b, bool labels, char *errstr,
+                                    size_t errstr_size);
+
+/* Validates training options (shared by every backend's caller). */
+eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_t errstr_size);
+
+#endif

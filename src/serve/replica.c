@@ -1,0 +1,1036 @@
+/* The inference replica (see replica.h). One follower thread decides which version to serve (the
+ * newest announcement, or what the trainer or the store says is CURRENT at each poll), fetches it,
+ * verifies it and swaps it in; a heartbeat thread reports to the trainer. Requests take a counted
+ * reference to the served version under a mutex held for a pointer copy and an increment, so a
+ * swap never waits for requests and a request never sees a half-built model. Before building a
+ * new model the follower waits until the one it retired last has been freed: at most one extra
+ * model is alive at any time. */
+#include "serve/replica.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/event.h"
+#include "core/log.h"
+#include "model/batch.h"
+#include "model/infer.h"
+#include "snapshot/manifest.h"
+#include "snapshot/store.h"
+#include "stream/follower.h"
+
+#define LOG_MOD "serve"
+#define FETCH_MAX_SMALL (EDDY_MANIFEST_MAX_BYTES) /* manifests */
+#define PREDICT_CODES 6                           /* status codes with a cached series */
+
+/* One loaded version; freed when the last reference goes. */
+typedef struct served {
+  atomic_uint refs;
+  eddy_replica_t *owner;
+  eddy_infer_t *model;
+  uint64_t version;
+  uint32_t outputs;
+  eddy_head_t head;
+  int64_t loaded_at_ms;
+  char version_text[24];
+  char *model_json; /* the /v1/model answer */
+  size_t model_json_len;
+} served_t;
+
+struct eddy_replica {
+  eddy_config_t cfg; /* copy ([kafka] list borrowed from the caller's config, which outlives us) */
+  eddy_registry_t *reg;
+  eddy_infer_precision_t precision;
+  char token[EDDY_HTTP_TOKEN_MAX + 1];
+  char advertise[300];
+  char source[EDDY_CONFIG_STR + 16]; /* "http://..." or "store:PATH", for /v1/model and logs */
+
+  pthread_mutex_t cur_mu; /* guards cur (pointer copy + reference increment only) */
+  served_t *cur;
+  atomic_int live;        /* served_t objects not yet freed */
+  atomic_uint_least64_t version;
+  atomic_uint_least64_t predictions, refusals;
+  atomic_int_least64_t freshness_ms; /* last swap's event-to-serve time; -1 = unknown */
+  pthread_mutex_t why_mu;
+  char why_waiting[512];  /* /healthz before the first load */
+
+  pthread_t follow_thread, beat_thread;
+  bool follow_started, beat_started;
+  atomic_bool stop;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+
+  pthread_key_t work_key;
+  bool work_key_ok;
+
+  /* metrics */
+  eddy_series_t *m_version, *m_swaps, *m_refuse_fetch, *m_refuse_verify, *m_last_swap, *m_announcements,
+      *m_beat_errors, *m_instances, *m_event_to_serve, *m_announce_to_serve, *m_load_seconds, *m_model_bytes;
+  eddy_metric_t *m_requests, *m_latency, *m_http_total, *m_http_duration;
+  eddy_series_t *m_latency_predict;
+  struct {
+    int code;
+    eddy_series_t *s;
+  } predict_codes[PREDICT_CODES];
+  pthread_mutex_t codes_mu;
+};
+
+/* ---- time ---- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Sleeps up to ms unless the replica is stopping; false when it is. */
+static bool nap(eddy_replica_t *r, int ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  pthread_mutex_lock(&r->stop_mu);
+  while (!atomic_load(&r->stop))
+    if (pthread_cond_timedwait(&r->stop_cv, &r->stop_mu, &until) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&r->stop_mu);
+  return !atomic_load(&r->stop);
+}
+
+static void set_waiting(eddy_replica_t *r, const char *fmt, const char *detail) {
+  pthread_mutex_lock(&r->why_mu);
+  snprintf(r->why_waiting, sizeof r->why_waiting, fmt, detail);
+  pthread_mutex_unlock(&r->why_mu);
+}
+
+/* ---- served versions ---- */
+
+static void served_free(served_t *s) {
+  if (!s) return;
+  eddy_replica_t *r = s->owner;
+  eddy_infer_destroy(s->model);
+  free(s->model_json);
+  free(s);
+  atomic_fetch_sub(&r->live, 1);
+}
+
+static served_t *acquire(eddy_replica_t *r) {
+  pthread_mutex_lock(&r->cur_mu);
+  served_t *s = r->cur;
+  if (s) atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&r->cur_mu);
+  return s;
+}
+
+static void release(served_t *s) {
+  if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) served_free(s);
+}
+
+/* ---- HTTP client (libcurl) ---- */
+
+typedef struct {
+  char *data;
+  size_t len, cap, max;
+  bool too_large;
+} dbuf_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ctx) {
+  dbuf_t *b = ctx;
+  size_t add = size * n;
+  if (b->len + add > b->max) {
+    b->too_large = true;
+    return 0;
+  }
+  if (b->len + add + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + add + 1) cap *= 2;
+    if (cap > b->max + 1) cap = b->max + 1;
+    char *d = realloc(b->data, cap);
+    if (!d) return 0;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, add);
+  b->len += add;
+  b->data[b->len] = '\0';
+  return add;
+}
+
+/* GET url into *out (at most max bytes). Returns the HTTP status, or -1 with errstr. */
+static long http_get(CURL *c, const char *url, size_t max, dbuf_t *out, char *errstr, size_t errstr_size) {
+  memset(out, 0, sizeof *out);
+  out->max = max;
+  char cerr[CURL_ERROR_SIZE] = "";
+  curl_easy_reset(c);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L); /* a stalled download fails after 30 s */
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+  CURLcode rc = curl_easy_perform(c);
+  if (out->too_large) {
+    eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "GET %s: body over %zu bytes", url, max);
+    return -1;
+  }
+  if (rc != CURLE_OK) {
+    eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
+    return -1;
+  }
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  return status;
+}
+
+/* ---- loading a version ---- */
+
+typedef enum { LOAD_OK = 0, LOAD_FETCH, LOAD_VERIFY } load_result_t;
+
+/* The version's manifest and weights file, from the trainer or the store. */
+static load_result_t fetch_version(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t version,
+                                   eddy_manifest_t *m, dbuf_t *weights, char *errstr, size_t errstr_size) {
+  memset(weights, 0, sizeof *weights);
+  if (r->cfg.serve_store[0]) {
+    eddy_err_t err = eddy_store_load_manifest(*store, version, m, errstr, errstr_size);
+    if (err) return err == EDDY_ERR_FORMAT ? LOAD_VERIFY : LOAD_FETCH;
+    const eddy_manifest_file_t *f = eddy_manifest_file(m, EDDY_STORE_WEIGHTS);
+    if (!f) {
+      eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", version,
+                EDDY_STORE_WEIGHTS);
+      return LOAD_VERIFY;
+    }
+    char path[4096];
+    if (eddy_store_path(*store, version, EDDY_STORE_WEIGHTS, path, sizeof path) != EDDY_OK) {
+      eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "store path too long");
+      return LOAD_FETCH;
+    }
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+      eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "open %s: %s", path, strerror(errno));
+      return LOAD_FETCH;
+    }
+    /* Read at most one byte more than the manifest says, so a longer file is caught. */
+    weights->max = f->bytes + 1;
+    weights->data = malloc(f->bytes + 2);
+    size_t got = weights->data ? fread(weights->data, 1, f->bytes + 1, fp) : 0;
+    int bad = weights->data == NULL || ferror(fp);
+    fclose(fp);
+    if (bad) {
+      eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "read %s failed", path);
+      return LOAD_FETCH;
+    }
+    weights->len = got;
+    return LOAD_OK;
+  }
+  char url[EDDY_CONFIG_STR + 96];
+  const char *base = r->cfg.serve_trainer_url;
+  size_t bl = strlen(base);
+  while (bl && base[bl - 1] == '/') bl--;
+  snprintf(url, sizeof url, "%.*s/v1/snapshots/%" PRIu64 "/%s", (int)bl, base, version, EDDY_STORE_MANIFEST);
+  dbuf_t mb;
+  long st = http_get(c, url, FETCH_MAX_SMALL, &mb, errstr, errstr_size);
+  if (st != 200) {
+    if (st > 0) eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
+    free(mb.data);
+    return LOAD_FETCH;
+  }
+  eddy_err_t err = eddy_manifest_parse(mb.data ? mb.data : "", mb.len, m, errstr, errstr_size);
+  free(mb.data);
+  if (err) return LOAD_VERIFY;
+  const eddy_manifest_file_t *f = eddy_manifest_file(m, EDDY_STORE_WEIGHTS);
+  if (!f) {
+    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", version,
+              EDDY_STORE_WEIGHTS);
+    return LOAD_VERIFY;
+  }
+  if (f->bytes > EDDY_REPLICA_MAX_WEIGHTS) {
+    eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "v%06" PRIu64 ": weights of %" PRIu64 " bytes over the cap",
+              version, f->bytes);
+    return LOAD_VERIFY;
+  }
+  snprintf(url, sizeof url, "%.*s/v1/snapshots/%" PRIu64 "/%s", (int)bl, base, version, EDDY_STORE_WEIGHTS);
+  st = http_get(c, url, (size_t)f->bytes + 1, weights, errstr, errstr_size);
+  if (st < 0 && weights->too_large) {
+    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: more than the %" PRIu64 " bytes the manifest says",
+              EDDY_STORE_WEIGHTS, f->bytes);
+    return LOAD_VERIFY;
+  }
+  if (st != 200) {
+    if (st > 0) eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
+    return LOAD_FETCH;
+  }
+  return LOAD_OK;
+}
+
+static char *model_json(const eddy_replica_t *r, const eddy_manifest_t *m, int64_t loaded_at_ms, size_t *len) {
+  cJSON *o = cJSON_CreateObject();
+  char when[40], created[40];
+  eddy_manifest_format_time(loaded_at_ms, when, sizeof when);
+  eddy_manifest_format_time(m->created_at_ms, created, sizeof created);
+  char *spec_text = eddy_model_spec_to_json(&m->spec);
+  cJSON *spec = spec_text ? cJSON_Parse(spec_text) : NULL;
+  free(spec_text);
+  if (!o || !spec) {
+    cJSON_Delete(o);
+    cJSON_Delete(spec);
+    return NULL;
+  }
+  cJSON_AddStringToObject(o, "model", m->model);
+  cJSON_AddNumberToObject(o, "version", (double)m->version);
+  if (m->parent) cJSON_AddNumberToObject(o, "parent", (double)m->parent);
+  else cJSON_AddNullToObject(o, "parent");
+  cJSON_AddStringToObject(o, "loaded_at", when);
+  cJSON_AddNumberToObject(o, "loaded_at_ms", (double)loaded_at_ms);
+  cJSON_AddStringToObject(o, "created_at", created);
+  cJSON_AddNumberToObject(o, "step", (double)m->step);
+  cJSON_AddNumberToObject(o, "examples", (double)m->examples);
+  cJSON_AddStringToObject(o, "weights_dtype", m->weights_dtype);
+  cJSON_AddStringToObject(o, "precision", r->precision == EDDY_INFER_BF16 ? "bf16" : "fp32");
+  cJSON_AddStringToObject(o, "source", r->source);
+  /* Freshness of this version when it was swapped in: its newest trained event to serving. */
+  if (m->newest_event_ms > 0) {
+    cJSON_AddNumberToObject(o, "newest_event_ms", (double)m->newest_event_ms);
+    cJSON_AddNumberToObject(o, "freshness_seconds", (double)(loaded_at_ms - m->newest_event_ms) / 1000.0);
+  } else {
+    cJSON_AddNullToObject(o, "newest_event_ms");
+    cJSON_AddNullToObject(o, "freshness_seconds");
+  }
+  cJSON_AddItemToObject(o, "spec", spec);
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (text) *len = strlen(text);
+  return text;
+}
+
+/* Waits until no retired version is alive (at most one extra model in memory). */
+static bool wait_retired(eddy_replica_t *r) {
+  double start = mono_s();
+  bool told = false;
+  while (atomic_load(&r->live) > 1) {
+    if (!told && mono_s() - start > 5) {
+      EDDY_WARN(LOG_MOD, "a retired version is still in use by a request after 5 s; waiting before loading the next");
+      told = true;
+    }
+    if (!nap(r, 2)) return false;
+  }
+  return true;
+}
+
+/* Fetches, verifies, builds and swaps in version. announced_ms: the announcement's timestamp
+ * (-1 when the version came from a poll). */
+static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t version,
+                                  int64_t announced_ms, char *errstr, size_t errstr_size) {
+  if (!wait_retired(r)) return LOAD_FETCH;
+  double t0 = mono_s();
+  eddy_manifest_t m;
+  eddy_manifest_init(&m);
+  dbuf_t w;
+  eddy_st_reader_t *reader = NULL;
+  served_t *s = NULL;
+  load_result_t res = fetch_version(r, c, store, version, &m, &w, errstr, errstr_size);
+  if (res == LOAD_OK) {
+    res = LOAD_VERIFY;
+    if (m.version != version) {
+      eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "asked for v%06" PRIu64 ", got the manifest of v%06" PRIu64,
+                version, m.version);
+    } else if (strcmp(m.model, r->cfg.model_name) != 0) {
+      eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 " is of model \"%s\", this replica serves \"%s\"",
+                version, m.model, r->cfg.model_name);
+    } else if (m.status == EDDY_STATUS_REJECTED) {
+      eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "v%06" PRIu64 " was rejected by the gate: %s", version, m.reason);
+    } else if ((reader = eddy_store_verify_weights_mem(&m, (const uint8_t *)w.data, w.len, EDDY_REPLICA_MAX_HEADER,
+                                                       errstr, errstr_size)) != NULL) {
+      /* The reader holds its own copy: drop the download before building the model. */
+      free(w.data);
+      w.data = NULL;
+      s = calloc(1, sizeof *s);
+      if (s) {
+        atomic_fetch_add(&r->live, 1);
+        s->owner = r;
+        atomic_init(&s->refs, 1);
+        s->model = eddy_infer_new(&m.spec, reader, r->precision, errstr, errstr_size);
+        s->version = version;
+        s->outputs = eddy_model_outputs(&m.spec);
+        s->head = m.spec.head;
+        s->loaded_at_ms = now_ms();
+        snprintf(s->version_text, sizeof s->version_text, "%" PRIu64, version);
+        s->model_json = s->model ? model_json(r, &m, s->loaded_at_ms, &s->model_json_len) : NULL;
+        if (s->model && !s->model_json) eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+        if (s->model_json) res = LOAD_OK;
+      } else {
+        eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+      }
+    }
+  }
+  eddy_st_close(reader);
+  free(w.data);
+  if (res != LOAD_OK) {
+    served_free(s);
+    eddy_manifest_clear(&m);
+    return res;
+  }
+  pthread_mutex_lock(&r->cur_mu);
+  served_t *old = r->cur;
+  r->cur = s;
+  pthread_mutex_unlock(&r->cur_mu);
+  uint64_t before = atomic_exchange(&r->version, version);
+  release(old);
+  const int64_t now = now_ms();
+  eddy_series_set(r->m_version, (double)version);
+  eddy_series_add(r->m_swaps, 1);
+  eddy_series_set(r->m_last_swap, (double)now / 1000.0);
+  eddy_series_observe(r->m_load_seconds, mono_s() - t0);
+  eddy_series_set(r->m_model_bytes, (double)eddy_infer_bytes(s->model));
+  if (announced_ms > 0 && now >= announced_ms) eddy_series_observe(r->m_announce_to_serve, (double)(now - announced_ms) / 1000.0);
+  if (m.newest_event_ms > 0 && now >= m.newest_event_ms) {
+    eddy_series_observe(r->m_event_to_serve, (double)(now - m.newest_event_ms) / 1000.0);
+    atomic_store(&r->freshness_ms, now - m.newest_event_ms);
+  } else {
+    atomic_store(&r->freshness_ms, -1);
+  }
+  char how[64] = "polled";
+  if (announced_ms > 0) snprintf(how, sizeof how, "announced %" PRId64 " ms before", now - announced_ms);
+  EDDY_INFO(LOG_MOD, "serving v%06" PRIu64 " (was v%06" PRIu64 "; %s; %.1f ms to fetch, verify and build)", version,
+            before, how, (mono_s() - t0) * 1000);
+  eddy_manifest_clear(&m);
+  return LOAD_OK;
+}
+
+/* What the trainer or the store says is CURRENT: 1 with *version, 0 when there is none yet, -1 on
+ * an error (errstr). */
+static int poll_current(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t *version, char *errstr,
+                        size_t errstr_size) {
+  if (r->cfg.serve_store[0]) {
+    if (!*store) {
+      *store = eddy_store_open(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, errstr_size);
+      if (!*store) return -1;
+    }
+    eddy_err_t err = eddy_store_current(*store, version, errstr, errstr_size);
+    if (err == EDDY_ERR_NOT_FOUND) return 0;
+    return err ? -1 : 1;
+  }
+  char url[EDDY_CONFIG_STR + 64];
+  const char *base = r->cfg.serve_trainer_url;
+  size_t bl = strlen(base);
+  while (bl && base[bl - 1] == '/') bl--;
+  snprintf(url, sizeof url, "%.*s/v1/versions/current", (int)bl, base);
+  dbuf_t b;
+  long st = http_get(c, url, FETCH_MAX_SMALL, &b, errstr, errstr_size);
+  int rc = -1;
+  if (st == 404) {
+    rc = 0;
+  } else if (st == 200) {
+    eddy_manifest_t m;
+    if (eddy_manifest_parse(b.data ? b.data : "", b.len, &m, errstr, errstr_size) == EDDY_OK) {
+      *version = m.version;
+      rc = 1;
+    }
+    eddy_manifest_clear(&m);
+  } else if (st > 0) {
+    eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
+  }
+  free(b.data);
+  return rc;
+}
+
+static void *follow_main(void *arg) {
+  eddy_replica_t *r = arg;
+  CURL *c = curl_easy_init();
+  eddy_store_t *store = NULL;
+  eddy_follower_t *fol = NULL;
+  char errstr[1024];
+  if (!c) {
+    EDDY_ERROR(LOG_MOD, "curl_easy_init failed: the replica cannot fetch versions");
+    set_waiting(r, "%s", "curl_easy_init failed");
+    return NULL;
+  }
+  const bool kafka = eddy_config_kafka(&r->cfg, "bootstrap.servers") || eddy_config_kafka(&r->cfg, "metadata.broker.list");
+  if (kafka) {
+    char group[512];
+    snprintf(group, sizeof group, "eddy-replica-%s-%s", r->cfg.model_name, r->advertise);
+    for (char *p = group; *p; p++)
+      if (*p == ':' || *p == '[' || *p == ']' || *p == '/') *p = '_';
+    if (!(fol = eddy_follower_new(&r->cfg, r->cfg.snapshot_topic, group, errstr, sizeof errstr)))
+      EDDY_WARN(LOG_MOD, "announcements on %s not followed (%s); polling every %u s", r->cfg.snapshot_topic, errstr,
+                r->cfg.serve_poll_seconds);
+    else
+      EDDY_INFO(LOG_MOD, "following announcements on %s (group %s)", r->cfg.snapshot_topic, group);
+  } else {
+    EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: following versions by polling %s every %u s", r->source,
+              r->cfg.serve_poll_seconds);
+  }
+  uint64_t target = 0, failed = 0;
+  int64_t target_announced_ms = -1;
+  double next_poll = 0, retry_at = 0;
+  int64_t poll_sent_ms = 0; /* when the last answered poll was sent */
+  char last_poll_error[1024] = "";
+  while (!atomic_load(&r->stop)) {
+    if (fol) {
+      eddy_follower_msg_t msg;
+      int got = eddy_follower_poll(fol, 100, &msg, errstr, sizeof errstr);
+      if (got < 0) EDDY_WARN(LOG_MOD, "%s", errstr);
+      if (got > 0) {
+        eddy_manifest_t m;
+        if (strcmp(msg.key, r->cfg.model_name) != 0) {
+          /* another model's announcement on a shared topic */
+        } else if (eddy_manifest_parse(msg.value, msg.value_len, &m, errstr, sizeof errstr) != EDDY_OK) {
+          EDDY_WARN(LOG_MOD, "announcement at %s [%d] offset %" PRId64 " ignored: %s", r->cfg.snapshot_topic,
+                    (int)msg.partition, msg.offset, errstr);
+        } else {
+          eddy_series_add(r->m_announcements, 1);
+          /* The trainer moves CURRENT before it announces, so an announcement made before the
+           * last poll was sent is already reflected in that poll's answer: skip it rather than
+           * step back to it (docs/replica.md, "Following versions"). */
+          if (msg.timestamp_ms < 0 || msg.timestamp_ms >= poll_sent_ms) {
+            target = m.version;
+            target_announced_ms = msg.timestamp_ms;
+            failed = 0; /* an announcement is worth a new try even of a version that failed before */
+          }
+        }
+        eddy_manifest_clear(&m);
+        eddy_follower_msg_free(&msg);
+      }
+    } else if (!nap(r, 100)) {
+      break;
+    }
+    double now = mono_s();
+    if (now >= next_poll) {
+      next_poll = now + r->cfg.serve_poll_seconds;
+      uint64_t v = 0;
+      const int64_t sent_ms = now_ms();
+      int p = poll_current(r, c, &store, &v, errstr, sizeof errstr);
+      if (p >= 0) poll_sent_ms = sent_ms;
+      if (p < 0) {
+        if (strcmp(errstr, last_poll_error) != 0) EDDY_WARN(LOG_MOD, "checking for the current version: %s", errstr);
+        snprintf(last_poll_error, sizeof last_poll_error, "%s", errstr);
+        if (!atomic_load(&r->version)) set_waiting(r, "no version loaded yet: %.400s", errstr);
+      } else {
+        last_poll_error[0] = '\0';
+        if (p == 0 && !atomic_load(&r->version)) set_waiting(r, "%s", "no version promoted yet");
+        if (p > 0 && v != target) {
+          target = v;
+          target_announced_ms = -1;
+        }
+        if (p > 0 && v == failed && now >= retry_at) failed = 0; /* retried once per poll */
+      }
+    }
+    if (!target || target == atomic_load(&r->version) || target == failed) continue;
+    if (r->cfg.serve_store[0] && !store) {
+      store = eddy_store_open(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, sizeof errstr);
+      if (!store) {
+        EDDY_WARN(LOG_MOD, "v%06" PRIu64 ": %s", target, errstr);
+        failed = target;
+        retry_at = now + r->cfg.serve_poll_seconds;
+        continue;
+      }
+    }
+    load_result_t res = load_version(r, c, &store, target, target_announced_ms, errstr, sizeof errstr);
+    if (res == LOAD_OK) continue;
+    if (atomic_load(&r->stop)) break;
+    eddy_series_add(res == LOAD_FETCH ? r->m_refuse_fetch : r->m_refuse_verify, 1);
+    atomic_fetch_add(&r->refusals, 1);
+    uint64_t serving = atomic_load(&r->version);
+    EDDY_WARN(LOG_MOD, "v%06" PRIu64 " refused (%s): %s; %s", target, res == LOAD_FETCH ? "fetch" : "verify", errstr,
+              serving ? "still serving the version loaded before" : "nothing loaded yet");
+    if (!serving) set_waiting(r, "no version loaded yet: %.400s", errstr);
+    failed = target;
+    retry_at = mono_s() + r->cfg.serve_poll_seconds;
+  }
+  eddy_follower_destroy(fol);
+  eddy_store_close(store);
+  curl_easy_cleanup(c);
+  return NULL;
+}
+
+/* ---- heartbeat ---- */
+
+static void *beat_main(void *arg) {
+  eddy_replica_t *r = arg;
+  CURL *c = curl_easy_init();
+  if (!c) return NULL;
+  char url[EDDY_CONFIG_STR + 64], auth[EDDY_HTTP_TOKEN_MAX + 32], body[1024], cerr[CURL_ERROR_SIZE];
+  const char *base = r->cfg.serve_trainer_url;
+  size_t bl = strlen(base);
+  while (bl && base[bl - 1] == '/') bl--;
+  snprintf(url, sizeof url, "%.*s/v1/replicas/heartbeat", (int)bl, base);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", r->token);
+  struct curl_slist *headers = curl_slist_append(NULL, auth);
+  headers = curl_slist_append(headers, "Content-Type: application/json");
+  bool failing = false;
+  do {
+    served_t *s = acquire(r);
+    char version[32] = "null", loaded[32] = "null", fresh[32] = "null";
+    if (s) {
+      snprintf(version, sizeof version, "%" PRIu64, s->version);
+      snprintf(loaded, sizeof loaded, "%" PRId64, s->loaded_at_ms);
+    }
+    int64_t f = atomic_load(&r->freshness_ms);
+    if (s && f >= 0) snprintf(fresh, sizeof fresh, "%.3f", (double)f / 1000.0);
+    snprintf(body, sizeof body,
+             "{\"id\":\"%s\",\"url\":\"http://%s\",\"version\":%s,\"loaded_at_ms\":%s,\"freshness_seconds\":%s,"
+             "\"predictions\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"state\":\"%s\"}",
+             r->advertise, r->advertise, version, loaded, fresh, (uint64_t)atomic_load(&r->predictions),
+             (uint64_t)atomic_load(&r->refusals), s ? "serving" : "waiting");
+    release(s);
+    dbuf_t resp = {.max = 65536};
+    cerr[0] = '\0';
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+      eddy_series_add(r->m_beat_errors, 1);
+      if (!failing) {
+        if (rc != CURLE_OK)
+          EDDY_WARN(LOG_MOD, "heartbeat to %s failed: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
+        else
+          EDDY_WARN(LOG_MOD, "heartbeat to %s: HTTP %ld %.300s", url, status, resp.data ? resp.data : "");
+      }
+      failing = true;
+    } else if (failing) {
+      EDDY_INFO(LOG_MOD, "heartbeats to %s go through again", url);
+      failing = false;
+    }
+    free(resp.data);
+  } while (nap(r, (int)r->cfg.serve_heartbeat_seconds * 1000));
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(c);
+  return NULL;
+}
+
+/* Per pool thread: reused across requests. */
+typedef struct {
+  eddy_batch_t *batch;
+  uint32_t dense_dim;
+  size_t batch_cap;
+  eddy_event_t ev;
+  float *scratch, *pred;
+  size_t scratch_n, pred_n;
+  const char **spans;
+  char *out;
+  size_t out_cap;
+} work_t;
+
+static void work_free(void *p) {
+  work_t *w = p;
+  if (!w) return;
+  eddy_batch_destroy(w->batch);
+  eddy_event_free(&w->ev);
+  free(w->scratch);
+  free(w->pred);
+  free(w->spans);
+  free(w->out);
+  free(w);
+}
+
+static work_t *work_get(eddy_replica_t *r) {
+  work_t *w = pthread_getspecific(r->work_key);
+  if (w) return w;
+  w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  eddy_event_init(&w->ev);
+  w->spans = malloc(2 * EDDY_REPLICA_MAX_INSTANCES * sizeof *w->spans);
+  if (!w->spans || pthread_setspecific(r->work_key, w) != 0) {
+    work_free(w);
+    return NULL;
+  }
+  return w;
+}
+
+static bool grow_floats(float **p, size_t *have, size_t need) {
+  if (*have >= need) return true;
+  float *q = realloc(*p, need * sizeof(float));
+  if (!q) return false;
+  *p = q;
+  *have = need;
+  return true;
+}
+
+static eddy_err_t send_json_error(eddy_http_resp_t *resp, int status, const char *msg, const char *version) {
+  if (version) eddy_http_resp_header(resp, "X-Eddy-Version", version);
+  return eddy_http_resp_error(resp, status, "%s", msg);
+}
+
+static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  eddy_replica_t *r = ctx;
+  served_t *s = acquire(r);
+  if (!s) {
+    char why[512];
+    pthread_mutex_lock(&r->why_mu);
+    snprintf(why, sizeof why, "%s", r->why_waiting);
+    pthread_mutex_unlock(&r->why_mu);
+    eddy_http_resp_header(resp, "Retry-After", "1");
+    return send_json_error(resp, 503, why, NULL);
+  }
+  work_t *w = work_get(r);
+  int rc = 0;
+  if (!w) {
+    send_json_error(resp, 500, "out of memory", s->version_text);
+    goto out;
+  }
+  const eddy_model_spec_t *spec = eddy_infer_spec(s->model);
+  eddy_event_schema_t schema = eddy_model_event_schema(spec);
+  schema.label_optional = true;
+  size_t len = 0;
+  const char *body = eddy_http_req_body(req, &len);
+  char why[640], msg[512];
+  bool wrapped = false;
+  long n = eddy_event_split_instances(body, len, w->spans, EDDY_REPLICA_MAX_INSTANCES, &wrapped, why, sizeof why);
+  if (n < 0) {
+    send_json_error(resp, 400, why, s->version_text);
+    goto out;
+  }
+  const bool single = !wrapped;
+  if (!w->batch || w->dense_dim != spec->dense_dim || w->batch_cap < (size_t)n) {
+    size_t cap = (size_t)n < 64 ? 64 : (size_t)n;
+    eddy_batch_destroy(w->batch);
+    w->batch = eddy_batch_new(spec->dense_dim, cap);
+    w->dense_dim = spec->dense_dim;
+    w->batch_cap = w->batch ? cap : 0;
+    if (!w->batch) {
+      send_json_error(resp, 500, "out of memory", s->version_text);
+      goto out;
+    }
+  }
+  eddy_batch_clear(w->batch);
+  for (long i = 0; i < n; i++) {
+    const char *a = w->spans[2 * i];
+    size_t alen = (size_t)(w->spans[2 * i + 1] - a);
+    eddy_err_t err = eddy_event_from_json(a, alen, &schema, &w->ev, msg, sizeof msg);
+    if (!err) err = eddy_batch_push(w->batch, &w->ev);
+    if (err) {
+      if (single) snprintf(why, sizeof why, "%s", msg);
+      else snprintf(why, sizeof why, "instances[%ld]: %s", i, msg);
+      send_json_error(resp, 400, why, s->version_text);
+      goto out;
+    }
+  }
+  const size_t k = s->outputs;
+  if (!grow_floats(&w->scratch, &w->scratch_n, eddy_infer_scratch_floats(s->model, (size_t)n)) ||
+      !grow_floats(&w->pred, &w->pred_n, (size_t)n * k)) {
+    send_json_error(resp, 500, "out of memory", s->version_text);
+    goto out;
+  }
+  if (eddy_infer_predict(s->model, w->batch, w->scratch, w->pred, msg, sizeof msg) != EDDY_OK) {
+    send_json_error(resp, 400, msg, s->version_text);
+    goto out;
+  }
+  /* {"model":"m","version":N,"predictions":[[p,...],...]} (a number per event for one output). */
+  size_t need = 128 + strlen(r->cfg.model_name) + (size_t)n * (k * 18 + 4);
+  if (w->out_cap < need) {
+    char *o = realloc(w->out, need);
+    if (!o) {
+      send_json_error(resp, 500, "out of memory", s->version_text);
+      goto out;
+    }
+    w->out = o;
+    w->out_cap = need;
+  }
+  char *o = w->out;
+  size_t at = (size_t)snprintf(o, need, "{\"model\":\"%s\",\"version\":%s,\"predictions\":[", r->cfg.model_name,
+                               s->version_text);
+  for (long i = 0; i < n; i++) {
+    if (i) o[at++] = ',';
+    const float *p = w->pred + (size_t)i * k;
+    if (s->head == EDDY_HEAD_SOFTMAX) o[at++] = '[';
+    for (size_t j = 0; j < k; j++) {
+      if (j) o[at++] = ',';
+      at += (size_t)snprintf(o + at, need - at, "%.9g", (double)p[j]);
+    }
+    if (s->head == EDDY_HEAD_SOFTMAX) o[at++] = ']';
+  }
+  at += (size_t)snprintf(o + at, need - at, "]}");
+  eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
+  if (eddy_http_resp_body(resp, "application/json", o, at) != EDDY_OK) rc = EDDY_ERR_NOMEM;
+  atomic_fetch_add_explicit(&r->predictions, (uint64_t)n, memory_order_relaxed);
+  eddy_series_add(r->m_instances, (double)n);
+out:
+  release(s);
+  return rc;
+}
+
+static int h_model(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  (void)req;
+  eddy_replica_t *r = ctx;
+  served_t *s = acquire(r);
+  if (!s) {
+    char why[512];
+    pthread_mutex_lock(&r->why_mu);
+    snprintf(why, sizeof why, "%s", r->why_waiting);
+    pthread_mutex_unlock(&r->why_mu);
+    eddy_http_resp_error(resp, 503, "%s", why);
+    return 0;
+  }
+  eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
+  eddy_err_t err = eddy_http_resp_body(resp, "application/json", s->model_json, s->model_json_len);
+  release(s);
+  return err ? (int)err : 0;
+}
+
+static int h_healthz(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  (void)req;
+  eddy_replica_t *r = ctx;
+  served_t *s = acquire(r);
+  char body[768];
+  int n;
+  if (s) {
+    n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"model\":\"%s\",\"version\":%s}", r->cfg.model_name,
+                 s->version_text);
+    eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
+    release(s);
+  } else {
+    char why[512];
+    pthread_mutex_lock(&r->why_mu);
+    snprintf(why, sizeof why, "%s", r->why_waiting);
+    pthread_mutex_unlock(&r->why_mu);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "waiting");
+    cJSON_AddStringToObject(o, "error", why);
+    char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    n = snprintf(body, sizeof body, "%s", t ? t : "{\"status\":\"waiting\"}");
+    free(t);
+    eddy_http_resp_status(resp, 503);
+  }
+  if (n < 0 || (size_t)n >= sizeof body) n = (int)strlen(body);
+  return (int)eddy_http_resp_body(resp, "application/json", body, (size_t)n);
+}
+
+static int h_metrics(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
+  (void)req;
+  eddy_replica_t *r = ctx;
+  size_t len = 0;
+  char *text = eddy_registry_render(r->reg, &len);
+  if (!text) return eddy_http_resp_error(resp, 500, "metrics could not be rendered"), 0;
+  return (int)eddy_http_resp_body_owned(resp, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---- metrics and lifecycle ---- */
+
+void eddy_replica_on_request(void *replica, const char *method, const char *route, int status, double seconds) {
+  (void)method;
+  eddy_replica_t *r = replica;
+  if (!r) return;
+  const char *rt = route ? route : "unmatched";
+  char code[8];
+  snprintf(code, sizeof code, "%d", status);
+  if (route && strcmp(route, "/v1/predict") == 0) {
+    eddy_series_t *s = NULL;
+    pthread_mutex_lock(&r->codes_mu);
+    for (int i = 0; i < PREDICT_CODES && !s; i++) {
+      if (r->predict_codes[i].code == status) s = r->predict_codes[i].s;
+      else if (r->predict_codes[i].code == 0) {
+        const char *v[] = {code};
+        r->predict_codes[i].code = status;
+        s = r->predict_codes[i].s = eddy_metric_series(r->m_requests, v);
+      }
+    }
+    pthread_mutex_unlock(&r->codes_mu);
+    if (!s) {
+      const char *v[] = {code};
+      s = eddy_metric_series(r->m_requests, v);
+    }
+    eddy_series_add(s, 1);
+    eddy_series_observe(r->m_latency_predict, seconds);
+    return; /* predict has its own families; the generic ones cover the other routes */
+  }
+  const char *v2[] = {rt, code};
+  eddy_series_add(eddy_metric_series(r->m_http_total, v2), 1);
+  const char *v1[] = {rt};
+  eddy_series_observe(eddy_metric_series(r->m_http_duration, v1), seconds);
+}
+
+static int add_metrics(eddy_replica_t *r, char *errstr, size_t errstr_size) {
+  static const double lat[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+  static const double fresh[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600};
+  static const double load[] = {0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120};
+  static const double http_b[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30};
+  eddy_registry_t *g = r->reg;
+#define ADD(type, name, help, labels, b, nb) eddy_registry_add(g, type, name, help, labels, b, nb, errstr, errstr_size)
+#define ONE(m) ((m) ? eddy_metric_series((m), NULL) : NULL)
+  const char *fetch[] = {"fetch"}, *verify[] = {"verify"};
+  eddy_metric_t *refusals = ADD(EDDY_METRIC_COUNTER, "eddy_replica_refusals_total",
+                                "Versions not loaded: reason fetch (download or read failed) or verify (size, "
+                                "sha256, structure, shapes, spec or values wrong); the old version keeps serving",
+                                "reason", NULL, 0);
+  r->m_refuse_fetch = refusals ? eddy_metric_series(refusals, fetch) : NULL;
+  r->m_refuse_verify = refusals ? eddy_metric_series(refusals, verify) : NULL;
+  r->m_version = ONE(ADD(EDDY_METRIC_GAUGE, "eddy_replica_model_version", "Version this replica serves (0: none yet)",
+                         NULL, NULL, 0));
+  r->m_swaps = ONE(ADD(EDDY_METRIC_COUNTER, "eddy_replica_swaps_total", "Versions swapped in", NULL, NULL, 0));
+  r->m_last_swap = ONE(ADD(EDDY_METRIC_GAUGE, "eddy_replica_last_swap_timestamp_seconds",
+                           "Unix time of the last swap", NULL, NULL, 0));
+  r->m_announcements = ONE(ADD(EDDY_METRIC_COUNTER, "eddy_replica_announcements_total",
+                               "Announcements of this model read from snapshot.topic", NULL, NULL, 0));
+  r->m_beat_errors = ONE(ADD(EDDY_METRIC_COUNTER, "eddy_replica_heartbeat_errors_total",
+                             "Heartbeats the trainer did not accept", NULL, NULL, 0));
+  r->m_model_bytes = ONE(ADD(EDDY_METRIC_GAUGE, "eddy_replica_model_bytes", "Memory held by the served weights",
+                             NULL, NULL, 0));
+  r->m_load_seconds = ONE(ADD(EDDY_METRIC_HISTOGRAM, "eddy_replica_load_seconds",
+                              "Time to fetch, verify and build a version", NULL, load, sizeof load / sizeof load[0]));
+  r->m_announce_to_serve = ONE(ADD(EDDY_METRIC_HISTOGRAM, "eddy_replica_announce_to_serve_seconds",
+                                   "Announcement timestamp to this replica serving the version", NULL, fresh,
+                                   sizeof fresh / sizeof fresh[0]));
+  r->m_event_to_serve = ONE(ADD(EDDY_METRIC_HISTOGRAM, "eddy_event_to_serve_seconds",
+                                "Newest trained event's timestamp to this replica serving the version", NULL, fresh,
+                                sizeof fresh / sizeof fresh[0]));
+  r->m_requests = ADD(EDDY_METRIC_COUNTER, "eddy_predict_requests_total", "POST /v1/predict requests by status code",
+                      "code", NULL, 0);
+  r->m_instances = ONE(ADD(EDDY_METRIC_COUNTER, "eddy_predict_instances_total", "Events predicted", NULL, NULL, 0));
+  r->m_latency = ADD(EDDY_METRIC_HISTOGRAM, "eddy_predict_latency_seconds",
+                     "POST /v1/predict time from the first byte of the request to the answer", NULL, lat,
+                     sizeof lat / sizeof lat[0]);
+  r->m_latency_predict = ONE(r->m_latency);
+  r->m_http_total = ADD(EDDY_METRIC_COUNTER, "eddy_http_requests_total",
+                        "HTTP requests answered, by route pattern and status code (predict: "
+                        "eddy_predict_requests_total)",
+                        "route,code", NULL, 0);
+  r->m_http_duration = ADD(EDDY_METRIC_HISTOGRAM, "eddy_http_request_duration_seconds",
+                           "Time from the first byte of an HTTP request to its answer, by route pattern", "route",
+                           http_b, sizeof http_b / sizeof http_b[0]);
+#undef ONE
+#undef ADD
+  if (!r->m_version || !r->m_swaps || !r->m_refuse_fetch || !r->m_refuse_verify || !r->m_last_swap ||
+      !r->m_announcements || !r->m_beat_errors || !r->m_model_bytes || !r->m_load_seconds ||
+      !r->m_announce_to_serve || !r->m_event_to_serve || !r->m_requests || !r->m_instances ||
+      !r->m_latency_predict || !r->m_http_total || !r->m_http_duration)
+    return -1;
+  return 0;
+}
+
+eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metrics, char *errstr,
+                                 size_t errstr_size) {
+  if (!cfg || !metrics) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "replica: a config and a metrics registry are required");
+    return NULL;
+  }
+  eddy_replica_t *r = calloc(1, sizeof *r);
+  if (!r) {
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  r->cfg = *cfg;
+  r->reg = metrics;
+  r->precision = strcmp(cfg->serve_precision, "bf16") == 0 ? EDDY_INFER_BF16 : EDDY_INFER_F32;
+  pthread_mutex_init(&r->cur_mu, NULL);
+  pthread_mutex_init(&r->why_mu, NULL);
+  pthread_mutex_init(&r->stop_mu, NULL);
+  pthread_mutex_init(&r->codes_mu, NULL);
+  pthread_cond_init(&r->stop_cv, NULL);
+  atomic_init(&r->freshness_ms, -1);
+  snprintf(r->why_waiting, sizeof r->why_waiting, "no version loaded yet: starting");
+  if (cfg->serve_store[0])
+    snprintf(r->source, sizeof r->source, "store:%s", cfg->serve_store);
+  else
+    snprintf(r->source, sizeof r->source, "%s", cfg->serve_trainer_url);
+  if (pthread_key_create(&r->work_key, work_free) != 0) {
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "replica: pthread_key_create failed");
+    goto fail;
+  }
+  r->work_key_ok = true;
+  if (cfg->http_token_file[0]) {
+    char why[512];
+    if (eddy_http_load_token(cfg->http_token_file, r->token, sizeof r->token, why, sizeof why) != EDDY_OK) {
+      eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "http.token_file: %s", why);
+      goto fail;
+    }
+  }
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "replica: curl_global_init failed");
+    goto fail;
+  }
+  if (add_metrics(r, errstr, errstr_size) != 0) goto fail;
+  return r;
+fail:
+  eddy_replica_destroy(r);
+  return NULL;
+}
+
+eddy_err_t eddy_replica_register(eddy_replica_t *r, eddy_http_t *http, char *errstr, size_t errstr_size) {
+  static const struct {
+    const char *method, *pattern;
+    eddy_http_handler_fn fn;
+  } routes[] = {{"GET", "/healthz", h_healthz},
+                {"GET", "/metrics", h_metrics},
+                {"GET", "/v1/model", h_model},
+                {"POST", "/v1/predict", h_predict}};
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    eddy_err_t err = eddy_http_route(http, routes[i].method, routes[i].pattern, 0, routes[i].fn, r, errstr, errstr_size);
+    if (err) return err;
+  }
+  return EDDY_OK;
+}
+
+eddy_err_t eddy_replica_start(eddy_replica_t *r, const char *advertise, char *errstr, size_t errstr_size) {
+  snprintf(r->advertise, sizeof r->advertise, "%s", advertise ? advertise : "");
+  if (pthread_create(&r->follow_thread, NULL, follow_main, r) != 0)
+    return eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "replica: cannot start the follower thread");
+  r->follow_started = true;
+  if (r->cfg.serve_store[0] && !strcmp(r->cfg.serve_trainer_url, "")) {
+    EDDY_INFO(LOG_MOD, "no serve.trainer_url: no heartbeats");
+  } else if (!r->token[0]) {
+    EDDY_WARN(LOG_MOD, "http.token_file is empty: no heartbeats to %s (the trainer's dashboard will not list this "
+                       "replica)",
+              r->cfg.serve_trainer_url);
+  } else {
+    if (pthread_create(&r->beat_thread, NULL, beat_main, r) != 0)
+      return eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "replica: cannot start the heartbeat thread");
+    r->beat_started = true;
+  }
+  return EDDY_OK;
+}
+
+uint64_t eddy_replica_version(eddy_replica_t *r) { return r ? atomic_load(&r->version) : 0; }
+
+void eddy_replica_destroy(eddy_replica_t *r) {
+  if (!r) return;
+  pthread_mutex_lock(&r->stop_mu);
+  atomic_store(&r->stop, true);
+  pthread_cond_broadcast(&r->stop_cv);
+  pthread_mutex_unlock(&r->stop_mu);
+  if (r->follow_started) pthread_join(r->follow_thread, NULL);
+  if (r->beat_started) pthread_join(r->beat_thread, NULL);
+  pthread_mutex_lock(&r->cur_mu);
+  served_t *s = r->cur;
+  r->cur = NULL;
+  pthread_mutex_unlock(&r->cur_mu);
+  release(s);
+  if (r->work_key_ok) {
+    work_free(pthread_getspecific(r->work_key));
+    pthread_key_delete(r->work_key);
+  }
+  memset(r->token, 0, sizeof r->token);
+  pthread_mutex_destroy(&r->cur_mu);
+  pthread_mutex_destroy(&r->why_mu);
+  pthread_mutex_destroy(&r->stop_mu);
+  pthread_mutex_destroy(&r->codes_mu);
+  pthread_cond_destroy(&r->stop_cv);
+  free(r);
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The trainer's dashboard in a real browser: `eddy broker`, `eddy produce` of 1200 Fashion-MNIST
+# images, `eddy train` (publishing every 20 steps, then once more on request, so at least two
+# promoted versions), two `eddy serve` replicas heartbeating to it; then Debian's chromium (driven
+# by playwright-core, tests/browser/dashboard.mjs) opens the page with every non-loopback request
+# blocked: every chart has data, screenshots are saved (${EDDY_ARTIFACTS:-<build>/artifacts}),
+# a rollback with a wrong token shows the server's error and leaves CURRENT alone, one with the
+# right token moves CURRENT and the page's replica table follows; both replicas then answer
+# POST /v1/predict with X-Eddy-Version = that version. Skips (77) without node or chromium.
+source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/train_helpers.bash"
+
+CHROMIUM=${EDDY_CHROMIUM:-/usr/bin/chromium}
+FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+command -v node >/dev/null || { echo "SKIP: node not installed (ops/setup-deps installs nodejs)"; exit 77; }
+command -v npm >/dev/null || { echo "SKIP: npm not installed (ops/setup-deps installs npm)"; exit 77; }
+[[ -x $CHROMIUM ]] || { echo "SKIP: $CHROMIUM not installed (ops/setup-deps installs chromium)"; exit 77; }
+[[ -f $FM/train-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+
+BUILD=$(cd "$(dirname "$EDDY")" && pwd)
+ARTIFACTS=${EDDY_ARTIFACTS:-$BUILD/artifacts}
+mkdir -p "$ARTIFACTS"
+T_START=$SECONDS
+
+# playwright-core, pinned by tests/browser/package-lock.json, in the build tree (never in the
+# source tree); installed again only when the lock file changes.
+DEPS=$BUILD/browser-deps
+CHECKS=$((CHECKS + 1))
+if ! cmp -s "$SRC/tests/browser/package-lock.json" "$DEPS/package-lock.json" ||
+  [[ ! -f $DEPS/node_modules/playwright-core/package.json ]]; then
+  mkdir -p "$DEPS"
+  cp "$SRC/tests/browser/package.json" "$SRC/tests/browser/package-lock.json" "$DEPS/"
+  if ! (cd "$DEPS" && npm ci --ignore-scripts --no-audit --no-fund --prefer-offline) >"$TMP/npm.log" 2>&1; then
+    fail "npm ci of tests/browser/package-lock.json in $DEPS failed$(grep -qE 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|network' "$TMP/npm.log" && echo ': the npm registry could not be reached (no network?)')"
+    tail -n 20 "$TMP/npm.log" >&2
+    rm -f "$DEPS/package-lock.json"
+    finish
+    exit 1
+  fi
+fi
+pass "playwright-core installed in $DEPS"
+cp "$SRC/tests/browser/dashboard.mjs" "$DEPS/dashboard.mjs" # resolves playwright-core from there
+
+N=1200
+start_broker broker --topic events --partitions 4 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
+disown "$BROKER_PID"
+check_rc 0 "produce $N Fashion-MNIST images" -- "$EDDY" produce -b "$BOOT" -t events \
+  --data fashion-mnist:train --limit $N --key id
+
+printf 'dashboard-e2e-token\n' >"$TMP/token"
+chmod 600 "$TMP/token"
+cat >"$TMP/eddy.ini" <<EOF
+[model]
+name = fmnist
+dense_dim = 784
+embed_dim = 0
+hidden = 32
+head = softmax
+classes = 10
+[train]
+optimizer = adagrad
+lr = 0.02
+batch_size = 16
+holdout_fraction = 0.1
+[replay]
+ratio = 0.2
+[stream]
+topic = events
+[kafka]
+bootstrap.servers = $BOOT
+session.timeout.ms = 6000
+heartbeat.interval.ms = 500
+[buffer]
+path = $TMP/buffer
+sync = false
+capacity_events = 5000
+[snapshot]
+store = $TMP/store
+every_steps = 20
+every_seconds = 0
+keep = 1000
+gate.max_regression = 1000
+topic = eddy-snapshots
+[serve]
+poll_seconds = 1
+heartbeat_seconds = 1
+[http]
+bind = 127.0.0.1:0
+token_file = $TMP/token
+EOF
+
+CHECKS=$((CHECKS + 1))
+if start_trainer "$TMP/train.err" -c "$TMP/eddy.ini"; then pass "eddy train is up (port $PORT)"; else
+  fail "eddy train did not come up"
+  tail -n 20 "$TMP/train.err" >&2
+  finish
+  exit 1
+fi
+TRAINER=http://127.0.0.1:$PORT
+CHECKS=$((CHECKS + 1))
+if wait_status 60 "s['buffer']['cursor'] == $N"; then pass "all $N events trained"; else
+  fail "the trainer did not catch up with $N events"
+  cat "$TMP/status.json" >&2
+fi
+# One more version with everything trained; no event arrives after it, so CURRENT stays put
+# until the rollback (replay.idle_steps = 0: no training while idle).
+code=$(post /v1/snapshot '{"timeout_ms": 30000}')
+CHECKS=$((CHECKS + 1))
+npro=$(curl -sf "$TRAINER/v1/versions" | $PY -c 'import json,sys; print(sum(v["status"] == "promoted" for v in json.load(sys.stdin)["versions"]))')
+if [[ $code == 200 && ${npro:-0} -ge 2 ]]; then pass "$npro promoted versions"; else
+  fail "versions: POST /v1/snapshot HTTP $code, $npro promoted"
+fi
+CUR=$(curl -sf "$TRAINER/v1/status" | $PY -c 'import json,sys; print(json.load(sys.stdin)["current_version"])')
+
+# start_replica NAME: `eddy serve` on a free port following the trainer; sets RPORT.
+start_replica() {
+  "$EDDY" serve -c "$TMP/eddy.ini" --set "serve.trainer_url=$TRAINER" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+  local pid=$!
+  PIDS+=("$pid")
+  disown "$pid"
+  RPORT=
+  for _ in $(seq 200); do
+    RPORT=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/$1.err" | tail -n 1)
+    [[ -n $RPORT ]] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# replica_version PORT: the X-Eddy-Version of a prediction (empty when it does not answer 200).
+replica_version() {
+  $PY -c 'import json; print(json.dumps({"id": "q", "label": 0, "dense": [0.5] * 784}))' >"$TMP/event.json"
+  curl -s --max-time 5 -o /dev/null -D - -X POST -H 'Content-Type: application/json' \
+    --data @"$TMP/event.json" -w '%{http_code}\n' "http://127.0.0.1:$1/v1/predict" |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "x-eddy-version" {v = $2} /^200$/ {ok = 1} END {if (ok) print v}'
+}
+
+# wait_replicas VERSION SECONDS: until both replicas serve VERSION.
+wait_replicas() {
+  local end=$((SECONDS + $2))
+  while ((SECONDS < end)); do
+    [[ $(replica_version "$R1") == "$1" && $(replica_version "$R2") == "$1" ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+CHECKS=$((CHECKS + 1))
+if start_replica replica1 && R1=$RPORT && start_replica replica2 && R2=$RPORT; then
+  pass "two replicas up (ports $R1, $R2)"
+else
+  fail "eddy serve did not come up"
+  tail -n 20 "$TMP"/replica*.err >&2
+  finish
+  exit 1
+fi
+CHECKS=$((CHECKS + 1))
+if wait_replicas "$CUR" 30; then pass "both replicas serve CURRENT v$CUR"; else
+  fail "replicas do not serve v$CUR: $(replica_version "$R1") / $(replica_version "$R2")"
+  tail -n 5 "$TMP"/replica*.err >&2
+fi
+
+# The browser part. The trainer has sampled once a second since its start, so the charts have
+# history; freshness appears with the replicas' heartbeats.
+T_BROWSER=$SECONDS
+CHECKS=$((CHECKS + 1))
+node "$DEPS/dashboard.mjs" --url "$TRAINER" --token-file "$TMP/token" --replicas 2 \
+  --artifacts "$ARTIFACTS" --chromium "$CHROMIUM" >"$TMP/browser.json" 2>"$TMP/browser.err"
+rc=$?
+sed 's/^/  browser: /' "$TMP/browser.err"
+if [[ $rc -eq 0 ]]; then pass "dashboard checks in chromium ($((SECONDS - T_BROWSER)) s)"; else
+  fail "dashboard checks in chromium (exit $rc): $(head -c 2000 "$TMP/browser.json")"
+fi
+echo "screenshot: $ARTIFACTS/dashboard.png"
+V=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"] or "")' "$TMP/browser.json" 2>/dev/null)
+CHECKS=$((CHECKS + 1))
+if [[ -n $V && $V != "$CUR" ]] && wait_replicas "$V" 30; then
+  pass "after the rollback both replicas answer with X-Eddy-Version: $V"
+else
+  fail "replicas after the rollback to v${V:-?}: $(replica_version "$R1") / $(replica_version "$R2")"
+fi
+check_grep "$TMP/train.err" "rollback (serve only): CURRENT = v$(printf %06d "${V:-0}")" "the trainer logged the rollback"
+CHECKS=$((CHECKS + 1))
+if [[ -s $ARTIFACTS/dashboard.png ]]; then pass "screenshot saved"; else fail "no screenshot at $ARTIFACTS/dashboard.png"; fi
+stop_trainer TERM
+CHECKS=$((CHECKS + 1))
+if [[ $TRAIN_RC == 0 ]]; then pass "SIGTERM: eddy train (with its sampler thread) exited 0"; else fail "SIGTERM: exit $TRAIN_RC"; fi
+check_sanitizers
+echo "dashboard_browser: $((SECONDS - T_START)) s"
+finish

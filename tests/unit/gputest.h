@@ -1,0 +1,83 @@
+/* A minimal test harness for the GPU tests (tests/unit/gpu_*.c): they must build on the GPU
+ * machine, whose image may lack cmocka. GT_CHECK fails the current test with file:line and a
+ * message; gt_main runs the tests, prints one line per test and "N passed, N failed" last, and
+ * exits 77 with the reason when no CUDA device is usable (EDDY_GPU_TEST_DEVICE=cpu runs the tests CPU
+ * against CPU instead: a self-check of the test code). Header-only, one test program per file. */
+#ifndef EDDY_GPUTEST_H
+#define EDDY_GPUTEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/learner_backend.h"
+
+static int gt_failed_now;
+
+#define GT_CHECK(cond, ...)                                                                                            \
+  do {                                                                                                                 \
+    if (!(cond)) {                                                                                                     \
+      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);                                         \
+      fprintf(stderr, __VA_ARGS__);                                                                                    \
+      fputc('\n', stderr);                                                                                             \
+      gt_failed_now = 1;                                                                                               \
+      return;                                                                                                          \
+    }                                                                                                                  \
+  } while (0)
+
+#define GT_OK(call) GT_CHECK((call) == EDDY_OK, "%s", "call did not return EDDY_OK")
+
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+} gt_test_t;
+
+#define GT_TEST(fn)                                                                                                    \
+  { #fn, fn }
+
+static inline double gt_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ||a - b|| / ||b|| over n floats (||a - b|| when b is all zeros); NaN anywhere gives Inf. */
+static inline double gt_norm_err(const float *a, const float *b, size_t n) {
+  double d = 0, r = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+    double x = (double)a[i] - (double)b[i];
+    d += x * x;
+    r += (double)b[i] * b[i];
+  }
+  return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+static inline int gt_main(const char *program, const gt_test_t *tests, size_t n) {
+  char why[256] = "";
+  const char *self_check = getenv("EDDY_GPU_TEST_DEVICE");
+  if (self_check && !strcmp(self_check, "cpu"))
+    printf("%s: EDDY_GPU_TEST_DEVICE=cpu: checking the test code, CPU against CPU\n", program);
+  else if (eddy_cuda_device_count(why, sizeof why) == 0) {
+    printf("%s: skipped: no CUDA device: %s\n", program, why);
+    return 77;
+  }
+  size_t passed = 0, failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    gt_failed_now = 0;
+    double t0 = gt_now();
+    tests[i].fn();
+    printf("[%s] %s (%.2f s)\n", gt_failed_now ? "FAILED" : "    OK", tests[i].name, gt_now() - t0);
+    fflush(stdout);
+    if (gt_failed_now)
+      failed++;
+    else
+      passed++;
+  }
+  printf("%s: %zu passed, %zu failed\n", program, passed, failed);
+  return failed ? 1 : 0;
+}
+
+#endif
