@@ -411,8 +411,8 @@ static void draw(demo_t *d, double rate, double elapsed, bool final) {
   char reps[128] = "";
   size_t o = 0;
   for (int i = 0; i < DEMO_REPLICAS; i++)
-    o += (size_t)snprintf(reps + o, sizeof reps - o, "%s%d: %s%ld", i ? "  " : "", i + 1, d->rversion[i] ? "v" : "",
-                          d->rversion[i]);
+    o += d->rversion[i] ? (size_t)snprintf(reps + o, sizeof reps - o, "%s%d: v%ld", i ? "  " : "", i + 1, d->rversion[i])
+                        : (size_t)snprintf(reps + o, sizeof reps - o, "%s%d: none yet", i ? "  " : "", i + 1);
   char acc[32] = "-";
   if (!isnan(d->acc)) snprintf(acc, sizeof acc, "%.3f", d->acc);
   if (d->tty) {
@@ -454,7 +454,8 @@ static int stream(demo_t *d, double t0) {
   int rc = 0;
   double next_poll = 0, next_draw = 0, last_t = now_s();
   int64_t last_trained = 0;
-  double shown_rate = 0, tokens = 0, last_fill = now_s();
+  double shown_rate = 0, tokens = 0, last_fill = now_s(), progress_at = now_s();
+  int64_t progress_at_n = -1;
   bool eof = false;
   while (!demo_stop) {
     double t = now_s();
@@ -477,6 +478,16 @@ static int stream(demo_t *d, double t0) {
       last_t = t;
       draw(d, shown_rate, t - t0, false);
       next_draw = t + (d->tty ? 0.5 : 5.0);
+    }
+    if (d->trained != progress_at_n) {
+      progress_at_n = d->trained;
+      progress_at = t;
+    } else if (t - progress_at > 60) {
+      fprintf(stderr, "eddy demo: the trainer trained nothing for 60 s (%" PRId64 " of %d events; log: %s)\n",
+              d->trained, d->events, d->trainer.log);
+      show_tail(d->trainer.log);
+      rc = -1;
+      break;
     }
     if (eof || d->sent >= d->events) {
       if (d->trained >= d->events) break;
@@ -775,7 +786,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   printf("  dashboard: %s/   replicas: http://127.0.0.1:%u  http://127.0.0.1:%u\n", d->base, d->rport[0], d->rport[1]);
   fflush(stdout);
   if (stream(d, t0) != 0 || settle(d) != 0) goto out;
-  draw(d, 0, now_s() - t0, true);
+  draw(d, (double)d->trained / fmax(now_s() - t0, 1e-3), now_s() - t0, true); /* the average rate */
   if (score(d, &accuracy, &served) != 0) {
     if (!demo_stop) fprintf(stderr, "eddy demo: scoring the test set failed\n");
     goto out;
@@ -838,5 +849,6 @@ out:
   if (demo_stop && !(d->keep && rc == EDDY_EXIT_OK)) rc = 130;
   if (d->made_dir && !d->keep && rc == EDDY_EXIT_OK) rm_rf(d->dir);
   else if (rc != EDDY_EXIT_OK) fprintf(stderr, "eddy demo: logs kept in %s/logs\n", d->dir);
+  else if (d->keep) printf("eddy demo: stopped; data kept in %s\n", d->dir);
   return rc;
 }

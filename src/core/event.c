@@ -456,6 +456,27 @@ static bool scan_number(scan_t *s, double *out) {
     return true;
   }
 #endif
+#if defined(__x86_64__) && LDBL_MANT_DIG == 64 && FLT_EVAL_METHOD == 0 && !defined(__FAST_MATH__)
+  /* 17..19 significant digits (how JSON writers print most doubles): the digits are exact in an
+   * x87 long double (64-bit significand) and so is 10^k for k <= 27, so the quotient or product is
+   * the exact value correctly rounded to 64 bits. Rounding it again to a double gives the correctly
+   * rounded double unless it lies within one long-double ulp of a double rounding midpoint (its 11
+   * low bits 0x3ff..0x401): those few go to strtod. */
+  if (!m.truncated && exp10 >= -27 && exp10 <= 27) {
+    static const long double pow10l[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+                                         1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+                                         1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+    const long double ld = exp10 < 0 ? (long double)m.value / pow10l[-exp10] : (long double)m.value * pow10l[exp10];
+    uint64_t sig;
+    memcpy(&sig, &ld, sizeof sig); /* x87 extended: the 64-bit significand comes first */
+    const unsigned low = (unsigned)(sig & 0x7ff);
+    if (low < 0x3ff || low > 0x401) {
+      const double d = (double)ld;
+      *out = neg ? -d : d;
+      return true;
+    }
+  }
+#endif
   char token[SCAN_NUMBER_MAX + 1];
   memcpy(token, start, tok_len);
   token[tok_len] = '\0';

@@ -31,7 +31,7 @@
 
 #define LOG_MOD "serve"
 #define FETCH_MAX_SMALL (EDDY_MANIFEST_MAX_BYTES) /* manifests */
-#define PREDICT_CODES 6                           /* status codes with a cached series */
+#define PREDICT_CODES 7                           /* status codes with a series made up front */
 
 /* One loaded version; freed when the last reference goes. */
 typedef struct served {
@@ -81,8 +81,7 @@ struct eddy_replica {
   struct {
     int code;
     eddy_series_t *s;
-  } predict_codes[PREDICT_CODES];
-  pthread_mutex_t codes_mu;
+  } predict_codes[PREDICT_CODES]; /* read-only after eddy_replica_new */
 };
 
 /* ---- time ---- */
@@ -215,6 +214,11 @@ static load_result_t fetch_version(eddy_replica_t *r, CURL *c, eddy_store_t **st
     if (!f) {
       eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", version,
                 EDDY_STORE_WEIGHTS);
+      return LOAD_VERIFY;
+    }
+    if (f->bytes > EDDY_REPLICA_MAX_WEIGHTS) {
+      eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "v%06" PRIu64 ": weights of %" PRIu64 " bytes over the cap",
+                version, f->bytes);
       return LOAD_VERIFY;
     }
     char path[4096];
@@ -477,7 +481,9 @@ static void *follow_main(void *arg) {
     EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: following versions by polling %s every %u s", r->source,
               r->cfg.serve_poll_seconds);
   }
-  uint64_t target = 0, failed = 0;
+  uint64_t target = 0, failed = 0; /* failed: the version refused last */
+  bool failed_final = false;        /* refused on a check: versions are immutable, so no retry
+                                       until it is announced again */
   int64_t target_announced_ms = -1;
   double next_poll = 0, retry_at = 0;
   int64_t poll_sent_ms = 0; /* when the last answered poll was sent */
@@ -529,7 +535,7 @@ static void *follow_main(void *arg) {
           target = v;
           target_announced_ms = -1;
         }
-        if (p > 0 && v == failed && now >= retry_at) failed = 0; /* retried once per poll */
+        if (p > 0 && v == failed && !failed_final && now >= retry_at) failed = 0; /* a fetch: retried each poll */
       }
     }
     if (!target || target == atomic_load(&r->version) || target == failed) continue;
@@ -538,6 +544,7 @@ static void *follow_main(void *arg) {
       if (!store) {
         EDDY_WARN(LOG_MOD, "v%06" PRIu64 ": %s", target, errstr);
         failed = target;
+        failed_final = false;
         retry_at = now + r->cfg.serve_poll_seconds;
         continue;
       }
@@ -552,6 +559,7 @@ static void *follow_main(void *arg) {
               serving ? "still serving the version loaded before" : "nothing loaded yet");
     if (!serving) set_waiting(r, "no version loaded yet: %.400s", errstr);
     failed = target;
+    failed_final = res == LOAD_VERIFY;
     retry_at = mono_s() + r->cfg.serve_poll_seconds;
   }
   eddy_follower_destroy(fol);
@@ -843,16 +851,8 @@ void eddy_replica_on_request(void *replica, const char *method, const char *rout
   snprintf(code, sizeof code, "%d", status);
   if (route && strcmp(route, "/v1/predict") == 0) {
     eddy_series_t *s = NULL;
-    pthread_mutex_lock(&r->codes_mu);
-    for (int i = 0; i < PREDICT_CODES && !s; i++) {
+    for (int i = 0; i < PREDICT_CODES && !s; i++)
       if (r->predict_codes[i].code == status) s = r->predict_codes[i].s;
-      else if (r->predict_codes[i].code == 0) {
-        const char *v[] = {code};
-        r->predict_codes[i].code = status;
-        s = r->predict_codes[i].s = eddy_metric_series(r->m_requests, v);
-      }
-    }
-    pthread_mutex_unlock(&r->codes_mu);
     if (!s) {
       const char *v[] = {code};
       s = eddy_metric_series(r->m_requests, v);
@@ -908,6 +908,14 @@ static int add_metrics(eddy_replica_t *r, char *errstr, size_t errstr_size) {
                      "POST /v1/predict time from the first byte of the request to the answer", NULL, lat,
                      sizeof lat / sizeof lat[0]);
   r->m_latency_predict = ONE(r->m_latency);
+  static const int codes[PREDICT_CODES] = {200, 400, 404, 405, 413, 500, 503};
+  for (int i = 0; i < PREDICT_CODES && r->m_requests; i++) {
+    char text[8];
+    snprintf(text, sizeof text, "%d", codes[i]);
+    const char *v[] = {text};
+    r->predict_codes[i].code = codes[i];
+    r->predict_codes[i].s = eddy_metric_series(r->m_requests, v);
+  }
   r->m_http_total = ADD(EDDY_METRIC_COUNTER, "eddy_http_requests_total",
                         "HTTP requests answered, by route pattern and status code (predict: "
                         "eddy_predict_requests_total)",
@@ -942,7 +950,6 @@ eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metr
   pthread_mutex_init(&r->cur_mu, NULL);
   pthread_mutex_init(&r->why_mu, NULL);
   pthread_mutex_init(&r->stop_mu, NULL);
-  pthread_mutex_init(&r->codes_mu, NULL);
   pthread_cond_init(&r->stop_cv, NULL);
   atomic_init(&r->freshness_ms, -1);
   snprintf(r->why_waiting, sizeof r->why_waiting, "no version loaded yet: starting");
@@ -1030,7 +1037,6 @@ void eddy_replica_destroy(eddy_replica_t *r) {
   pthread_mutex_destroy(&r->cur_mu);
   pthread_mutex_destroy(&r->why_mu);
   pthread_mutex_destroy(&r->stop_mu);
-  pthread_mutex_destroy(&r->codes_mu);
   pthread_cond_destroy(&r->stop_cv);
   free(r);
 }

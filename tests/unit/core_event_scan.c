@@ -439,6 +439,34 @@ static void test_random_numbers_agree(void **state) {
   eddy_event_free(&ref);
 }
 
+/* Doubles as JSON writers print them (%.17g, %.16g, Python's repr of i/255) decode to exactly what
+ * strtod gives: the scanner's long-double path for 17..19 digits must round like strtod. */
+static void test_long_mantissas_agree(void **state) {
+  (void)state;
+  eddy_event_t ev;
+  eddy_event_init(&ev);
+  char json[128], token[64], err[256];
+  const eddy_event_schema_t schema = {.dense_dim = 1, .head = EDDY_HEAD_SQUARED};
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 300000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    double v;
+    switch (i % 4) {
+      case 0: v = (double)(x >> 11) * 0x1.0p-53; break;                 /* [0, 1) */
+      case 1: v = ((double)(x >> 11) * 0x1.0p-53 - 0.5) * 2e6; break;   /* +-1e6 */
+      case 2: v = (double)(x % 256) / 255.0; break;                    /* pixel values */
+      default: v = ldexp((double)(x >> 11) * 0x1.0p-53, (int)(x % 60) - 30);
+    }
+    snprintf(token, sizeof token, i % 3 == 0 ? "%.16g" : "%.17g", v);
+    int n = snprintf(json, sizeof json, "{\"label\":%s,\"dense\":[0]}", token);
+    assert_int_equal(eddy_event_from_json(json, (size_t)n, &schema, &ev, err, sizeof err), EDDY_OK);
+    const double want = strtod(token, NULL);
+    if (memcmp(&ev.label, &want, sizeof want) != 0) fail_msg("%s: scanner %.17g, strtod %.17g", token, ev.label, want);
+    assert_true(eddy_event_scan_json(json, (size_t)n, &schema, &ev)); /* the scanner itself took it */
+  }
+  eddy_event_free(&ev);
+}
+
 /* Random events (valid, odd, mutated) under every schema give the cJSON decoder's answer. */
 static void test_random_events_agree(void **state) {
   (void)state;
@@ -477,6 +505,7 @@ int main(void) {
       cmocka_unit_test(test_common_shapes_are_scanned),
       cmocka_unit_test(test_edge_cases_agree),
       cmocka_unit_test(test_random_numbers_agree),
+      cmocka_unit_test(test_long_mantissas_agree),
       cmocka_unit_test(test_random_events_agree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
