@@ -121,12 +121,18 @@ if wait_status 120 "s['buffer']['cursor'] == $N"; then pass "all $N events train
   fail "trainer did not train $N events"
   cat "$TMP/status.json" >&2
 fi
-CUR=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["current_version"])' "$TMP/status.json")
+# The trainer may still publish after the last event (a snapshot already due): compare with its
+# CURRENT as it is at each check.
+current() { curl -sf "http://127.0.0.1:$PORT/v1/status" | $PY -c 'import json,sys; print(json.load(sys.stdin)["current_version"])'; }
 for r in a b; do
   port_var=RPORT_$r
   CHECKS=$((CHECKS + 1))
   deadline=$((SECONDS + 15))
-  until [[ $(curl -s "http://127.0.0.1:${!port_var}/healthz") == *"\"version\":$CUR}"* ]] || ((SECONDS > deadline)); do sleep 0.2; done
+  CUR=$(current)
+  until [[ $(curl -s "http://127.0.0.1:${!port_var}/healthz") == *"\"version\":$CUR}"* ]] || ((SECONDS > deadline)); do
+    sleep 0.2
+    CUR=$(current)
+  done
   if ((SECONDS <= deadline)); then pass "replica $r serves the current v$CUR"; else fail "replica $r does not serve v$CUR"; tail -n 5 "$TMP/$r.err" >&2; fi
 done
 touch "$TMP/stop"
@@ -154,6 +160,8 @@ for r in a b; do
 done
 # ---- rollback ----
 RB=$($PY -c 'import json,sys; vs=[v["version"] for v in json.load(open(sys.argv[1]))["versions"] if v["status"]=="promoted"]; print(sorted(vs)[len(vs)//3])' "$TMP/versions.json")
+# Pause first, as docs/operations.md says: a serve-only rollback holds until the next promotion.
+check_rc 0 "eddy ctl pause" -- "$EDDY" ctl --url "http://127.0.0.1:$PORT" --token-file "$TMP/token" pause
 check_rc 0 "eddy ctl rollback $RB" -- "$EDDY" ctl --url "http://127.0.0.1:$PORT" --token-file "$TMP/token" rollback "$RB"
 for r in a b; do
   port_var=RPORT_$r
