@@ -338,6 +338,18 @@ static bool wait_retired(eddy_replica_t *r) {
   return true;
 }
 
+/* Hands the download over to the verifier (which keeps it as the reader's image, so the file is
+ * never held twice); w no longer owns it afterwards. */
+static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, dbuf_t *w, char *errstr, size_t errstr_size) {
+  uint8_t *data = (uint8_t *)w->data;
+  w->data = NULL;
+  if (!data && !(data = malloc(1))) { /* an empty body: the size check names it */
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  return eddy_store_verify_weights_mem(m, data, w->len, EDDY_REPLICA_MAX_HEADER, errstr, errstr_size);
+}
+
 /* Fetches, verifies, builds and swaps in version. announced_ms: the announcement's timestamp
  * (-1 when the version came from a poll). */
 static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t version,
@@ -360,11 +372,7 @@ static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **sto
                 version, m.model, r->cfg.model_name);
     } else if (m.status == EDDY_STATUS_REJECTED) {
       eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "v%06" PRIu64 " was rejected by the gate: %s", version, m.reason);
-    } else if ((reader = eddy_store_verify_weights_mem(&m, (const uint8_t *)w.data, w.len, EDDY_REPLICA_MAX_HEADER,
-                                                       errstr, errstr_size)) != NULL) {
-      /* The reader holds its own copy: drop the download before building the model. */
-      free(w.data);
-      w.data = NULL;
+    } else if ((reader = verify_download(&m, &w, errstr, errstr_size)) != NULL) {
       s = calloc(1, sizeof *s);
       if (s) {
         atomic_fetch_add(&r->live, 1);

@@ -1001,6 +1001,15 @@ eddy_st_reader_t *eddy_st_open(const char *path, size_t max_header, char *errstr
   return reader_from_image(image, size, max_header, path, errstr, errstr_size);
 }
 
+eddy_st_reader_t *eddy_st_open_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
+                                     size_t errstr_size) {
+  if (!buf) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "safetensors <memory>: NULL buffer");
+    return NULL;
+  }
+  return reader_from_image(buf, len, max_header, "<memory>", errstr, errstr_size);
+}
+
 eddy_st_reader_t *eddy_st_open_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                    size_t errstr_size) {
   if (!buf && len) {

@@ -60,6 +60,10 @@ eddy_st_reader_t *eddy_st_open(const char *path, size_t max_header, char *errstr
 /* Same over a buffer in memory (copied). */
 eddy_st_reader_t *eddy_st_open_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                    size_t errstr_size);
+/* Same over a malloc'ed buffer the reader takes over (freed by eddy_st_close, or here on failure):
+ * no copy, for images that are large. */
+eddy_st_reader_t *eddy_st_open_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
+                                     size_t errstr_size);
 void eddy_st_close(eddy_st_reader_t *r);
 size_t eddy_st_count(const eddy_st_reader_t *r);
 const eddy_st_tensor_t *eddy_st_at(const eddy_st_reader_t *r, size_t i);

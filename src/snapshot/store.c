@@ -695,7 +695,7 @@ static int check_file(const char *dir, const eddy_manifest_file_t *f, report_t *
   return present;
 }
 
-eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, const uint8_t *data, size_t len,
+eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_t *data, size_t len,
                                                 size_t max_header, char *errstr, size_t errstr_size) {
   report_t rep = {0};
   eddy_st_reader_t *r = NULL;
@@ -714,12 +714,15 @@ eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, const 
     eddy_sha256_hex(digest, hex);
     if (strcmp(hex, f->sha256) != 0) {
       report(&rep, f->name, EDDY_ERR_FORMAT, "sha256 %s, the manifest says %s (content changed)", hex, f->sha256);
-    } else if (!(r = eddy_st_open_mem(data, len, max_header, msg, sizeof msg))) {
+    } else if (!(r = eddy_st_open_owned(data, len, max_header, msg, sizeof msg))) {
+      data = NULL; /* freed by eddy_st_open_owned */
       report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", msg);
     } else {
+      data = NULL; /* the reader's now */
       check_weights_reader(r, m, &rep);
     }
   }
+  free(data);
   if (!rep.count) return r;
   eddy_st_close(r);
   if (rep.count > 1)

@@ -133,13 +133,14 @@ typedef void (*eddy_store_problem_fn)(void *ctx, const char *file, eddy_err_t er
  * parsed (clear it after use). */
 eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_store_problem_fn fn, void *ctx,
                                   size_t *problems);
-/* The weights file of version m held in memory (as a replica fetched it): size and SHA-256 against
+/* The weights file of version m held in memory (as a replica fetched it; data is malloc'ed and
+ * taken over on every path, so the file is never held twice): size and SHA-256 against
  * the manifest, safetensors structure (header at most max_header bytes; 0 = the reader's default),
  * exactly the spec's tensors in the manifest's weights_dtype, eddy.spec / eddy.model /
  * eddy.version equal to the manifest's, finite values in a promoted version. Returns an open
- * reader over a copy of data (eddy_st_close it), or NULL with the first problem in errstr
+ * reader over data (eddy_st_close it), or NULL with the first problem in errstr
  * ("weights.safetensors: sha256 ..., the manifest says ..."). */
-eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, const uint8_t *data, size_t len,
+eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_t *data, size_t len,
                                                 size_t max_header, char *errstr, size_t errstr_size);
 /* Same, with the first problem in errstr ("weights.safetensors: sha256 ... (and 2 more problems)"). */
 eddy_err_t eddy_store_verify(const char *dir, eddy_manifest_t *m, char *errstr, size_t errstr_size);
