@@ -10,10 +10,10 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "http/client.h"
 #include "http/server.h"
 
 #define CTL_DEFAULT_URL "http://127.0.0.1:8080"
@@ -44,33 +44,6 @@ static const char ctl_usage[] =
     "Exit: 0 on success, 1 when the server answers an error or cannot be reached, 2 usage error.\n";
 
 typedef struct {
-  char *data;
-  size_t len, cap;
-  bool too_large;
-} ctl_buf_t;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud) {
-  ctl_buf_t *b = ud;
-  size_t add = size * n;
-  if (b->len + add + 1 > CTL_BODY_MAX) {
-    b->too_large = true;
-    return 0;
-  }
-  if (b->len + add + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + add + 1) cap *= 2;
-    char *grown = realloc(b->data, cap);
-    if (!grown) return 0;
-    b->data = grown;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, add);
-  b->len += add;
-  b->data[b->len] = '\0';
-  return add;
-}
-
-typedef struct {
   const char *base;        /* http[s]://host:port[/prefix]; trailing '/' ignored */
   const char *token;       /* NULL: no Authorization header */
   long timeout_s;
@@ -79,7 +52,8 @@ typedef struct {
 /* Performs METHOD base+path with an optional JSON body. Returns the HTTP status (> 0) with the
  * answer in out, or -1 after printing the transport error. */
 static long ctl_call(const ctl_t *ctl, const char *method, const char *path, const char *body,
-                     ctl_buf_t *out) {
+                     eddy_http_answer_t *out) {
+  memset(out, 0, sizeof *out);
   char url[1024];
   size_t blen = strlen(ctl->base);
   while (blen > 0 && ctl->base[blen - 1] == '/') blen--;
@@ -87,60 +61,36 @@ static long ctl_call(const ctl_t *ctl, const char *method, const char *path, con
     fprintf(stderr, "eddy ctl: URL too long: %s\n", ctl->base);
     return -1;
   }
-  CURL *c = curl_easy_init();
+  eddy_http_client_t *c = eddy_http_client_new("eddy-ctl/" EDDY_VERSION);
   if (!c) {
     fprintf(stderr, "eddy ctl: libcurl could not start\n");
     return -1;
   }
-  char errbuf[CURL_ERROR_SIZE] = "";
-  struct curl_slist *hdrs = NULL;
-  char auth[EDDY_HTTP_TOKEN_MAX + 32];
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, ctl->timeout_s);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "eddy-ctl/" EDDY_VERSION);
-  if (ctl->token) {
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", ctl->token);
-    hdrs = curl_slist_append(hdrs, auth);
-  }
-  if (strcmp(method, "POST") == 0) {
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? strlen(body) : 0));
-  }
-  if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  CURLcode rc = curl_easy_perform(c);
+  eddy_http_request_t req = {.body = strcmp(method, "POST") == 0 ? (body ? body : "") : NULL,
+                             .token = ctl->token,
+                             .max_answer = CTL_BODY_MAX,
+                             .connect_timeout_ms = 5000,
+                             .timeout_ms = ctl->timeout_s * 1000};
+  char err[1400];
   long status = -1;
-  if (rc == CURLE_OK) {
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  } else if (out->too_large) {
-    fprintf(stderr, "eddy ctl: %s %s: the answer is over %u bytes\n", method, url, CTL_BODY_MAX);
-  } else {
-    fprintf(stderr, "eddy ctl: %s %s: %s\n", method, url,
-            errbuf[0] ? errbuf : curl_easy_strerror(rc));
-  }
-  curl_slist_free_all(hdrs);
-  memset(auth, 0, sizeof auth);
-  curl_easy_cleanup(c);
+  if (eddy_http_client_call(c, url, &req, out, err, sizeof err) == EDDY_OK) status = out->status;
+  else fprintf(stderr, "eddy ctl: %s\n", err);
+  eddy_http_client_destroy(c);
   return status;
 }
 
 /* Prints the server's error message for a non-2xx answer. */
 static void print_http_error(const char *method, const char *path, long status,
-                             const ctl_buf_t *b, bool have_token) {
+                             const eddy_http_answer_t *b, bool have_token) {
   const char *msg = NULL;
-  cJSON *j = b->data ? cJSON_ParseWithLength(b->data, b->len) : NULL;
+  cJSON *j = b->body ? cJSON_ParseWithLength(b->body, b->len) : NULL;
   const cJSON *e = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
   if (cJSON_IsString(e)) msg = e->valuestring;
   if (msg)
     fprintf(stderr, "eddy ctl: %s %s: HTTP %ld: %s\n", method, path, status, msg);
   else
     fprintf(stderr, "eddy ctl: %s %s: HTTP %ld%s%.200s\n", method, path, status,
-            b->len ? ": " : "", b->len ? b->data : "");
+            b->len ? ": " : "", b->len ? b->body : "");
   if (status == 401 && !have_token)
     fprintf(stderr, "eddy ctl: pass --token-file FILE or set EDDY_TOKEN_FILE\n");
   cJSON_Delete(j);
@@ -462,12 +412,8 @@ int eddy_cmd_ctl(int argc, char **argv) {
     }
   }
 
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    fprintf(stderr, "eddy ctl: libcurl could not initialise\n");
-    return EDDY_EXIT_FAILURE;
-  }
   ctl_t ctl = {.base = base, .token = token[0] ? token : NULL, .timeout_s = timeout_s};
-  ctl_buf_t answer = {0};
+  eddy_http_answer_t answer;
   long status = ctl_call(&ctl, method, path, method[0] == 'P' ? body : NULL, &answer);
   memset(token, 0, sizeof token);
   int rc = EDDY_EXIT_FAILURE;
@@ -477,12 +423,12 @@ int eddy_cmd_ctl(int argc, char **argv) {
     print_http_error(method, path, status, &answer, ctl.token != NULL);
   } else if (json) {
     if (answer.len) {
-      fwrite(answer.data, 1, answer.len, stdout);
-      if (answer.data[answer.len - 1] != '\n') fputc('\n', stdout);
+      fwrite(answer.body, 1, answer.len, stdout);
+      if (answer.body[answer.len - 1] != '\n') fputc('\n', stdout);
     }
     rc = EDDY_EXIT_OK;
   } else {
-    cJSON *j = answer.data ? cJSON_ParseWithLength(answer.data, answer.len) : NULL;
+    cJSON *j = answer.body ? cJSON_ParseWithLength(answer.body, answer.len) : NULL;
     if (!cJSON_IsObject(j)) {
       fprintf(stderr, "eddy ctl: %s %s: the answer is not a JSON object\n", method, path);
     } else {
@@ -491,7 +437,6 @@ int eddy_cmd_ctl(int argc, char **argv) {
     cJSON_Delete(j);
   }
   if (fflush(stdout) != 0) rc = EDDY_EXIT_FAILURE;
-  free(answer.data);
-  curl_global_cleanup();
+  eddy_http_answer_free(&answer);
   return rc;
 }

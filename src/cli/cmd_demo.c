@@ -5,7 +5,6 @@
  * /v1/predict and prints a summary. Children run in their own process group and die with the
  * demo (PR_SET_PDEATHSIG); Ctrl-C stops them in order: replicas, trainer, broker. */
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -31,6 +30,7 @@
 #include "core/dataset.h"
 #include "core/event.h"
 #include "core/fsutil.h"
+#include "http/client.h"
 #include "stream/producer.h"
 
 #define DEMO_REPLICAS 2
@@ -186,63 +186,17 @@ static void show_tail(const char *file) {
 
 /* ---- HTTP ---- */
 
-typedef struct {
-  char *data;
-  size_t len;
-} body_t;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ctx) {
-  body_t *b = ctx;
-  size_t add = size * n;
-  char *d = realloc(b->data, b->len + add + 1);
-  if (!d) return 0;
-  memcpy(d + b->len, p, add);
-  b->data = d;
-  b->len += add;
-  b->data[b->len] = '\0';
-  return add;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ctx) {
-  size_t len = size * n;
-  if (len > 16 && !strncasecmp(p, "X-Eddy-Version:", 15)) {
-    long *v = ctx;
-    *v = strtol(p + 15, NULL, 10);
-  }
-  return len;
-}
-
 /* GET (body NULL) or POST; returns the HTTP status (-1 when unreachable) and the parsed JSON body
  * in *json (NULL when not JSON); *version gets X-Eddy-Version when present. */
-static long http_json(CURL *c, const char *url, const char *body, const char *token, cJSON **json, long *version) {
-  body_t b = {0};
-  long v = -1;
-  struct curl_slist *h = NULL;
-  char auth[600];
-  curl_easy_reset(c);
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &v);
-  if (body) {
-    h = curl_slist_append(h, "Content-Type: application/json");
-    if (token) {
-      snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-      h = curl_slist_append(h, auth);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  }
-  long status = -1;
-  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(h);
-  if (json) *json = b.data ? cJSON_Parse(b.data) : NULL;
-  if (version) *version = v;
-  free(b.data);
+static long http_json(eddy_http_client_t *c, const char *url, const char *body, const char *token, cJSON **json,
+                      long *version) {
+  eddy_http_request_t req = {.body = body, .token = token, .max_answer = 64u << 20, .timeout_ms = 60000};
+  eddy_http_answer_t ans;
+  char err[512];
+  long status = eddy_http_client_call(c, url, &req, &ans, err, sizeof err) == EDDY_OK ? ans.status : -1;
+  if (json) *json = ans.body ? cJSON_ParseWithLength(ans.body, ans.len) : NULL;
+  if (version) *version = ans.version;
+  eddy_http_answer_free(&ans);
   return status;
 }
 
@@ -267,7 +221,7 @@ typedef struct {
   unsigned rport[DEMO_REPLICAS];
   char boot[256];
   char base[64]; /* http://127.0.0.1:PORT */
-  CURL *curl;
+  eddy_http_client_t *curl;
   /* progress */
   int64_t sent, ingested, trained;
   double acc, logloss;
@@ -769,8 +723,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   d->port = pick_port(want_port);
   d->tty = isatty(STDOUT_FILENO);
   d->acc = NAN;
-  curl_global_init(CURL_GLOBAL_DEFAULT);
-  d->curl = curl_easy_init();
+  d->curl = eddy_http_client_new("eddy-demo/" EDDY_VERSION);
   eddy_cli_on_stop_signals(on_signal);
   signal(SIGPIPE, SIG_IGN);
 
@@ -845,7 +798,7 @@ int eddy_cmd_demo(int argc, char **argv) {
 out:
   if (demo_stop && rc != EDDY_EXIT_OK) fprintf(stderr, "\neddy demo: interrupted; stopping\n");
   stop_all(d);
-  if (d->curl) curl_easy_cleanup(d->curl);
+  eddy_http_client_destroy(d->curl);
   if (demo_stop && !(d->keep && rc == EDDY_EXIT_OK)) rc = 130;
   if (d->made_dir && !d->keep && rc == EDDY_EXIT_OK) rm_rf(d->dir);
   else if (rc != EDDY_EXIT_OK) fprintf(stderr, "eddy demo: logs kept in %s/logs\n", d->dir);

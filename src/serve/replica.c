@@ -8,7 +8,6 @@
 #include "serve/replica.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -23,6 +22,7 @@
 
 #include "core/event.h"
 #include "core/log.h"
+#include "http/client.h"
 #include "model/batch.h"
 #include "model/infer.h"
 #include "snapshot/manifest.h"
@@ -141,62 +141,15 @@ static void release(served_t *s) {
   if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) served_free(s);
 }
 
-/* ---- HTTP client (libcurl) ---- */
+/* ---- HTTP ---- */
 
-typedef struct {
-  char *data;
-  size_t len, cap, max;
-  bool too_large;
-} dbuf_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ctx) {
-  dbuf_t *b = ctx;
-  size_t add = size * n;
-  if (b->len + add > b->max) {
-    b->too_large = true;
-    return 0;
-  }
-  if (b->len + add + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->len + add + 1) cap *= 2;
-    if (cap > b->max + 1) cap = b->max + 1;
-    char *d = realloc(b->data, cap);
-    if (!d) return 0;
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, add);
-  b->len += add;
-  b->data[b->len] = '\0';
-  return add;
-}
-
-/* GET url into *out (at most max bytes). Returns the HTTP status, or -1 with errstr. */
-static long http_get(CURL *c, const char *url, size_t max, dbuf_t *out, char *errstr, size_t errstr_size) {
-  memset(out, 0, sizeof *out);
-  out->max = max;
-  char cerr[CURL_ERROR_SIZE] = "";
-  curl_easy_reset(c);
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L); /* a stalled download fails after 30 s */
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-  CURLcode rc = curl_easy_perform(c);
-  if (out->too_large) {
-    eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "GET %s: body over %zu bytes", url, max);
-    return -1;
-  }
-  if (rc != CURLE_OK) {
-    eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
-    return -1;
-  }
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  return status;
+/* GET url with an answer cap: the HTTP status, or -1 with errstr when no answer came. ans is
+ * filled either way (free it); ans->too_large tells an answer over the cap. */
+static long http_get(eddy_http_client_t *c, const char *url, size_t max, eddy_http_answer_t *ans, char *errstr,
+                     size_t errstr_size) {
+  eddy_http_request_t req = {.max_answer = max};
+  if (eddy_http_client_call(c, url, &req, ans, errstr, errstr_size) != EDDY_OK) return -1;
+  return ans->status;
 }
 
 /* ---- loading a version ---- */
@@ -204,8 +157,9 @@ static long http_get(CURL *c, const char *url, size_t max, dbuf_t *out, char *er
 typedef enum { LOAD_OK = 0, LOAD_FETCH, LOAD_VERIFY } load_result_t;
 
 /* The version's manifest and weights file, from the trainer or the store. */
-static load_result_t fetch_version(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t version,
-                                   eddy_manifest_t *m, dbuf_t *weights, char *errstr, size_t errstr_size) {
+static load_result_t fetch_version(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store,
+                                   uint64_t version, eddy_manifest_t *m, eddy_http_answer_t *weights, char *errstr,
+                                   size_t errstr_size) {
   memset(weights, 0, sizeof *weights);
   if (r->cfg.serve_store[0]) {
     eddy_err_t err = eddy_store_load_manifest(*store, version, m, errstr, errstr_size);
@@ -232,10 +186,9 @@ static load_result_t fetch_version(eddy_replica_t *r, CURL *c, eddy_store_t **st
       return LOAD_FETCH;
     }
     /* Read at most one byte more than the manifest says, so a longer file is caught. */
-    weights->max = f->bytes + 1;
-    weights->data = malloc(f->bytes + 2);
-    size_t got = weights->data ? fread(weights->data, 1, f->bytes + 1, fp) : 0;
-    int bad = weights->data == NULL || ferror(fp);
+    weights->body = malloc(f->bytes + 2);
+    size_t got = weights->body ? fread(weights->body, 1, f->bytes + 1, fp) : 0;
+    int bad = weights->body == NULL || ferror(fp);
     fclose(fp);
     if (bad) {
       eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "read %s failed", path);
@@ -249,15 +202,15 @@ static load_result_t fetch_version(eddy_replica_t *r, CURL *c, eddy_store_t **st
   size_t bl = strlen(base);
   while (bl && base[bl - 1] == '/') bl--;
   snprintf(url, sizeof url, "%.*s/v1/snapshots/%" PRIu64 "/%s", (int)bl, base, version, EDDY_STORE_MANIFEST);
-  dbuf_t mb;
+  eddy_http_answer_t mb;
   long st = http_get(c, url, FETCH_MAX_SMALL, &mb, errstr, errstr_size);
   if (st != 200) {
     if (st > 0) eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
-    free(mb.data);
+    eddy_http_answer_free(&mb);
     return LOAD_FETCH;
   }
-  eddy_err_t err = eddy_manifest_parse(mb.data ? mb.data : "", mb.len, m, errstr, errstr_size);
-  free(mb.data);
+  eddy_err_t err = eddy_manifest_parse(mb.body ? mb.body : "", mb.len, m, errstr, errstr_size);
+  eddy_http_answer_free(&mb);
   if (err) return LOAD_VERIFY;
   const eddy_manifest_file_t *f = eddy_manifest_file(m, EDDY_STORE_WEIGHTS);
   if (!f) {
@@ -340,9 +293,10 @@ static bool wait_retired(eddy_replica_t *r) {
 
 /* Hands the download over to the verifier (which keeps it as the reader's image, so the file is
  * never held twice); w no longer owns it afterwards. */
-static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, dbuf_t *w, char *errstr, size_t errstr_size) {
-  uint8_t *data = (uint8_t *)w->data;
-  w->data = NULL;
+static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, eddy_http_answer_t *w, char *errstr,
+                                         size_t errstr_size) {
+  uint8_t *data = (uint8_t *)w->body;
+  w->body = NULL;
   if (!data && !(data = malloc(1))) { /* an empty body: the size check names it */
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return NULL;
@@ -352,13 +306,13 @@ static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, dbuf_t *w, ch
 
 /* Fetches, verifies, builds and swaps in version. announced_ms: the announcement's timestamp
  * (-1 when the version came from a poll). */
-static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t version,
+static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store, uint64_t version,
                                   int64_t announced_ms, char *errstr, size_t errstr_size) {
   if (!wait_retired(r)) return LOAD_FETCH;
   double t0 = mono_s();
   eddy_manifest_t m;
   eddy_manifest_init(&m);
-  dbuf_t w;
+  eddy_http_answer_t w;
   eddy_st_reader_t *reader = NULL;
   served_t *s = NULL;
   load_result_t res = fetch_version(r, c, store, version, &m, &w, errstr, errstr_size);
@@ -393,7 +347,7 @@ static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **sto
     }
   }
   eddy_st_close(reader);
-  free(w.data);
+  eddy_http_answer_free(&w);
   if (res != LOAD_OK) {
     served_free(s);
     eddy_manifest_clear(&m);
@@ -428,7 +382,7 @@ static load_result_t load_version(eddy_replica_t *r, CURL *c, eddy_store_t **sto
 
 /* What the trainer or the store says is CURRENT: 1 with *version, 0 when there is none yet, -1 on
  * an error (errstr). */
-static int poll_current(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64_t *version, char *errstr,
+static int poll_current(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store, uint64_t *version, char *errstr,
                         size_t errstr_size) {
   if (r->cfg.serve_store[0]) {
     if (!*store) {
@@ -444,14 +398,14 @@ static int poll_current(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64
   size_t bl = strlen(base);
   while (bl && base[bl - 1] == '/') bl--;
   snprintf(url, sizeof url, "%.*s/v1/versions/current", (int)bl, base);
-  dbuf_t b;
+  eddy_http_answer_t b;
   long st = http_get(c, url, FETCH_MAX_SMALL, &b, errstr, errstr_size);
   int rc = -1;
   if (st == 404) {
     rc = 0;
   } else if (st == 200) {
     eddy_manifest_t m;
-    if (eddy_manifest_parse(b.data ? b.data : "", b.len, &m, errstr, errstr_size) == EDDY_OK) {
+    if (eddy_manifest_parse(b.body ? b.body : "", b.len, &m, errstr, errstr_size) == EDDY_OK) {
       *version = m.version;
       rc = 1;
     }
@@ -459,19 +413,19 @@ static int poll_current(eddy_replica_t *r, CURL *c, eddy_store_t **store, uint64
   } else if (st > 0) {
     eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
   }
-  free(b.data);
+  eddy_http_answer_free(&b);
   return rc;
 }
 
 static void *follow_main(void *arg) {
   eddy_replica_t *r = arg;
-  CURL *c = curl_easy_init();
+  eddy_http_client_t *c = eddy_http_client_new("eddy-serve");
   eddy_store_t *store = NULL;
   eddy_follower_t *fol = NULL;
   char errstr[1024];
   if (!c) {
-    EDDY_ERROR(LOG_MOD, "curl_easy_init failed: the replica cannot fetch versions");
-    set_waiting(r, "%s", "curl_easy_init failed");
+    EDDY_ERROR(LOG_MOD, "libcurl could not start: the replica cannot fetch versions");
+    set_waiting(r, "%s", "libcurl could not start");
     return NULL;
   }
   const bool kafka = eddy_config_kafka(&r->cfg, "bootstrap.servers") || eddy_config_kafka(&r->cfg, "metadata.broker.list");
@@ -572,7 +526,7 @@ static void *follow_main(void *arg) {
   }
   eddy_follower_destroy(fol);
   eddy_store_close(store);
-  curl_easy_cleanup(c);
+  eddy_http_client_destroy(c);
   return NULL;
 }
 
@@ -580,16 +534,16 @@ static void *follow_main(void *arg) {
 
 static void *beat_main(void *arg) {
   eddy_replica_t *r = arg;
-  CURL *c = curl_easy_init();
-  if (!c) return NULL;
-  char url[EDDY_CONFIG_STR + 64], auth[EDDY_HTTP_TOKEN_MAX + 32], body[1024], cerr[CURL_ERROR_SIZE];
+  eddy_http_client_t *c = eddy_http_client_new("eddy-serve");
+  if (!c) {
+    EDDY_ERROR(LOG_MOD, "libcurl could not start: no heartbeats");
+    return NULL;
+  }
+  char url[EDDY_CONFIG_STR + 64], body[1024], err[1024];
   const char *base = r->cfg.serve_trainer_url;
   size_t bl = strlen(base);
   while (bl && base[bl - 1] == '/') bl--;
   snprintf(url, sizeof url, "%.*s/v1/replicas/heartbeat", (int)bl, base);
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", r->token);
-  struct curl_slist *headers = curl_slist_append(NULL, auth);
-  headers = curl_slist_append(headers, "Content-Type: application/json");
   bool failing = false;
   do {
     served_t *s = acquire(r);
@@ -606,38 +560,24 @@ static void *beat_main(void *arg) {
              r->advertise, r->advertise, version, loaded, fresh, (uint64_t)atomic_load(&r->predictions),
              (uint64_t)atomic_load(&r->refusals), s ? "serving" : "waiting");
     release(s);
-    dbuf_t resp = {.max = 65536};
-    cerr[0] = '\0';
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
+    eddy_http_request_t req = {.body = body, .token = r->token, .max_answer = 65536, .connect_timeout_ms = 2000,
+                               .timeout_ms = 5000};
+    eddy_http_answer_t ans;
+    eddy_err_t e = eddy_http_client_call(c, url, &req, &ans, err, sizeof err);
+    if (e || ans.status != 200) {
       eddy_series_add(r->m_beat_errors, 1);
       if (!failing) {
-        if (rc != CURLE_OK)
-          EDDY_WARN(LOG_MOD, "heartbeat to %s failed: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
-        else
-          EDDY_WARN(LOG_MOD, "heartbeat to %s: HTTP %ld %.300s", url, status, resp.data ? resp.data : "");
+        if (e) EDDY_WARN(LOG_MOD, "heartbeat failed: %s", err);
+        else EDDY_WARN(LOG_MOD, "heartbeat to %s: HTTP %ld %.300s", url, ans.status, ans.body ? ans.body : "");
       }
       failing = true;
     } else if (failing) {
       EDDY_INFO(LOG_MOD, "heartbeats to %s go through again", url);
       failing = false;
     }
-    free(resp.data);
+    eddy_http_answer_free(&ans);
   } while (nap(r, (int)r->cfg.serve_heartbeat_seconds * 1000));
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(c);
+  eddy_http_client_destroy(c);
   return NULL;
 }
 
@@ -976,10 +916,6 @@ eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metr
       eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "http.token_file: %s", why);
       goto fail;
     }
-  }
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "replica: curl_global_init failed");
-    goto fail;
   }
   if (add_metrics(r, errstr, errstr_size) != 0) goto fail;
   return r;

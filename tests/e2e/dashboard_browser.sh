@@ -115,18 +115,9 @@ CUR=$(curl -sf "$TRAINER/v1/status" | $PY -c 'import json,sys; print(json.load(s
 
 # start_replica NAME: `eddy serve` on a free port following the trainer; sets RPORT.
 start_replica() {
-  "$EDDY" serve -c "$TMP/eddy.ini" --set "serve.trainer_url=$TRAINER" >"$TMP/$1.out" 2>"$TMP/$1.err" &
-  local pid=$!
-  PIDS+=("$pid")
-  disown "$pid"
-  RPORT=
-  for _ in $(seq 200); do
-    RPORT=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/$1.err" | tail -n 1)
-    [[ -n $RPORT ]] && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
+  start_serve "$1" -c "$TMP/eddy.ini" --set "serve.trainer_url=$TRAINER" || return 1
+  disown "$REPLICA_PID"
+  RPORT=$REPLICA_PORT
 }
 
 # replica_version PORT: the X-Eddy-Version of a prediction (empty when it does not answer 200).

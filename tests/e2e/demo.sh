@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `eddy demo`: the main job on the embedded default. A short run (3000 events) exits 0 with the
+# `eddy demo`: the main job on the embedded default. A short run (6000 events) exits 0 with the
 # summary as JSON on the last line (events, seconds, versions, test accuracy of the served version
 # scored through a replica, freshness) and leaves no process behind; Ctrl-C during streaming stops
 # every child and exits 130; --keep-running keeps the services up (trainer API and replicas answer)
@@ -14,7 +14,7 @@ command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 children_of() {
   local p
   for p in $(pgrep -x eddy); do
-    tr '\0' '\n' </proc/"$p"/environ 2>/dev/null | grep -qx "EDDY_DEMO_TEST=$1" && echo "$p"
+    { tr '\0' '\n' </proc/"$p"/environ; } 2>/dev/null | grep -qx "EDDY_DEMO_TEST=$1" && echo "$p"
   done
 }
 
@@ -26,9 +26,10 @@ check_rc 2 "demo --device tpu" -- "$EDDY" demo --device tpu
 check_rc 2 "demo with a stray argument" -- "$EDDY" demo now
 
 # ---- a short run ----
-check_rc 0 "eddy demo --events 3000 --json" -- env EDDY_DEMO_TEST=run "$EDDY" demo --events 3000 --json --port 0 --dir "$TMP/run"
-check_py "summary: 3000 events trained, versions promoted, accuracy of the served model, freshness" \
-  'j["events"] == 3000 and j["versions_promoted"] >= 1 and j["version_served"] >= 1 and j["test_accuracy"] >= 0.70 and j["seconds"] > 0 and j["freshness_p50_seconds"] is not None and 0 <= j["freshness_p50_seconds"] < 60 and "versions_rejected" in j'
+# 6000 events: about 0.79 test accuracy here (3000 gave 0.70-0.73, too close to the demo's 0.70 bar).
+check_rc 0 "eddy demo --events 6000 --json" -- env EDDY_DEMO_TEST=run "$EDDY" demo --events 6000 --json --port 0 --dir "$TMP/run"
+check_py "summary: 6000 events trained, versions promoted, accuracy of the served model, freshness" \
+  'j["events"] == 6000 and j["versions_promoted"] >= 1 and j["version_served"] >= 1 and j["test_accuracy"] >= 0.70 and j["seconds"] > 0 and j["freshness_p50_seconds"] is not None and 0 <= j["freshness_p50_seconds"] < 60 and "versions_rejected" in j'
 check_grep "$TMP/out" "test accuracy (10000 images, replica)" "the summary table is printed"
 left=$(children_of run)
 CHECKS=$((CHECKS + 1))

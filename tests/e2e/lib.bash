@@ -37,6 +37,25 @@ start_broker() {
   return 1
 }
 
+# start_serve NAME ARGS...: starts `eddy serve ARGS` in the background (stdout and stderr in
+# $TMP/NAME.out and .err); sets REPLICA_PID and REPLICA_PORT once it logs "replica API listening on
+# port N" (10 s at most). Returns 1 if it exits or never listens.
+start_serve() {
+  local name=$1
+  shift
+  "$EDDY" serve "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  REPLICA_PID=$!
+  PIDS+=("$REPLICA_PID")
+  REPLICA_PORT=
+  for _ in $(seq 200); do
+    REPLICA_PORT=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/$name.err" | head -n 1)
+    [[ -n $REPLICA_PORT ]] && return 0
+    kill -0 "$REPLICA_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
 # check_rc WANT DESCRIPTION -- CMD...: runs CMD, stdout to $TMP/out, stderr to $TMP/err.
 check_rc() {
   local want=$1 what=$2

@@ -275,16 +275,9 @@ heartbeat_seconds = 1
 bind = 127.0.0.1:0
 token_file = $TMP/token
 EOF
-  "$EDDY" serve -c "$TMP/serve.ini" >"$TMP/serve.out" 2>"$TMP/serve.err" &
-  SERVE_PID=$!
-  PIDS+=("$SERVE_PID")
-  RPORT=
-  for _ in $(seq 200); do
-    RPORT=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/serve.err" | tail -n 1)
-    [[ -n $RPORT ]] && break
-    kill -0 "$SERVE_PID" 2>/dev/null || break
-    sleep 0.05
-  done
+  start_serve serve -c "$TMP/serve.ini"
+  SERVE_PID=$REPLICA_PID
+  RPORT=$REPLICA_PORT
   CHECKS=$((CHECKS + 1))
   if [[ -n $RPORT ]]; then pass "eddy serve is up (port $RPORT)"; else fail "eddy serve did not come up"; tail -n 20 "$TMP/serve.err" >&2; fi
   CHECKS=$((CHECKS + 1))

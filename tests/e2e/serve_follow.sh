@@ -64,19 +64,10 @@ fi
 
 # Replicas: same model and Kafka settings, their own port, the trainer's URL.
 replica() { # replica NAME: starts it; sets RPORT_<NAME> and RPID_<NAME>
-  local name=$1 port=
-  "$EDDY" serve -c "$TMP/train.ini" --set http.bind=127.0.0.1:0 --set serve.trainer_url="http://127.0.0.1:$PORT" \
-    --set serve.poll_seconds=2 --set serve.heartbeat_seconds=1 --set serve.threads=2 >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/$name.err" | head -n 1)
-    [[ -n $port ]] && break
-    sleep 0.1
-  done
-  printf -v "RPORT_$name" '%s' "$port"
-  printf -v "RPID_$name" '%s' "$pid"
-  [[ -n $port ]]
+  start_serve "$1" -c "$TMP/train.ini" --set http.bind=127.0.0.1:0 --set serve.trainer_url="http://127.0.0.1:$PORT" \
+    --set serve.poll_seconds=2 --set serve.heartbeat_seconds=1 --set serve.threads=2 || return 1
+  printf -v "RPORT_$1" '%s' "$REPLICA_PORT"
+  printf -v "RPID_$1" '%s' "$REPLICA_PID"
 }
 CHECKS=$((CHECKS + 1))
 if replica a && replica b; then pass "two replicas up ($RPORT_a, $RPORT_b)"; else

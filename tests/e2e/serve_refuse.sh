@@ -86,18 +86,10 @@ poll_seconds = 1
 [http]
 bind = 127.0.0.1:0
 EOF2
-start_replica() { # start_replica NAME ARGS...: sets PORT_<NAME>
-  local name=$1 port=
-  shift
-  "$EDDY" serve -c "$TMP/replica.ini" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PIDS+=($!)
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*replica API listening on port \([0-9]*\).*/\1/p' "$TMP/$name.err" | head -n 1)
-    [[ -n $port ]] && break
-    sleep 0.1
-  done
-  printf -v "PORT_$name" '%s' "$port"
-  [[ -n $port ]]
+start_replica() { # start_replica NAME ARGS...: sets PORT_<NAME> and PID_<NAME>
+  start_serve "$1" -c "$TMP/replica.ini" "${@:2}" || return 1
+  printf -v "PORT_$1" '%s' "$REPLICA_PORT"
+  printf -v "PID_$1" '%s' "$REPLICA_PID"
 }
 CHECKS=$((CHECKS + 1))
 if start_replica store --set serve.store="$LIVE" && start_replica web --set serve.trainer_url="http://127.0.0.1:$WEB_PORT"; then
@@ -275,8 +267,8 @@ done
 
 # ---- clean stop ----
 for r in store web; do
-  pid=$(pgrep -f "serve -c $TMP/replica.ini.*$( [[ $r == store ]] && echo serve.store || echo trainer_url)" | head -n 1)
+  pid_var=PID_$r
   CHECKS=$((CHECKS + 1))
-  if [[ -n $pid ]] && kill -TERM "$pid" && wait "$pid"; then pass "$r: SIGTERM exits 0"; else fail "$r: SIGTERM did not exit 0"; fi
+  if kill -TERM "${!pid_var}" && wait "${!pid_var}"; then pass "$r: SIGTERM exits 0"; else fail "$r: SIGTERM did not exit 0"; fi
 done
 finish
