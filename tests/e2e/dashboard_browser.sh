@@ -90,13 +90,7 @@ bind = 127.0.0.1:0
 token_file = $TMP/token
 EOF
 
-CHECKS=$((CHECKS + 1))
-if start_trainer "$TMP/train.err" -c "$TMP/eddy.ini"; then pass "eddy train is up (port $PORT)"; else
-  fail "eddy train did not come up"
-  tail -n 20 "$TMP/train.err" >&2
-  finish
-  exit 1
-fi
+require_trainer "$TMP/train.err" -c "$TMP/eddy.ini"
 TRAINER=http://127.0.0.1:$PORT
 CHECKS=$((CHECKS + 1))
 if wait_status 60 "s['buffer']['cursor'] == $N"; then pass "all $N events trained"; else

@@ -239,13 +239,7 @@ gate.max_regression = 1000
 bind = 127.0.0.1:0
 token_file = $TMP/token
 EOF
-CHECKS=$((CHECKS + 1))
-if start_trainer "$TMP/train.err" -c "$TMP/train.ini"; then pass "eddy train is up (port $PORT)"; else
-  fail "eddy train did not come up"
-  tail -n 20 "$TMP/train.err" >&2
-  finish
-  exit 1
-fi
+require_trainer "$TMP/train.err" -c "$TMP/train.ini"
 CHECKS=$((CHECKS + 1))
 if wait_status 30 "s['buffer']['cursor'] == $N"; then pass "$N events ingested and trained"; else
   fail "trainer did not catch up with $N events"

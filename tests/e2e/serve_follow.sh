@@ -54,13 +54,7 @@ bind = 127.0.0.1:0
 token_file = $TMP/token
 EOF2
 
-CHECKS=$((CHECKS + 1))
-if start_trainer "$TMP/train.err" -c "$TMP/train.ini"; then pass "eddy train is up (port $PORT)"; else
-  fail "eddy train did not come up"
-  tail -n 20 "$TMP/train.err" >&2
-  finish
-  exit 1
-fi
+require_trainer "$TMP/train.err" -c "$TMP/train.ini"
 
 # Replicas: same model and Kafka settings, their own port, the trainer's URL.
 replica() { # replica NAME: starts it; sets RPORT_<NAME> and RPID_<NAME>

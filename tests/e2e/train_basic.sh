@@ -64,13 +64,7 @@ token_file = $TMP/token
 EOF
 
 # ---- first run ----
-CHECKS=$((CHECKS + 1))
-if start_trainer "$TMP/train1.err" -c "$TMP/train.ini"; then pass "eddy train is up (port $PORT)"; else
-  fail "eddy train did not come up"
-  tail -n 20 "$TMP/train1.err" >&2
-  finish
-  exit 1
-fi
+require_trainer "$TMP/train1.err" -c "$TMP/train.ini"
 CHECKS=$((CHECKS + 1))
 if wait_status 90 "s['buffer']['cursor'] == $N1 and s['buffer']['next_seq'] == $N1"; then
   pass "all $N1 events ingested and trained"

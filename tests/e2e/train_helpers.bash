@@ -22,6 +22,20 @@ start_trainer() {
   return 1
 }
 
+# require_trainer LOG ARGS...: start_trainer as a check; when it does not come up, prints the
+# log's tail and ends the test.
+require_trainer() {
+  CHECKS=$((CHECKS + 1))
+  if start_trainer "$@"; then
+    pass "eddy train is up (port $PORT)"
+    return 0
+  fi
+  fail "eddy train did not come up"
+  tail -n 20 "$1" >&2
+  finish
+  exit 1
+}
+
 # stop_trainer SIGNAL: sends it and waits for the exit (20 s at most); sets TRAIN_RC to the exit
 # status ("timeout" if it had to be killed).
 stop_trainer() {
