@@ -12,7 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli/cli.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "http/client.h"
 #include "http/server.h"
 

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "core/event.h"
 #include "core/fsutil.h"
 #include "http/client.h"

@@ -13,7 +13,7 @@
 
 #include "buffer/replay.h"
 #include "cli/cli.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
 #include "stream/consumer.h"
 #include "stream/kafka_conf.h"

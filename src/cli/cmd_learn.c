@@ -13,11 +13,11 @@
 #include <cjson/cJSON.h>
 
 #include "cli/cli.h"
-#include "core/config.h"
-#include "core/dataset.h"
+#include "config/config.h"
+#include "data/dataset.h"
 #include "core/log.h"
 #include "model/learner.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 
 #define BAD_EXAMPLES_LOGGED 5
 
@@ -79,7 +79,7 @@ static void progress_show(progress_t *p, double frac, uint64_t examples, double 
 
 typedef struct {
   eddy_learner_t *learner;
-  eddy_metrics_t *metrics;
+  eddy_prequential_t *metrics;
   eddy_batch_t *batch;
   float *pred;
   uint32_t accum_steps, micro, max_skipped, skipped_run;
@@ -93,7 +93,7 @@ static int train_batch(trainer_t *t, bool force_step, char *errstr, size_t errst
     if (err)
       return eddy_errf(err, errstr, errstr_size, "training failed: %s: %s", eddy_err_str(err),
                        eddy_learner_last_error(t->learner));
-    eddy_metrics_add(t->metrics, t->pred, t->batch->label, t->batch->weight, t->batch->n);
+    eddy_prequential_add(t->metrics, t->pred, t->batch->label, t->batch->weight, t->batch->n);
     t->stats->examples += t->batch->n;
     t->micro++;
     eddy_batch_clear(t->batch);
@@ -162,14 +162,14 @@ static int run_training(const eddy_config_t *cfg, trainer_t *t, const char *data
     }
     if (t->batch->n == t->batch->cap) {
       if ((rc = train_batch(t, false, errstr, errstr_size))) break;
-      eddy_metric_values_t mv = eddy_metrics_window(t->metrics);
+      eddy_metric_values_t mv = eddy_prequential_window(t->metrics);
       progress_show(&prog, eddy_dataset_progress(ds), t->stats->examples, mv.accuracy, false);
     }
   }
   if (!rc) rc = train_batch(t, true, errstr, errstr_size);
   t->stats->seconds = now_seconds() - prog.start;
   if (!rc) {
-    eddy_metric_values_t mv = eddy_metrics_window(t->metrics);
+    eddy_metric_values_t mv = eddy_prequential_window(t->metrics);
     progress_show(&prog, 1.0, t->stats->examples, mv.accuracy, true);
   }
   eddy_event_free(&ev);
@@ -178,7 +178,7 @@ static int run_training(const eddy_config_t *cfg, trainer_t *t, const char *data
 }
 
 /* Scores a dataset with the current weights into a fresh metrics object. */
-static int run_eval(const eddy_config_t *cfg, trainer_t *t, const char *data, eddy_metrics_t *out,
+static int run_eval(const eddy_config_t *cfg, trainer_t *t, const char *data, eddy_prequential_t *out,
                     uint64_t *invalid, char *errstr, size_t errstr_size) {
   eddy_event_schema_t schema = eddy_model_event_schema(&cfg->spec);
   schema.max_bytes = cfg->max_event_bytes;
@@ -209,7 +209,7 @@ static int run_eval(const eddy_config_t *cfg, trainer_t *t, const char *data, ed
                        eddy_learner_last_error(t->learner));
         break;
       }
-      eddy_metrics_add(out, t->pred, t->batch->label, t->batch->weight, t->batch->n);
+      eddy_prequential_add(out, t->pred, t->batch->label, t->batch->weight, t->batch->n);
       eddy_batch_clear(t->batch);
     }
     if (eof) break;
@@ -357,7 +357,7 @@ int eddy_cmd_learn(int argc, char **argv) {
   learn_stats_t stats = {0};
   uint32_t outputs = eddy_model_outputs(&cfg.spec);
   trainer_t t = {.accum_steps = cfg.accum_steps, .max_skipped = cfg.max_skipped_steps, .stats = &stats};
-  eddy_metrics_t *test_metrics = NULL;
+  eddy_prequential_t *test_metrics = NULL;
   t.learner = eddy_learner_new(&cfg.spec, &cfg.train, cfg.device, errstr, sizeof errstr);
   if (!t.learner) {
     fprintf(stderr, "eddy learn: %s\n", errstr);
@@ -365,7 +365,7 @@ int eddy_cmd_learn(int argc, char **argv) {
   }
   EDDY_INFO("learn", "model %s on %s, precision %s", cfg.model_name,
             eddy_learner_backend(t.learner), eddy_learner_precision_info(t.learner));
-  t.metrics = eddy_metrics_new(cfg.spec.head, outputs, cfg.metrics_window);
+  t.metrics = eddy_prequential_new(cfg.spec.head, outputs, cfg.metrics_window);
   t.batch = eddy_batch_new(cfg.spec.dense_dim, cfg.batch_size);
   t.pred = malloc(sizeof(float) * cfg.batch_size * outputs);
   if (!t.metrics || !t.batch || !t.pred) {
@@ -382,17 +382,17 @@ int eddy_cmd_learn(int argc, char **argv) {
             (unsigned long long)stats.invalid);
     goto out;
   }
-  eddy_metric_values_t preq = eddy_metrics_cumulative(t.metrics);
+  eddy_metric_values_t preq = eddy_prequential_cumulative(t.metrics);
   eddy_metric_values_t testv = {NAN, NAN, NAN, 0};
   uint64_t test_invalid = 0;
   if (test) {
-    test_metrics = eddy_metrics_new(cfg.spec.head, outputs, cfg.metrics_window);
+    test_metrics = eddy_prequential_new(cfg.spec.head, outputs, cfg.metrics_window);
     if (!test_metrics) goto out;
     if (run_eval(&cfg, &t, test, test_metrics, &test_invalid, errstr, sizeof errstr)) {
       fprintf(stderr, "eddy learn: test: %s\n", errstr);
       goto out;
     }
-    testv = eddy_metrics_cumulative(test_metrics);
+    testv = eddy_prequential_cumulative(test_metrics);
   }
   if (save) {
     char spec_examples[32];
@@ -408,10 +408,10 @@ int eddy_cmd_learn(int argc, char **argv) {
   rc = EDDY_EXIT_OK;
 
 out:
-  eddy_metrics_destroy(test_metrics);
+  eddy_prequential_destroy(test_metrics);
   free(t.pred);
   eddy_batch_destroy(t.batch);
-  eddy_metrics_destroy(t.metrics);
+  eddy_prequential_destroy(t.metrics);
   eddy_learner_destroy(t.learner);
   eddy_config_free(&cfg);
   return rc;

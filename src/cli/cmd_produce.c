@@ -18,8 +18,8 @@
 #include <zlib.h>
 
 #include "cli/cli.h"
-#include "core/config.h"
-#include "core/dataset.h"
+#include "config/config.h"
+#include "data/dataset.h"
 #include "core/log.h"
 #include "stream/producer.h"
 

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "http/server.h"
 #include "serve/replica.h"
 #include "stream/kafka_conf.h"

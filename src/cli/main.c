@@ -3,6 +3,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#ifdef EDDY_CUDA
+#include "cuda/cuda.h"
+#endif
 
 static const struct {
   const char *name;
@@ -58,6 +61,9 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+#ifdef EDDY_CUDA
+  eddy_learner_register(eddy_cuda_backend()); /* "cuda..." devices; the CPU backend is built in */
+#endif
   if (argc < 2) {
     usage(stderr);
     return EDDY_EXIT_USAGE;

@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "cuda/check.h"
+#include "cuda/cuda.h"
 #include "cuda/host.h"
 #include "cuda/kernels.h"
 #include "model/learner_backend.h"
@@ -119,7 +120,7 @@ int eddy_cuda_device_count(char *why, size_t why_size) {
   return n > 0 ? n : 0;
 }
 
-eddy_err_t eddy_cuda_device_valid(const char *device, char *errstr, size_t errstr_size) {
+static eddy_err_t cuda_device_check(const char *device, char *errstr, size_t errstr_size) {
   int index;
   bool all;
   return eddy_cuda_parse_device(device, &index, &all, errstr, errstr_size);
@@ -1073,7 +1074,10 @@ static eddy_err_t cuda_view_loaded(void *impl, char *errstr, size_t errstr_size)
   return EDDY_OK;
 }
 
-static const eddy_learner_vtable_t cuda_vtable = {
+static const eddy_learner_backend_t cuda_backend_table = {
+    .name = "cuda",
+    .device_check = cuda_device_check,
+    .device_count = eddy_cuda_device_count,
     .create = cuda_create,
     .destroy = cuda_destroy,
     .backend = cuda_backend,
@@ -1094,4 +1098,4 @@ static const eddy_learner_vtable_t cuda_vtable = {
     .poison = cuda_poison,
 };
 
-const eddy_learner_vtable_t *eddy_learner_cuda_vtable(void) { return &cuda_vtable; }
+const eddy_learner_backend_t *eddy_cuda_backend(void) { return &cuda_backend_table; }

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "snapshot/sha256.h"
+#include "format/sha256.h"
 
 #define CONNECTION_MEMORY (64u * 1024)  /* per connection: request line, headers, read buffer */
 #define DISCARD_MAX (64ull << 20)       /* body bytes swallowed past the cap before hanging up */

@@ -10,7 +10,7 @@
 #include "core/errors.h"
 #include "model/batch.h"
 #include "model/spec.h"
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 
 typedef enum { EDDY_INFER_F32 = 0, EDDY_INFER_BF16 } eddy_infer_precision_t;
 

@@ -1,10 +1,9 @@
 /* The public learner API: validates its arguments, picks the backend for the device string and
- * dispatches (learner_backend.h). Also what every backend shares: option defaults and checks and
- * the seeded weight initialisation. "cuda..." on a CUDA build without a usable GPU falls back to
- * the CPU backend with one warning; on a build without CUDA it is an error. */
+ * dispatches (learner_backend.h). The CPU backend is built in; others (the CUDA library) are
+ * registered by the program that links them, so this file names no backend but the CPU's. A
+ * registered backend whose devices are absent falls back to the CPU with one warning. */
 #include "model/learner.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,178 +12,52 @@
 #include "model/learner_backend.h"
 #include "model/learner_internal.h"
 
-/* ---- random numbers: xoshiro256** seeded by splitmix64 ---- */
+#define MAX_BACKENDS 8
 
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+/* Written only by eddy_learner_register, at start-up. */
+static const eddy_learner_backend_t *registered[MAX_BACKENDS];
+static size_t n_registered;
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(uint64_t s[4]) {
-  uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return result;
-}
-
-static void rng_seed(uint64_t s[4], uint64_t seed) {
-  uint64_t x = seed;
-  for (int i = 0; i < 4; i++)
-    s[i] = splitmix64(&x);
-}
-
-static void init_uniform(uint64_t s[4], float *dst, size_t n, float bound) {
-  for (size_t i = 0; i < n; i++) {
-    float u = (float)(rng_next(s) >> 40) * 0x1.0p-24f;
-    dst[i] = bound * (2.0f * u - 1.0f);
-  }
-}
-
-static void init_normal(uint64_t s[4], float *dst, size_t n, double stddev) {
-  const double two_pi = 6.283185307179586;
-  for (size_t i = 0; i < n; i += 2) {
-    double u1 = ((double)(rng_next(s) >> 11) + 1.0) * 0x1.0p-53;
-    double u2 = (double)(rng_next(s) >> 11) * 0x1.0p-53;
-    double r = sqrt(-2.0 * log(u1)) * stddev;
-    dst[i] = (float)(r * cos(two_pi * u2));
-    if (i + 1 < n) dst[i + 1] = (float)(r * sin(two_pi * u2));
-  }
-}
-
-void eddy_learner_init_weights(const eddy_model_spec_t *spec, uint64_t seed, float *w, uint64_t rng[4]) {
-  eddy_tensor_info_t t[EDDY_MAX_TENSORS];
-  size_t nt = eddy_model_layout(spec, t, NULL), k = 0;
-  rng_seed(rng, seed);
-  if (spec->embed_dim) {
-    init_normal(rng, w + t[0].offset, t[0].numel, 0.01);
-    k = 1;
-  }
-  for (; k + 1 < nt; k += 2) { /* weight [out, in] then bias [out], layer by layer */
-    float bound = 1.0f / sqrtf((float)t[k].shape[1]);
-    init_uniform(rng, w + t[k].offset, t[k].numel, bound);
-    init_uniform(rng, w + t[k + 1].offset, t[k + 1].numel, bound);
-  }
-}
-
-eddy_train_opts_t eddy_train_opts_defaults(void) {
-  eddy_train_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.precision = EDDY_PREC_FP32;
-  o.optimizer = EDDY_OPT_ADAM;
-  o.lr = 1e-3f;
-  o.momentum = 0.9f;
-  o.beta1 = 0.9f;
-  o.beta2 = 0.999f;
-  o.eps = 1e-8f;
-  o.weight_decay = 0.0f;
-  o.clip_norm = 0.0f;
-  o.seed = 42;
-  o.loss_scale = eddy_scaler_defaults();
-  o.threads = 1;
-  return o;
-}
-
-eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_t errstr_size) {
-  if ((unsigned)o->precision > EDDY_PREC_FP16)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.precision = %d: unknown", (int)o->precision);
-  if ((unsigned)o->optimizer > EDDY_OPT_ADAGRAD)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.optimizer = %d: unknown", (int)o->optimizer);
-  if (!(o->lr > 0) || !isfinite(o->lr))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.lr = %g: must be > 0", o->lr);
-  if (!(o->momentum >= 0 && o->momentum < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.momentum = %g: must be in [0, 1)", o->momentum);
-  if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.beta1 = %g, beta2 = %g: must be in [0, 1)", o->beta1,
-                     o->beta2);
-  if (!(o->eps > 0) || !isfinite(o->eps))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.eps = %g: must be > 0", o->eps);
-  if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.weight_decay = %g: must be >= 0", o->weight_decay);
-  if (!(o->clip_norm >= 0) || !isfinite(o->clip_norm))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.clip_norm = %g: must be >= 0", o->clip_norm);
-  if (o->threads < 0 || o->threads > 1024)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.threads = %d: must be 0..1024", o->threads);
-  const eddy_scaler_opts_t *s = &o->loss_scale;
-  if (o->precision == EDDY_PREC_FP16 && s->enabled &&
-      (!(s->init_scale >= 1) || !isfinite(s->init_scale) || !(s->growth > 1) || !isfinite(s->growth) ||
-       !(s->backoff > 0 && s->backoff < 1) || s->interval == 0 || !(s->min_scale > 0) ||
-       !(s->min_scale <= s->init_scale)))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "train.loss_scale: init %g, growth %g, backoff %g, interval %u, min %g: need init >= 1, "
-                     "growth > 1, 0 < backoff < 1, interval >= 1, 0 < min <= init",
-                     s->init_scale, s->growth, s->backoff, s->interval, s->min_scale);
+eddy_err_t eddy_learner_register(const eddy_learner_backend_t *backend) {
+  if (!backend || !backend->name) return EDDY_ERR_INVALID_ARG;
+  for (size_t i = 0; i < n_registered; i++)
+    if (registered[i] == backend) return EDDY_OK;
+  if (n_registered == MAX_BACKENDS) return EDDY_ERR_TOO_LARGE;
+  registered[n_registered++] = backend;
   return EDDY_OK;
 }
 
-eddy_err_t eddy_learner_check_batch(const eddy_model_spec_t *spec, const eddy_batch_t *b, bool labels, char *errstr,
-                                    size_t errstr_size) {
-  const size_t emb_rows = spec->embed_dim ? (size_t)1 << spec->hash_bits : 0;
-  const uint32_t outputs = eddy_model_outputs(spec);
-  if (b->dense_dim != spec->dense_dim)
-    return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "batch dense_dim %u != model dense_dim %u", b->dense_dim,
-                     spec->dense_dim);
-  if (b->n > b->cap && b->cap)
-    return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "batch n %zu > cap %zu", b->n, b->cap);
-  size_t nnz = b->sparse_off[b->n] - b->sparse_off[0];
-  if (nnz && !spec->embed_dim)
-    return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size,
-                     "batch has %zu sparse features but the model has no embedding (embed_dim 0)", nnz);
-  for (size_t i = 0; i < b->n; i++) {
-    if (b->sparse_off[i + 1] < b->sparse_off[i])
-      return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "batch sparse_off[%zu] decreases", i + 1);
-  }
-  for (size_t j = b->sparse_off[0]; j < b->sparse_off[b->n]; j++)
-    if (b->sparse_idx[j] >= emb_rows)
-      return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "batch sparse index %u >= 2^%u buckets", b->sparse_idx[j],
-                       spec->hash_bits);
-  if (!labels) return EDDY_OK;
-  for (size_t i = 0; i < b->n; i++) {
-    float t = b->label[i], wt = b->weight[i];
-    if (!isfinite(wt) || wt < 0)
-      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "example %zu: weight %g must be finite and >= 0", i,
-                       wt);
-    bool bad = !isfinite(t);
-    if (spec->head == EDDY_HEAD_LOGISTIC) bad = bad || t < 0 || t > 1;
-    if (spec->head == EDDY_HEAD_SOFTMAX) bad = bad || t < 0 || t >= (float)outputs || t != floorf(t);
-    if (bad)
-      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "example %zu: label %g out of range for the %s head",
-                       i, t, eddy_head_name(spec->head));
-  }
-  return EDDY_OK;
+/* True when device is name itself or "name:..." */
+static bool names_backend(const char *device, const char *name) {
+  size_t len = strlen(name);
+  return strncmp(device, name, len) == 0 && (device[len] == '\0' || device[len] == ':');
 }
 
-/* ---- dispatch ---- */
-
-/* Picks the backend for device; NULL + errstr when the device string is unknown or this build
- * cannot serve it. */
-static const eddy_learner_vtable_t *pick_backend(const char *device, char *errstr, size_t errstr_size) {
-  if (!device || !strcmp(device, "cpu")) return eddy_learner_cpu_vtable();
-  if (strncmp(device, "cuda", 4) != 0) {
-    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "device \"%s\": unknown (cpu | cuda | cuda:N | cuda:all)",
-              device);
+/* Picks the backend for device; NULL + errstr when the device string is unknown, malformed, or
+ * names a backend this program was built without. */
+static const eddy_learner_backend_t *pick_backend(const char *device, char *errstr, size_t errstr_size) {
+  const eddy_learner_backend_t *cpu = eddy_learner_cpu_backend();
+  if (!device || !strcmp(device, "cpu")) return cpu;
+  for (size_t i = 0; i < n_registered; i++) {
+    const eddy_learner_backend_t *be = registered[i];
+    if (!names_backend(device, be->name)) continue;
+    if (be->device_check && be->device_check(device, errstr, errstr_size) != EDDY_OK) return NULL;
+    char why[256] = "";
+    if (be->device_count && be->device_count(why, sizeof why) == 0) {
+      EDDY_WARN("learner", "device \"%s\": no usable %s device (%s); training on the CPU backend", device, be->name,
+                why);
+      return cpu;
+    }
+    return be;
+  }
+  if (names_backend(device, "cuda")) {
+    eddy_errf(EDDY_ERR_UNSUPPORTED, errstr, errstr_size,
+              "device \"%s\": this build has no CUDA backend (configure with -DEDDY_CUDA=ON)", device);
     return NULL;
   }
-#ifdef EDDY_CUDA
-  char why[256] = "";
-  if (eddy_cuda_device_valid(device, errstr, errstr_size) != EDDY_OK) return NULL;
-  if (eddy_cuda_device_count(why, sizeof why) == 0) {
-    EDDY_WARN("learner", "device \"%s\": no usable CUDA device (%s); training on the CPU backend", device, why);
-    return eddy_learner_cpu_vtable();
-  }
-  return eddy_learner_cuda_vtable();
-#else
-  eddy_errf(EDDY_ERR_UNSUPPORTED, errstr, errstr_size,
-            "device \"%s\": this build has no CUDA backend (configure with -DEDDY_CUDA=ON)", device);
+  eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "device \"%s\": unknown (cpu | cuda | cuda:N | cuda:all)",
+            device);
   return NULL;
-#endif
 }
 
 eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts, const char *device,
@@ -195,7 +68,7 @@ eddy_learner_t *eddy_learner_new(const eddy_model_spec_t *spec, const eddy_train
   }
   if (eddy_model_spec_validate(spec, errstr, errstr_size) != EDDY_OK) return NULL;
   if (eddy_train_opts_check(opts, errstr, errstr_size) != EDDY_OK) return NULL;
-  const eddy_learner_vtable_t *vt = pick_backend(device, errstr, errstr_size);
+  const eddy_learner_backend_t *vt = pick_backend(device, errstr, errstr_size);
   if (!vt) return NULL;
   eddy_learner_t *l = calloc(1, sizeof *l);
   if (!l) {

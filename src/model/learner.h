@@ -1,5 +1,5 @@
 /* The learner API: backend-neutral. learner.c dispatches to the CPU backend (oneDNN,
- * learner_cpu.c) or the CUDA backend (src/cuda, built with EDDY_CUDA=ON). A learner owns fp32
+ * learner_cpu.c) or to a registered one (the CUDA library's, src/cuda/cuda.h). A learner owns fp32
  * master weights in one flat buffer, the optimizer state, the loss scaler and a flat fp32 gradient
  * buffer that micro-batches accumulate into until eddy_learner_step(). Not thread-safe: one thread
  * drives a learner. */
@@ -37,8 +37,17 @@ eddy_train_opts_t eddy_train_opts_defaults(void);
 
 typedef struct eddy_learner eddy_learner_t;
 
-/* Creates a learner for spec on device ("cpu"; "cuda", "cuda:N", "cuda:all" where built with
- * CUDA: a CUDA build on a machine without a usable GPU falls back to the CPU with one warning).
+/* A learner backend beyond the built-in CPU one (the table is in learner_backend.h). */
+typedef struct eddy_learner_backend eddy_learner_backend_t;
+
+/* Lets backend serve the device strings it names (e.g. the CUDA library's eddy_cuda_backend():
+ * "cuda", "cuda:N", "cuda:all") in later eddy_learner_new calls. Call at start-up, before learners
+ * are created on other threads. Registering a backend twice is a no-op; EDDY_ERR_TOO_LARGE beyond
+ * 8 backends. */
+eddy_err_t eddy_learner_register(const eddy_learner_backend_t *backend);
+
+/* Creates a learner for spec on device ("cpu"; "cuda", "cuda:N", "cuda:all" once the CUDA backend
+ * is registered: on a machine without a usable GPU it falls back to the CPU with one warning).
  * Weights are initialised from opts->seed (Kaiming-uniform like torch.nn.Linear, N(0, 0.01)
  * embeddings), identically on every backend. NULL + errstr on a bad spec, unknown device, or
  * backend failure. */

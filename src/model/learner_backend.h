@@ -1,6 +1,7 @@
-/* Private to src/model and src/cuda: the learner backend table behind the public eddy_learner_*
- * functions (learner.c dispatches), and the file code (weights, training state) that every backend
- * shares through a host view of its flat buffers. Carries no CUDA types. */
+/* For learner backends (src/model, src/cuda) only: the table a backend fills, behind the public
+ * eddy_learner_* functions (learner.c dispatches; eddy_learner_register adds a backend), and what
+ * every backend shares: the file code (weights, training state) through a host view of its flat
+ * buffers, option and batch checks, the seeded initialisation. Carries no CUDA types. */
 #ifndef EDDY_MODEL_LEARNER_BACKEND_H
 #define EDDY_MODEL_LEARNER_BACKEND_H
 
@@ -25,9 +26,15 @@ typedef struct {
   bool poisoned;
 } eddy_learner_view_t;
 
-/* One backend. impl is the backend's own object; every entry gets it. name_new fails with NULL +
+/* One backend. impl is the backend's own object; every entry gets it. create fails with NULL +
  * errstr; the dispatcher has validated spec and opts already. */
-typedef struct {
+struct eddy_learner_backend {
+  const char *name; /* device strings it serves: name itself and "name:..." */
+  /* EDDY_OK when device is well-formed for this backend (NULL: any "name..." is). */
+  eddy_err_t (*device_check)(const char *device, char *errstr, size_t errstr_size);
+  /* Usable devices here; 0 with the reason in why sends learners to the CPU with a warning (NULL:
+   * always available). Never fails otherwise. */
+  int (*device_count)(char *why, size_t why_size);
   void *(*create)(const eddy_model_spec_t *spec, const eddy_train_opts_t *opts, const char *device, char *errstr,
                   size_t errstr_size);
   void (*destroy)(void *impl);
@@ -52,23 +59,16 @@ typedef struct {
   const eddy_scaler_t *(*scaler)(const void *impl);
   uint64_t (*step_count)(const void *impl);
   void (*poison)(void *impl, float value);
-} eddy_learner_vtable_t;
+};
 
 struct eddy_learner {
-  const eddy_learner_vtable_t *vt;
+  const eddy_learner_backend_t *vt;
   void *impl;
   eddy_model_spec_t spec;
 };
 
-const eddy_learner_vtable_t *eddy_learner_cpu_vtable(void);
-#ifdef EDDY_CUDA
-const eddy_learner_vtable_t *eddy_learner_cuda_vtable(void);
-/* Number of usable CUDA devices; 0 with the reason in why when there is none (no driver, no
- * device). Never fails otherwise. */
-int eddy_cuda_device_count(char *why, size_t why_size);
-/* EDDY_OK when device is a well-formed CUDA device string (cuda, cuda:N, cuda:all). */
-eddy_err_t eddy_cuda_device_valid(const char *device, char *errstr, size_t errstr_size);
-#endif
+/* The built-in CPU backend (learner_cpu.c). */
+const eddy_learner_backend_t *eddy_learner_cpu_backend(void);
 
 /* The file code, shared by the backends (learner_files.c). */
 eddy_err_t eddy_learner_files_save_weights(const eddy_learner_view_t *v, const char *path, const char *dtype,
@@ -90,7 +90,7 @@ void eddy_learner_init_weights(const eddy_model_spec_t *spec, uint64_t seed, flo
 eddy_err_t eddy_learner_check_batch(const eddy_model_spec_t *spec, const eddy_batch_t *b, bool labels, char *errstr,
                                     size_t errstr_size);
 
-/* Validates training options (shared by every backend's caller). */
+/* Validates training options (learner_shared.c, as are the two functions above). */
 eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_t errstr_size);
 
 #endif

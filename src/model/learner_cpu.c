@@ -662,7 +662,8 @@ static eddy_err_t cpu_view_loaded(void *impl, char *errstr, size_t errstr_size) 
   return EDDY_OK;
 }
 
-static const eddy_learner_vtable_t cpu_vtable = {
+static const eddy_learner_backend_t cpu_backend_table = {
+    .name = "cpu",
     .create = cpu_create,
     .destroy = cpu_destroy,
     .backend = cpu_backend,
@@ -683,4 +684,4 @@ static const eddy_learner_vtable_t cpu_vtable = {
     .poison = cpu_poison,
 };
 
-const eddy_learner_vtable_t *eddy_learner_cpu_vtable(void) { return &cpu_vtable; }
+const eddy_learner_backend_t *eddy_learner_cpu_backend(void) { return &cpu_backend_table; }

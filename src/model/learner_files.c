@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "model/learner_backend.h"
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 
 #define STATE_FORMAT "eddy-state-1"
 

@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "http/server.h"
 
 #define EDDY_REPLICA_MAX_INSTANCES 10000     /* events per /v1/predict request */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "core/errors.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 #include "model/spec.h"
 
 #define EDDY_MANIFEST_FORMAT 1                /* "format" field; bumped on incompatible changes */

@@ -25,8 +25,8 @@
 
 #include "core/fsutil.h"
 #include "core/log.h"
-#include "snapshot/safetensors.h"
-#include "snapshot/sha256.h"
+#include "format/safetensors.h"
+#include "format/sha256.h"
 
 #define CURRENT_FILE "CURRENT"
 #define EVENTS_FILE "events.log"

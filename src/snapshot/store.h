@@ -13,7 +13,7 @@
 #include "core/errors.h"
 #include "model/learner.h"
 #include "snapshot/manifest.h"
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 
 #define EDDY_STORE_WEIGHTS "weights.safetensors"
 #define EDDY_STORE_STATE "state.safetensors"

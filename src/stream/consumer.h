@@ -13,9 +13,9 @@
 #include <stdint.h>
 
 #include "buffer/replay.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 
 typedef struct eddy_ingest eddy_ingest_t;
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
 
 #define EDDY_FOLLOWER_MAX_VALUE (4u << 20) /* larger messages are skipped with a log line */

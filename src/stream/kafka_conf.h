@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
 
 /* Checks every [kafka] property of cfg against librdkafka (name known, value accepted).

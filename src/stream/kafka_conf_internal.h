@@ -6,7 +6,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
-#include "core/config.h"
+#include "config/config.h"
 
 /* New rd_kafka_conf_t holding librdkafka's defaults plus every [kafka] property of cfg, in order.
  * The caller owns the result (rd_kafka_conf_destroy, or hand it to rd_kafka_new, which takes it

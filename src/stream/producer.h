@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
 
 typedef struct eddy_producer eddy_producer_t;

@@ -8,9 +8,9 @@
 
 #include <stddef.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "http/server.h"
 #include "train/trainer.h"
 

@@ -97,7 +97,7 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket) {
   job->nonfinite = count_nonfinite(t);
   if (trainer_holdout_score(t, &m->holdout) != EDDY_OK)
     EDDY_WARN(LOG_MOD, "holdout scoring failed: %s", eddy_learner_last_error(t->learner));
-  m->prequential = eddy_metrics_window(t->preq);
+  m->prequential = eddy_prequential_window(t->preq);
   m->step = eddy_learner_step_count(t->learner);
   m->examples = t->examples;
   m->buffer_cursor = t->cursor;

@@ -88,7 +88,7 @@ eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out) {
   out->logloss = out->accuracy = out->mse = NAN;
   out->n = 0;
   if (!t->hold_n) return EDDY_OK;
-  eddy_metrics_t *m = eddy_metrics_new(t->cfg.spec.head, eddy_model_outputs(&t->cfg.spec), 0);
+  eddy_prequential_t *m = eddy_prequential_new(t->cfg.spec.head, eddy_model_outputs(&t->cfg.spec), 0);
   if (!m) return EDDY_ERR_NOMEM;
   eddy_batch_t *b = t->fresh;
   eddy_err_t err = EDDY_OK;
@@ -96,11 +96,11 @@ eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out) {
     eddy_batch_clear(b);
     for (size_t j = i; j < t->hold_n && j < i + b->cap && !err; j++) err = eddy_batch_push(b, &t->hold[j]);
     if (!err) err = eddy_learner_predict(t->learner, b, t->pred);
-    if (!err) eddy_metrics_add(m, t->pred, b->label, b->weight, b->n);
+    if (!err) eddy_prequential_add(m, t->pred, b->label, b->weight, b->n);
   }
   eddy_batch_clear(b);
-  if (!err) *out = eddy_metrics_cumulative(m);
-  eddy_metrics_destroy(m);
+  if (!err) *out = eddy_prequential_cumulative(m);
+  eddy_prequential_destroy(m);
   return err;
 }
 
@@ -199,7 +199,7 @@ static int train_step(eddy_trainer_t *t) {
       double l = 0;
       if ((err = eddy_learner_accumulate(t->learner, t->fresh, t->pred, &l)))
         return fail_learner(t, "accumulate", err);
-      eddy_metrics_add(t->preq, t->pred, t->fresh->label, t->fresh->weight, t->fresh->n);
+      eddy_prequential_add(t->preq, t->pred, t->fresh->label, t->fresh->weight, t->fresh->n);
       loss += l;
       fresh_n += t->fresh->n;
       double ratio = c->replay_ratio;

@@ -66,7 +66,7 @@ void trainer_degrade(eddy_trainer_t *t, const char *fmt, ...) {
 }
 
 void trainer_publish_status(eddy_trainer_t *t) {
-  eddy_metric_values_t preq = eddy_metrics_window(t->preq);
+  eddy_metric_values_t preq = eddy_prequential_window(t->preq);
   const eddy_scaler_t *sc = eddy_learner_scaler(t->learner);
   uint64_t step = eddy_learner_step_count(t->learner);
   pthread_mutex_lock(&t->mu);
@@ -340,7 +340,7 @@ static void free_parts(eddy_trainer_t *t) {
   eddy_learner_destroy(t->learner);
   eddy_store_close(t->store);
   eddy_replay_close(t->buffer);
-  eddy_metrics_destroy(t->preq);
+  eddy_prequential_destroy(t->preq);
   eddy_batch_destroy(t->fresh);
   eddy_batch_destroy(t->replay);
   free(t->pred);
@@ -396,7 +396,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   double ratio = c->replay_ratio;
   size_t replay_cap = (size_t)ceil(ratio / (1.0 - ratio) * c->batch_size) + 1;
   size_t bs = c->batch_size;
-  t->preq = eddy_metrics_new(c->spec.head, outputs, c->metrics_window);
+  t->preq = eddy_prequential_new(c->spec.head, outputs, c->metrics_window);
   t->fresh = eddy_batch_new(c->spec.dense_dim, bs);
   t->replay = eddy_batch_new(c->spec.dense_dim, replay_cap > bs ? replay_cap : bs);
   t->pred_cap = (replay_cap > bs ? replay_cap : bs) * outputs;

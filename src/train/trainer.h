@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/errors.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "snapshot/store.h"
 
 typedef struct eddy_trainer eddy_trainer_t;

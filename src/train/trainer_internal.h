@@ -12,7 +12,7 @@
 #include "buffer/replay.h"
 #include "model/batch.h"
 #include "model/learner.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
 #include "stream/consumer.h"
@@ -63,7 +63,7 @@ struct eddy_trainer {
   double start_time;
 
   /* Training-thread state (touched by others only while the thread is parked). */
-  eddy_metrics_t *preq;
+  eddy_prequential_t *preq;
   eddy_batch_t *fresh, *replay;
   float *pred;
   size_t pred_cap;            /* floats */

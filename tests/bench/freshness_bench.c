@@ -21,7 +21,7 @@
 #include <cjson/cJSON.h>
 
 #include "buffer/replay.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
 #include "snapshot/store.h"
 #include "stream/broker.h"

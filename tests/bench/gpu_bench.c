@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda/cuda.h"
 #include "model/learner.h"
 
 #define SPARSE_PER_EXAMPLE 16
@@ -101,6 +102,7 @@ static void flops_per_example(const eddy_model_spec_t *s, double *train_flops) {
 }
 
 int main(int argc, char **argv) {
+  eddy_learner_register(eddy_cuda_backend());
   size_t batch = 256;
   double seconds = 3.0;
   const char *model = "mlp", *precision = "bf16", *device = "cuda:0";

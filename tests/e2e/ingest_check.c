@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "buffer/replay.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "model/spec.h"
 
 #define MAX_FILES 64

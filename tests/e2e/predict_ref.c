@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "model/learner.h"
 #include "snapshot/manifest.h"
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 
 int main(int argc, char **argv) {
   if (argc < 3) {

@@ -14,7 +14,7 @@
 
 #include "model/infer.h"
 #include "model/learner.h"
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 #include "testutil.h"
 
 static uint64_t lcg_state;

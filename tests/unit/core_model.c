@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "model/batch.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 #include "model/scaler.h"
 #include "model/spec.h"
 
@@ -222,73 +222,73 @@ static void test_scaler(void **state) {
 }
 
 static void test_metrics_softmax(void **state) {
-  eddy_metrics_t *m = eddy_metrics_new(EDDY_HEAD_SOFTMAX, 3, 2);
+  eddy_prequential_t *m = eddy_prequential_new(EDDY_HEAD_SOFTMAX, 3, 2);
   assert_non_null(m);
-  eddy_metric_values_t v = eddy_metrics_cumulative(m);
+  eddy_metric_values_t v = eddy_prequential_cumulative(m);
   assert_true(isnan(v.logloss) && isnan(v.accuracy) && isnan(v.mse));
   assert_int_equal(v.n, 0);
   const float pred[] = {0.7f, 0.2f, 0.1f, /* label 0: right */
                         0.1f, 0.3f, 0.6f, /* label 1: wrong */
                         0.0f, 0.0f, 1.0f}; /* label 2: right, p = 1 clamped */
   const float label[] = {0, 1, 2}, weight[] = {1, 2, 1};
-  eddy_metrics_add(m, pred, label, weight, 3);
-  v = eddy_metrics_cumulative(m);
+  eddy_prequential_add(m, pred, label, weight, 3);
+  v = eddy_prequential_cumulative(m);
   double ll = (-log(0.7) + 2 * -log(0.3) + -log(1 - 1e-7)) / 4;
   assert_float_equal(v.logloss, ll, 1e-6);
   assert_float_equal(v.accuracy, 2.0 / 4, 1e-12);
   assert_true(isnan(v.mse));
   assert_int_equal(v.n, 3);
-  eddy_metric_values_t w = eddy_metrics_window(m); /* last two events */
+  eddy_metric_values_t w = eddy_prequential_window(m); /* last two events */
   assert_int_equal(w.n, 2);
   assert_float_equal(w.logloss, (2 * -log(0.3) + -log(1 - 1e-7)) / 3, 1e-6);
   assert_float_equal(w.accuracy, 1.0 / 3, 1e-9);
   /* p = 0 for the true class is clamped to 1e-7. */
   const float zero[] = {0.0f, 1.0f, 0.0f};
   const float l0[] = {0};
-  eddy_metrics_add(m, zero, l0, NULL, 1);
-  w = eddy_metrics_window(m);
+  eddy_prequential_add(m, zero, l0, NULL, 1);
+  w = eddy_prequential_window(m);
   assert_float_equal(w.logloss, (-log(1 - 1e-7) + -log(1e-7)) / 2, 1e-5);
-  eddy_metrics_reset(m);
-  assert_int_equal(eddy_metrics_cumulative(m).n, 0);
-  assert_int_equal(eddy_metrics_window(m).n, 0);
-  eddy_metrics_destroy(m);
-  eddy_metrics_destroy(NULL);
+  eddy_prequential_reset(m);
+  assert_int_equal(eddy_prequential_cumulative(m).n, 0);
+  assert_int_equal(eddy_prequential_window(m).n, 0);
+  eddy_prequential_destroy(m);
+  eddy_prequential_destroy(NULL);
 }
 
 static void test_metrics_logistic_squared(void **state) {
-  eddy_metrics_t *m = eddy_metrics_new(EDDY_HEAD_LOGISTIC, 1, 0);
+  eddy_prequential_t *m = eddy_prequential_new(EDDY_HEAD_LOGISTIC, 1, 0);
   const float p[] = {0.9f, 0.4f, 0.2f}, y[] = {1, 1, 0};
-  eddy_metrics_add(m, p, y, NULL, 3);
-  eddy_metric_values_t v = eddy_metrics_cumulative(m);
+  eddy_prequential_add(m, p, y, NULL, 3);
+  eddy_metric_values_t v = eddy_prequential_cumulative(m);
   assert_float_equal(v.logloss, (-log(0.9) - log(0.4) - log(0.8)) / 3, 1e-6);
   assert_float_equal(v.accuracy, 2.0 / 3, 1e-9);
-  assert_int_equal(eddy_metrics_window(m).n, 0); /* window 0: none kept */
-  assert_true(isnan(eddy_metrics_window(m).logloss));
-  eddy_metrics_destroy(m);
+  assert_int_equal(eddy_prequential_window(m).n, 0); /* window 0: none kept */
+  assert_true(isnan(eddy_prequential_window(m).logloss));
+  eddy_prequential_destroy(m);
 
-  m = eddy_metrics_new(EDDY_HEAD_SQUARED, 1, 100);
+  m = eddy_prequential_new(EDDY_HEAD_SQUARED, 1, 100);
   const float yhat[] = {1.0f, 2.0f, -1.0f}, t[] = {0.5f, 2.0f, 1.0f}, wt[] = {1, 1, 2};
-  eddy_metrics_add(m, yhat, t, wt, 3);
-  v = eddy_metrics_cumulative(m);
+  eddy_prequential_add(m, yhat, t, wt, 3);
+  v = eddy_prequential_cumulative(m);
   assert_float_equal(v.mse, (0.25 + 0 + 2 * 4.0) / 4, 1e-9);
   assert_true(isnan(v.logloss) && isnan(v.accuracy));
-  eddy_metrics_destroy(m);
+  eddy_prequential_destroy(m);
 }
 
 /* The window's running sums stay exact over many wrap-arounds. */
 static void test_metrics_window_long_run(void **state) {
-  eddy_metrics_t *m = eddy_metrics_new(EDDY_HEAD_SQUARED, 1, 10);
+  eddy_prequential_t *m = eddy_prequential_new(EDDY_HEAD_SQUARED, 1, 10);
   for (int i = 0; i < 100000; i++) {
     float y = (float)(i % 7), t = 0;
-    eddy_metrics_add(m, &y, &t, NULL, 1);
+    eddy_prequential_add(m, &y, &t, NULL, 1);
   }
   double want = 0;
   for (int i = 100000 - 10; i < 100000; i++) want += (double)(i % 7) * (i % 7);
-  eddy_metric_values_t w = eddy_metrics_window(m);
+  eddy_metric_values_t w = eddy_prequential_window(m);
   assert_int_equal(w.n, 10);
   assert_float_equal(w.mse, want / 10, 1e-9);
-  assert_int_equal(eddy_metrics_cumulative(m).n, 100000);
-  eddy_metrics_destroy(m);
+  assert_int_equal(eddy_prequential_cumulative(m).n, 100000);
+  eddy_prequential_destroy(m);
 }
 
 int main(void) {

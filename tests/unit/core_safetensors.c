@@ -17,8 +17,8 @@
 
 #include <cmocka.h>
 
-#include "snapshot/safetensors.h"
-#include "snapshot/sha256.h"
+#include "format/safetensors.h"
+#include "format/sha256.h"
 #include "testutil.h"
 
 static uint32_t fbits(float x) {

@@ -24,8 +24,8 @@
 
 #include <cmocka.h>
 
-#include "snapshot/safetensors.h"
-#include "snapshot/sha256.h"
+#include "format/safetensors.h"
+#include "format/sha256.h"
 #include "snapshot/store.h"
 #include "testutil.h"
 

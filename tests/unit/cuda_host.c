@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "cuda/cuda.h"
 #include "cuda/host.h"
 #include "model/learner.h"
 #include "model/learner_backend.h"
@@ -269,6 +270,10 @@ static void test_fallback(void **state) {
   s.head = EDDY_HEAD_LOGISTIC;
   eddy_train_opts_t o = eddy_train_opts_defaults();
   char err[256] = "", why[256] = "";
+  /* Unregistered, "cuda" is a build without the backend; registered, it runs or falls back. */
+  assert_null(eddy_learner_new(&s, &o, "cuda", err, sizeof err));
+  assert_non_null(strstr(err, "no CUDA backend"));
+  assert_int_equal(eddy_learner_register(eddy_cuda_backend()), EDDY_OK);
   int devices = eddy_cuda_device_count(why, sizeof why);
   printf("CUDA devices here: %d%s%s\n", devices, devices ? "" : ": ", why);
   eddy_learner_t *l = eddy_learner_new(&s, &o, "cuda", err, sizeof err);

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "testutil.h"
 
 #define CONFIGS_DIR EDDY_SOURCE_DIR "/configs"

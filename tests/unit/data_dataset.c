@@ -12,7 +12,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "testutil.h"
 
 #define STREAMS_DIR EDDY_SOURCE_DIR "/streams"

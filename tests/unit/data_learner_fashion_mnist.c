@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "model/learner.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 
 #define BATCH 16
 
@@ -33,7 +33,7 @@ static eddy_model_spec_t fmnist_spec(void) {
 
 /* Runs ds through the learner in batches: training (prequential metrics into m) or predicting
  * (returns accuracy). */
-static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_metrics_t *m) {
+static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_prequential_t *m) {
   eddy_model_spec_t spec = fmnist_spec();
   eddy_event_schema_t schema = eddy_model_event_schema(&spec);
   char err[256];
@@ -51,7 +51,7 @@ static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_met
     if (b->n == BATCH || (eof && b->n)) {
       if (train) {
         assert_int_equal(eddy_learner_accumulate(l, b, pred, NULL), EDDY_OK);
-        eddy_metrics_add(m, pred, b->label, b->weight, b->n);
+        eddy_prequential_add(m, pred, b->label, b->weight, b->n);
         eddy_step_info_t info;
         assert_int_equal(eddy_learner_step(l, &info), EDDY_OK);
         assert_true(info.applied);
@@ -84,9 +84,9 @@ static void one_pass(eddy_precision_t precision) {
   char err[256];
   eddy_learner_t *l = eddy_learner_new(&spec, &o, "cpu", err, sizeof err);
   if (!l) fail_msg("learner: %s", err);
-  eddy_metrics_t *m = eddy_metrics_new(EDDY_HEAD_SOFTMAX, 10, 1000);
+  eddy_prequential_t *m = eddy_prequential_new(EDDY_HEAD_SOFTMAX, 10, 1000);
   run_pass(l, "fashion-mnist:train", true, m);
-  eddy_metric_values_t preq = eddy_metrics_cumulative(m), win = eddy_metrics_window(m);
+  eddy_metric_values_t preq = eddy_prequential_cumulative(m), win = eddy_prequential_window(m);
   double acc = run_pass(l, "fashion-mnist:test", false, NULL);
   printf("%s: test accuracy %.4f, prequential accuracy %.4f (last 1000: %.4f), logloss %.4f\n",
          eddy_learner_precision_info(l), acc, preq.accuracy, win.accuracy, preq.logloss);
@@ -94,7 +94,7 @@ static void one_pass(eddy_precision_t precision) {
   assert_true(acc >= 0.85);
   assert_true(preq.accuracy >= 0.80);
   assert_true(win.accuracy >= 0.84);
-  eddy_metrics_destroy(m);
+  eddy_prequential_destroy(m);
   eddy_learner_destroy(l);
 }
 

@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/dataset.h"
+#include "data/dataset.h"
 #include "gputest.h"
 #include "model/learner.h"
-#include "model/metrics.h"
+#include "model/prequential.h"
 
 #define BATCH 16
 
@@ -31,7 +31,7 @@ static eddy_model_spec_t fmnist_spec(void) {
 
 /* Runs a dataset through the learner: training with prequential metrics into m, or predicting
  * (returns the accuracy). -1 on any error. */
-static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_metrics_t *m) {
+static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_prequential_t *m) {
   eddy_model_spec_t spec = fmnist_spec();
   eddy_event_schema_t schema = eddy_model_event_schema(&spec);
   char err[256];
@@ -53,7 +53,7 @@ static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_met
       if (train) {
         eddy_step_info_t info;
         ok = eddy_learner_accumulate(l, b, pred, NULL) == EDDY_OK;
-        if (ok) eddy_metrics_add(m, pred, b->label, b->weight, b->n);
+        if (ok) eddy_prequential_add(m, pred, b->label, b->weight, b->n);
         ok = ok && eddy_learner_step(l, &info) == EDDY_OK && info.applied;
       } else {
         ok = eddy_learner_predict(l, b, pred) == EDDY_OK;
@@ -85,12 +85,12 @@ static void one_pass(eddy_precision_t precision) {
   char err[512];
   eddy_learner_t *l = eddy_learner_new(&spec, &o, GPU, err, sizeof err);
   GT_CHECK(l, "learner: %s", err);
-  eddy_metrics_t *m = eddy_metrics_new(EDDY_HEAD_SOFTMAX, 10, 1000);
+  eddy_prequential_t *m = eddy_prequential_new(EDDY_HEAD_SOFTMAX, 10, 1000);
   double t0 = gt_now();
   double trained = run_pass(l, "fashion-mnist:train", true, m);
   double seconds = gt_now() - t0;
   GT_CHECK(trained >= 0, "training pass failed");
-  eddy_metric_values_t preq = eddy_metrics_cumulative(m), win = eddy_metrics_window(m);
+  eddy_metric_values_t preq = eddy_prequential_cumulative(m), win = eddy_prequential_window(m);
   double acc = run_pass(l, "fashion-mnist:test", false, NULL);
   printf("  %s: test accuracy %.4f, prequential accuracy %.4f (last 1000: %.4f), logloss %.4f; pass %.1f s\n",
          eddy_learner_precision_info(l), acc, preq.accuracy, win.accuracy, preq.logloss, seconds);
@@ -98,7 +98,7 @@ static void one_pass(eddy_precision_t precision) {
   GT_CHECK(acc >= 0.85, "test accuracy %.4f below the CPU band (0.85)", acc);
   GT_CHECK(preq.accuracy >= 0.80, "prequential accuracy %.4f below 0.80", preq.accuracy);
   GT_CHECK(win.accuracy >= 0.84, "windowed accuracy %.4f below 0.84", win.accuracy);
-  eddy_metrics_destroy(m);
+  eddy_prequential_destroy(m);
   eddy_learner_destroy(l);
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda/cuda.h"
 #include "model/learner_backend.h"
 
 static int gt_failed_now;
@@ -57,6 +58,7 @@ static inline double gt_norm_err(const float *a, const float *b, size_t n) {
 
 static inline int gt_main(const char *program, const gt_test_t *tests, size_t n) {
   char why[256] = "";
+  eddy_learner_register(eddy_cuda_backend());
   const char *self_check = getenv("EDDY_GPU_TEST_DEVICE");
   if (self_check && !strcmp(self_check, "cpu"))
     printf("%s: EDDY_GPU_TEST_DEVICE=cpu: checking the test code, CPU against CPU\n", program);

@@ -23,12 +23,12 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "http/assets.h"
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "http/server.h"
 #include "model/learner.h"
-#include "snapshot/sha256.h"
+#include "format/sha256.h"
 #include "snapshot/store.h"
 #include "stream/broker.h"
 #include "stream/producer.h"

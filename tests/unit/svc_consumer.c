@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "buffer/replay.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "model/spec.h"
 #include "stream/broker.h"
 #include "stream/broker_internal.h"

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "stream/kafka_conf.h"
 #include "stream/kafka_conf_internal.h"
 

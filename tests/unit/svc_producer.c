@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "stream/broker.h"
 #include "stream/broker_internal.h"
 #include "stream/producer.h"

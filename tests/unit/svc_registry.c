@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "http/registry.h"
+#include "metrics/registry.h"
 #include "testutil.h"
 
 static char errstr[512];

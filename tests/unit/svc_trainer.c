@@ -24,8 +24,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "buffer/replay.h"
-#include "core/config.h"
-#include "http/registry.h"
+#include "config/config.h"
+#include "metrics/registry.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
 #include "stream/broker.h"

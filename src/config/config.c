@@ -3,7 +3,7 @@
  * consumed, finite, in range) and every rejection names origin, key, value and reason. The file is
  * read whole (capped), fed to inih one line at a time so that line numbers and over-long lines are
  * ours to report, then --set overrides apply, then cross-key checks run. */
-#include "core/config.h"
+#include "config/config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * before any tensor is handed out, and never reads outside the image. The writer lays tensors out
  * in insertion order, pads the header with spaces to a multiple of 8 and saves atomically.
  * Files are little-endian; this code assumes a little-endian host (checked at compile time). */
-#include "snapshot/safetensors.h"
+#include "format/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

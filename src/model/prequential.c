@@ -2,7 +2,7 @@
  * Every metric is a weighted mean, sum(w * x) / sum(w), so unit weights give plain means.
  * Probabilities are clamped to [1e-7, 1 - 1e-7] before the log. The window keeps one record per
  * event in a ring; its running sums are rebuilt from the ring once per window to bound drift. */
-#include "model/metrics.h"
+#include "model/prequential.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,7 +19,7 @@ typedef struct {
   float w, ll, acc, se;
 } metric_rec_t;
 
-struct eddy_metrics {
+struct eddy_prequential {
   eddy_head_t head;
   uint32_t outputs;
   metric_sums_t cum;
@@ -29,9 +29,9 @@ struct eddy_metrics {
   metric_sums_t win;
 };
 
-eddy_metrics_t *eddy_metrics_new(eddy_head_t head, uint32_t outputs, size_t window) {
+eddy_prequential_t *eddy_prequential_new(eddy_head_t head, uint32_t outputs, size_t window) {
   if (outputs == 0 || window > METRICS_MAX_WINDOW) return NULL;
-  eddy_metrics_t *m = calloc(1, sizeof *m);
+  eddy_prequential_t *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->head = head;
   m->outputs = outputs;
@@ -46,13 +46,13 @@ eddy_metrics_t *eddy_metrics_new(eddy_head_t head, uint32_t outputs, size_t wind
   return m;
 }
 
-void eddy_metrics_destroy(eddy_metrics_t *m) {
+void eddy_prequential_destroy(eddy_prequential_t *m) {
   if (!m) return;
   free(m->ring);
   free(m);
 }
 
-void eddy_metrics_reset(eddy_metrics_t *m) {
+void eddy_prequential_reset(eddy_prequential_t *m) {
   memset(&m->cum, 0, sizeof m->cum);
   memset(&m->win, 0, sizeof m->win);
   m->cum_n = 0;
@@ -65,7 +65,7 @@ static double clamp_p(double p) {
   return p;
 }
 
-static metric_rec_t score(const eddy_metrics_t *m, const float *pred, float label, float weight) {
+static metric_rec_t score(const eddy_prequential_t *m, const float *pred, float label, float weight) {
   metric_rec_t r = {.w = weight, .ll = 0, .acc = 0, .se = 0};
   if (m->head == EDDY_HEAD_LOGISTIC) {
     double p = clamp_p(pred[0]);
@@ -94,7 +94,7 @@ static void sums_add(metric_sums_t *s, const metric_rec_t *r, double sign) {
   s->wse += sign * (double)r->w * r->se;
 }
 
-void eddy_metrics_add(eddy_metrics_t *m, const float *pred, const float *label, const float *weight,
+void eddy_prequential_add(eddy_prequential_t *m, const float *pred, const float *label, const float *weight,
                       size_t n) {
   for (size_t i = 0; i < n; i++) {
     metric_rec_t r = score(m, pred + i * m->outputs, label[i], weight ? weight[i] : 1.0f);
@@ -114,7 +114,7 @@ void eddy_metrics_add(eddy_metrics_t *m, const float *pred, const float *label, 
   }
 }
 
-static eddy_metric_values_t values(const eddy_metrics_t *m, const metric_sums_t *s, uint64_t n) {
+static eddy_metric_values_t values(const eddy_prequential_t *m, const metric_sums_t *s, uint64_t n) {
   eddy_metric_values_t v = {.logloss = NAN, .accuracy = NAN, .mse = NAN, .n = n};
   if (n == 0 || !(s->w > 0)) return v;
   if (m->head == EDDY_HEAD_SQUARED) {
@@ -126,10 +126,10 @@ static eddy_metric_values_t values(const eddy_metrics_t *m, const metric_sums_t 
   return v;
 }
 
-eddy_metric_values_t eddy_metrics_cumulative(const eddy_metrics_t *m) {
+eddy_metric_values_t eddy_prequential_cumulative(const eddy_prequential_t *m) {
   return values(m, &m->cum, m->cum_n);
 }
 
-eddy_metric_values_t eddy_metrics_window(const eddy_metrics_t *m) {
+eddy_metric_values_t eddy_prequential_window(const eddy_prequential_t *m) {
   return values(m, &m->win, m->ring_n);
 }

@@ -1,7 +1,7 @@
 /* Metrics registry and Prometheus text exposition (format 0.0.4). Families are append-only and
  * each has its own mutex guarding its series; rendering takes one family lock at a time, so a
  * page is consistent per family (a histogram's buckets, _sum and _count always agree). */
-#include "http/registry.h"
+#include "metrics/registry.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* Datasets: JSONL event files (plain or gzip, read through zlib, one event per line, bad lines
  * reported with FILE:LINE and skipped) and Fashion-MNIST from gzip IDX files, read and validated
  * whole at open (magic, 28x28 dims, equal counts, labels 0..9) so that iteration cannot fail. */
-#include "core/dataset.h"
+#include "data/dataset.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,8 +1,7 @@
 /* Metrics registry: counters, gauges and histograms with label sets, rendered in the Prometheus
  * text exposition format 0.0.4 (# HELP and # TYPE lines, counters named *_total, base units).
  * Thread-safe: any thread may update series while another renders. Series handles stay valid
- * until the registry is destroyed, so hot paths look a series up once and keep the handle.
- * (Named "registry" to keep apart from src/model/metrics.h, the prequential metrics.) */
+ * until the registry is destroyed, so hot paths look a series up once and keep the handle. */
 #ifndef EDDY_REGISTRY_H
 #define EDDY_REGISTRY_H
 

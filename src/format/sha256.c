@@ -1,6 +1,6 @@
 /* SHA-256 over OpenSSL's EVP interface: one-shot digests of buffers and streamed digests of files.
  * Files are read in fixed 64 KiB chunks, so memory use does not grow with the file. */
-#include "snapshot/sha256.h"
+#include "format/sha256.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
