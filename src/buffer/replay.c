@@ -19,6 +19,7 @@
 
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 #define LOG_MOD "buffer"
 #define FORMAT_VERSION 1
@@ -133,22 +134,6 @@ static uint64_t get_le64(const uint8_t *p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
   return v;
-}
-
-/* splitmix64: the generator behind the reservoir and the samplers. */
-static uint64_t rng_next(uint64_t *state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rng_below(uint64_t *state, uint64_t n) {
-  return n ? rng_next(state) % n : 0;
-}
-
-static double rng_unit(uint64_t *state) {
-  return (double)(rng_next(state) >> 11) * 0x1.0p-53;
 }
 
 static void batch_put_meta(rocksdb_writebatch_t *b, rocksdb_column_family_handle_t *cf, const char *key,
@@ -714,10 +699,27 @@ static int res_put_cmp(const void *a, const void *b) {
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *events, size_t n,
-                              const eddy_dead_letter_t *dls, size_t n_dl,
-                              const eddy_replay_offset_t *offsets, size_t n_off, uint64_t *first_seq,
-                              char *errstr, size_t errstr_size) {
+/* One append in the making: what its steps work out, and the counters the buffer has once the
+ * batch is written (copied into the struct only after the write succeeded). */
+typedef struct {
+  size_t n;                  /* events given */
+  size_t *sizes;             /* [n] encoded size of each */
+  uint64_t add_bytes;        /* sum of sizes */
+  uint64_t drop, drop_bytes; /* oldest stored events evicted, and their bytes */
+  uint64_t drop_new;         /* new events evicted at once (the batch alone is over capacity) */
+  uint64_t kept_bytes;       /* bytes of the new events that are stored */
+  res_put_t *res_puts;       /* [n_res] reservoir slots drawn, in batch order */
+  size_t n_res;
+  uint64_t rng;              /* reservoir RNG state after the batch */
+  uint64_t seq0;             /* seq of the first new event (next_seq after: seq0 + n) */
+  uint64_t first_seq, bytes, evicted, dl_first, dl_next; /* after the batch */
+} append_t;
+
+/* The checks made before any lock is taken. */
+static eddy_err_t append_check_args(const eddy_replay_t *r, const eddy_event_t *const *events, size_t n,
+                                    const eddy_dead_letter_t *dls, size_t n_dl,
+                                    const eddy_replay_offset_t *offsets, size_t n_off, char *errstr,
+                                    size_t errstr_size) {
   if (!r || (n && !events) || (n_dl && !dls) || (n_off && !offsets))
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "buffer append: NULL argument");
   if (r->opts.read_only)
@@ -726,6 +728,226 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
     if (!offsets[i].topic || !*offsets[i].topic || strlen(offsets[i].topic) > TOPIC_MAX)
       return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
                        "buffer append: offsets[%zu] has an empty or over-long (> %d bytes) topic", i, TOPIC_MAX);
+  return EDDY_OK;
+}
+
+/* The encoded size of each event (one over EDDY_REPLAY_EVENT_MAX refuses the batch) and their sum. */
+static eddy_err_t append_sizes(eddy_replay_t *r, append_t *a, const eddy_event_t *const *events, char *errstr,
+                               size_t errstr_size) {
+  a->sizes = a->n ? malloc(a->n * sizeof *a->sizes) : NULL;
+  a->res_puts = a->n && r->res_size ? malloc(a->n * sizeof *a->res_puts) : NULL;
+  if (a->n && (!a->sizes || (r->res_size && !a->res_puts)))
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "buffer %s: out of memory", r->path);
+  for (size_t i = 0; i < a->n; i++) {
+    a->sizes[i] = eddy_event_encoded_size(events[i]);
+    if (a->sizes[i] > EDDY_REPLAY_EVENT_MAX)
+      return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
+                       "buffer %s: event %zu (id \"%s\") encodes to %zu bytes, max %u", r->path, i,
+                       events[i]->id, a->sizes[i], EDDY_REPLAY_EVENT_MAX);
+    a->add_bytes += a->sizes[i];
+  }
+  return EDDY_OK;
+}
+
+/* Capacity: refuses the batch (eviction off), or plans which of the oldest events go and, when
+ * all of them go and the batch alone is still over capacity, which of its own first events. */
+static eddy_err_t append_plan_capacity(eddy_replay_t *r, append_t *a, char *errstr, size_t errstr_size) {
+  uint64_t cap_e = r->opts.capacity_events, cap_b = r->opts.capacity_bytes;
+  uint64_t stored = r->next_seq - r->first_seq;
+  if (!r->opts.evict) {
+    if ((cap_e && stored + a->n > cap_e) || (cap_b && r->bytes + a->add_bytes > cap_b))
+      return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
+                       "buffer %s full: %llu + %zu events (%llu + %llu bytes) over capacity_events %llu / "
+                       "capacity_bytes %llu, and eviction is off",
+                       r->path, (unsigned long long)stored, a->n, (unsigned long long)r->bytes,
+                       (unsigned long long)a->add_bytes, (unsigned long long)cap_e, (unsigned long long)cap_b);
+  } else {
+    eddy_err_t e = plan_eviction(r, a->n, a->add_bytes, &a->drop, &a->drop_bytes, errstr, errstr_size);
+    if (e) return e;
+  }
+  a->kept_bytes = a->add_bytes;
+  if (a->drop == stored) { /* everything old goes; maybe some of the new ones too */
+    uint64_t ev_left = a->n, by_left = a->add_bytes;
+    while (a->drop_new < a->n && ((cap_e && ev_left > cap_e) || (cap_b && by_left > cap_b))) {
+      ev_left--;
+      by_left -= a->sizes[a->drop_new++];
+    }
+    a->kept_bytes = by_left;
+  }
+  return EDDY_OK;
+}
+
+/* Puts each new event not evicted at once, and draws its reservoir slot (Algorithm R within the
+ * event's class) on copies of the class counts and the RNG state. */
+static eddy_err_t append_events(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t *b,
+                                const eddy_event_t *const *events, char *errstr, size_t errstr_size) {
+  a->seq0 = r->next_seq;
+  memcpy(r->seen_scratch, r->res_seen, (r->res_classes ? r->res_classes : 1) * sizeof *r->res_seen);
+  a->rng = r->res_rng;
+  for (size_t i = 0; i < a->n; i++) {
+    eddy_err_t e = scratch_reserve(r, a->sizes[i]);
+    if (e) return eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
+    if (eddy_event_encode(events[i], r->scratch, r->scratch_cap) != a->sizes[i])
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "buffer %s: event %zu (id \"%s\") cannot be encoded (missing arrays)", r->path, i,
+                       events[i]->id);
+    if (i >= a->drop_new) {
+      uint8_t key[8];
+      put_be64(key, a->seq0 + i);
+      rocksdb_writebatch_put_cf(b, r->cf[CF_EVENTS], (const char *)key, 8, (const char *)r->scratch,
+                                a->sizes[i]);
+    }
+    if (r->res_size) {
+      uint32_t c = event_class(r, events[i]->label);
+      uint64_t seen = ++r->seen_scratch[c];
+      uint64_t slot = seen <= r->res_size ? seen - 1 : eddy_rng_below(&a->rng, seen);
+      if (slot < r->res_size) a->res_puts[a->n_res++] = (res_put_t){(uint64_t)c << 32 | slot, i};
+    }
+  }
+  return EDDY_OK;
+}
+
+/* Puts the reservoir slots drawn, in key order and the last event per slot only: random-order
+ * keys would cost the memtable a full skiplist search each (4x the time of the whole append for
+ * small events). */
+static void append_reservoir(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t *b,
+                             const eddy_event_t *const *events) {
+  if (a->n_res) qsort(a->res_puts, a->n_res, sizeof *a->res_puts, res_put_cmp);
+  for (size_t k = 0; k < a->n_res; k++) {
+    if (k + 1 < a->n_res && a->res_puts[k + 1].key == a->res_puts[k].key) continue;
+    size_t i = a->res_puts[k].idx;
+    eddy_event_encode(events[i], r->scratch, r->scratch_cap); /* fits: scratch held the largest */
+    uint8_t key[8];
+    put_be64(key, a->res_puts[k].key);
+    rocksdb_writebatch_put_cf(b, r->cf[CF_RESERVOIR], (const char *)key, 8, (const char *)r->scratch,
+                              a->sizes[i]);
+  }
+}
+
+/* Puts the dead letters, with the oldest (stored or new) dropped beyond EDDY_REPLAY_DLQ_KEEP. */
+static eddy_err_t append_dead_letters(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t *b,
+                                      const eddy_dead_letter_t *dls, size_t n_dl, char *errstr,
+                                      size_t errstr_size) {
+  a->dl_next = r->dl_next + n_dl;
+  a->dl_first = r->dl_first;
+  if (a->dl_next - a->dl_first > EDDY_REPLAY_DLQ_KEEP) a->dl_first = a->dl_next - EDDY_REPLAY_DLQ_KEEP;
+  for (size_t i = 0; i < n_dl; i++) {
+    uint64_t dseq = r->dl_next + i;
+    if (dseq < a->dl_first) continue;
+    size_t len = dlq_encode(r, &dls[i], NULL);
+    eddy_err_t e = scratch_reserve(r, len);
+    if (e) return eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
+    dlq_encode(r, &dls[i], r->scratch);
+    uint8_t key[8];
+    put_be64(key, dseq);
+    rocksdb_writebatch_put_cf(b, r->cf[CF_DLQ], (const char *)key, 8, (const char *)r->scratch, len);
+  }
+  if (a->dl_first > r->dl_first) {
+    uint8_t lo[8], hi[8];
+    put_be64(lo, r->dl_first);
+    put_be64(hi, a->dl_first < r->dl_next ? a->dl_first : r->dl_next);
+    if (memcmp(lo, hi, 8) < 0)
+      rocksdb_writebatch_delete_range_cf(b, r->cf[CF_DLQ], (const char *)lo, 8, (const char *)hi, 8);
+  }
+  return EDDY_OK;
+}
+
+/* Puts the next Kafka offset of each partition: stored with the events they cover. */
+static void append_offsets(eddy_replay_t *r, rocksdb_writebatch_t *b, const eddy_replay_offset_t *offsets,
+                           size_t n_off) {
+  for (size_t i = 0; i < n_off; i++) {
+    uint8_t key[TOPIC_MAX + 5], val[8];
+    size_t klen = offset_key(offsets[i].topic, offsets[i].partition, key);
+    put_be64(val, (uint64_t)offsets[i].next_offset);
+    rocksdb_writebatch_put_cf(b, r->cf[CF_OFFSETS], (const char *)key, klen, (const char *)val, 8);
+  }
+}
+
+/* Evicts the oldest events planned (one range delete) and works out the counters after the batch. */
+static void append_evict(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t *b) {
+  if (a->drop) {
+    uint8_t lo[8], hi[8];
+    put_be64(lo, r->first_seq);
+    put_be64(hi, r->first_seq + a->drop);
+    rocksdb_writebatch_delete_range_cf(b, r->cf[CF_EVENTS], (const char *)lo, 8, (const char *)hi, 8);
+  }
+  a->first_seq = r->first_seq + a->drop + a->drop_new;
+  a->bytes = r->bytes - a->drop_bytes + a->kept_bytes;
+  a->evicted = r->evicted + a->drop + a->drop_new;
+}
+
+/* Puts the meta counters that change: the event counters, the dead-letter range, the reservoir's
+ * RNG state and class counts. */
+static eddy_err_t append_meta(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t *b, size_t n_dl,
+                              char *errstr, size_t errstr_size) {
+  rocksdb_column_family_handle_t *meta = r->cf[CF_META];
+  if (a->n || a->drop) {
+    batch_put_meta(b, meta, META_NEXT, a->seq0 + a->n);
+    batch_put_meta(b, meta, META_FIRST, a->first_seq);
+    batch_put_meta(b, meta, META_BYTES, a->bytes);
+    batch_put_meta(b, meta, META_EVICTED, a->evicted);
+  }
+  if (n_dl) {
+    batch_put_meta(b, meta, META_DL_NEXT, a->dl_next);
+    batch_put_meta(b, meta, META_DL_FIRST, a->dl_first);
+  }
+  if (a->n && r->res_size) {
+    batch_put_meta(b, meta, META_RES_RNG, a->rng);
+    size_t len = (size_t)r->res_classes * 8;
+    eddy_err_t e = scratch_reserve(r, len);
+    if (e) return eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
+    for (uint32_t c = 0; c < r->res_classes; c++) put_be64(r->scratch + 8 * (size_t)c, r->seen_scratch[c]);
+    rocksdb_writebatch_put_cf(b, meta, META_RES_SEEN, strlen(META_RES_SEEN), (const char *)r->scratch, len);
+  }
+  return EDDY_OK;
+}
+
+/* Writes the batch: all of it or, on a crash or an error, none. A failed write makes the next
+ * append reopen the database first. */
+static eddy_err_t append_write(eddy_replay_t *r, const append_t *a, rocksdb_writebatch_t *b, char *errstr,
+                               size_t errstr_size) {
+  char *err = NULL;
+  rocksdb_write(r->db, r->wopts, b, &err);
+  if (!err) return EDDY_OK;
+  eddy_err_t e = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "buffer %s: write of %zu events failed: %s",
+                           r->path, a->n, err);
+  rocksdb_free(err);
+  r->need_reopen = true;
+  return e;
+}
+
+/* Publishes the counters of the written batch to readers (stats, samplers). */
+static void append_publish(eddy_replay_t *r, const append_t *a) {
+  pthread_mutex_lock(&r->stats_mu);
+  r->next_seq = a->seq0 + a->n;
+  r->first_seq = a->first_seq;
+  r->bytes = a->bytes;
+  r->evicted = a->evicted;
+  r->dl_next = a->dl_next;
+  r->dl_first = a->dl_first;
+  if (r->res_size) {
+    memcpy(r->res_seen, r->seen_scratch, (size_t)r->res_classes * sizeof *r->res_seen);
+    r->res_rng = a->rng;
+  }
+  pthread_mutex_unlock(&r->stats_mu);
+}
+
+/* Every step adds to ONE WriteBatch -- new events, reservoir slots, dead letters, Kafka offsets,
+ * the eviction's range delete and the meta counters -- and one rocksdb_write stores it, so a crash
+ * keeps all of an append or none: the offsets never run ahead of or behind the events they cover
+ * (exactly-once ingest), and the meta counters always describe the stored events.
+ *
+ * Locks, always taken in this order: write_mu (one append at a time; a reopen runs under it), then
+ * db_lock shared for the whole append (r->db stays valid: only a reopen takes it exclusively, and
+ * that cannot run meanwhile), then stats_mu, only to publish the counters after the write. The
+ * steps read the counters (first_seq, next_seq, bytes, dl_*, res_seen, res_rng) without stats_mu:
+ * only appends and reopens change them, both under write_mu. */
+eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *events, size_t n,
+                              const eddy_dead_letter_t *dls, size_t n_dl,
+                              const eddy_replay_offset_t *offsets, size_t n_off, uint64_t *first_seq,
+                              char *errstr, size_t errstr_size) {
+  eddy_err_t e = append_check_args(r, events, n, dls, n_dl, offsets, n_off, errstr, errstr_size);
+  if (e) return e;
 
   pthread_mutex_lock(&r->write_mu);
   if (r->need_reopen) {
@@ -737,181 +959,31 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
   }
   pthread_rwlock_rdlock(&r->db_lock); /* r->db is set: only reopen (under write_mu) clears it */
   rocksdb_set_perf_level(rocksdb_disable); /* thread-local: no perf counters on the ingest path */
-  eddy_err_t e = EDDY_OK;
+  append_t a = {.n = n};
   rocksdb_writebatch_t *b = NULL;
-  size_t *sizes = n ? malloc(n * sizeof *sizes) : NULL;
-  res_put_t *res_puts = n && r->res_size ? malloc(n * sizeof *res_puts) : NULL;
-  size_t n_res = 0;
-  if (n && (!sizes || (r->res_size && !res_puts))) {
-    e = eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "buffer %s: out of memory", r->path);
-    goto out;
+  e = append_sizes(r, &a, events, errstr, errstr_size);
+  if (!e) e = append_plan_capacity(r, &a, errstr, errstr_size);
+  if (!e) {
+    b = rocksdb_writebatch_create();
+    e = append_events(r, &a, b, events, errstr, errstr_size);
   }
-  uint64_t add_bytes = 0;
-  for (size_t i = 0; i < n; i++) {
-    sizes[i] = eddy_event_encoded_size(events[i]);
-    if (sizes[i] > EDDY_REPLAY_EVENT_MAX) {
-      e = eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
-                    "buffer %s: event %zu (id \"%s\") encodes to %zu bytes, max %u", r->path, i,
-                    events[i]->id, sizes[i], EDDY_REPLAY_EVENT_MAX);
-      goto out;
-    }
-    add_bytes += sizes[i];
+  if (!e) {
+    append_reservoir(r, &a, b, events);
+    e = append_dead_letters(r, &a, b, dls, n_dl, errstr, errstr_size);
   }
-
-  /* Capacity: refuse, or plan which of the oldest events go. */
-  uint64_t drop = 0, drop_bytes = 0, drop_new = 0;
-  uint64_t cap_e = r->opts.capacity_events, cap_b = r->opts.capacity_bytes;
-  uint64_t stored = r->next_seq - r->first_seq;
-  if (!r->opts.evict) {
-    if ((cap_e && stored + n > cap_e) || (cap_b && r->bytes + add_bytes > cap_b)) {
-      e = eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
-                    "buffer %s full: %llu + %zu events (%llu + %llu bytes) over capacity_events %llu / "
-                    "capacity_bytes %llu, and eviction is off",
-                    r->path, (unsigned long long)stored, n, (unsigned long long)r->bytes,
-                    (unsigned long long)add_bytes, (unsigned long long)cap_e, (unsigned long long)cap_b);
-      goto out;
-    }
-  } else if ((e = plan_eviction(r, n, add_bytes, &drop, &drop_bytes, errstr, errstr_size))) {
-    goto out;
+  if (!e) {
+    append_offsets(r, b, offsets, n_off);
+    append_evict(r, &a, b);
+    e = append_meta(r, &a, b, n_dl, errstr, errstr_size);
   }
-  uint64_t kept_bytes = add_bytes;
-  if (drop == stored) { /* everything old goes; maybe some of the new ones too */
-    uint64_t ev_left = n, by_left = add_bytes;
-    while (drop_new < n && ((cap_e && ev_left > cap_e) || (cap_b && by_left > cap_b))) {
-      ev_left--;
-      by_left -= sizes[drop_new++];
-    }
-    kept_bytes = by_left;
+  if (!e) e = append_write(r, &a, b, errstr, errstr_size);
+  if (!e) {
+    append_publish(r, &a);
+    if (first_seq) *first_seq = a.seq0;
   }
-
-  b = rocksdb_writebatch_create();
-  uint64_t seq0 = r->next_seq;
-  memcpy(r->seen_scratch, r->res_seen, (r->res_classes ? r->res_classes : 1) * sizeof *r->res_seen);
-  uint64_t rng = r->res_rng;
-  for (size_t i = 0; i < n; i++) {
-    if ((e = scratch_reserve(r, sizes[i]))) {
-      e = eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
-      goto out;
-    }
-    if (eddy_event_encode(events[i], r->scratch, r->scratch_cap) != sizes[i]) {
-      e = eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
-                    "buffer %s: event %zu (id \"%s\") cannot be encoded (missing arrays)", r->path, i,
-                    events[i]->id);
-      goto out;
-    }
-    uint8_t key[8];
-    if (i >= drop_new) {
-      put_be64(key, seq0 + i);
-      rocksdb_writebatch_put_cf(b, r->cf[CF_EVENTS], (const char *)key, 8, (const char *)r->scratch, sizes[i]);
-    }
-    if (r->res_size) { /* Algorithm R within the event's class */
-      uint32_t c = event_class(r, events[i]->label);
-      uint64_t seen = ++r->seen_scratch[c];
-      uint64_t slot = seen <= r->res_size ? seen - 1 : rng_below(&rng, seen);
-      if (slot < r->res_size) res_puts[n_res++] = (res_put_t){(uint64_t)c << 32 | slot, i};
-    }
-  }
-  /* Reservoir slots in key order, the last event per slot only: random-order keys would cost
-   * the memtable a full skiplist search each (4x the time of the whole append for small events). */
-  if (n_res) qsort(res_puts, n_res, sizeof *res_puts, res_put_cmp);
-  for (size_t k = 0; k < n_res; k++) {
-    if (k + 1 < n_res && res_puts[k + 1].key == res_puts[k].key) continue;
-    size_t i = res_puts[k].idx;
-    eddy_event_encode(events[i], r->scratch, r->scratch_cap); /* fits: scratch held the largest */
-    uint8_t key[8];
-    put_be64(key, res_puts[k].key);
-    rocksdb_writebatch_put_cf(b, r->cf[CF_RESERVOIR], (const char *)key, 8, (const char *)r->scratch, sizes[i]);
-  }
-
-  /* Dead letters, with the oldest dropped beyond EDDY_REPLAY_DLQ_KEEP. */
-  uint64_t dl_next = r->dl_next + n_dl, dl_first = r->dl_first;
-  if (dl_next - dl_first > EDDY_REPLAY_DLQ_KEEP) dl_first = dl_next - EDDY_REPLAY_DLQ_KEEP;
-  for (size_t i = 0; i < n_dl; i++) {
-    uint64_t dseq = r->dl_next + i;
-    if (dseq < dl_first) continue;
-    size_t len = dlq_encode(r, &dls[i], NULL);
-    if ((e = scratch_reserve(r, len))) {
-      e = eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
-      goto out;
-    }
-    dlq_encode(r, &dls[i], r->scratch);
-    uint8_t key[8];
-    put_be64(key, dseq);
-    rocksdb_writebatch_put_cf(b, r->cf[CF_DLQ], (const char *)key, 8, (const char *)r->scratch, len);
-  }
-  if (dl_first > r->dl_first) {
-    uint8_t lo[8], hi[8];
-    put_be64(lo, r->dl_first);
-    put_be64(hi, dl_first < r->dl_next ? dl_first : r->dl_next);
-    if (memcmp(lo, hi, 8) < 0)
-      rocksdb_writebatch_delete_range_cf(b, r->cf[CF_DLQ], (const char *)lo, 8, (const char *)hi, 8);
-  }
-
-  for (size_t i = 0; i < n_off; i++) {
-    uint8_t key[TOPIC_MAX + 5], val[8];
-    size_t klen = offset_key(offsets[i].topic, offsets[i].partition, key);
-    put_be64(val, (uint64_t)offsets[i].next_offset);
-    rocksdb_writebatch_put_cf(b, r->cf[CF_OFFSETS], (const char *)key, klen, (const char *)val, 8);
-  }
-
-  /* Eviction of old events: one range delete in the same batch. */
-  uint64_t new_first = r->first_seq + drop + drop_new;
-  if (drop) {
-    uint8_t lo[8], hi[8];
-    put_be64(lo, r->first_seq);
-    put_be64(hi, r->first_seq + drop);
-    rocksdb_writebatch_delete_range_cf(b, r->cf[CF_EVENTS], (const char *)lo, 8, (const char *)hi, 8);
-  }
-  uint64_t new_bytes = r->bytes - drop_bytes + kept_bytes;
-  uint64_t new_evicted = r->evicted + drop + drop_new;
-  if (n || drop) {
-    batch_put_meta(b, r->cf[CF_META], META_NEXT, seq0 + n);
-    batch_put_meta(b, r->cf[CF_META], META_FIRST, new_first);
-    batch_put_meta(b, r->cf[CF_META], META_BYTES, new_bytes);
-    batch_put_meta(b, r->cf[CF_META], META_EVICTED, new_evicted);
-  }
-  if (n_dl) {
-    batch_put_meta(b, r->cf[CF_META], META_DL_NEXT, dl_next);
-    batch_put_meta(b, r->cf[CF_META], META_DL_FIRST, dl_first);
-  }
-  if (n && r->res_size) {
-    batch_put_meta(b, r->cf[CF_META], META_RES_RNG, rng);
-    size_t len = (size_t)r->res_classes * 8;
-    if ((e = scratch_reserve(r, len))) {
-      e = eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
-      goto out;
-    }
-    for (uint32_t c = 0; c < r->res_classes; c++) put_be64(r->scratch + 8 * (size_t)c, r->seen_scratch[c]);
-    rocksdb_writebatch_put_cf(b, r->cf[CF_META], META_RES_SEEN, strlen(META_RES_SEEN), (const char *)r->scratch,
-                              len);
-  }
-
-  char *err = NULL;
-  rocksdb_write(r->db, r->wopts, b, &err);
-  if (err) {
-    e = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "buffer %s: write of %zu events failed: %s", r->path, n,
-                  err);
-    rocksdb_free(err);
-    r->need_reopen = true;
-    goto out;
-  }
-  pthread_mutex_lock(&r->stats_mu);
-  r->next_seq = seq0 + n;
-  r->first_seq = new_first;
-  r->bytes = new_bytes;
-  r->evicted = new_evicted;
-  r->dl_next = dl_next;
-  r->dl_first = dl_first;
-  if (r->res_size) {
-    memcpy(r->res_seen, r->seen_scratch, (size_t)r->res_classes * sizeof *r->res_seen);
-    r->res_rng = rng;
-  }
-  pthread_mutex_unlock(&r->stats_mu);
-  if (first_seq) *first_seq = seq0;
-out:
   if (b) rocksdb_writebatch_destroy(b);
-  free(sizes);
-  free(res_puts);
+  free(a.sizes);
+  free(a.res_puts);
   pthread_rwlock_unlock(&r->db_lock);
   pthread_mutex_unlock(&r->write_mu);
   return e;
@@ -1144,15 +1216,15 @@ eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t
     uint64_t id;
     int cf = CF_EVENTS;
     if (strategy == EDDY_SAMPLE_UNIFORM) {
-      id = first + rng_below(rng_state, span);
+      id = first + eddy_rng_below(rng_state, span);
       put_be64(key, id);
     } else if (strategy == EDDY_SAMPLE_RECENT) {
-      uint64_t pos = (uint64_t)(sqrt(rng_unit(rng_state)) * (double)span);
+      uint64_t pos = (uint64_t)(sqrt(eddy_rng_unit(rng_state)) * (double)span);
       id = first + (pos < span ? pos : span - 1);
       put_be64(key, id);
     } else {
-      uint32_t c = present[rng_below(rng_state, n_present)];
-      uint32_t slot = (uint32_t)rng_below(rng_state, kept[c]);
+      uint32_t c = present[eddy_rng_below(rng_state, n_present)];
+      uint32_t slot = (uint32_t)eddy_rng_below(rng_state, kept[c]);
       put_be32(key, c);
       put_be32(key + 4, slot);
       id = (uint64_t)c << 32 | slot;
