@@ -234,7 +234,6 @@ static void publish_job(eddy_trainer_t *t, trainer_job_t *job) {
   t->n_published++;
   if (!promoted) t->n_rejected++;
   pthread_mutex_unlock(&t->mu);
-  eddy_replay_meta_put(t->buffer, TRAINER_META_TRAINED, m->buffer_cursor);
   eddy_err_t cerr = EDDY_OK;
   if (promoted) {
     cerr = eddy_store_set_current(t->store, v, "promote", why, sizeof why);

@@ -27,7 +27,6 @@
 #define TRAINER_SAMPLE_TRIES 4       /* draws per wanted replay sample before giving up */
 
 /* Buffer meta keys (u64 cursors) the trainer keeps. */
-#define TRAINER_META_TRAINED "trained"                 /* cursor of the newest version written */
 #define TRAINER_META_RB_VERSION "rollback_version"     /* retrain-rollback target ... */
 #define TRAINER_META_RB_LATEST "rollback_latest"       /* ... and the newest version at that time */
 #define TRAINER_META_SKIP_FROM "skip_from"             /* events never trained: [from, to] */
