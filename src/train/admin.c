@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/assets.h"
 #include "snapshot/manifest.h"
@@ -135,13 +135,6 @@ static cJSON *parse_body(const eddy_http_req_t *req, eddy_http_resp_t *resp,
     }
   }
   return root;
-}
-
-/* CLOCK_REALTIME in unix ms (replica ages). */
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The trainer's status as a cJSON object (NULL on failure). */
@@ -383,7 +376,7 @@ static int h_timeseries(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t 
 
 static int h_replicas(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
   (void)req;
-  char *text = eddy_replicas_json(eddy_trainer_replicas(ctx), wall_ms());
+  char *text = eddy_replicas_json(eddy_trainer_replicas(ctx), eddy_clock_wall_ms());
   if (!text) return EDDY_ERR_NOMEM;
   return eddy_http_resp_body_owned(resp, JSON_TYPE, text, strlen(text));
 }
@@ -622,7 +615,7 @@ static int h_heartbeat(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *
 #undef FIELD
   cJSON_Delete(body);
   if (bad) return eddy_http_resp_error(resp, 400, "request body: field %s", bad);
-  eddy_replicas_beat(eddy_trainer_replicas(ctx), &beat, wall_ms());
+  eddy_replicas_beat(eddy_trainer_replicas(ctx), &beat, eddy_clock_wall_ms());
   cJSON *o = cJSON_CreateObject();
   if (!o) return EDDY_ERR_NOMEM;
   cJSON_AddBoolToObject(o, "ok", true);

@@ -3,7 +3,7 @@
  * applies the gate against the holdout loss recorded in CURRENT's manifest, commits the version
  * with its verdict, moves CURRENT and announces promotions, then applies retention. A failed
  * publish (a full disk) leaves nothing behind, is counted, and training goes on. */
-#include "train/trainer_internal.h"
+#include "train/trainer_state.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define LOG_MOD "publish"
@@ -69,7 +70,7 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket) {
   bool busy = t->pub_busy;
   pthread_mutex_unlock(&t->mu);
   if (busy) return false;
-  double t0 = trainer_now();
+  double t0 = eddy_clock_mono_s();
   t->last_pub_step = eddy_learner_step_count(t->learner);
   t->last_pub_time = t0;
   char why[1024];
@@ -249,7 +250,7 @@ static void publish_job(eddy_trainer_t *t, trainer_job_t *job) {
   if (eddy_store_retain(t->store, t->cfg.snapshot_keep, &deleted, why, sizeof why) != EDDY_OK)
     EDDY_WARN(LOG_MOD, "retention: %s", why);
   pthread_mutex_unlock(&t->cur_mu);
-  double secs = trainer_now() - job->t0;
+  double secs = eddy_clock_mono_s() - job->t0;
   eddy_series_observe(t->mx.publish_seconds, secs);
   EDDY_INFO(LOG_MOD, "published v%06" PRIu64 " (%s: %s): step %" PRIu64 ", %" PRIu64 " examples, cursor %" PRIu64
                      ", %.0f ms%s",
@@ -264,10 +265,7 @@ void *trainer_publish_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&t->mu);
     if (!t->job && !t->stop) {
-      struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
-      ts.tv_nsec += 200 * 1000000L;
-      if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+      struct timespec ts = eddy_clock_deadline(CLOCK_MONOTONIC, 200);
       pthread_cond_timedwait(&t->pub_cv, &t->mu, &ts);
     }
     trainer_job_t *job = t->job;

@@ -2,18 +2,13 @@
  * training status copies, CURRENT and the replica table into one point of the time-series ring
  * (GET /v1/timeseries), and refreshes the eddy_replicas{state} gauges. It reads only what other
  * threads already publish for status, so it takes mu briefly and never waits on training. */
-#include "train/trainer_internal.h"
+#include "train/trainer_state.h"
 
 #include <math.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
-
-int64_t trainer_wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 bool trainer_sampler_init(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
   t->replicas = eddy_replicas_new();
@@ -37,14 +32,14 @@ bool trainer_sampler_init(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
 typedef struct {
   bool have;          /* a previous ingest reading exists */
   uint64_t ingest_ok;
-  double mono;        /* trainer_now() of that reading */
+  double mono;        /* eddy_clock_mono_s() of that reading */
 } sampler_prev_t;
 
 static void sample(eddy_trainer_t *t, sampler_prev_t *prev) {
   eddy_ts_point_t p;
-  p.t_ms = trainer_wall_ms();
+  p.t_ms = eddy_clock_wall_ms();
   for (int i = 0; i < EDDY_TS_COUNT; i++) p.v[i] = NAN;
-  double mono = trainer_now();
+  double mono = eddy_clock_mono_s();
   if (t->ingest) {
     eddy_ingest_stats_t is = eddy_ingest_stats(t->ingest);
     if (prev->have && mono > prev->mono && is.events_ok >= prev->ingest_ok)
@@ -82,15 +77,13 @@ static void sample(eddy_trainer_t *t, sampler_prev_t *prev) {
 void *trainer_sample_main(void *arg) {
   eddy_trainer_t *t = arg;
   sampler_prev_t prev = {0};
-  struct timespec next;
-  clock_gettime(CLOCK_MONOTONIC, &next);
+  int64_t next_ms = eddy_clock_mono_ms(); /* the schedule: one point every interval */
   pthread_mutex_lock(&t->mu);
   while (!t->stop) {
-    next.tv_nsec += (long)EDDY_TIMESERIES_INTERVAL_MS * 1000000L;
-    while (next.tv_nsec >= 1000000000L) next.tv_sec++, next.tv_nsec -= 1000000000L;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec > next.tv_sec + 1) next = now; /* fell behind (suspended?): no burst */
+    next_ms += EDDY_TIMESERIES_INTERVAL_MS;
+    int64_t now_ms = eddy_clock_mono_ms();
+    if (now_ms > next_ms + 1000) next_ms = now_ms; /* fell behind (suspended?): no burst */
+    struct timespec next = eddy_clock_deadline(CLOCK_MONOTONIC, next_ms > now_ms ? next_ms - now_ms : 0);
     while (!t->stop && pthread_cond_timedwait(&t->sample_cv, &t->mu, &next) == 0) {
     }
     if (t->stop) break;
@@ -101,6 +94,3 @@ void *trainer_sample_main(void *arg) {
   pthread_mutex_unlock(&t->mu);
   return NULL;
 }
-
-eddy_replicas_t *eddy_trainer_replicas(eddy_trainer_t *t) { return t ? t->replicas : NULL; }
-eddy_timeseries_t *eddy_trainer_timeseries(eddy_trainer_t *t) { return t ? t->series : NULL; }

@@ -3,105 +3,22 @@
  * replay draws in the configured ratio. Held-out events (by a hash of the id) never train: they fill
  * the gate's ring. Between steps it publishes when due, parks for pause and rollback, and waits on a
  * condition variable (never spins) when there is nothing to train. */
-#include "train/trainer_internal.h"
+#include "train/trainer_state.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#include <xxhash.h>
-
+#include "core/clock.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 #define LOG_MOD "train"
-#define HOLDOUT_SEED 0x686f6c646f7574ull /* "holdout" */
-
-static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
 
 static bool in_skip(const eddy_trainer_t *t, uint64_t seq) {
   return t->skip_to >= t->skip_from && seq >= t->skip_from && seq <= t->skip_to;
-}
-
-bool trainer_is_holdout(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq) {
-  if (!t->hold_threshold) return false;
-  uint64_t h;
-  if (ev->id[0]) {
-    h = XXH3_64bits_withSeed(ev->id, strlen(ev->id), HOLDOUT_SEED);
-  } else {
-    uint8_t le[8];
-    for (int i = 0; i < 8; i++) le[i] = (uint8_t)(seq >> (8 * i));
-    h = XXH3_64bits_withSeed(le, sizeof le, HOLDOUT_SEED);
-  }
-  return h < t->hold_threshold;
-}
-
-/* Deep copy of src into dst (whose arrays are reused and grown). */
-static bool event_copy(eddy_event_t *dst, const eddy_event_t *src) {
-  if (src->n_dense > dst->dense_cap || (!dst->dense && src->n_dense)) {
-    float *d = realloc(dst->dense, (size_t)src->n_dense * sizeof *d);
-    if (!d) return false;
-    dst->dense = d;
-    dst->dense_cap = src->n_dense;
-  }
-  if (src->n_sparse > dst->sparse_cap || (!dst->sparse_idx && src->n_sparse)) {
-    uint32_t *idx = realloc(dst->sparse_idx, (size_t)src->n_sparse * sizeof *idx);
-    if (!idx) return false;
-    dst->sparse_idx = idx;
-    float *val = realloc(dst->sparse_val, (size_t)src->n_sparse * sizeof *val);
-    if (!val) return false;
-    dst->sparse_val = val;
-    dst->sparse_cap = src->n_sparse;
-  }
-  memcpy(dst->id, src->id, sizeof dst->id);
-  dst->ts = src->ts;
-  dst->has_ts = src->has_ts;
-  dst->label = src->label;
-  dst->weight = src->weight;
-  dst->n_dense = src->n_dense;
-  dst->n_sparse = src->n_sparse;
-  if (src->n_dense) memcpy(dst->dense, src->dense, (size_t)src->n_dense * sizeof *src->dense);
-  if (src->n_sparse) {
-    memcpy(dst->sparse_idx, src->sparse_idx, (size_t)src->n_sparse * sizeof *src->sparse_idx);
-    memcpy(dst->sparse_val, src->sparse_val, (size_t)src->n_sparse * sizeof *src->sparse_val);
-  }
-  return true;
-}
-
-void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev) {
-  if (!event_copy(&t->hold[t->hold_pos], ev)) return; /* out of memory: one fewer holdout event */
-  t->hold_pos = (t->hold_pos + 1) % TRAINER_HOLDOUT_MAX;
-  if (t->hold_n < TRAINER_HOLDOUT_MAX) t->hold_n++;
-}
-
-eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out) {
-  out->logloss = out->accuracy = out->mse = NAN;
-  out->n = 0;
-  if (!t->hold_n) return EDDY_OK;
-  eddy_prequential_t *m = eddy_prequential_new(t->cfg.spec.head, eddy_model_outputs(&t->cfg.spec), 0);
-  if (!m) return EDDY_ERR_NOMEM;
-  eddy_batch_t *b = t->fresh;
-  eddy_err_t err = EDDY_OK;
-  for (size_t i = 0; i < t->hold_n && !err; i += b->cap) {
-    eddy_batch_clear(b);
-    for (size_t j = i; j < t->hold_n && j < i + b->cap && !err; j++) err = eddy_batch_push(b, &t->hold[j]);
-    if (!err) err = eddy_learner_predict(t->learner, b, t->pred);
-    if (!err) eddy_prequential_add(m, t->pred, b->label, b->weight, b->n);
-  }
-  eddy_batch_clear(b);
-  if (!err) *out = eddy_prequential_cumulative(m);
-  eddy_prequential_destroy(m);
-  return err;
 }
 
 /* Up to n replay draws into t->replay: events already trained on (seq < cursor), never held out
@@ -130,7 +47,7 @@ static eddy_err_t draw_replay(eddy_trainer_t *t, size_t n) {
   bool recent = t->cfg.replay_strategy == EDDY_REPLAY_RECENT;
   for (size_t i = 0; i < n; i++) {
     for (int tries = 0; tries < TRAINER_SAMPLE_TRIES; tries++) {
-      double u = rng_unit(&t->rng);
+      double u = eddy_rng_unit(&t->rng);
       uint64_t off = (uint64_t)((double)span * (recent ? sqrt(u) : u));
       if (off >= span) off = span - 1;
       uint64_t seq = 0;
@@ -250,10 +167,7 @@ static int train_step(eddy_trainer_t *t) {
 }
 
 static void wait_ms(eddy_trainer_t *t, int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_nsec += (long)ms * 1000000L;
-  while (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  struct timespec ts = eddy_clock_deadline(CLOCK_MONOTONIC, ms);
   pthread_mutex_lock(&t->mu);
   if (!t->stop && !t->hold_count && t->snap_requested <= t->snap_taken)
     pthread_cond_timedwait(&t->cv, &t->mu, &ts);
@@ -296,7 +210,7 @@ void *trainer_train_main(void *arg) {
 
     if (!busy && !degraded) {
       uint64_t step = eddy_learner_step_count(t->learner);
-      double now = trainer_now();
+      double now = eddy_clock_mono_s();
       bool due = ticket ||
                  (c->snapshot_every_steps && step - t->last_pub_step >= c->snapshot_every_steps) ||
                  (c->snapshot_every_seconds && step > t->last_pub_step &&

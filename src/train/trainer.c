@@ -3,12 +3,11 @@
  * event is trained once relative to the restored model); the threads; status; pause/resume;
  * snapshot requests; and rollback (serve-only, or retrain from a version's state and cursor while
  * the training thread is parked at a step boundary). */
-#include "train/trainer_internal.h"
+#include "train/trainer.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,78 +16,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/log.h"
+#include "train/trainer_state.h"
 
 #define LOG_MOD "train"
-
-double trainer_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-void trainer_set_fatal(eddy_trainer_t *t, eddy_err_t err, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  EDDY_ERROR(LOG_MOD, "%s", msg);
-  pthread_mutex_lock(&t->mu);
-  if (!t->fatal) {
-    t->fatal = err ? err : EDDY_ERR_STATE;
-    snprintf(t->fatal_msg, sizeof t->fatal_msg, "%s", msg);
-  }
-  pthread_cond_broadcast(&t->done_cv);
-  pthread_cond_broadcast(&t->parked_cv);
-  pthread_mutex_unlock(&t->mu);
-}
-
-void trainer_degrade(eddy_trainer_t *t, const char *fmt, ...) {
-  char msg[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  pthread_mutex_lock(&t->mu);
-  bool was = t->degraded;
-  if (!was) {
-    t->degraded = true;
-    snprintf(t->degraded_why, sizeof t->degraded_why, "%s", msg);
-  }
-  pthread_mutex_unlock(&t->mu);
-  if (!was) {
-    eddy_series_set(t->mx.degraded, 1);
-    EDDY_ERROR(LOG_MOD, "%s: publishing stopped (degraded); CURRENT keeps serving. A retrain rollback "
-                        "(eddy ctl rollback N --retrain) or a restart resumes publishing",
-               msg);
-  }
-}
-
-void trainer_publish_status(eddy_trainer_t *t) {
-  eddy_metric_values_t preq = eddy_prequential_window(t->preq);
-  const eddy_scaler_t *sc = eddy_learner_scaler(t->learner);
-  uint64_t step = eddy_learner_step_count(t->learner);
-  pthread_mutex_lock(&t->mu);
-  t->st_step = step;
-  t->st_examples = t->examples;
-  t->st_replay = t->replay_examples;
-  t->st_cursor = t->cursor;
-  t->st_skipped = sc->skipped_steps;
-  t->st_loss_scale = sc->scale;
-  t->st_preq = preq;
-  t->st_hold_n = t->hold_n;
-  pthread_mutex_unlock(&t->mu);
-  eddy_series_set(t->mx.steps, (double)step);
-  eddy_series_set(t->mx.examples, (double)t->examples);
-  eddy_series_set(t->mx.replay_examples, (double)t->replay_examples);
-  eddy_series_set(t->mx.skipped, (double)sc->skipped_steps);
-  eddy_series_set(t->mx.loss_scale, sc->scale);
-  eddy_series_set(t->mx.holdout_events, (double)t->hold_n);
-  if (isfinite(preq.logloss)) eddy_series_set(t->mx.preq_logloss, preq.logloss);
-  if (isfinite(preq.accuracy)) eddy_series_set(t->mx.preq_accuracy, preq.accuracy);
-  if (isfinite(preq.mse)) eddy_series_set(t->mx.preq_mse, preq.mse);
-}
 
 /* ---- metrics ---- */
 
@@ -177,21 +109,6 @@ static eddy_err_t load_version(eddy_trainer_t *t, uint64_t v, eddy_manifest_t *m
   if (err)
     return eddy_errf(err, errstr, errstr_size, "state file %s is corrupt: %s", state, why);
   return EDDY_OK;
-}
-
-/* Refills the holdout ring from the events just before the cursor. */
-static void refill_holdout(eddy_trainer_t *t) {
-  eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
-  uint64_t from = t->cursor > TRAINER_HOLDOUT_SCAN ? t->cursor - TRAINER_HOLDOUT_SCAN : 0;
-  if (from < bs.first_seq) from = bs.first_seq;
-  size_t cap = t->cfg.batch_size;
-  while (from < t->cursor) {
-    size_t got = 0;
-    if (eddy_replay_read(t->buffer, from, cap, t->rd, t->rd_seqs, &got) != EDDY_OK || got == 0) break;
-    for (size_t i = 0; i < got && t->rd_seqs[i] < t->cursor; i++)
-      if (trainer_is_holdout(t, &t->rd[i], t->rd_seqs[i])) trainer_holdout_add(t, &t->rd[i]);
-    from = t->rd_seqs[got - 1] + 1;
-  }
 }
 
 /* New weights from seq first: no skip range, and no pending retrain rollback (a store that was
@@ -384,7 +301,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
     return NULL;
   }
-  t->start_time = trainer_now();
+  t->start_time = eddy_clock_mono_s();
   t->reg = metrics;
   eddy_event_init(&t->sample);
   if (!config_copy(&t->cfg, cfg)) goto nomem;
@@ -424,9 +341,9 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
     goto fail;
   if (!(t->learner = eddy_learner_new(&c->spec, &c->train, c->device, errstr, errstr_size))) goto fail;
   if (restore(t, opts, errstr, errstr_size) != EDDY_OK) goto fail;
-  refill_holdout(t);
+  trainer_holdout_refill(t);
   t->last_pub_step = eddy_learner_step_count(t->learner);
-  t->last_pub_time = trainer_now();
+  t->last_pub_time = eddy_clock_mono_s();
   t->st_last_published = 0;
 
   if (eddy_config_kafka(c, "bootstrap.servers") || eddy_config_kafka(c, "metadata.broker.list")) {
@@ -528,6 +445,8 @@ eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_si
 
 eddy_store_t *eddy_trainer_store(eddy_trainer_t *t) { return t ? t->store : NULL; }
 struct eddy_replay *eddy_trainer_buffer(eddy_trainer_t *t) { return t ? t->buffer : NULL; }
+eddy_replicas_t *eddy_trainer_replicas(eddy_trainer_t *t) { return t ? t->replicas : NULL; }
+eddy_timeseries_t *eddy_trainer_timeseries(eddy_trainer_t *t) { return t ? t->series : NULL; }
 
 /* ---- status ---- */
 
@@ -607,7 +526,7 @@ char *eddy_trainer_status_json(eddy_trainer_t *t) {
   pthread_mutex_unlock(&t->mu);
   cJSON_AddStringToObject(o, "backend", eddy_learner_backend(t->learner));
   cJSON_AddStringToObject(o, "precision", eddy_learner_precision_info(t->learner));
-  json_num(o, "uptime_seconds", trainer_now() - t->start_time);
+  json_num(o, "uptime_seconds", eddy_clock_mono_s() - t->start_time);
   char *text = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   return text;
@@ -636,21 +555,12 @@ void eddy_trainer_resume(eddy_trainer_t *t) {
   if (was) EDDY_INFO(LOG_MOD, "training resumed");
 }
 
-static struct timespec deadline_in(int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  return ts;
-}
-
 eddy_err_t eddy_trainer_snapshot(eddy_trainer_t *t, int timeout_ms, uint64_t *version, char *errstr,
                                  size_t errstr_size) {
   if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
   if (version) *version = 0;
   if (timeout_ms < 0) timeout_ms = 0;
-  struct timespec dl = deadline_in(timeout_ms);
+  struct timespec dl = eddy_clock_deadline(CLOCK_MONOTONIC, timeout_ms);
   pthread_mutex_lock(&t->mu);
   eddy_err_t err = EDDY_OK;
   if (t->degraded) {
@@ -766,7 +676,7 @@ static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_man
   t->skipped_run = 0;
   t->idle_done = 0;
   t->last_pub_step = eddy_learner_step_count(t->learner);
-  t->last_pub_time = trainer_now();
+  t->last_pub_time = eddy_clock_mono_s();
   pthread_mutex_lock(&t->mu); /* status_json reads these under mu */
   t->parent = version;
   t->skip_from = skip ? from : 1;

@@ -1,15 +1,19 @@
-/* Internals of the trainer shared by its three files: trainer.c (lifecycle, restore, the public
- * calls, rollback), train_loop.c (the training thread: fresh events, holdout, replay, steps) and
- * publish.c (candidates written on the training thread; gate, commit, CURRENT, announcements and
- * retention on the publishing thread). Not for use outside src/train. */
-#ifndef EDDY_TRAINER_INTERNAL_H
-#define EDDY_TRAINER_INTERNAL_H
+/* The trainer's shared state: the struct its threads share, which lock guards what, and the few
+ * transitions every part makes (fatal, degraded, status). Below the parts that use it: holdout.c
+ * (the gate's ring), publish.c (candidates, gate, CURRENT, announcements), train_loop.c (the
+ * training thread), sampler.c (the time series); trainer.c (lifecycle, restore, the public calls,
+ * rollback) sits on top of them all. Not for use outside src/train. */
+#ifndef EDDY_TRAINER_STATE_H
+#define EDDY_TRAINER_STATE_H
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "buffer/replay.h"
+#include "config/config.h"
+#include "core/errors.h"
+#include "metrics/registry.h"
 #include "model/batch.h"
 #include "model/learner.h"
 #include "model/prequential.h"
@@ -19,7 +23,9 @@
 #include "stream/producer.h"
 #include "train/replicas.h"
 #include "train/timeseries.h"
-#include "train/trainer.h"
+
+/* As in train/trainer.h, which this header does not include: it stands below the public calls. */
+typedef struct eddy_trainer eddy_trainer_t;
 
 #define TRAINER_HOLDOUT_MAX 2000     /* newest holdout events kept for the gate */
 #define TRAINER_HOLDOUT_SCAN 20000   /* events before the cursor scanned at start to refill it */
@@ -50,18 +56,40 @@ typedef struct {
   eddy_series_t *replicas_fresh, *replicas_stale;
 } trainer_metrics_t;
 
+/* Locks. Three mutexes of the trainer, which may be nested only in this order:
+ *
+ *     rb_mu  ->  cur_mu  ->  mu  ->  (leaf locks of other modules)
+ *
+ *   rb_mu   one rollback at a time; guards rb_*. Held across a whole rollback: it takes cur_mu
+ *           (move_current) and mu (parking the training thread, the status copies).
+ *   cur_mu  CURRENT and what hangs on it: the gate's reference version, commit, CURRENT moves,
+ *           announcements on snapshot.topic and their delivery reports, retention. Held by the
+ *           publishing thread over a whole publish (which takes mu inside, for the lineage and the
+ *           counters) and by rollbacks.
+ *   mu      the fields marked "Shared, under mu" below, and every condition variable (all wait on it).
+ *           Held briefly; under it only eddy_ingest_stats (the consumer's own leaf lock) is called.
+ *
+ * Never the other way round: no code takes rb_mu or cur_mu while holding mu, nor rb_mu while
+ * holding cur_mu. A rollback waits for the training thread to park (parked_cv, under mu) holding
+ * rb_mu but not cur_mu, so the publish it waits for can finish. The replay buffer, the store, the
+ * registry, the replica table and the time-series ring lock inside themselves, and the one callback
+ * (publish.c's add_offset, under the buffer's read lock) takes no lock of the trainer. */
 struct eddy_trainer {
+  /* Set by eddy_trainer_new before any thread starts; read-only afterwards. */
   eddy_config_t cfg;          /* deep copy */
   eddy_registry_t *reg;
   eddy_replay_t *buffer;
   eddy_store_t *store;
   eddy_ingest_t *ingest;      /* NULL with opts.no_ingest */
-  eddy_producer_t *producer;  /* announcements; NULL when no bootstrap servers are configured */
-  eddy_learner_t *learner;    /* owned by the training thread (or by a rollback while parked) */
+  eddy_producer_t *producer;  /* announcements, sent under cur_mu; NULL when no bootstrap servers
+                                 are configured */
   trainer_metrics_t mx;
-  double start_time;
+  double start_time;          /* eddy_clock_mono_s() */
+  uint64_t hold_threshold;    /* holdout iff hash < threshold */
 
-  /* Training-thread state (touched by others only while the thread is parked). */
+  /* Training-thread state: touched by other threads only while the training thread is parked
+   * and nothing is being published (a retrain rollback under rb_mu). */
+  eddy_learner_t *learner;    /* (status reads only its backend and precision names) */
   eddy_prequential_t *preq;
   eddy_batch_t *fresh, *replay;
   float *pred;
@@ -69,9 +97,8 @@ struct eddy_trainer {
   eddy_event_t *rd;           /* read buffer, batch_size events */
   uint64_t *rd_seqs;
   eddy_event_t sample;        /* one replay draw */
-  eddy_event_t *hold;         /* holdout ring, TRAINER_HOLDOUT_MAX events */
+  eddy_event_t *hold;         /* holdout ring, TRAINER_HOLDOUT_MAX events (holdout.c) */
   size_t hold_n, hold_pos;
-  uint64_t hold_threshold;    /* holdout iff hash < threshold */
   uint64_t rng;
   uint32_t idle_done;         /* replay-only steps in the current idle period */
   uint32_t skipped_run;       /* consecutive skipped steps */
@@ -79,9 +106,10 @@ struct eddy_trainer {
   uint64_t examples;          /* fresh examples trained (applied steps) */
   int64_t newest_event_ms;    /* newest "ts" of a fresh event trained since the start (0: none) */
   uint64_t replay_examples;
-  uint64_t skip_from, skip_to;  /* events never trained (to < from: none) */
+  uint64_t skip_from, skip_to;  /* events never trained (to < from: none); a rollback writes them
+                                   under mu as well, for the status */
   uint64_t last_pub_step;
-  double last_pub_time;
+  double last_pub_time;       /* eddy_clock_mono_s() */
   float *scratch;             /* largest tensor, for the finiteness check */
   size_t scratch_cap;
 
@@ -91,6 +119,7 @@ struct eddy_trainer {
   pthread_cond_t parked_cv;   /* the training thread parked */
   pthread_cond_t pub_cv;      /* wakes the publishing thread */
   pthread_cond_t done_cv;     /* a publish finished */
+  pthread_cond_t sample_cv;   /* wakes the sampler thread (stop) */
   bool stop, paused, parked, train_running, degraded;
   char degraded_why[256];
   int hold_count;             /* rollbacks waiting for / holding the parked training thread */
@@ -110,30 +139,34 @@ struct eddy_trainer {
   uint64_t n_published, n_rejected, n_publish_errors;
 
   pthread_mutex_t cur_mu;     /* CURRENT moves and announcements (publisher and rollbacks) */
-  pthread_mutex_t rb_mu;      /* one rollback at a time */
+
+  pthread_mutex_t rb_mu;      /* one rollback at a time; guards: */
   bool rb_valid;              /* the last retrain rollback, for idempotency */
   uint64_t rb_version, rb_from, rb_to, rb_latest;
 
   /* Dashboard data (sampler.c): both objects are thread-safe themselves. */
   eddy_replicas_t *replicas;  /* heartbeats of the inference replicas */
   eddy_timeseries_t *series;  /* one point a second, written by the sampler thread */
-  pthread_cond_t sample_cv;   /* wakes the sampler thread (stop) */
 
+  /* Threads: started by eddy_trainer_start, joined by eddy_trainer_destroy. */
   pthread_t ingest_th, train_th, pub_th, sample_th;
   bool ingest_started, train_started, pub_started, sample_started;
 };
 
-double trainer_now(void);
+/* trainer_state.c */
+/* Records the first fatal error (logged) and wakes everyone waiting on a publish or a park. */
 void trainer_set_fatal(eddy_trainer_t *t, eddy_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Stops publishing (logged once) until a retrain rollback or a restart. */
 void trainer_degrade(eddy_trainer_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Copies the training thread's counters into the status fields (takes mu). */
+/* Copies the training thread's counters into the status fields (takes mu) and the gauges. */
 void trainer_publish_status(eddy_trainer_t *t);
 
-/* train_loop.c */
-void *trainer_train_main(void *arg);
+/* holdout.c */
 bool trainer_is_holdout(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
 void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev);
+/* Refills the ring from the buffer's events just before the cursor (at the start). */
+void trainer_holdout_refill(eddy_trainer_t *t);
 /* Scores the holdout ring with the learner's current weights. */
 eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out);
 
@@ -145,8 +178,10 @@ void *trainer_publish_main(void *arg);
 /* Sends m on snapshot.topic (key = model); failures are counted and logged. Caller holds cur_mu. */
 void trainer_announce(eddy_trainer_t *t, const eddy_manifest_t *m, const char *why);
 
+/* train_loop.c */
+void *trainer_train_main(void *arg);
+
 /* sampler.c */
-int64_t trainer_wall_ms(void); /* CLOCK_REALTIME, unix ms */
 /* Creates the replica table and the time-series ring and registers eddy_replicas{state}. */
 bool trainer_sampler_init(eddy_trainer_t *t, char *errstr, size_t errstr_size);
 /* The sampler thread: one time-series point a second until stop. */
