@@ -5,7 +5,7 @@
 # fixed --port relay, the ~5 MiB partition limit, SIGTERM exiting 0, help and usage errors.
 source "$(dirname "$0")/lib.bash"
 
-command -v kcat >/dev/null || { echo "SKIP: kcat not installed"; exit 77; }
+need_command kcat
 
 
 

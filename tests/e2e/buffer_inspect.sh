@@ -5,10 +5,7 @@
 source "$(dirname "$0")/lib.bash"
 
 FILL=${EDDY_BUFFER_FILL:-$(dirname "$EDDY")/tests/buffer_fill}
-if [[ ! -x $FILL ]]; then
-  echo "skipped: buffer_fill helper not built ($FILL)"
-  exit 77
-fi
+[[ -x $FILL ]] || skip "buffer_fill helper not built ($FILL)"
 
 check_rc 0 "eddy --help lists buffer" -- "$EDDY" --help && check_grep "$TMP/out" "buffer inspect --path DIR" "help names buffer inspect"
 check_rc 0 "buffer --help" -- "$EDDY" buffer --help && check_grep "$TMP/out" "--path DIR" "buffer --help documents --path"

@@ -5,12 +5,9 @@
 # token (exit 1 with the server's message), unknown version (exit 1), usage errors (exit 2), no
 # server (exit 1).
 source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/train_helpers.bash"
 
 unset EDDY_TOKEN_FILE
-
-free_port() {
-  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # ctl WANT_RC DESCRIPTION ARGS...: eddy ctl against the trainer, output in $TMP/out and $TMP/err.
 ctl() {
@@ -29,8 +26,7 @@ check_py_lines() { # check_py_lines DESCRIPTION EXPR: EXPR over the stdout lines
 }
 
 # ---- broker and stream ----
-start_broker broker --topic events --partitions 1 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID"
+require_broker --topic events --partitions 1 --topic eddy-snapshots --partitions 1
 
 $PY - "$TMP/events.jsonl" <<'PYEOF'
 import json, sys
@@ -45,41 +41,13 @@ check_rc 0 "produce 800 events" -- "$EDDY" produce -b "$BOOT" -t events --data "
 # ---- trainer ----
 PORT=$(free_port)
 URL="http://127.0.0.1:$PORT"
-printf 'ctl-e2e-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
-printf 'wrong-token\n' >"$TMP/wrong"
-chmod 600 "$TMP/wrong"
-cat >"$TMP/train.ini" <<EOF
-[model]
-name = ctltest
-hash_bits = 10
-embed_dim = 4
-hidden = 8
-head = logistic
-classes = 2
-[train]
-batch_size = 16
-holdout_fraction = 0.1
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-group.id = ctltest
-[buffer]
-path = $TMP/buffer
-sync = false
-[snapshot]
-store = $TMP/store
-every_steps = 0
-every_seconds = 0
-keep = 100
-gate.max_regression = 1000000
-topic = eddy-snapshots
-[http]
-bind = 127.0.0.1:$PORT
-token_file = $TMP/token
-max_body_bytes = 4096
-EOF
+write_token ctl-e2e-token
+write_token wrong-token "$TMP/wrong"
+write_trainer_config "$TMP/train.ini" model.name=ctltest -model.dense_dim model.hash_bits=10 model.embed_dim=4 \
+  model.hidden=8 model.head=logistic model.classes=2 -train.optimizer -train.lr -replay.ratio \
+  kafka.group.id=ctltest -kafka.session.timeout.ms -kafka.heartbeat.interval.ms snapshot.every_steps=0 \
+  snapshot.keep=100 snapshot.gate.max_regression=1000000 snapshot.topic=eddy-snapshots \
+  http.bind="127.0.0.1:$PORT" http.max_body_bytes=4096
 "$EDDY" train -c "$TMP/train.ini" --fresh >"$TMP/train.out" 2>"$TMP/train.err" &
 TRAIN_PID=$!
 PIDS+=("$TRAIN_PID")

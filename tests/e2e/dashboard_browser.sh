@@ -11,12 +11,11 @@ source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
 CHROMIUM=${EDDY_CHROMIUM:-/usr/bin/chromium}
-FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-command -v node >/dev/null || { echo "SKIP: node not installed (ops/setup-deps installs nodejs)"; exit 77; }
-command -v npm >/dev/null || { echo "SKIP: npm not installed (ops/setup-deps installs npm)"; exit 77; }
-[[ -x $CHROMIUM ]] || { echo "SKIP: $CHROMIUM not installed (ops/setup-deps installs chromium)"; exit 77; }
-[[ -f $FM/train-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_command node "ops/setup-deps installs nodejs"
+need_command npm "ops/setup-deps installs npm"
+[[ -x $CHROMIUM ]] || skip "$CHROMIUM not installed (ops/setup-deps installs chromium)"
+need_fashion_mnist train-images-idx3-ubyte.gz
+need_command curl
 
 BUILD=$(cd "$(dirname "$EDDY")" && pwd)
 ARTIFACTS=${EDDY_ARTIFACTS:-$BUILD/artifacts}
@@ -43,60 +42,17 @@ pass "playwright-core installed in $DEPS"
 cp "$SRC/tests/browser/dashboard.mjs" "$DEPS/dashboard.mjs" # resolves playwright-core from there
 
 N=1200
-start_broker broker --topic events --partitions 4 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID"
+require_broker --topic events --partitions 4 --topic eddy-snapshots --partitions 1
 check_rc 0 "produce $N Fashion-MNIST images" -- "$EDDY" produce -b "$BOOT" -t events \
   --data fashion-mnist:train --limit $N --key id
 
-printf 'dashboard-e2e-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
-cat >"$TMP/eddy.ini" <<EOF
-[model]
-name = fmnist
-dense_dim = 784
-embed_dim = 0
-hidden = 32
-head = softmax
-classes = 10
-[train]
-optimizer = adagrad
-lr = 0.02
-batch_size = 16
-holdout_fraction = 0.1
-[replay]
-ratio = 0.2
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-session.timeout.ms = 6000
-heartbeat.interval.ms = 500
-[buffer]
-path = $TMP/buffer
-sync = false
-capacity_events = 5000
-[snapshot]
-store = $TMP/store
-every_steps = 20
-every_seconds = 0
-keep = 1000
-gate.max_regression = 1000
-topic = eddy-snapshots
-[serve]
-poll_seconds = 1
-heartbeat_seconds = 1
-[http]
-bind = 127.0.0.1:0
-token_file = $TMP/token
-EOF
+write_token dashboard-e2e-token
+write_trainer_config "$TMP/eddy.ini" model.hidden=32 buffer.capacity_events=5000 snapshot.every_steps=20 \
+  snapshot.gate.max_regression=1000 snapshot.topic=eddy-snapshots serve.poll_seconds=1 serve.heartbeat_seconds=1
 
 require_trainer "$TMP/train.err" -c "$TMP/eddy.ini"
 TRAINER=http://127.0.0.1:$PORT
-CHECKS=$((CHECKS + 1))
-if wait_status 60 "s['buffer']['cursor'] == $N"; then pass "all $N events trained"; else
-  fail "the trainer did not catch up with $N events"
-  cat "$TMP/status.json" >&2
-fi
+check_status 60 "s['buffer']['cursor'] == $N" "all $N events trained"
 # One more version with everything trained; no event arrives after it, so CURRENT stays put
 # until the rollback (replay.idle_steps = 0: no training while idle).
 code=$(post /v1/snapshot '{"timeout_ms": 30000}')
@@ -105,7 +61,7 @@ npro=$(curl -sf "$TRAINER/v1/versions" | $PY -c 'import json,sys; print(sum(v["s
 if [[ $code == 200 && ${npro:-0} -ge 2 ]]; then pass "$npro promoted versions"; else
   fail "versions: POST /v1/snapshot HTTP $code, $npro promoted"
 fi
-CUR=$(curl -sf "$TRAINER/v1/status" | $PY -c 'import json,sys; print(json.load(sys.stdin)["current_version"])')
+CUR=$(current_version)
 
 # start_replica NAME: `eddy serve` on a free port following the trainer; sets RPORT.
 start_replica() {
@@ -169,9 +125,7 @@ fi
 check_grep "$TMP/train.err" "rollback (serve only): CURRENT = v$(printf %06d "${V:-0}")" "the trainer logged the rollback"
 CHECKS=$((CHECKS + 1))
 if [[ -s $ARTIFACTS/dashboard.png ]]; then pass "screenshot saved"; else fail "no screenshot at $ARTIFACTS/dashboard.png"; fi
-stop_trainer TERM
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "SIGTERM: eddy train (with its sampler thread) exited 0"; else fail "SIGTERM: exit $TRAIN_RC"; fi
+check_trainer_stops TERM "eddy train (with its sampler thread)"
 check_sanitizers
 echo "dashboard_browser: $((SECONDS - T_START)) s"
 finish

@@ -6,9 +6,8 @@
 # until Ctrl-C, which then stops them all and exits 0; usage errors exit 2.
 source "$(dirname "$0")/lib.bash"
 
-FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-[[ -f $FM/train-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_fashion_mnist train-images-idx3-ubyte.gz
+need_command curl
 
 # children_of TAG: live eddy processes started under EDDY_DEMO_TEST=TAG (children inherit it)
 children_of() {

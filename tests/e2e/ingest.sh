@@ -8,11 +8,9 @@
 # EDDY_TEST_KAFKA_BOOTSTRAP is set (topics auto-created there; one partition used).
 source "$(dirname "$0")/lib.bash"
 
-command -v kcat >/dev/null || { echo "SKIP: kcat not installed"; exit 77; }
+need_command kcat
 CHECK=${EDDY_INGEST_CHECK:-$(dirname "$EDDY")/tests/ingest_check}
-[[ -x $CHECK ]] || { echo "SKIP: ingest_check helper not built ($CHECK)"; exit 77; }
-
-
+[[ -x $CHECK ]] || skip "ingest_check helper not built ($CHECK)"
 
 # events FILE PREFIX N PARTITION_TAG: N valid events, one JSON object per line.
 events() {
@@ -173,8 +171,7 @@ EOF
   check_buffer "$name after restart" "$dir/cfg.ini" "$dir/buf" 8 "$topic" "$parts" "${files[@]}"
 }
 
-start_broker broker --topic events --partitions 4 --topic events-dlq --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID" # no job notice when cleanup kills it
+require_broker --topic events --partitions 4 --topic events-dlq --partitions 1
 run_suite embedded "$BOOT" events 4 events-dlq
 
 if [[ -n ${EDDY_TEST_KAFKA_BOOTSTRAP:-} ]]; then

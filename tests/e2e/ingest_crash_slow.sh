@@ -10,9 +10,9 @@
 # EDDY_CRASH_EVENTS / EDDY_CRASH_KILLS / EDDY_CRASH_SEED change the size, kills and randomness.
 source "$(dirname "$0")/lib.bash"
 
-command -v kcat >/dev/null || { echo "SKIP: kcat not installed"; exit 77; }
+need_command kcat
 CHECK=${EDDY_INGEST_CHECK:-$(dirname "$EDDY")/tests/ingest_check}
-[[ -x $CHECK ]] || { echo "SKIP: ingest_check helper not built ($CHECK)"; exit 77; }
+[[ -x $CHECK ]] || skip "ingest_check helper not built ($CHECK)"
 
 N=${EDDY_CRASH_EVENTS:-60000}
 KILLS=${EDDY_CRASH_KILLS:-21}
@@ -21,9 +21,7 @@ PARTS=8
 RANDOM=$SEED
 echo "seed $SEED: $N events, $KILLS kills"
 
-
-start_broker broker --topic events --partitions "$PARTS" || { finish; exit 1; }
-disown "$BROKER_PID"
+require_broker --topic events --partitions "$PARTS"
 
 cat >"$TMP/cfg.ini" <<EOF
 [model]

@@ -2,11 +2,7 @@
 # One pass over Fashion-MNIST's 60k training images with configs/fashion-mnist.ini, in fp32 and in
 # bf16 (and fp16, emulated with loss scaling): test accuracy on the 10k test images must reach 0.84 (the issue's bar).
 source "$(dirname "$0")/lib.bash"
-dir=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-if [[ ! -f "$dir/train-images-idx3-ubyte.gz" ]]; then
-  echo "SKIP: Fashion-MNIST not found in $dir (install dataset-fashion-mnist)"
-  exit 77
-fi
+need_fashion_mnist train-images-idx3-ubyte.gz
 for prec in fp32 bf16 fp16; do
   check_rc 0 "fashion-mnist $prec" -- "$EDDY" learn -c "$SRC/configs/fashion-mnist.ini" \
     --data fashion-mnist:train --test fashion-mnist:test --json --set train.precision=$prec

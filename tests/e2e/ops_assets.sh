@@ -10,8 +10,8 @@ source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
 OPS=$SRC/ops
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-$PY -c 'import yaml' 2>/dev/null || { echo "SKIP: python3-yaml not installed (ops/setup-deps installs it)"; exit 77; }
+need_command curl
+$PY -c 'import yaml' 2>/dev/null || skip "python3-yaml not installed (ops/setup-deps installs it)"
 HAVE_PROMTOOL=1
 command -v promtool >/dev/null || { HAVE_PROMTOOL=0; echo "skip: promtool not installed (Debian package prometheus): no promtool checks"; }
 
@@ -197,8 +197,7 @@ fi
 
 # ---- live metrics: trainer ----
 N=400
-start_broker broker --topic events --partitions 2 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID"
+require_broker --topic events --partitions 2 --topic eddy-snapshots --partitions 1
 $PY -c '
 import json, random, time
 random.seed(3)
@@ -208,43 +207,12 @@ for i in range('$N'):
     print(json.dumps({"id": "o%d" % i, "ts": now, "label": int(x[0] + x[1] > 1), "dense": x}))
 print("{\"label\": \"not a number\"}")' >"$TMP/events.jsonl"
 check_rc 0 "produce $N events and one bad one" -- "$EDDY" produce -b "$BOOT" -t events --data "$TMP/events.jsonl" --key id
-printf 'ops-e2e-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
-cat >"$TMP/train.ini" <<EOF
-[model]
-name = ops
-dense_dim = 4
-embed_dim = 0
-hidden = 8
-head = logistic
-[train]
-batch_size = 16
-holdout_fraction = 0.1
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-session.timeout.ms = 6000
-heartbeat.interval.ms = 500
-[buffer]
-path = $TMP/buffer
-sync = false
-[snapshot]
-store = $TMP/store
-every_steps = 5
-every_seconds = 0
-topic = eddy-snapshots
-gate.max_regression = 1000
-[http]
-bind = 127.0.0.1:0
-token_file = $TMP/token
-EOF
+write_token ops-e2e-token
+write_trainer_config "$TMP/train.ini" model.name=ops model.dense_dim=4 model.hidden=8 model.head=logistic \
+  -model.classes -train.optimizer -train.lr -replay.ratio snapshot.every_steps=5 -snapshot.keep \
+  snapshot.topic=eddy-snapshots snapshot.gate.max_regression=1000
 require_trainer "$TMP/train.err" -c "$TMP/train.ini"
-CHECKS=$((CHECKS + 1))
-if wait_status 30 "s['buffer']['cursor'] == $N"; then pass "$N events ingested and trained"; else
-  fail "trainer did not catch up with $N events"
-  cat "$TMP/status.json" >&2
-fi
+check_status 30 "s['buffer']['cursor'] == $N" "$N events ingested and trained"
 code=$(post /v1/snapshot '{"timeout_ms": 20000}')
 CHECKS=$((CHECKS + 1))
 if [[ $code == 200 ]]; then pass "POST /v1/snapshot (a version exists for replicas)"; else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
@@ -360,8 +328,6 @@ for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PYEOF
 
-stop_trainer TERM
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "eddy train stopped cleanly"; else fail "eddy train exit $TRAIN_RC"; fi
+check_trainer_stops TERM "eddy train"
 check_sanitizers
 finish

@@ -11,48 +11,15 @@ source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
 REF=${EDDY_PREDICT_REF:?set by CTest: the predict_ref helper}
-FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-[[ -f $FM/t10k-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_fashion_mnist t10k-images-idx3-ubyte.gz
+need_command curl
 
 N=5000
-start_broker broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID"
-printf 'serve-e2e-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
+require_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1
+write_token serve-e2e-token
 STORE=$TMP/store
-cat >"$TMP/train.ini" <<EOF2
-[model]
-name = fmnist
-dense_dim = 784
-embed_dim = 0
-hidden = 64
-head = softmax
-classes = 10
-[train]
-optimizer = adagrad
-lr = 0.02
-batch_size = 16
-holdout_fraction = 0.05
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-session.timeout.ms = 6000
-heartbeat.interval.ms = 500
-[buffer]
-path = $TMP/buffer
-sync = false
-[snapshot]
-store = $STORE
-every_steps = 4
-every_seconds = 0
-keep = 1000
-gate.max_regression = 1000
-[http]
-bind = 127.0.0.1:0
-token_file = $TMP/token
-EOF2
+write_trainer_config "$TMP/train.ini" train.holdout_fraction=0.05 -replay.ratio snapshot.every_steps=4 \
+  snapshot.gate.max_regression=1000
 
 require_trainer "$TMP/train.err" -c "$TMP/train.ini"
 
@@ -101,22 +68,17 @@ LOAD_PID=$!
 PIDS+=("$LOAD_PID")
 CHECKS=$((CHECKS + 1))
 if wait "$PRODUCE_PID"; then pass "produced $N images at 300/s"; else fail "eddy produce failed"; cat "$TMP/produce.err" >&2; fi
-CHECKS=$((CHECKS + 1))
-if wait_status 120 "s['buffer']['cursor'] == $N"; then pass "all $N events trained"; else
-  fail "trainer did not train $N events"
-  cat "$TMP/status.json" >&2
-fi
+check_status 120 "s['buffer']['cursor'] == $N" "all $N events trained"
 # The trainer may still publish after the last event (a snapshot already due): compare with its
 # CURRENT as it is at each check.
-current() { curl -sf "http://127.0.0.1:$PORT/v1/status" | $PY -c 'import json,sys; print(json.load(sys.stdin)["current_version"])'; }
 for r in a b; do
   port_var=RPORT_$r
   CHECKS=$((CHECKS + 1))
   deadline=$((SECONDS + 15))
-  CUR=$(current)
+  CUR=$(current_version)
   until [[ $(curl -s "http://127.0.0.1:${!port_var}/healthz") == *"\"version\":$CUR}"* ]] || ((SECONDS > deadline)); do
     sleep 0.2
-    CUR=$(current)
+    CUR=$(current_version)
   done
   if ((SECONDS <= deadline)); then pass "replica $r serves the current v$CUR"; else fail "replica $r does not serve v$CUR"; tail -n 5 "$TMP/$r.err" >&2; fi
 done
@@ -198,10 +160,7 @@ done
 if ((ok)); then pass "GET /v1/replicas lists both replicas on v$RB"; else fail "trainer's replica list: $(cat "$TMP/replicas.json" 2>/dev/null)"; fi
 
 # ---- clean stop ----
-for r in a b; do
-  pid_var=RPID_$r
-  CHECKS=$((CHECKS + 1))
-  if kill -TERM "${!pid_var}" && wait "${!pid_var}"; then pass "replica $r: SIGTERM exits 0"; else fail "replica $r did not exit 0 on SIGTERM"; fi
-done
+check_sigterm "replica a" "$RPID_a"
+check_sigterm "replica b" "$RPID_b"
 check_sanitizers
 finish

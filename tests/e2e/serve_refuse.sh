@@ -13,7 +13,7 @@
 source "$(dirname "$0")/lib.bash"
 
 PUBLISH=${EDDY_STORE_PUBLISH:?set by CTest: the store_publish helper}
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_command curl
 
 STAGE=$TMP/stage
 LIVE=$TMP/live
@@ -66,6 +66,21 @@ wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
   done
 }
 
+healthz_has() { # healthz_has PORT TEXT: whether the replica's /healthz body contains TEXT
+  [[ $(curl -s "http://127.0.0.1:$1/healthz") == *"$2"* ]]
+}
+
+# check_serving NAME V SECONDS: a check that replica NAME's /healthz reports version V within
+# SECONDS; a FAIL line is followed by the tail of its log.
+check_serving() {
+  local port_var=PORT_$1
+  CHECKS=$((CHECKS + 1))
+  if wait_for "$3" healthz_has "${!port_var}" "\"version\":$2"; then pass "$1: serving v$2"; else
+    fail "$1: not serving v$2 within $3 s"
+    tail -n 20 "$TMP/$1.err" >&2
+  fi
+}
+
 # ---- usage ----
 check_rc 2 "serve without -c" -- "$EDDY" serve
 check_rc 2 "serve with a bad serve.precision" -- "$EDDY" serve -c /dev/null --set serve.precision=fp8
@@ -74,7 +89,7 @@ check_rc 0 "serve --help" -- "$EDDY" serve --help
 check_grep "$TMP/out" "X-Eddy-Version" "--help describes the predict answer"
 
 # ---- the stand-in trainer and two replicas ----
-WEB_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+WEB_PORT=$(free_port)
 (cd "$WEB" && exec $PY -m http.server "$WEB_PORT" --bind 127.0.0.1) >"$TMP/httpd.out" 2>"$TMP/httpd.err" &
 PIDS+=($!)
 disown $!
@@ -124,11 +139,7 @@ else
 fi
 for r in store web; do
   port_var=PORT_$r
-  CHECKS=$((CHECKS + 1))
-  if wait_for 15 bash -c "[[ \$(curl -s http://127.0.0.1:${!port_var}/healthz) == *'\"version\":2'* ]]"; then pass "$r: serving v2"; else
-    fail "$r: not serving v2"
-    tail -n 20 "$TMP/$r.err" >&2
-  fi
+  check_serving $r 2 15
   check_rc 0 "$r: predict" -- curl -sf -X POST --data '{"instances":[{"dense":[0.1,0.2,0.3,0.4,0.5],"sparse":{"a":1,"b":"x"}},{"dense":[0,0,0,0,0]}]}' "http://127.0.0.1:${!port_var}/v1/predict"
   check_py "$r: two rows of 4 probabilities summing to 1" \
     'j["version"] == 2 and j["model"] == "demo" and len(j["predictions"]) == 2 and all(len(p) == 4 and abs(sum(p) - 1) < 1e-5 for p in j["predictions"])'
@@ -251,11 +262,7 @@ check_rc 0 "publish a good v$v" -- "$PUBLISH" "$STAGE" demo 1
 publish_current $v
 for r in store web; do
   port_var=PORT_$r
-  CHECKS=$((CHECKS + 1))
-  if wait_for 10 bash -c "[[ \$(curl -s http://127.0.0.1:${!port_var}/healthz) == *'\"version\":$v'* ]]"; then pass "$r: serving the good v$v"; else
-    fail "$r: did not move to v$v"
-    tail -n 5 "$TMP/$r.err" >&2
-  fi
+  check_serving $r $v 10
   check_rc 0 "$r: metrics" -- curl -sf "http://127.0.0.1:${!port_var}/metrics"
   check_grep "$TMP/out" "eddy_replica_model_version $v" "$r: eddy_replica_model_version is $v"
   check_grep "$TMP/out" 'eddy_predict_requests_total{code="200"}' "$r: predict requests counted by code"
@@ -266,9 +273,6 @@ for r in store web; do
 done
 
 # ---- clean stop ----
-for r in store web; do
-  pid_var=PID_$r
-  CHECKS=$((CHECKS + 1))
-  if kill -TERM "${!pid_var}" && wait "${!pid_var}"; then pass "$r: SIGTERM exits 0"; else fail "$r: SIGTERM did not exit 0"; fi
-done
+check_sigterm store "$PID_store"
+check_sigterm web "$PID_web"
 finish

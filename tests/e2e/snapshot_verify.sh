@@ -7,10 +7,7 @@
 source "$(dirname "$0")/lib.bash"
 
 PUBLISH=${EDDY_STORE_PUBLISH:-$(dirname "$EDDY")/tests/store_publish}
-if [[ ! -x $PUBLISH ]]; then
-  echo "skipped: store_publish helper not built ($PUBLISH)"
-  exit 77
-fi
+[[ -x $PUBLISH ]] || skip "store_publish helper not built ($PUBLISH)"
 
 check_rc 0 "eddy --help lists snapshot" -- "$EDDY" --help && check_grep "$TMP/out" "snapshot verify DIR" "help names snapshot verify"
 check_rc 0 "snapshot --help" -- "$EDDY" snapshot --help && check_grep "$TMP/out" "SHA-256" "snapshot --help says what is checked"

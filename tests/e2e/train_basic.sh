@@ -11,68 +11,25 @@
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
-FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-[[ -f $FM/train-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_fashion_mnist train-images-idx3-ubyte.gz
+need_command curl
 
 N1=3000
 N2=600
 # 8 partitions and keys (ids, so an even spread): the embedded broker keeps only ~5 MiB per
 # partition (docs/broker.md), and 3600 Fashion-MNIST events of ~5.5 kB must all stay readable.
-start_broker broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID" # no job notice when cleanup kills it
+require_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1
 check_rc 0 "produce $N1 Fashion-MNIST images" -- "$EDDY" produce -b "$BOOT" -t events \
   --data fashion-mnist:train --limit $N1 --key id
 
-printf 'train-e2e-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
-STORE=$TMP/store
-MODEL_DIR=$STORE/fmnist
-cat >"$TMP/train.ini" <<EOF
-[model]
-name = fmnist
-dense_dim = 784
-embed_dim = 0
-hidden = 64
-head = softmax
-classes = 10
-[train]
-optimizer = adagrad
-lr = 0.02
-batch_size = 16
-holdout_fraction = 0.1
-[replay]
-ratio = 0.2
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-session.timeout.ms = 6000
-heartbeat.interval.ms = 500
-[buffer]
-path = $TMP/buffer
-sync = false
-[snapshot]
-store = $STORE
-every_steps = 25
-every_seconds = 0
-keep = 1000
-gate.max_regression = 0.1
-[http]
-bind = 127.0.0.1:0
-token_file = $TMP/token
-EOF
+write_token train-e2e-token
+MODEL_DIR=$TMP/store/fmnist
+write_trainer_config "$TMP/train.ini"
 
 # ---- first run ----
 require_trainer "$TMP/train1.err" -c "$TMP/train.ini"
-CHECKS=$((CHECKS + 1))
-if wait_status 90 "s['buffer']['cursor'] == $N1 and s['buffer']['next_seq'] == $N1"; then
-  pass "all $N1 events ingested and trained"
-else
-  fail "trainer did not catch up with $N1 events"
-  cat "$TMP/status.json" >&2
-  tail -n 20 "$TMP/train1.err" >&2
-fi
+check_status 90 "s['buffer']['cursor'] == $N1 and s['buffer']['next_seq'] == $N1" \
+  "all $N1 events ingested and trained" || tail -n 20 "$TMP/train1.err" >&2
 code=$(post /v1/snapshot '{"timeout_ms": 30000}')
 CHECKS=$((CHECKS + 1))
 if [[ $code == 200 ]]; then pass "POST /v1/snapshot"; else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
@@ -194,9 +151,7 @@ else
 fi
 
 # ---- clean stop, restart ----
-stop_trainer TERM
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "SIGTERM: eddy train exited 0"; else fail "SIGTERM: exit $TRAIN_RC"; fi
+check_trainer_stops TERM "first run"
 check_grep "$TMP/train1.err" "stopped" "clean shutdown logged"
 EX1=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["examples"])' "$V/manifest.json")
 
@@ -221,9 +176,7 @@ if [[ $code == 200 && -n $NEW ]] &&
 else
   fail "snapshot after restart: HTTP $code $(cat "$TMP/post.json")"
 fi
-stop_trainer INT
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "SIGINT: eddy train exited 0"; else fail "SIGINT: exit $TRAIN_RC"; fi
+check_trainer_stops INT "restarted run"
 
 # ---- corrupt state ----
 NEWEST=$MODEL_DIR/v$(printf %06d "$NEW")
@@ -242,9 +195,7 @@ else
   tail -n 20 "$TMP/train3.err" >&2
 fi
 check_grep "$TMP/train3.err" "--fresh: starting from new weights" "--fresh logged"
-stop_trainer TERM
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "--fresh run: SIGTERM, exit 0"; else fail "--fresh run: exit $TRAIN_RC"; fi
+check_trainer_stops TERM "--fresh run"
 
 # ---- usage and configuration errors ----
 check_rc 2 "train without -c" -- "$EDDY" train

@@ -10,51 +10,17 @@
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
-FM=${EDDY_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-[[ -f $FM/train-images-idx3-ubyte.gz ]] || { echo "SKIP: Fashion-MNIST not found in $FM (install dataset-fashion-mnist)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+need_fashion_mnist train-images-idx3-ubyte.gz
+need_command curl
 
 N=3000
 KILLS=22
-start_broker broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1 || { finish; exit 1; }
-disown "$BROKER_PID" # no job notice when cleanup kills it
-printf 'crash-token\n' >"$TMP/token"
-chmod 600 "$TMP/token"
+require_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1
+write_token crash-token
 MODEL_DIR=$TMP/store/fmnist
-cat >"$TMP/train.ini" <<EOF
-[model]
-name = fmnist
-dense_dim = 784
-embed_dim = 0
-hidden = 512,512
-head = softmax
-classes = 10
-[train]
-optimizer = adagrad
-lr = 0.02
-batch_size = 16
-holdout_fraction = 0
-[replay]
-ratio = 0.95
-idle_steps = 1000000000
-[stream]
-topic = events
-[kafka]
-bootstrap.servers = $BOOT
-session.timeout.ms = 3000
-heartbeat.interval.ms = 200
-[buffer]
-path = $TMP/buffer
-sync = false
-[snapshot]
-store = $TMP/store
-every_steps = 2
-every_seconds = 0
-keep = 4
-[http]
-bind = 127.0.0.1:0
-token_file = $TMP/token
-EOF
+write_trainer_config "$TMP/train.ini" model.hidden=512,512 train.holdout_fraction=0 \
+  replay.ratio=0.95 replay.idle_steps=1000000000 kafka.session.timeout.ms=3000 kafka.heartbeat.interval.ms=200 \
+  snapshot.every_steps=2 snapshot.keep=4 -snapshot.gate.max_regression
 
 # The first life only ingests: it is paused as soon as its admin API answers, fills the buffer
 # with the whole stream, and is killed. The later lives train those events from the newest
@@ -139,9 +105,7 @@ else
   fail "final life"
   cat "$TMP/status.json" "$TMP/post.json" >&2
 fi
-stop_trainer TERM
-CHECKS=$((CHECKS + 1))
-if [[ $TRAIN_RC == 0 ]]; then pass "final life: SIGTERM, exit 0"; else fail "final life: exit $TRAIN_RC"; fi
+check_trainer_stops TERM "final life"
 V=$(ls "$MODEL_DIR" | grep '^v[0-9]' | sort | tail -n 1 | sed 's/^v0*//')
 leftovers=$(find "$MODEL_DIR" -maxdepth 1 \( -name '.tmp-*' -o -name '.del-*' \) | wc -l)
 CHECKS=$((CHECKS + 1))

@@ -1,25 +1,76 @@
-# Helpers for the `eddy train` end-to-end tests (train_basic.sh, train_crash_slow.sh); sourced
-# after lib.bash. Not a test itself (CTest runs tests/e2e/*.sh only).
+# Helpers for the end-to-end tests that run `eddy train` (train_basic.sh, train_crash_slow.sh,
+# serve_follow.sh, dashboard_browser.sh, ops_assets.sh, ctl.sh): the trainer's config, its start
+# and stop, and its admin API. Sourced after lib.bash; not a test itself (CTest runs *.sh only).
 
-
-
+# write_trainer_config FILE [SECTION.KEY=VALUE | -SECTION.KEY]...: writes the e2e trainer config
+# to FILE: the base below (train_basic.sh's: a Fashion-MNIST MLP fed from topic events at $BOOT,
+# buffer $TMP/buffer, store $TMP/store, admin API on a free loopback port with token $TMP/token),
+# with each SECTION.KEY=VALUE set (added when the base lacks it) and each -SECTION.KEY left out
+# (its default applies). Prints nothing; returns 1, naming the argument, on a malformed one.
+write_trainer_config() {
+  local file=$1 arg key sec
+  shift
+  local -a order=() lines=()
+  local -A value=()
+  while IFS= read -r arg; do
+    order+=("${arg%%=*}")
+    value[${arg%%=*}]=${arg#*=}
+  done <<EOF
+model.name=fmnist
+model.dense_dim=784
+model.embed_dim=0
+model.hidden=64
+model.head=softmax
+model.classes=10
+train.optimizer=adagrad
+train.lr=0.02
+train.batch_size=16
+train.holdout_fraction=0.1
+replay.ratio=0.2
+stream.topic=events
+kafka.bootstrap.servers=$BOOT
+kafka.session.timeout.ms=6000
+kafka.heartbeat.interval.ms=500
+buffer.path=$TMP/buffer
+buffer.sync=false
+snapshot.store=$TMP/store
+snapshot.every_steps=25
+snapshot.every_seconds=0
+snapshot.keep=1000
+snapshot.gate.max_regression=0.1
+http.bind=127.0.0.1:0
+http.token_file=$TMP/token
+EOF
+  for arg in "$@"; do
+    if [[ $arg =~ ^-([a-z_]+\.[^=]+)$ && -v value[${BASH_REMATCH[1]}] ]]; then
+      unset "value[${BASH_REMATCH[1]}]"
+    elif [[ $arg =~ ^([a-z_]+\.[^=]+)=(.*)$ ]]; then
+      key=${BASH_REMATCH[1]}
+      [[ " ${order[*]} " == *" $key "* ]] || order+=("$key")
+      value[$key]=${BASH_REMATCH[2]}
+    else
+      echo "write_trainer_config: \"$arg\": expected SECTION.KEY=VALUE or -SECTION.KEY (a key of the base)" >&2
+      return 1
+    fi
+  done
+  # One [section] per section, in the order of first appearance, with its keys in order.
+  for key in "${order[@]}"; do
+    sec=${key%%.*}
+    [[ -v value[$key] && " ${lines[*]} " != *" [$sec] "* ]] || continue
+    lines+=("[$sec]")
+    for arg in "${order[@]}"; do
+      [[ ${arg%%.*} == "$sec" && -v value[$arg] ]] && lines+=("${arg#*.} =${value[$arg]:+ ${value[$arg]}}")
+    done
+  done
+  printf '%s\n' "${lines[@]}" >"$file"
+}
 
 # start_trainer LOG ARGS...: `eddy train ARGS` in the background, stderr to LOG; sets TRAIN_PID and
 # PORT (from the "admin API listening on port N" line). Returns 1 if it exits or never listens.
 start_trainer() {
-  local log=$1
-  shift
-  "$EDDY" train "$@" >"$log.out" 2>"$log" &
-  TRAIN_PID=$!
-  PIDS+=("$TRAIN_PID")
-  PORT=
-  for _ in $(seq 300); do
-    [[ -f $log ]] && PORT=$(sed -n 's/.*admin API listening on port \([0-9]*\).*/\1/p' "$log" | tail -n 1)
-    [[ -n $PORT ]] && return 0
-    kill -0 "$TRAIN_PID" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
+  spawn "$1.out" "$1" "$EDDY" train "${@:2}"
+  TRAIN_PID=$SPAWNED_PID
+  PORT=$(wait_for_line "$1" 's/.*admin API listening on port \([0-9]*\).*/\1/p' "$TRAIN_PID" 300 0.05)
 }
 
 # require_trainer LOG ARGS...: start_trainer as a check; when it does not come up, prints the
@@ -55,6 +106,14 @@ stop_trainer() {
   [[ $TRAIN_RC == 0 ]]
 }
 
+# check_trainer_stops SIGNAL WHAT: stop_trainer SIGNAL as a check that the trainer exits 0; WHAT
+# names the run in the PASS/FAIL line.
+check_trainer_stops() {
+  stop_trainer "$1"
+  CHECKS=$((CHECKS + 1))
+  if [[ $TRAIN_RC == 0 ]]; then pass "$2: SIG$1, exit 0"; else fail "$2: SIG$1, exit $TRAIN_RC"; fi
+}
+
 # check_sanitizers: no AddressSanitizer / UBSan / LeakSanitizer report in any $TMP/*.err log.
 check_sanitizers() {
   CHECKS=$((CHECKS + 1))
@@ -83,6 +142,24 @@ wait_status() {
     sleep 0.1
   done
   return 1
+}
+
+# check_status SECONDS EXPR DESCRIPTION: wait_status as a check; a FAIL line is followed by the
+# last status read. Returns 1 when EXPR did not hold.
+check_status() {
+  CHECKS=$((CHECKS + 1))
+  if wait_status "$1" "$2"; then
+    pass "$3"
+    return 0
+  fi
+  fail "$3: not within $1 s ($2)"
+  cat "$TMP/status.json" >&2
+  return 1
+}
+
+# current_version: prints the trainer's current_version from GET /v1/status.
+current_version() {
+  curl -sf "http://127.0.0.1:$PORT/v1/status" | $PY -c 'import json,sys; print(json.load(sys.stdin)["current_version"])'
 }
 
 # post ROUTE [BODY]: authenticated POST, answer in $TMP/post.json; prints the HTTP status.
