@@ -28,6 +28,7 @@
 
 #include "cli/cli.h"
 #include "data/dataset.h"
+#include "core/clock.h"
 #include "core/event.h"
 #include "core/fsutil.h"
 #include "http/client.h"
@@ -74,18 +75,6 @@ typedef struct {
 
 static volatile sig_atomic_t demo_stop;
 static void on_signal(int sig) { demo_stop = sig; }
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void nap(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -150,9 +139,9 @@ static void stop_child(child_t *c) {
 /* The first line of file matching "PREFIX<value>" or containing NEEDLE followed by a number:
  * waits up to seconds while the child lives. Returns 1 with out filled. */
 static int wait_for_text(child_t *c, const char *file, const char *needle, char *out, size_t out_size, double seconds) {
-  double end = now_s() + seconds;
+  double end = eddy_clock_mono_s() + seconds;
   size_t nl = strlen(needle);
-  while (now_s() < end && !demo_stop) {
+  while (eddy_clock_mono_s() < end && !demo_stop) {
     FILE *f = fopen(file, "r");
     char line[2048];
     while (f && fgets(line, sizeof line, f)) {
@@ -407,13 +396,13 @@ static int stream(demo_t *d, double t0) {
   eddy_event_t ev;
   eddy_event_init(&ev);
   int rc = 0;
-  double next_poll = 0, next_draw = 0, last_t = now_s();
+  double next_poll = 0, next_draw = 0, last_t = eddy_clock_mono_s();
   int64_t last_trained = 0;
-  double shown_rate = 0, tokens = 0, last_fill = now_s(), progress_at = now_s();
+  double shown_rate = 0, tokens = 0, last_fill = eddy_clock_mono_s(), progress_at = eddy_clock_mono_s();
   int64_t progress_at_n = -1;
   bool eof = false;
   while (!demo_stop) {
-    double t = now_s();
+    double t = eddy_clock_mono_s();
     if (t >= next_poll) {
       poll_state(d);
       next_poll = t + 0.25;
@@ -463,7 +452,7 @@ static int stream(demo_t *d, double t0) {
         if (d->sent < d->events) d->events = (int)d->sent; /* the dataset is shorter */
         break;
       }
-      ev.ts = wall_ms();
+      ev.ts = eddy_clock_wall_ms();
       ev.has_ts = true;
       snprintf(ev.id, sizeof ev.id, "train-%" PRId64, d->sent);
       char *json = eddy_event_to_json(&ev);
@@ -509,8 +498,8 @@ static int settle(demo_t *d) {
   long st = http_json(d->curl, url, "{}", d->token, &j, NULL);
   cJSON_Delete(j);
   if (st != 200) fprintf(stderr, "eddy demo: POST /v1/snapshot answered %ld; going on with the current version\n", st);
-  double end = now_s() + 30;
-  while (!demo_stop && now_s() < end) {
+  double end = eddy_clock_mono_s() + 30;
+  while (!demo_stop && eddy_clock_mono_s() < end) {
     poll_state(d);
     bool all = d->current > 0;
     for (int i = 0; i < DEMO_REPLICAS; i++) all = all && d->rversion[i] == d->current;
@@ -729,7 +718,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   int rc = EDDY_EXIT_FAILURE;
-  double t0 = now_s();
+  double t0 = eddy_clock_mono_s();
   printf("eddy demo: Fashion-MNIST, %d events at up to %.0f/s; broker, trainer and %d replicas as separate "
          "processes\n  data and logs: %s\n",
          d->events, d->rate, DEMO_REPLICAS, d->dir);
@@ -740,12 +729,12 @@ int eddy_cmd_demo(int argc, char **argv) {
   printf("  dashboard: %s/   replicas: http://127.0.0.1:%u  http://127.0.0.1:%u\n", d->base, d->rport[0], d->rport[1]);
   fflush(stdout);
   if (stream(d, t0) != 0 || settle(d) != 0) goto out;
-  draw(d, (double)d->trained / fmax(now_s() - t0, 1e-3), now_s() - t0, true); /* the average rate */
+  draw(d, (double)d->trained / fmax(eddy_clock_mono_s() - t0, 1e-3), eddy_clock_mono_s() - t0, true); /* the average rate */
   if (score(d, &accuracy, &served) != 0) {
     if (!demo_stop) fprintf(stderr, "eddy demo: scoring the test set failed\n");
     goto out;
   }
-  double seconds = now_s() - t0;
+  double seconds = eddy_clock_mono_s() - t0;
   double p50 = NAN;
   if (d->n_fresh) {
     qsort(d->fresh, (size_t)d->n_fresh, sizeof d->fresh[0], cmp_double);

@@ -14,6 +14,7 @@
 #include "buffer/replay.h"
 #include "cli/cli.h"
 #include "config/config.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "stream/consumer.h"
 #include "stream/kafka_conf.h"
@@ -50,12 +51,6 @@ static const char ingest_usage[] =
 static volatile sig_atomic_t ingest_stop;
 
 static void on_signal(int sig) { ingest_stop = sig; }
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint32_t reservoir_classes(const eddy_config_t *cfg) {
   switch (cfg->spec.head) {
@@ -186,7 +181,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
   eddy_replay_stats_t bs0 = eddy_replay_stats(buffer);
   EDDY_INFO("ingest", "buffer %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
             cfg.buffer_path, bs0.events, bs0.first_seq, bs0.next_seq);
-  double start = now_seconds(), last_status = start, idle_since = start;
+  double start = eddy_clock_mono_s(), last_status = start, idle_since = start;
   uint64_t last_count = 0, status_count = 0;
   const char *why_exit = "signal";
   int rc = EDDY_EXIT_OK;
@@ -199,7 +194,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
       break;
     }
     eddy_ingest_stats_t st = eddy_ingest_stats(ing);
-    double t = now_seconds();
+    double t = eddy_clock_mono_s();
     uint64_t count = st.events_ok + st.events_invalid;
     if (count != last_count || st.assigned == 0) idle_since = t;
     last_count = count;
@@ -220,7 +215,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
   }
   eddy_ingest_stats_t st = eddy_ingest_stats(ing);
   eddy_ingest_destroy(ing); /* leaves the group */
-  double secs = now_seconds() - start;
+  double secs = eddy_clock_mono_s() - start;
   eddy_replay_stats_t bs = eddy_replay_stats(buffer);
   char prefix[64];
   snprintf(prefix, sizeof prefix, "ingest done (%s, %.1f s)", why_exit, secs);

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "data/dataset.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "model/learner.h"
 #include "model/prequential.h"
@@ -43,12 +44,6 @@ typedef struct {
   double seconds;
 } learn_stats_t;
 
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Progress reporting: a redrawn bar on a terminal, otherwise a plain line every 5 seconds. */
 typedef struct {
   bool tty;
@@ -57,7 +52,7 @@ typedef struct {
 } progress_t;
 
 static void progress_show(progress_t *p, double frac, uint64_t examples, double acc, bool final) {
-  double t = now_seconds();
+  double t = eddy_clock_mono_s();
   double interval = p->tty ? 0.1 : 5.0;
   if (!final && t - p->last < interval) return;
   p->last = t;
@@ -138,7 +133,7 @@ static int run_training(const eddy_config_t *cfg, trainer_t *t, const char *data
   if (!ds) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s", dserr);
   eddy_event_t ev;
   eddy_event_init(&ev);
-  progress_t prog = {.tty = isatty(STDERR_FILENO), .start = now_seconds(), .what = "learn"};
+  progress_t prog = {.tty = isatty(STDERR_FILENO), .start = eddy_clock_mono_s(), .what = "learn"};
   prog.last = prog.start;
   int rc = 0;
   uint64_t seen = 0;
@@ -167,7 +162,7 @@ static int run_training(const eddy_config_t *cfg, trainer_t *t, const char *data
     }
   }
   if (!rc) rc = train_batch(t, true, errstr, errstr_size);
-  t->stats->seconds = now_seconds() - prog.start;
+  t->stats->seconds = eddy_clock_mono_s() - prog.start;
   if (!rc) {
     eddy_metric_values_t mv = eddy_prequential_window(t->metrics);
     progress_show(&prog, 1.0, t->stats->examples, mv.accuracy, true);

@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "data/dataset.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "stream/producer.h"
 
@@ -69,12 +70,6 @@ static void on_signal(int sig) {
   (void)sig;
   produce_signals++;
   eddy_producer_interrupt(produce_producer);
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* JSONL source: lines of a plain or gzip file, each capped at EDDY_PRODUCER_MAX_VALUE bytes. */
@@ -213,7 +208,7 @@ typedef struct {
 } progress_t;
 
 static void progress_show(progress_t *pr, double frac, eddy_producer_stats_t st, bool final) {
-  double t = now_seconds();
+  double t = eddy_clock_mono_s();
   if (!final && t - pr->last < (pr->tty ? 0.1 : 5.0)) return;
   pr->last = t;
   double rate = (double)st.sent / fmax(t - pr->start, 1e-9);
@@ -262,7 +257,7 @@ typedef struct {
 static bool bucket_take(bucket_t *b, eddy_producer_t *p) {
   if (b->rate <= 0) return true;
   for (;;) {
-    double t = now_seconds();
+    double t = eddy_clock_mono_s();
     b->tokens = fmin(b->burst, b->tokens + (t - b->last) * b->rate);
     b->last = t;
     if (b->tokens >= 1.0) {
@@ -406,7 +401,7 @@ int eddy_cmd_produce(int argc, char **argv) {
   eddy_cli_on_stop_signals(on_signal);
 
   int64_t total = ds ? eddy_dataset_size(ds) : -1;
-  progress_t pr = {.tty = isatty(STDERR_FILENO), .start = now_seconds()};
+  progress_t pr = {.tty = isatty(STDERR_FILENO), .start = eddy_clock_mono_s()};
   pr.last = pr.start;
   bucket_t bucket = {.rate = rate, .tokens = 1.0, .burst = fmax(1.0, rate / 100), .last = pr.start};
   bool data_error = false, send_error = false;
@@ -473,15 +468,15 @@ int eddy_cmd_produce(int argc, char **argv) {
                              (unsigned long long)n);
 
   /* Flush in slices so that a second signal can cut it short. */
-  double flush_deadline = now_seconds() + (double)flush_s;
+  double flush_deadline = eddy_clock_mono_s() + (double)flush_s;
   int signals_before = produce_signals;
   eddy_err_t frc;
   for (;;) {
     frc = eddy_producer_flush(p, FLUSH_SLICE_MS, err, sizeof err);
-    if (frc == EDDY_OK || now_seconds() >= flush_deadline || produce_signals > signals_before)
+    if (frc == EDDY_OK || eddy_clock_mono_s() >= flush_deadline || produce_signals > signals_before)
       break;
   }
-  double seconds = now_seconds() - pr.start;
+  double seconds = eddy_clock_mono_s() - pr.start;
   eddy_producer_stats_t st = eddy_producer_stats(p);
   progress_show(&pr, 1.0, st, true);
   printf("sent=%llu delivered=%llu failed=%llu seconds=%.3f rate=%.1f\n",

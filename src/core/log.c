@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 static int log_level = -1;
 
 static eddy_log_level_t level_from_env(void) {
@@ -37,12 +39,12 @@ void eddy_log(eddy_log_level_t level, const char *module, const char *fmt, ...) 
   va_end(ap);
   char stamp[40] = "";
   if (!isatty(STDERR_FILENO)) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ms = eddy_clock_wall_ms();
+    time_t secs = (time_t)(ms / 1000);
     struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&secs, &tm);
     size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(stamp + n, sizeof stamp - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+    snprintf(stamp + n, sizeof stamp - n, ".%03dZ ", (int)(ms % 1000));
   }
   fprintf(stderr, "%s%s eddy[%s]: %s\n", stamp, names[level], module ? module : "-", msg);
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "format/sha256.h"
 
@@ -79,7 +80,7 @@ struct eddy_http_req {
   eddy_http_resp_t *pending; /* error decided on the headers, sent once the body is read */
   int headers_done;          /* past the first call */
   int status; /* non-zero once a response is queued */
-  struct timespec start;
+  double start_s; /* eddy_clock_mono_s() when the request arrived */
 };
 
 struct eddy_http_resp {
@@ -94,12 +95,6 @@ struct eddy_http_resp {
   size_t n_headers;
   eddy_err_t err; /* first setter error: the response becomes a 500 */
 };
-
-static double elapsed_s(const struct timespec *start) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) * 1e-9;
-}
 
 
 static void resp_init(eddy_http_resp_t *resp) {
@@ -718,7 +713,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     req->h = h;
     req->conn = conn;
     snprintf(req->method, sizeof req->method, "%s", method ? method : "");
-    clock_gettime(CLOCK_MONOTONIC, &req->start);
+    req->start_s = eddy_clock_mono_s();
     pthread_mutex_lock(&h->mu);
     atomic_fetch_add(&h->in_flight, 1);
     pthread_mutex_unlock(&h->mu);
@@ -760,7 +755,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (!req) return;
   *con_cls = NULL;
   if (req->status) {
-    double seconds = elapsed_s(&req->start);
+    double seconds = eddy_clock_mono_s() - req->start_s;
     atomic_fetch_add(&h->requests, 1);
     int cls_index = req->status / 100;
     if (cls_index >= 1 && cls_index <= 5) atomic_fetch_add(&h->by_class[cls_index], 1);
@@ -971,14 +966,7 @@ void eddy_http_destroy(eddy_http_t *h) {
   if (!h) return;
   if (h->daemon) {
     MHD_socket quiesced = MHD_quiesce_daemon(h->daemon);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += h->grace_ms / 1000;
-    deadline.tv_nsec += (long)(h->grace_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = eddy_clock_deadline(CLOCK_MONOTONIC, h->grace_ms); /* h->cv's clock */
     pthread_mutex_lock(&h->mu);
     int timed_out = 0;
     while (atomic_load(&h->in_flight) > 0 && !timed_out)

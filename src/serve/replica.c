@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/event.h"
 #include "core/log.h"
 #include "http/client.h"
@@ -84,27 +85,9 @@ struct eddy_replica {
   } predict_codes[PREDICT_CODES]; /* read-only after eddy_replica_new */
 };
 
-/* ---- time ---- */
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Sleeps up to ms unless the replica is stopping; false when it is. */
 static bool nap(eddy_replica_t *r, int ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += ms / 1000;
-  until.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  struct timespec until = eddy_clock_deadline(CLOCK_REALTIME, ms); /* stop_cv: default clock */
   pthread_mutex_lock(&r->stop_mu);
   while (!atomic_load(&r->stop))
     if (pthread_cond_timedwait(&r->stop_cv, &r->stop_mu, &until) == ETIMEDOUT) break;
@@ -279,10 +262,10 @@ static char *model_json(const eddy_replica_t *r, const eddy_manifest_t *m, int64
 
 /* Waits until no retired version is alive (at most one extra model in memory). */
 static bool wait_retired(eddy_replica_t *r) {
-  double start = mono_s();
+  double start = eddy_clock_mono_s();
   bool told = false;
   while (atomic_load(&r->live) > 1) {
-    if (!told && mono_s() - start > 5) {
+    if (!told && eddy_clock_mono_s() - start > 5) {
       EDDY_WARN(LOG_MOD, "a retired version is still in use by a request after 5 s; waiting before loading the next");
       told = true;
     }
@@ -309,7 +292,7 @@ static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, eddy_http_ans
 static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store, uint64_t version,
                                   int64_t announced_ms, char *errstr, size_t errstr_size) {
   if (!wait_retired(r)) return LOAD_FETCH;
-  double t0 = mono_s();
+  double t0 = eddy_clock_mono_s();
   eddy_manifest_t m;
   eddy_manifest_init(&m);
   eddy_http_answer_t w;
@@ -336,7 +319,7 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
         s->version = version;
         s->outputs = eddy_model_outputs(&m.spec);
         s->head = m.spec.head;
-        s->loaded_at_ms = now_ms();
+        s->loaded_at_ms = eddy_clock_wall_ms();
         snprintf(s->version_text, sizeof s->version_text, "%" PRIu64, version);
         s->model_json = s->model ? model_json(r, &m, s->loaded_at_ms, &s->model_json_len) : NULL;
         if (s->model && !s->model_json) eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
@@ -359,11 +342,11 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
   pthread_mutex_unlock(&r->cur_mu);
   uint64_t before = atomic_exchange(&r->version, version);
   release(old);
-  const int64_t now = now_ms();
+  const int64_t now = eddy_clock_wall_ms();
   eddy_series_set(r->m_version, (double)version);
   eddy_series_add(r->m_swaps, 1);
   eddy_series_set(r->m_last_swap, (double)now / 1000.0);
-  eddy_series_observe(r->m_load_seconds, mono_s() - t0);
+  eddy_series_observe(r->m_load_seconds, eddy_clock_mono_s() - t0);
   eddy_series_set(r->m_model_bytes, (double)eddy_infer_bytes(s->model));
   if (announced_ms > 0 && now >= announced_ms) eddy_series_observe(r->m_announce_to_serve, (double)(now - announced_ms) / 1000.0);
   if (m.newest_event_ms > 0 && now >= m.newest_event_ms) {
@@ -375,7 +358,7 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
   char how[64] = "polled";
   if (announced_ms > 0) snprintf(how, sizeof how, "announced %" PRId64 " ms before", now - announced_ms);
   EDDY_INFO(LOG_MOD, "serving v%06" PRIu64 " (was v%06" PRIu64 "; %s; %.1f ms to fetch, verify and build)", version,
-            before, how, (mono_s() - t0) * 1000);
+            before, how, (eddy_clock_mono_s() - t0) * 1000);
   eddy_manifest_clear(&m);
   return LOAD_OK;
 }
@@ -479,11 +462,11 @@ static void *follow_main(void *arg) {
     } else if (!nap(r, 100)) {
       break;
     }
-    double now = mono_s();
+    double now = eddy_clock_mono_s();
     if (now >= next_poll) {
       next_poll = now + r->cfg.serve_poll_seconds;
       uint64_t v = 0;
-      const int64_t sent_ms = now_ms();
+      const int64_t sent_ms = eddy_clock_wall_ms();
       int p = poll_current(r, c, &store, &v, errstr, sizeof errstr);
       if (p >= 0) poll_sent_ms = sent_ms;
       if (p < 0) {
@@ -522,7 +505,7 @@ static void *follow_main(void *arg) {
     if (!serving) set_waiting(r, "no version loaded yet: %.400s", errstr);
     failed = target;
     failed_final = res == LOAD_VERIFY;
-    retry_at = mono_s() + r->cfg.serve_poll_seconds;
+    retry_at = eddy_clock_mono_s() + r->cfg.serve_poll_seconds;
   }
   eddy_follower_destroy(fol);
   eddy_store_close(store);

@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "format/safetensors.h"
@@ -73,12 +74,6 @@ static int parse_vname(const char *name, uint64_t *version) {
   if (v < 1 || v > EDDY_MANIFEST_MAX_INT || strcmp(canon, name) != 0) return 0;
   *version = v;
   return 1;
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int fsync_dir(const char *dir) {
@@ -250,7 +245,7 @@ static eddy_err_t latest_locked(eddy_store_t *s, uint64_t *version, char *errstr
  * An audit trail: a failure is logged, never returned (CURRENT and pinned/ are the truth). */
 static void event_append(eddy_store_t *s, cJSON *ev) {
   char when[40];
-  int64_t ms = now_ms();
+  int64_t ms = eddy_clock_wall_ms();
   eddy_manifest_format_time(ms, when, sizeof when);
   cJSON_AddStringToObject(ev, "ts", when);
   cJSON_AddNumberToObject(ev, "ts_ms", (double)ms);
@@ -914,7 +909,7 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
   char msg[1024] = "";
   m->version = t->version;
   snprintf(m->model, sizeof m->model, "%s", s->model);
-  if (m->created_at_ms == 0) m->created_at_ms = now_ms();
+  if (m->created_at_ms == 0) m->created_at_ms = eddy_clock_wall_ms();
   if (m->parent) {
     char path[PATH_MAX];
     struct stat st;

@@ -20,6 +20,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "model/spec.h"
 #include "stream/kafka_conf_internal.h"
@@ -100,21 +101,9 @@ struct eddy_ingest {
 
 enum { WARN_KAFKA = 0, WARN_SKIP, WARN_DLQ, WARN_COMMIT };
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* True when a warning of this kind may be logged now (first one, then one per WARN_EVERY_MS). */
 static bool warn_due(eddy_ingest_t *ing, int kind) {
-  int64_t t = now_ms();
+  int64_t t = eddy_clock_mono_ms();
   if (ing->last_warn_ms[kind] && t - ing->last_warn_ms[kind] < WARN_EVERY_MS) return false;
   ing->last_warn_ms[kind] = t;
   return true;
@@ -243,7 +232,7 @@ static void backpressure_enter(eddy_ingest_t *ing, eddy_err_t err, const char *w
   }
   STATS_UPDATE(ing, ing->stats.paused = true; ing->stats.backpressure++);
   eddy_series_add(ing->m.backpressure, 1);
-  ing->retry_at_ms = now_ms() + ing->retry_ms;
+  ing->retry_at_ms = eddy_clock_mono_ms() + ing->retry_ms;
   EDDY_WARN(LOG_MOD, "buffer refused a batch (%s: %s): partitions paused, retry in %d ms",
             eddy_err_name(err), why, ing->retry_ms);
 }
@@ -261,7 +250,7 @@ static void backpressure_retry(eddy_ingest_t *ing) {
                 error ? rd_kafka_error_string(error) : rd_kafka_err2str(seek->elems[0].err));
       if (error) rd_kafka_error_destroy(error);
       rd_kafka_topic_partition_list_destroy(seek);
-      ing->retry_at_ms = now_ms() + ing->retry_ms;
+      ing->retry_at_ms = eddy_clock_mono_ms() + ing->retry_ms;
       return;
     }
     rd_kafka_topic_partition_list_destroy(seek);
@@ -322,11 +311,10 @@ static eddy_err_t pending_flush(eddy_ingest_t *ing, size_t *stored, char *errstr
   }
   for (size_t i = 0; i < ing->n_events; i++) ing->event_ptrs[i] = &ing->events[i];
   char why[512] = "";
-  struct timespec ts0, ts1;
-  clock_gettime(CLOCK_MONOTONIC, &ts0);
+  double append_start = eddy_clock_mono_s();
   eddy_err_t err = eddy_replay_append(ing->buffer, ing->event_ptrs, ing->n_events, ing->dls,
                                       ing->n_dls, ing->offsets, n_off, NULL, why, sizeof why);
-  clock_gettime(CLOCK_MONOTONIC, &ts1);
+  double append_seconds = eddy_clock_mono_s() - append_start;
   if (err == EDDY_ERR_TOO_LARGE || err == EDDY_ERR_IO) {
     size_t n = ing->n_msgs;
     pending_drop(ing);
@@ -338,8 +326,7 @@ static eddy_err_t pending_flush(eddy_ingest_t *ing, size_t *stored, char *errstr
     pending_drop(ing);
     return eddy_errf(err, errstr, errstr_size, "replay buffer append failed: %s", why);
   }
-  eddy_series_observe(ing->m.append_seconds,
-                      (double)(ts1.tv_sec - ts0.tv_sec) + (ts1.tv_nsec - ts0.tv_nsec) * 1e-9);
+  eddy_series_observe(ing->m.append_seconds, append_seconds);
 
   for (size_t i = 0; i < ing->n_parts; i++) {
     part_t *p = &ing->parts[i];
@@ -395,7 +382,7 @@ static void commit_stored(eddy_ingest_t *ing) {
     rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = p->stored;
     p->committed = p->stored;
   }
-  ing->last_commit_ms = now_ms();
+  ing->last_commit_ms = eddy_clock_mono_ms();
   if (!list) return;
   rd_kafka_resp_err_t err = rd_kafka_commit(ing->rk, list, 1 /* async */);
   rd_kafka_topic_partition_list_destroy(list);
@@ -428,7 +415,7 @@ static void pending_add(eddy_ingest_t *ing, part_t *p, rd_kafka_message_t *msg) 
     *dl = (eddy_dead_letter_t){.topic = p->topic,
                                .partition = msg->partition,
                                .offset = msg->offset,
-                               .ts_ms = wall_ms(),
+                               .ts_ms = eddy_clock_wall_ms(),
                                .reason = err,
                                .message = ing->dl_text[ing->n_dls],
                                .raw = payload,
@@ -972,12 +959,12 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
   if (!ing) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "ingest: NULL");
   if (ing->fatal) return eddy_errf(ing->fatal, errstr, errstr_size, "%s", ing->fatal_msg);
   if (timeout_ms < 0) timeout_ms = 0;
-  int64_t start = now_ms(), deadline = start + timeout_ms, batch_deadline = 0;
+  int64_t start = eddy_clock_mono_ms(), deadline = start + timeout_ms, batch_deadline = 0;
 
   if (ing->paused && start >= ing->retry_at_ms) backpressure_retry(ing);
 
   for (;;) {
-    int64_t t = now_ms();
+    int64_t t = eddy_clock_mono_ms();
     if (ing->paused && t >= ing->retry_at_ms) break;
     int64_t until = ing->n_msgs ? batch_deadline : deadline;
     if (ing->paused && ing->retry_at_ms < until) until = ing->retry_at_ms;
@@ -994,14 +981,14 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
       } else {
         bool first = ing->n_msgs == 0;
         take_message(ing, msg);
-        STATS_UPDATE(ing, ing->stats.last_message_ms = now_ms());
-        if (first && ing->n_msgs) batch_deadline = now_ms() + ing->opts.linger_ms;
+        STATS_UPDATE(ing, ing->stats.last_message_ms = eddy_clock_mono_ms());
+        if (first && ing->n_msgs) batch_deadline = eddy_clock_mono_ms() + ing->opts.linger_ms;
         if (ing->n_msgs >= ing->batch_limit || ing->pending_bytes >= ing->opts.max_batch_bytes)
           break;
       }
     }
     if (!msg && wait == 0) break;
-    t = now_ms();
+    t = eddy_clock_mono_ms();
     if (ing->n_msgs ? t >= batch_deadline : t >= deadline) break;
   }
   if (ing->fatal) {
@@ -1017,7 +1004,7 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
     return err;
   }
   if (ing->dlq) rd_kafka_poll(ing->dlq, 0);
-  int64_t t = now_ms();
+  int64_t t = eddy_clock_mono_ms();
   if (t - ing->last_commit_ms >= COMMIT_EVERY_MS) commit_stored(ing);
   if (t - ing->last_lag_ms >= LAG_EVERY_MS || stored == 0) {
     ing->last_lag_ms = t;

@@ -22,23 +22,12 @@
 
 #include "buffer/replay.h"
 #include "config/config.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "snapshot/store.h"
 #include "stream/broker.h"
 #include "stream/producer.h"
 #include "train/trainer.h"
-
-static double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -126,14 +115,14 @@ static void bench_publish(const char *base, const char *bootstrap) {
     for (int r = 0; r < RUNS; r++) {
       const eddy_event_t *pe = &ev;
       for (int k = 0; k < 32; k++) { /* a couple of steps between versions */
-        fill_event(&ev, (uint64_t)(r * 32 + k), wall_ms());
+        fill_event(&ev, (uint64_t)(r * 32 + k), eddy_clock_wall_ms());
         if (eddy_replay_append(eddy_trainer_buffer(t), &pe, 1, NULL, 0, NULL, 0, NULL, err, sizeof err))
           die("append", err);
       }
       usleep(50000);
-      double t0 = mono_s();
+      double t0 = eddy_clock_mono_s();
       if (eddy_trainer_snapshot(t, 120000, &v, err, sizeof err)) die("snapshot", err);
-      ms[r] = (mono_s() - t0) * 1e3;
+      ms[r] = (eddy_clock_mono_s() - t0) * 1e3;
     }
     ev.dense = NULL;
     eddy_event_free(&ev);
@@ -162,15 +151,15 @@ static void *produce_main(void *arg) {
   float dense[784];
   ev.dense = dense;
   char err[512];
-  double start = mono_s();
-  while (!a->stop && mono_s() - start < a->seconds) {
+  double start = eddy_clock_mono_s();
+  while (!a->stop && eddy_clock_mono_s() - start < a->seconds) {
     double due = start + (double)a->sent / a->rate;
-    double now = mono_s();
+    double now = eddy_clock_mono_s();
     if (now < due) {
       usleep((useconds_t)((due - now) * 1e6));
       continue;
     }
-    fill_event(&ev, a->sent, wall_ms());
+    fill_event(&ev, a->sent, eddy_clock_wall_ms());
     char *json = eddy_event_to_json(&ev);
     if (!json || eddy_producer_send(a->p, "events", -1, ev.id, strlen(ev.id), json, strlen(json), err, sizeof err))
       die("produce", err);
@@ -195,7 +184,7 @@ static void bench_freshness(const char *base, const char *bootstrap, double seco
   if (!t) die("trainer", err);
   if (eddy_trainer_start(t, err, sizeof err)) die("start", err);
   /* wait for the consumer group (the mock cluster's join takes ~3 s) */
-  for (double end = mono_s() + 20; mono_s() < end;) {
+  for (double end = eddy_clock_mono_s() + 20; eddy_clock_mono_s() < end;) {
     char *s = eddy_trainer_status_json(t);
     cJSON *j = cJSON_Parse(s);
     free(s);
@@ -217,11 +206,11 @@ static void bench_freshness(const char *base, const char *bootstrap, double seco
   eddy_event_t evs[64];
   uint64_t seqs[64];
   for (int i = 0; i < 64; i++) eddy_event_init(&evs[i]);
-  double end = mono_s() + seconds + 5;
-  while (mono_s() < end) {
+  double end = eddy_clock_mono_s() + seconds + 5;
+  while (eddy_clock_mono_s() < end) {
     uint64_t cur = 0;
     if (eddy_store_current(store, &cur, err, sizeof err) == EDDY_OK && cur != cur_seen) {
-      int64_t now = wall_ms();
+      int64_t now = eddy_clock_wall_ms();
       cur_seen = cur;
       eddy_manifest_t m;
       if (eddy_store_load_manifest(store, cur, &m, err, sizeof err) == EDDY_OK) {

@@ -14,16 +14,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "cuda/cuda.h"
 #include "model/learner.h"
 
 #define SPARSE_PER_EXAMPLE 16
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 #define CK(call)                                                                                                       \
   do {                                                                                                                 \
@@ -195,7 +190,7 @@ int main(int argc, char **argv) {
     }
   }
   size_t steps = 0;
-  double t0 = now(), t;
+  double t0 = eddy_clock_mono_s(), t;
   do {
     for (int k = 0; k < 10; k++, steps++) {
       if (eddy_learner_accumulate(l, batches[steps % nb], NULL, NULL) || eddy_learner_step(l, &info)) {
@@ -203,7 +198,7 @@ int main(int argc, char **argv) {
         return 1;
       }
     }
-    t = now();
+    t = eddy_clock_mono_s();
   } while (t - t0 < seconds);
   double eps = (double)(steps * batch) / (t - t0), flops;
   flops_per_example(&spec, &flops);

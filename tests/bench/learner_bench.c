@@ -6,16 +6,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "model/learner.h"
 
 #define POOL 4096
 #define DIM 784
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
   size_t batch = 64;
@@ -71,13 +66,13 @@ int main(int argc, char **argv) {
     eddy_learner_step(l, &info);
   }
   size_t steps = 0;
-  double t0 = now(), t;
+  double t0 = eddy_clock_mono_s(), t;
   do {
     for (int k = 0; k < 10; k++, steps++) {
       eddy_learner_accumulate(l, batches[steps % nb], pred, NULL);
       eddy_learner_step(l, &info);
     }
-    t = now();
+    t = eddy_clock_mono_s();
   } while (t - t0 < seconds);
   printf("{\"impl\": \"eddy\", \"batch\": %zu, \"precision\": \"%s\", \"threads\": %d, "
          "\"examples_per_second\": %.1f, \"steps\": %zu, \"info\": \"%s\"}\n",

@@ -10,12 +10,7 @@
 #include <time.h>
 
 #include "buffer/replay.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "core/clock.h"
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"events", required_argument, NULL, 'n'},
@@ -71,7 +66,7 @@ int main(int argc, char **argv) {
     ptr[i] = &ev[i];
   }
   eddy_replay_offset_t off = {"bench", 0, 0};
-  double t0 = now_s();
+  double t0 = eddy_clock_mono_s();
   for (long done = 0; done < events; done += batch) {
     long n = events - done < batch ? events - done : batch;
     for (long i = 0; i < n; i++) {
@@ -87,7 +82,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  double t1 = now_s();
+  double t1 = eddy_clock_mono_s();
   eddy_replay_stats_t s = eddy_replay_stats(r);
   double enc = (double)eddy_event_encoded_size(&ev[0]);
   printf("append: %ld events (%.0f B encoded each) in batches of %ld, sync %s, reservoir %ld x %ld classes, "
@@ -98,23 +93,23 @@ int main(int argc, char **argv) {
   eddy_event_t *out = calloc((size_t)batch, sizeof *out);
   for (long i = 0; i < batch; i++) eddy_event_init(&out[i]);
   size_t got = 0, total = 0;
-  t0 = now_s();
+  t0 = eddy_clock_mono_s();
   for (uint64_t seq = s.first_seq; seq < s.next_seq; seq += got) {
     if (eddy_replay_read(r, seq, (size_t)batch, out, NULL, &got) || !got) break;
     total += got;
   }
-  t1 = now_s();
+  t1 = eddy_clock_mono_s();
   printf("read: %zu events in reads of %ld: %.3f s = %.0f events/s\n", total, batch, t1 - t0, total / (t1 - t0));
   static const char *const names[] = {"uniform", "recent", "balanced"};
   for (int k = 0; k < 3; k++) {
     uint64_t rng = 7;
     total = 0;
-    t0 = now_s();
+    t0 = eddy_clock_mono_s();
     for (int rep = 0; rep < 20; rep++) {
       if (eddy_replay_sample(r, (eddy_sample_t)k, &rng, (size_t)batch, out, &got)) break;
       total += got;
     }
-    t1 = now_s();
+    t1 = eddy_clock_mono_s();
     printf("sample %s: %zu events: %.3f s = %.0f events/s\n", names[k], total, t1 - t0, total / (t1 - t0));
   }
   for (long i = 0; i < batch; i++) eddy_event_free(&out[i]);

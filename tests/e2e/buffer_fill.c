@@ -8,18 +8,13 @@
 #include <time.h>
 
 #include "buffer/replay.h"
+#include "core/clock.h"
 
 static const eddy_err_t reasons[] = {EDDY_ERR_EVENT_NOT_JSON, EDDY_ERR_EVENT_LABEL_RANGE, EDDY_ERR_EVENT_DENSE_LEN};
 static const char *const messages[] = {"not valid JSON (error near byte 0)", "label 12 out of range 0..3",
                                        "dense has 2 values, expected 4"};
 static const char *const payloads[] = {"garbage\x01\xff", "{\"label\": 12, \"dense\": [0, 0, 0, 0]}",
                                        "{\"label\": 1, \"dense\": [0, 0]}"};
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
@@ -104,10 +99,10 @@ int main(int argc, char **argv) {
       printf("ready %ld\n", made);
       fflush(stdout);
       if (hold_ms <= 0) break;
-      end = now_s() + hold_ms / 1000.0;
+      end = eddy_clock_mono_s() + hold_ms / 1000.0;
     }
     if (end) {
-      if (now_s() >= end) break;
+      if (eddy_clock_mono_s() >= end) break;
       struct timespec ts = {0, 20 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }

@@ -13,16 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "data/dataset.h"
 
 static const char *const fmnist_files[] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static eddy_event_schema_t fmnist_schema(void) {
   eddy_event_schema_t s = {.dense_dim = 784, .hash_bits = 0, .head = EDDY_HEAD_SOFTMAX, .classes = 10};
@@ -44,7 +39,7 @@ typedef struct {
 static void check_split(const split_facts_t *f) {
   eddy_event_schema_t s = fmnist_schema();
   char err[512] = "";
-  double t0 = now_seconds();
+  double t0 = eddy_clock_mono_s();
   eddy_dataset_t *ds = eddy_dataset_open(f->name, &s, err, sizeof err);
   if (!ds) print_error("%s\n", err);
   assert_non_null(ds);
@@ -87,7 +82,7 @@ static void check_split(const split_facts_t *f) {
     last_sum = (int)(sum + 0.5);
     n++;
   }
-  double seconds = now_seconds() - t0;
+  double seconds = eddy_clock_mono_s() - t0;
   assert_int_equal(n, f->count);
   assert_int_equal(last_label, f->last_label);
   assert_int_equal(last_sum, f->last_image_sum);

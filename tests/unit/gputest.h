@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "cuda/cuda.h"
 #include "model/learner_backend.h"
 
@@ -38,12 +39,6 @@ typedef struct {
 #define GT_TEST(fn)                                                                                                    \
   { #fn, fn }
 
-static inline double gt_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ||a - b|| / ||b|| over n floats (||a - b|| when b is all zeros); NaN anywhere gives Inf. */
 static inline double gt_norm_err(const float *a, const float *b, size_t n) {
   double d = 0, r = 0;
@@ -69,9 +64,9 @@ static inline int gt_main(const char *program, const gt_test_t *tests, size_t n)
   size_t passed = 0, failed = 0;
   for (size_t i = 0; i < n; i++) {
     gt_failed_now = 0;
-    double t0 = gt_now();
+    double t0 = eddy_clock_mono_s();
     tests[i].fn();
-    printf("[%s] %s (%.2f s)\n", gt_failed_now ? "FAILED" : "    OK", tests[i].name, gt_now() - t0);
+    printf("[%s] %s (%.2f s)\n", gt_failed_now ? "FAILED" : "    OK", tests[i].name, eddy_clock_mono_s() - t0);
     fflush(stdout);
     if (gt_failed_now)
       failed++;

@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "config/config.h"
+#include "core/clock.h"
 #include "http/assets.h"
 #include "metrics/registry.h"
 #include "http/server.h"
@@ -196,12 +197,6 @@ static void expect_status(const answer_t *a, long want, const char *what) {
   assert_int_equal(a->status, want);
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double status_number(const char *field) {
   char *text = eddy_trainer_status_json(W.trainer);
   assert_non_null(text);
@@ -312,8 +307,8 @@ static int world_setup(void **state) {
   }
   W.port = eddy_http_port(W.http);
   /* Wait for training to reach the stream, then publish N_VERSIONS versions through the API. */
-  double deadline = now_s() + 60;
-  while (status_number("step") < 5 && now_s() < deadline) usleep(50 * 1000);
+  double deadline = eddy_clock_mono_s() + 60;
+  while (status_number("step") < 5 && eddy_clock_mono_s() < deadline) usleep(50 * 1000);
   if (status_number("step") < 5) {
     fprintf(stderr, "the trainer did not train within 60 s\n");
     return -1;
@@ -451,7 +446,7 @@ static void test_timeseries(void **state) {
   (void)state;
   cJSON *j = NULL;
   const cJSON *t = NULL;
-  double deadline = now_s() + 10;
+  double deadline = eddy_clock_mono_s() + 10;
   for (;;) {
     answer_t a = get("/v1/timeseries");
     expect_status(&a, 200, "GET /v1/timeseries");
@@ -469,7 +464,7 @@ static void test_timeseries(void **state) {
     const cJSON *ll = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "logloss"), k);
     bool ready = k >= 2 && cJSON_IsNumber(ev) && ev->valuedouble == N_EVENTS && cJSON_IsNumber(lag) &&
                  cJSON_IsNumber(ll);
-    if (ready || now_s() > deadline) break;
+    if (ready || eddy_clock_mono_s() > deadline) break;
     usleep(200 * 1000);
   }
   int n = cJSON_GetArraySize(t);
@@ -478,9 +473,7 @@ static void test_timeseries(void **state) {
   for (int i = 1; i < n; i++)
     assert_true(cJSON_GetArrayItem(t, i)->valuedouble > cJSON_GetArrayItem(t, i - 1)->valuedouble);
   double last_t = cJSON_GetArrayItem(t, n - 1)->valuedouble;
-  struct timespec wall;
-  clock_gettime(CLOCK_REALTIME, &wall);
-  double wall_ms = (double)wall.tv_sec * 1000 + wall.tv_nsec / 1e6;
+  double wall_ms = eddy_clock_wall_s() * 1000;
   assert_true(last_t <= wall_ms && last_t > wall_ms - 60000);
   const cJSON *series = cJSON_GetObjectItemCaseSensitive(j, "series");
   const char *names[] = {"ingest_rate", "consumer_lag", "buffer_events", "buffer_fill", "logloss",
@@ -660,8 +653,8 @@ static void test_replica_heartbeat(void **state) {
 
   /* Within two sampler ticks: the gauge counts both, the freshness series has 1.25. */
   bool gauge = false, fresh = false;
-  double deadline = now_s() + 5;
-  while ((!gauge || !fresh) && now_s() < deadline) {
+  double deadline = eddy_clock_mono_s() + 5;
+  while ((!gauge || !fresh) && eddy_clock_mono_s() < deadline) {
     usleep(250 * 1000);
     a = get("/metrics");
     gauge = a.body && strstr(a.body, "eddy_replicas{state=\"fresh\"} 2") &&

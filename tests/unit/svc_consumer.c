@@ -21,6 +21,7 @@
 
 #include "buffer/replay.h"
 #include "config/config.h"
+#include "core/clock.h"
 #include "model/spec.h"
 #include "stream/broker.h"
 #include "stream/broker_internal.h"
@@ -41,12 +42,6 @@ typedef struct {
   int produced;        /* good events e-0 .. e-(produced-1), event i on partition i % PARTS */
   int64_t ends[PARTS]; /* messages produced per partition (good and bad) */
 } fixture_t;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int event_json(int i, char *buf, size_t size) {
   if (i % 7 == 3) /* no ts: ingest fills it from the message time */
@@ -144,9 +139,9 @@ static uint64_t stored_count(eddy_replay_t *r) {
  * timeout_s. */
 static void pump_until(eddy_ingest_t **ings, size_t n, eddy_replay_t *r, uint64_t want,
                        double timeout_s) {
-  double deadline = now_s() + timeout_s;
+  double deadline = eddy_clock_mono_s() + timeout_s;
   while (stored_count(r) < want) {
-    if (now_s() > deadline) {
+    if (eddy_clock_mono_s() > deadline) {
       print_error("timed out: %" PRIu64 " of %" PRIu64 " stored\n", stored_count(r), want);
       fail();
     }
@@ -157,8 +152,8 @@ static void pump_until(eddy_ingest_t **ings, size_t n, eddy_replay_t *r, uint64_
 }
 
 static void pump_for(eddy_ingest_t **ings, size_t n, double seconds) {
-  double end = now_s() + seconds;
-  while (now_s() < end)
+  double end = eddy_clock_mono_s() + seconds;
+  while (eddy_clock_mono_s() < end)
     for (size_t i = 0; i < n; i++)
       if (ings[i])
         assert_int_equal(eddy_ingest_poll_once(ings[i], 50, NULL, errstr, sizeof errstr), EDDY_OK);
@@ -248,8 +243,8 @@ static void test_flow_and_metrics(void **state) {
   pump_until(&ing, 1, r, 1500, 30);
   produce(&f, 500); /* more while consuming */
   pump_until(&ing, 1, r, 2000, 30);
-  double deadline = now_s() + 10;
-  while (!eddy_ingest_stats(ing).caught_up && now_s() < deadline) pump_for(&ing, 1, 0.1);
+  double deadline = eddy_clock_mono_s() + 10;
+  while (!eddy_ingest_stats(ing).caught_up && eddy_clock_mono_s() < deadline) pump_for(&ing, 1, 0.1);
   eddy_ingest_stats_t st = eddy_ingest_stats(ing);
   assert_true(st.caught_up);
   assert_int_equal(st.events_ok, 2000);
@@ -334,8 +329,8 @@ static int read_dlq_topic(const char *bootstrap, const char *topic, int want, ch
   assert_int_equal(rd_kafka_assign(rk, parts), 0);
   rd_kafka_topic_partition_list_destroy(parts);
   int n = 0;
-  double deadline = now_s() + 15;
-  while (n < want && now_s() < deadline) {
+  double deadline = eddy_clock_mono_s() + 15;
+  while (n < want && eddy_clock_mono_s() < deadline) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
     if (!m) continue;
     if (!m->err) {
@@ -552,11 +547,11 @@ static void second_consumer(const char *assignor, const char *group) {
   assert_int_equal(eddy_ingest_stats(ings[0]).assigned, PARTS);
 
   ings[1] = new_ingest(&cfg, r, NULL, &small);
-  double deadline = now_s() + 30;
+  double deadline = eddy_clock_mono_s() + 30;
   int rounds = 0;
   while (eddy_ingest_stats(ings[1]).assigned == 0 ||
          eddy_ingest_stats(ings[0]).assigned + eddy_ingest_stats(ings[1]).assigned != PARTS) {
-    assert_true(now_s() < deadline);
+    assert_true(eddy_clock_mono_s() < deadline);
     if (rounds++ % 4 == 0) produce(&f, 20); /* events keep coming during the rebalance */
     pump_for(ings, 2, 0.1);
   }
@@ -571,10 +566,10 @@ static void second_consumer(const char *assignor, const char *group) {
   pump_for(ings, 2, 0.05); /* leave with events in flight */
   eddy_ingest_destroy(ings[1]);
   ings[1] = NULL;
-  deadline = now_s() + 30;
+  deadline = eddy_clock_mono_s() + 30;
   rounds = 0;
   while (eddy_ingest_stats(ings[0]).assigned != PARTS) {
-    assert_true(now_s() < deadline);
+    assert_true(eddy_clock_mono_s() < deadline);
     if (rounds++ % 4 == 0) produce(&f, 20);
     pump_for(ings, 1, 0.1);
   }

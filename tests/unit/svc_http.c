@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "core/clock.h"
 #include "http/server.h"
 #include "testutil.h"
 
@@ -836,12 +837,6 @@ static void *slow_client(void *arg) {
   return NULL;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* The hook sees route patterns (NULL for 404s); destroy waits for the slow request in flight. */
 static void test_hook_and_shutdown(void **state) {
   (void)state;
@@ -873,9 +868,9 @@ static void test_hook_and_shutdown(void **state) {
   eddy_http_stats_t st;
   eddy_http_stats(h, &st);
   assert_true(st.in_flight > 0);
-  double t0 = now_s();
+  double t0 = eddy_clock_mono_s();
   eddy_http_destroy(h);
-  double took = now_s() - t0;
+  double took = eddy_clock_mono_s() - t0;
   pthread_join(t, NULL);
   assert_int_equal(arg.r.rc, CURLE_OK);
   assert_int_equal(arg.r.status, 200);
@@ -907,12 +902,12 @@ static void test_idle_timeout(void **state) {
   assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
   const char *partial = "GET /hello HTTP/1.1\r\nHost: x\r\n";
   assert_int_equal(write(fd, partial, strlen(partial)), (ssize_t)strlen(partial));
-  double t0 = now_s();
+  double t0 = eddy_clock_mono_s();
   struct pollfd p = {.fd = fd, .events = POLLIN};
   assert_int_equal(poll(&p, 1, 5000), 1);
   char buf[256];
   ssize_t n = read(fd, buf, sizeof buf);
-  double waited = now_s() - t0;
+  double waited = eddy_clock_mono_s() - t0;
   assert_true(n <= 0); /* closed (EOF or reset), no response */
   assert_true(waited > 0.5 && waited < 4.5);
   close(fd);

@@ -25,6 +25,7 @@
 
 #include "buffer/replay.h"
 #include "config/config.h"
+#include "core/clock.h"
 #include "metrics/registry.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
@@ -34,12 +35,6 @@
 #include "train/trainer.h"
 
 static char errstr[2048];
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- config and events ---- */
 
@@ -144,13 +139,13 @@ static double status_num(eddy_trainer_t *t, const char *a, const char *b) {
 
 /* Until the cursor reaches the buffer's end. */
 static void wait_caught_up(eddy_trainer_t *t, double timeout_s) {
-  double end = now_s() + timeout_s;
+  double end = eddy_clock_mono_s() + timeout_s;
   for (;;) {
     cJSON *j = status(t);
     double cur = jnum(j, "buffer", "cursor"), next = jnum(j, "buffer", "next_seq");
     cJSON_Delete(j);
     if (cur == next) return;
-    if (now_s() > end) {
+    if (eddy_clock_mono_s() > end) {
       print_error("trainer not caught up: cursor %.0f of %.0f\n", cur, next);
       fail();
     }
@@ -527,8 +522,8 @@ static int count_announcements(const char *bootstrap, const char *topic, int par
   rd_kafka_topic_partition_list_destroy(parts);
   int n = 0, eofs = 0;
   *promoted = 0;
-  double end = now_s() + 15;
-  while (eofs < partitions && now_s() < end) {
+  double end = eddy_clock_mono_s() + 15;
+  while (eofs < partitions && eddy_clock_mono_s() < end) {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 200);
     if (!msg) continue;
     if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -588,8 +583,8 @@ static void test_kafka_end_to_end(void **state) {
       free(json);
     }
     assert_int_equal(eddy_producer_flush(p, 20000, errstr, sizeof errstr), EDDY_OK);
-    double end = now_s() + 30;
-    while (status_num(t, "buffer", "next_seq") < total && now_s() < end) usleep(20000);
+    double end = eddy_clock_mono_s() + 30;
+    while (status_num(t, "buffer", "next_seq") < total && eddy_clock_mono_s() < end) usleep(20000);
     assert_int_equal(status_num(t, "buffer", "next_seq"), total);
     wait_caught_up(t, 20);
     snapshot(t);
