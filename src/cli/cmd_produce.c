@@ -10,12 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <zlib.h>
 
 #include "cli/cli.h"
 #include "config/config.h"
@@ -24,7 +22,6 @@
 #include "core/log.h"
 #include "stream/producer.h"
 
-#define LINE_CHUNK (64 * 1024)
 #define KEY_MAX 1024
 #define FLUSH_SLICE_MS 200
 
@@ -70,109 +67,6 @@ static void on_signal(int sig) {
   (void)sig;
   produce_signals++;
   eddy_producer_interrupt(produce_producer);
-}
-
-/* JSONL source: lines of a plain or gzip file, each capped at EDDY_PRODUCER_MAX_VALUE bytes. */
-typedef struct {
-  gzFile gz;
-  const char *path;
-  uint64_t lineno;
-  off_t file_size;      /* 0 when unknown (stdin) */
-  char chunk[LINE_CHUNK];
-  size_t chunk_len, chunk_pos;
-  bool eof;
-  char *line;
-  size_t line_len, line_cap;
-} jsonl_t;
-
-static int jsonl_open(jsonl_t *j, const char *path, char *err, size_t err_size) {
-  memset(j, 0, sizeof *j);
-  j->path = path;
-  if (!strcmp(path, "-")) {
-    j->gz = gzdopen(dup(STDIN_FILENO), "rb");
-  } else {
-    struct stat st;
-    if (stat(path, &st) == 0) j->file_size = st.st_size;
-    j->gz = gzopen(path, "rb");
-  }
-  if (!j->gz) {
-    snprintf(err, err_size, "%s: %s", path, errno ? strerror(errno) : "cannot open");
-    return -1;
-  }
-  gzbuffer(j->gz, 256 * 1024);
-  return 0;
-}
-
-static void jsonl_close(jsonl_t *j) {
-  if (j->gz) gzclose(j->gz);
-  free(j->line);
-}
-
-/* Next non-blank line into j->line/j->line_len. 1: a line; 0: end of file; -1: error in err. */
-static int jsonl_next(jsonl_t *j, char *err, size_t err_size) {
-  for (;;) {
-    j->line_len = 0;
-    bool got = false;
-    for (;;) {
-      if (j->chunk_pos == j->chunk_len) {
-        if (j->eof) break;
-        int r = gzread(j->gz, j->chunk, LINE_CHUNK);
-        if (r < 0) {
-          int zerr;
-          const char *msg = gzerror(j->gz, &zerr);
-          snprintf(err, err_size, "%s:%llu: read error: %s", j->path,
-                   (unsigned long long)j->lineno + 1, zerr == Z_ERRNO ? strerror(errno) : msg);
-          return -1;
-        }
-        j->chunk_len = (size_t)r;
-        j->chunk_pos = 0;
-        if (r == 0) {
-          j->eof = true;
-          break;
-        }
-      }
-      got = true;
-      char *start = j->chunk + j->chunk_pos;
-      size_t avail = j->chunk_len - j->chunk_pos;
-      char *nl = memchr(start, '\n', avail);
-      size_t take = nl ? (size_t)(nl - start) : avail;
-      if (j->line_len + take > EDDY_PRODUCER_MAX_VALUE) {
-        snprintf(err, err_size, "%s:%llu: line longer than %u bytes", j->path,
-                 (unsigned long long)j->lineno + 1, EDDY_PRODUCER_MAX_VALUE);
-        return -1;
-      }
-      if (j->line_len + take + 1 > j->line_cap) {
-        size_t cap = j->line_cap ? j->line_cap : 4096;
-        while (cap < j->line_len + take + 1) cap *= 2;
-        char *grown = realloc(j->line, cap);
-        if (!grown) {
-          snprintf(err, err_size, "%s: out of memory", j->path);
-          return -1;
-        }
-        j->line = grown;
-        j->line_cap = cap;
-      }
-      memcpy(j->line + j->line_len, start, take);
-      j->line_len += take;
-      j->chunk_pos += take + (nl ? 1 : 0);
-      if (nl) break;
-    }
-    if (!got) return 0;
-    j->lineno++;
-    if (j->line_len && j->line[j->line_len - 1] == '\r') j->line_len--;
-    j->line[j->line_len] = '\0';
-    bool blank = true;
-    for (size_t i = 0; i < j->line_len && blank; i++)
-      blank = j->line[i] == ' ' || j->line[i] == '\t';
-    if (!blank) return 1;
-    if (j->eof && j->chunk_pos == j->chunk_len) return 0;
-  }
-}
-
-static double jsonl_progress(jsonl_t *j) {
-  if (j->file_size <= 0) return 0;
-  z_off_t off = gzoffset(j->gz);
-  return off < 0 ? 0 : fmin(1.0, (double)off / (double)j->file_size);
 }
 
 /* Key of one message: the text of top-level field `field`, into key. Returns its length, 0 for
@@ -365,27 +259,16 @@ int eddy_cmd_produce(int argc, char **argv) {
 
   /* Open the data before connecting, so that a missing file fails fast. */
   bool is_fmnist = !strncmp(data, "fashion-mnist:", 14);
-  eddy_dataset_t *ds = NULL;
-  jsonl_t *jl = NULL;
   eddy_event_t ev;
   eddy_event_init(&ev);
-  if (is_fmnist) {
-    eddy_event_schema_t schema = {.dense_dim = 784, .hash_bits = 0, .head = EDDY_HEAD_SOFTMAX,
-                                  .classes = 10, .max_bytes = 0};
-    ds = eddy_dataset_open(data, &schema, err, sizeof err);
-    if (!ds) {
-      fprintf(stderr, "eddy produce: %s\n", err);
-      eddy_config_free(&cfg);
-      return EDDY_EXIT_FAILURE;
-    }
-  } else {
-    jl = malloc(sizeof *jl);
-    if (!jl || jsonl_open(jl, data, err, sizeof err) != 0) {
-      fprintf(stderr, "eddy produce: %s\n", jl ? err : "out of memory");
-      free(jl);
-      eddy_config_free(&cfg);
-      return EDDY_EXIT_FAILURE;
-    }
+  eddy_event_schema_t fmnist = {.dense_dim = 784, .hash_bits = 0, .head = EDDY_HEAD_SOFTMAX,
+                                .classes = 10, .max_bytes = 0};
+  eddy_dataset_t *ds = is_fmnist ? eddy_dataset_open(data, &fmnist, err, sizeof err)
+                                 : eddy_dataset_open_lines(data, EDDY_PRODUCER_MAX_VALUE, err, sizeof err);
+  if (!ds) {
+    fprintf(stderr, "eddy produce: %s\n", err);
+    eddy_config_free(&cfg);
+    return EDDY_EXIT_FAILURE;
   }
 
   eddy_producer_t *p = eddy_producer_new(&cfg, bootstrap, err, sizeof err);
@@ -393,14 +276,11 @@ int eddy_cmd_produce(int argc, char **argv) {
   if (!p) {
     fprintf(stderr, "eddy produce: %s\n", err);
     eddy_dataset_destroy(ds);
-    if (jl) jsonl_close(jl);
-    free(jl);
     return EDDY_EXIT_USAGE;
   }
   produce_producer = p;
   eddy_cli_on_stop_signals(on_signal);
 
-  int64_t total = ds ? eddy_dataset_size(ds) : -1;
   progress_t pr = {.tty = isatty(STDERR_FILENO), .start = eddy_clock_mono_s()};
   pr.last = pr.start;
   bucket_t bucket = {.rate = rate, .tokens = 1.0, .burst = fmax(1.0, rate / 100), .last = pr.start};
@@ -410,18 +290,19 @@ int eddy_cmd_produce(int argc, char **argv) {
   EDDY_INFO("produce", "%s -> topic %s%s", data, topic,
             rate > 0 ? " (rate limited)" : "");
   while (!produce_signals && (limit == 0 || n < limit)) {
-    const char *value;
-    size_t len;
+    const char *value = NULL;
+    size_t len = 0;
     char *json = NULL;
-    if (ds) {
-      bool eof = false;
-      eddy_err_t rc = eddy_dataset_next(ds, &ev, &eof, err, sizeof err);
-      if (rc != EDDY_OK) {
-        fprintf(stderr, "eddy produce: %s\n", err);
-        data_error = true;
-        break;
-      }
-      if (eof) break;
+    bool eof = false;
+    eddy_err_t rc = is_fmnist ? eddy_dataset_next(ds, &ev, &eof, err, sizeof err)
+                              : eddy_dataset_next_line(ds, &value, &len, &eof, err, sizeof err);
+    if (rc != EDDY_OK) {
+      fprintf(stderr, "eddy produce: %s\n", err);
+      data_error = true;
+      break;
+    }
+    if (eof) break;
+    if (is_fmnist) {
       json = eddy_event_to_json(&ev);
       if (!json) {
         fprintf(stderr, "eddy produce: %s: event %s cannot be written as JSON\n", data, ev.id);
@@ -430,36 +311,27 @@ int eddy_cmd_produce(int argc, char **argv) {
       }
       value = json;
       len = strlen(json);
-    } else {
-      int r = jsonl_next(jl, err, sizeof err);
-      if (r < 0) {
-        fprintf(stderr, "eddy produce: %s\n", err);
-        data_error = true;
-        break;
-      }
-      if (r == 0) break;
-      value = jl->line;
-      len = jl->line_len;
     }
     size_t key_len = key_field ? extract_key(value, len, key_field, key) : 0;
     if (!bucket_take(&bucket, p)) {
       free(json);
       break;
     }
-    eddy_err_t rc = eddy_producer_send(p, topic, -1, key_len ? key : NULL, key_len, value, len,
-                                       err, sizeof err);
+    rc = eddy_producer_send(p, topic, -1, key_len ? key : NULL, key_len, value, len, err,
+                            sizeof err);
     free(json);
     if (rc == EDDY_ERR_STATE) break; /* interrupted while waiting for queue room */
     if (rc != EDDY_OK) {
-      if (jl)
-        fprintf(stderr, "eddy produce: %s:%llu: %s\n", data, (unsigned long long)jl->lineno, err);
+      if (!is_fmnist)
+        fprintf(stderr, "eddy produce: %s:%llu: %s\n", data,
+                (unsigned long long)eddy_dataset_lineno(ds), err);
       else
         fprintf(stderr, "eddy produce: %s: %s\n", data, err);
       send_error = true;
       break;
     }
     n++;
-    double frac = ds ? (total > 0 ? (double)n / (double)total : 0) : jsonl_progress(jl);
+    double frac = eddy_dataset_progress(ds);
     if (limit) frac = fmax(frac, (double)n / (double)limit);
     progress_show(&pr, frac, eddy_producer_stats(p), false);
   }
@@ -505,7 +377,5 @@ int eddy_cmd_produce(int argc, char **argv) {
   eddy_producer_destroy(p);
   eddy_dataset_destroy(ds);
   eddy_event_free(&ev);
-  if (jl) jsonl_close(jl);
-  free(jl);
   return exit_code;
 }

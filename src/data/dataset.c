@@ -1,6 +1,7 @@
 /* Datasets: JSONL event files (plain or gzip, read through zlib, one event per line, bad lines
- * reported with FILE:LINE and skipped) and Fashion-MNIST from gzip IDX files, read and validated
- * whole at open (magic, 28x28 dims, equal counts, labels 0..9) so that iteration cannot fail. */
+ * reported with FILE:LINE and skipped; also handed out as raw lines, standard input included) and
+ * Fashion-MNIST from gzip IDX files, read and validated whole at open (magic, 28x28 dims, equal
+ * counts, labels 0..9) so that iteration cannot fail. */
 #include "data/dataset.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define FMNIST_PREFIX "fashion-mnist:"
@@ -20,6 +22,7 @@
 #define IDX_MAGIC_IMAGES 0x00000803u
 #define GZ_CHUNK (1u << 20)
 #define JSONL_CHUNK (64u << 10)
+#define LINE_FIRST_CAP 4096u /* the line buffer starts here and doubles up to max_bytes + 2 */
 
 typedef enum { DATASET_JSONL, DATASET_IDX } dataset_kind_t;
 
@@ -33,6 +36,7 @@ struct eddy_dataset {
   uint32_t count, next;
   float scale[256]; /* pixel value -> pixel / 255 */
   /* JSONL */
+  bool lines_only; /* opened by eddy_dataset_open_lines: no schema, no decoding */
   char *path;
   gzFile gz;
   bool direct;        /* plain (not gzip) file: progress counts consumed bytes exactly */
@@ -42,7 +46,7 @@ struct eddy_dataset {
   size_t chunk_len, chunk_pos;
   bool gz_eof, done;
   char *line; /* current line, NUL-terminated; of a line over the cap, its first max_bytes bytes */
-  size_t line_len, max_bytes;
+  size_t line_len, line_cap, max_bytes;
   uint64_t lineno;
 };
 
@@ -218,14 +222,12 @@ static eddy_dataset_t *open_fashion_mnist(const char *split_name, const eddy_eve
   return ds;
 }
 
-static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *schema, char *errstr,
-                                  size_t errstr_size) {
-  if (!schema) {
-    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "%s: a JSONL dataset needs an event schema", path);
-    return NULL;
-  }
-  struct stat st;
-  if (stat(path, &st) != 0) {
+/* The JSONL reader on path ("-": standard input, when stdin_ok), lines capped at max_bytes. */
+static eddy_dataset_t *jsonl_new(const char *path, size_t max_bytes, bool stdin_ok, char *errstr,
+                                 size_t errstr_size) {
+  bool is_stdin = stdin_ok && strcmp(path, "-") == 0;
+  struct stat st = {0};
+  if (!is_stdin && stat(path, &st) != 0) {
     eddy_errf(errno == ENOENT ? EDDY_ERR_NOT_FOUND : EDDY_ERR_IO, errstr, errstr_size, "open %s: %s", path,
               strerror(errno));
     return NULL;
@@ -240,12 +242,12 @@ static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *s
     return NULL;
   }
   ds->kind = DATASET_JSONL;
-  ds->schema = *schema;
-  ds->max_bytes = schema->max_bytes ? schema->max_bytes : EDDY_EVENT_DEFAULT_MAX_BYTES;
-  ds->file_size = (uint64_t)st.st_size;
+  ds->max_bytes = max_bytes;
+  ds->file_size = is_stdin ? 0 : (uint64_t)st.st_size;
   ds->path = strdup(path);
   ds->chunk = malloc(JSONL_CHUNK);
-  ds->line = malloc(ds->max_bytes + 2);
+  ds->line_cap = max_bytes + 2 < LINE_FIRST_CAP ? max_bytes + 2 : LINE_FIRST_CAP;
+  ds->line = malloc(ds->line_cap);
   if (!ds->path || !ds->chunk || !ds->line) {
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "%s: out of memory", path);
     eddy_dataset_destroy(ds);
@@ -253,7 +255,13 @@ static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *s
   }
   ds->line[0] = '\0';
   errno = 0;
-  ds->gz = gzopen(path, "rb");
+  if (is_stdin) {
+    int fd = dup(STDIN_FILENO);
+    ds->gz = fd < 0 ? NULL : gzdopen(fd, "rb");
+    if (!ds->gz && fd >= 0) close(fd);
+  } else {
+    ds->gz = gzopen(path, "rb");
+  }
   if (!ds->gz) {
     eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "open %s: %s", path, errno ? strerror(errno) : "cannot open");
     eddy_dataset_destroy(ds);
@@ -261,6 +269,19 @@ static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *s
   }
   gzbuffer(ds->gz, 128u << 10);
   ds->direct = gzdirect(ds->gz) == 1;
+  return ds;
+}
+
+static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *schema, char *errstr,
+                                  size_t errstr_size) {
+  if (!schema) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "%s: a JSONL dataset needs an event schema", path);
+    return NULL;
+  }
+  eddy_dataset_t *ds =
+      jsonl_new(path, schema->max_bytes ? schema->max_bytes : EDDY_EVENT_DEFAULT_MAX_BYTES, false, errstr,
+                errstr_size);
+  if (ds) ds->schema = *schema;
   return ds;
 }
 
@@ -273,6 +294,21 @@ eddy_dataset_t *eddy_dataset_open(const char *name, const eddy_event_schema_t *s
   if (strncmp(name, FMNIST_PREFIX, strlen(FMNIST_PREFIX)) == 0)
     return open_fashion_mnist(name + strlen(FMNIST_PREFIX), schema, errstr, errstr_size);
   return open_jsonl(name, schema, errstr, errstr_size);
+}
+
+eddy_dataset_t *eddy_dataset_open_lines(const char *path, size_t max_bytes, char *errstr, size_t errstr_size) {
+  if (!path || !*path) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "dataset name is empty");
+    return NULL;
+  }
+  if (max_bytes == 0 || max_bytes > SIZE_MAX / 2) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "%s: line cap %zu bytes is out of range", path,
+              max_bytes);
+    return NULL;
+  }
+  eddy_dataset_t *ds = jsonl_new(path, max_bytes, true, errstr, errstr_size);
+  if (ds) ds->lines_only = true;
+  return ds;
 }
 
 void eddy_dataset_destroy(eddy_dataset_t *ds) {
@@ -321,6 +357,21 @@ static eddy_err_t jsonl_fill(eddy_dataset_t *ds, char *errstr, size_t errstr_siz
   return EDDY_OK;
 }
 
+/* Makes room for n bytes in ds->line; n is at most max_bytes + 2. */
+static eddy_err_t line_reserve(eddy_dataset_t *ds, size_t n, char *errstr, size_t errstr_size) {
+  if (n <= ds->line_cap) return EDDY_OK;
+  size_t cap = ds->line_cap;
+  while (cap < n) cap *= 2;
+  if (cap > ds->max_bytes + 2) cap = ds->max_bytes + 2;
+  char *grown = realloc(ds->line, cap);
+  if (!grown)
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "%s:%" PRIu64 ": out of memory for a %zu-byte line",
+                     ds->path, ds->lineno + 1, n);
+  ds->line = grown;
+  ds->line_cap = cap;
+  return EDDY_OK;
+}
+
 /* Reads the next line into ds->line (without "\n" or "\r\n"). *got = false at end of file;
  * *too_long = true when the line exceeded max_bytes (its first max_bytes bytes are kept). */
 static eddy_err_t jsonl_read_line(eddy_dataset_t *ds, bool *got, bool *too_long, char *errstr,
@@ -342,6 +393,8 @@ static eddy_err_t jsonl_read_line(eddy_dataset_t *ds, bool *got, bool *too_long,
     const char *nl = memchr(start, '\n', avail);
     size_t take = nl ? (size_t)(nl - start) : avail;
     size_t copy = take < keep_max - kept ? take : keep_max - kept;
+    eddy_err_t err = line_reserve(ds, kept + copy + 1, errstr, errstr_size);
+    if (err) return err;
     memcpy(ds->line + kept, start, copy);
     kept += copy;
     total += take;
@@ -363,8 +416,9 @@ static eddy_err_t jsonl_read_line(eddy_dataset_t *ds, bool *got, bool *too_long,
   return EDDY_OK;
 }
 
-static eddy_err_t next_jsonl(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, char *errstr,
-                             size_t errstr_size) {
+/* Next non-blank line into ds->line; *eof = true at the end of the file. A line over the cap is
+ * EDDY_ERR_EVENT_TOO_LARGE (the next call goes on after it). */
+static eddy_err_t jsonl_next_line(eddy_dataset_t *ds, bool *eof, char *errstr, size_t errstr_size) {
   for (;;) {
     bool got, too_long;
     eddy_err_t err = jsonl_read_line(ds, &got, &too_long, errstr, errstr_size);
@@ -382,13 +436,19 @@ static eddy_err_t next_jsonl(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, ch
       char c = ds->line[i];
       blank = c == ' ' || c == '\t' || c == '\r';
     }
-    if (blank) continue;
-    char msg[384];
-    msg[0] = '\0';
-    err = eddy_event_from_json(ds->line, ds->line_len, &ds->schema, ev, msg, sizeof msg);
-    if (err) return eddy_errf(err, errstr, errstr_size, "%s:%" PRIu64 ": %s", ds->path, ds->lineno, msg);
-    return EDDY_OK;
+    if (!blank) return EDDY_OK;
   }
+}
+
+static eddy_err_t next_jsonl(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, char *errstr,
+                             size_t errstr_size) {
+  eddy_err_t err = jsonl_next_line(ds, eof, errstr, errstr_size);
+  if (err || *eof) return err;
+  char msg[384];
+  msg[0] = '\0';
+  err = eddy_event_from_json(ds->line, ds->line_len, &ds->schema, ev, msg, sizeof msg);
+  if (err) return eddy_errf(err, errstr, errstr_size, "%s:%" PRIu64 ": %s", ds->path, ds->lineno, msg);
+  return EDDY_OK;
 }
 
 eddy_err_t eddy_dataset_next(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, char *errstr,
@@ -397,11 +457,39 @@ eddy_err_t eddy_dataset_next(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, ch
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "dataset next: NULL argument");
   *eof = false;
   if (ds->kind == DATASET_IDX) return next_idx(ds, ev, eof, errstr, errstr_size);
+  if (ds->lines_only)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                     "%s: opened for raw lines; events need eddy_dataset_open", ds->path);
   if (ds->done) {
     *eof = true;
     return EDDY_OK;
   }
   return next_jsonl(ds, ev, eof, errstr, errstr_size);
+}
+
+eddy_err_t eddy_dataset_next_line(eddy_dataset_t *ds, const char **line, size_t *len, bool *eof,
+                                  char *errstr, size_t errstr_size) {
+  if (!ds || !line || !len || !eof)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "dataset next line: NULL argument");
+  *line = NULL;
+  *len = 0;
+  *eof = false;
+  if (ds->kind != DATASET_JSONL)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                     "fashion-mnist:%s has no lines, only events (eddy_dataset_next)", ds->split);
+  if (ds->done) {
+    *eof = true;
+    return EDDY_OK;
+  }
+  eddy_err_t err = jsonl_next_line(ds, eof, errstr, errstr_size);
+  if (err || *eof) return err;
+  *line = ds->line;
+  *len = ds->line_len;
+  return EDDY_OK;
+}
+
+uint64_t eddy_dataset_lineno(const eddy_dataset_t *ds) {
+  return ds && ds->kind == DATASET_JSONL ? ds->lineno : 0;
 }
 
 const char *eddy_dataset_raw(const eddy_dataset_t *ds, size_t *len) {

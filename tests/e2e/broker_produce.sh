@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `eddy broker` and `eddy produce` against each other and against kcat: the bootstrap line, JSONL
 # lines arriving byte-exact (bad ones too), keys keeping partition and order, Fashion-MNIST events
-# matching the IDX files, --rate, a dead bootstrap failing with exit 1, SIGINT mid-stream, the
-# fixed --port relay, the ~5 MiB partition limit, SIGTERM exiting 0, help and usage errors.
+# matching the IDX files, --rate, stdin and a truncated gzip file, a dead bootstrap failing with
+# exit 1, SIGINT mid-stream, the fixed --port relay, the ~5 MiB partition limit, SIGTERM exiting 0,
+# help and usage errors.
 source "$(dirname "$0")/lib.bash"
 
 need_command kcat
@@ -137,6 +138,15 @@ CHECKS=$((CHECKS + 1))
 if $PY -c "import sys; d=$T1-$T0; print(f'  {d:.3f} s'); sys.exit(0 if 0.45 <= d < 5 else 1)"; then
   pass "--rate 400 paces 200 messages over >= 0.45 s"; else fail "--rate 400 took the wrong time"; fi
 check_grep "$TMP/out" "sent=200 delivered=200" "--limit 200 stops at 200"
+
+# --data - reads standard input (gzip here); a gzip file cut short is a read error naming its line.
+check_rc 0 "produce gzip JSONL from stdin" -- bash -c 'gzip -c "$1" | "$2" produce -b "$3" -t one --data - --limit 50' \
+  _ "$TMP/events.jsonl" "$EDDY" "$BOOT"
+check_grep "$TMP/out" "sent=50 delivered=50 failed=0" "stdin: 50 delivered"
+gzip -c "$TMP/events.jsonl" >"$TMP/whole.jsonl.gz"
+head -c $(($(wc -c <"$TMP/whole.jsonl.gz") / 2)) "$TMP/whole.jsonl.gz" >"$TMP/cut.jsonl.gz"
+check_rc 1 "produce a truncated gzip file" -- "$EDDY" produce -b "$BOOT" -t one --data "$TMP/cut.jsonl.gz"
+check_grep "$TMP/err" "cut.jsonl.gz:" "truncated gzip: read error names the file"
 
 # SIGINT in the middle of a rate-limited stream: stops, flushes, everything sent is delivered.
 "$EDDY" produce -b "$BOOT" -t one --data "$TMP/events.jsonl" --rate 500 >"$TMP/int.out" 2>"$TMP/int.err" &

@@ -1,6 +1,7 @@
 /* Tests of datasets without the Fashion-MNIST package: tiny gzip IDX files written here (read
  * through EDDY_FASHION_MNIST_DIR), every corrupt-IDX error naming its file, JSONL reading (bad lines
- * reported with FILE:LINE and skipped, the line cap, CRLF, gzip), progress, and the streams/ samples. */
+ * reported with FILE:LINE and skipped, the line cap, CRLF, gzip), raw lines (eddy produce's reader:
+ * stdin, long lines, truncated gzip), progress, and the streams/ samples. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "data/dataset.h"
@@ -112,6 +114,14 @@ static void test_tiny_idx(void **state) {
     assert_null(eddy_dataset_raw(ds, &raw_len));
     assert_int_equal(raw_len, 0);
   }
+  /* an IDX dataset has events, no lines */
+  const char *line = "x";
+  size_t line_len = 9;
+  bool line_eof = true;
+  assert_int_equal(eddy_dataset_next_line(ds, &line, &line_len, &line_eof, err, sizeof err), EDDY_ERR_INVALID_ARG);
+  assert_non_null(strstr(err, "fashion-mnist:train"));
+  assert_null(line);
+  assert_int_equal(eddy_dataset_lineno(ds), 0);
   for (int k = 0; k < 2; k++) {
     bool eof = false;
     assert_int_equal(eddy_dataset_next(ds, &ev, &eof, err, sizeof err), EDDY_OK);
@@ -358,6 +368,177 @@ static void test_jsonl(void **state) {
   eddy_test_rmdir(dir);
 }
 
+/* Expected outcome of one eddy_dataset_next_line call. */
+typedef struct {
+  eddy_err_t code;
+  const char *text; /* OK: the line; error: errstr substring */
+  uint64_t lineno;
+} line_step_t;
+
+static void expect_lines(eddy_dataset_t *ds, const char *path, const line_step_t *steps, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char err[512] = "";
+    const char *line = NULL;
+    size_t len = 0;
+    bool eof = true;
+    eddy_err_t got = eddy_dataset_next_line(ds, &line, &len, &eof, err, sizeof err);
+    if (got != steps[i].code) print_error("line step %zu: got %s \"%s\"\n", i, eddy_err_name(got), err);
+    assert_int_equal(got, steps[i].code);
+    assert_false(eof);
+    if (got == EDDY_OK) {
+      assert_non_null(line);
+      assert_int_equal(len, strlen(steps[i].text));
+      assert_memory_equal(line, steps[i].text, len);
+      assert_int_equal(line[len], '\0');
+    } else {
+      assert_non_null(strstr(err, path));
+      assert_non_null(strstr(err, steps[i].text));
+    }
+    assert_int_equal(eddy_dataset_lineno(ds), steps[i].lineno);
+  }
+  for (int k = 0; k < 2; k++) {
+    char err[512] = "";
+    const char *line = "x";
+    size_t len = 9;
+    bool eof = false;
+    assert_int_equal(eddy_dataset_next_line(ds, &line, &len, &eof, err, sizeof err), EDDY_OK);
+    assert_true(eof);
+    assert_null(line);
+    assert_int_equal(len, 0);
+  }
+  assert_true(eddy_dataset_progress(ds) == 1.0);
+}
+
+/* Raw lines, as eddy produce sends them: every non-blank line byte for byte (valid event or not)
+ * with its line number, one over the cap refused and reading going on; gzip and standard input
+ * read the same; long lines grow the buffer; a truncated gzip file is an error, not an end. */
+static void test_jsonl_lines(void **state) {
+  (void)state;
+  char long_line[300];
+  memset(long_line, 'x', sizeof long_line - 1);
+  long_line[sizeof long_line - 1] = '\0';
+  char text[1024];
+  snprintf(text, sizeof text,
+           "{\"id\":\"a\"}\n"
+           "\n"
+           "not json at all\r\n"
+           " \t \r\n"
+           "%s\n"
+           "{\"label\": 5}",
+           long_line);
+  const line_step_t steps[] = {
+      {EDDY_OK, "{\"id\":\"a\"}", 1},
+      {EDDY_OK, "not json at all", 3},
+      {EDDY_ERR_EVENT_TOO_LARGE, ":5: line is longer than 100 bytes", 5},
+      {EDDY_OK, "{\"label\": 5}", 6},
+  };
+  const size_t n_steps = sizeof steps / sizeof steps[0];
+  char *dir = eddy_test_tmpdir();
+  char *path = eddy_test_write_file(dir, "lines.jsonl", text, strlen(text));
+  char err[512] = "";
+  eddy_dataset_t *ds = eddy_dataset_open_lines(path, 100, err, sizeof err);
+  assert_non_null(ds);
+  assert_int_equal(eddy_dataset_lineno(ds), 0);
+  assert_int_equal(eddy_dataset_size(ds), -1);
+  /* opened for lines: no events */
+  eddy_event_t ev;
+  eddy_event_init(&ev);
+  bool eof = true;
+  assert_int_equal(eddy_dataset_next(ds, &ev, &eof, err, sizeof err), EDDY_ERR_INVALID_ARG);
+  assert_non_null(strstr(err, path));
+  eddy_event_free(&ev);
+  expect_lines(ds, path, steps, n_steps);
+  eddy_dataset_destroy(ds);
+
+  write_gz(dir, "lines.jsonl.gz", text, strlen(text));
+  char gz_path[1024];
+  snprintf(gz_path, sizeof gz_path, "%s/lines.jsonl.gz", dir);
+  ds = eddy_dataset_open_lines(gz_path, 100, err, sizeof err);
+  assert_non_null(ds);
+  expect_lines(ds, gz_path, steps, n_steps);
+  eddy_dataset_destroy(ds);
+
+  /* "-" is standard input (here the gzip file) */
+  int saved = dup(STDIN_FILENO);
+  assert_true(saved >= 0);
+  assert_non_null(freopen(gz_path, "rb", stdin));
+  ds = eddy_dataset_open_lines("-", 100, err, sizeof err);
+  assert_non_null(ds);
+  expect_lines(ds, "-", steps, n_steps);
+  eddy_dataset_destroy(ds);
+  assert_int_equal(dup2(saved, STDIN_FILENO), STDIN_FILENO);
+  close(saved);
+
+  /* lines far beyond the first buffer come back whole */
+  size_t big_len = 70000;
+  char *big = malloc(2 * big_len + 4);
+  assert_non_null(big);
+  for (size_t i = 0; i < big_len; i++) big[i] = (char)('a' + i % 26);
+  big[big_len] = '\n';
+  memcpy(big + big_len + 1, "{}\n", 3);
+  char *big_path = eddy_test_write_file(dir, "big.jsonl", big, big_len + 4);
+  ds = eddy_dataset_open_lines(big_path, 1u << 20, err, sizeof err);
+  assert_non_null(ds);
+  const char *line = NULL;
+  size_t len = 0;
+  eof = true;
+  assert_int_equal(eddy_dataset_next_line(ds, &line, &len, &eof, err, sizeof err), EDDY_OK);
+  assert_false(eof);
+  assert_int_equal(len, big_len);
+  assert_memory_equal(line, big, big_len);
+  assert_int_equal(eddy_dataset_next_line(ds, &line, &len, &eof, err, sizeof err), EDDY_OK);
+  assert_int_equal(len, 2);
+  assert_memory_equal(line, "{}", 2);
+  assert_int_equal(eddy_dataset_lineno(ds), 2);
+  eddy_dataset_destroy(ds);
+
+  /* a gzip file cut short: the lines before the cut, then a read error naming file and line */
+  size_t many_len = 0;
+  for (int i = 0; i < 2000; i++)
+    many_len += (size_t)snprintf(big + many_len, 2 * big_len + 4 - many_len, "{\"id\":\"e-%d\"}\n", i);
+  write_gz(dir, "whole.jsonl.gz", big, many_len);
+  char whole[1024];
+  snprintf(whole, sizeof whole, "%s/whole.jsonl.gz", dir);
+  FILE *f = fopen(whole, "rb");
+  assert_non_null(f);
+  char gz_bytes[65536];
+  size_t gz_len = fread(gz_bytes, 1, sizeof gz_bytes, f);
+  fclose(f);
+  assert_true(gz_len > 100 && gz_len < sizeof gz_bytes);
+  char *cut_path = eddy_test_write_file(dir, "cut.jsonl.gz", gz_bytes, gz_len / 2);
+  ds = eddy_dataset_open_lines(cut_path, 100, err, sizeof err);
+  assert_non_null(ds);
+  eddy_err_t rc;
+  uint64_t good = 0;
+  for (;;) {
+    rc = eddy_dataset_next_line(ds, &line, &len, &eof, err, sizeof err);
+    if (rc != EDDY_OK || eof) break;
+    good++;
+  }
+  assert_int_equal(rc, EDDY_ERR_IO);
+  assert_false(eof);
+  assert_true(good > 0 && good < 2000);
+  assert_non_null(strstr(err, cut_path));
+  assert_non_null(strstr(err, "read error"));
+  eddy_dataset_destroy(ds);
+
+  /* opening errors name the file */
+  char missing[1024];
+  snprintf(missing, sizeof missing, "%s/nope.jsonl", dir);
+  assert_null(eddy_dataset_open_lines(missing, 100, err, sizeof err));
+  assert_non_null(strstr(err, missing));
+  assert_non_null(strstr(err, "No such file"));
+  assert_null(eddy_dataset_open_lines(dir, 100, err, sizeof err));
+  assert_non_null(strstr(err, "is a directory"));
+  assert_null(eddy_dataset_open_lines(path, 0, err, sizeof err));
+  assert_non_null(strstr(err, "line cap 0"));
+  free(cut_path);
+  free(big_path);
+  free(big);
+  free(path);
+  eddy_test_rmdir(dir);
+}
+
 static void test_jsonl_progress_large(void **state) {
   (void)state;
   /* many lines over several read chunks: progress rises steadily and the count is right */
@@ -445,6 +626,7 @@ int main(void) {
       cmocka_unit_test(test_corrupt_idx),
       cmocka_unit_test(test_fmnist_refuses_schema),
       cmocka_unit_test(test_jsonl),
+      cmocka_unit_test(test_jsonl_lines),
       cmocka_unit_test(test_jsonl_progress_large),
       cmocka_unit_test(test_streams_samples),
   };
