@@ -44,10 +44,6 @@ static const char broker_usage[] =
     "For anything real, run Kafka and point bootstrap.servers at it.\n"
     "Exit: 0 after SIGINT/SIGTERM, 1 if the broker cannot start, 2 usage error.\n";
 
-static volatile sig_atomic_t broker_stop;
-
-static void on_signal(int sig) { broker_stop = sig; }
-
 static bool parse_int(const char *s, long min, long max, long *out) {
   char *end;
   errno = 0;
@@ -61,14 +57,14 @@ int eddy_cmd_broker(int argc, char **argv) {
   static const struct option opts[] = {
       {"port", required_argument, NULL, 'p'},       {"brokers", required_argument, NULL, 'B'},
       {"topic", required_argument, NULL, 't'},      {"partitions", required_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+      EDDY_CLI_OPT_HELP,                            {NULL, 0, NULL, 0}};
   const char *topics[MAX_TOPICS];
   int partitions[MAX_TOPICS];
   int n_topics = 0;
   long port = 0, n_brokers = 1, v;
-  optind = 1;
+  eddy_cli_t cli = {.cmd = "broker", .usage = broker_usage};
   int c;
-  while ((c = getopt_long(argc, argv, "p:t:n:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "p:t:n:h", opts)) != -1) {
     switch (c) {
     case 'p':
       if (!parse_int(optarg, 0, 65535, &port)) {
@@ -109,21 +105,13 @@ int eddy_cmd_broker(int argc, char **argv) {
       }
       partitions[n_topics - 1] = (int)v;
       break;
-    case 'h':
-      fputs(broker_usage, stdout);
-      return EDDY_EXIT_OK;
     default:
-      fputs("eddy broker --help shows the options\n", stderr);
-      return EDDY_EXIT_USAGE;
+      return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "eddy broker: unexpected argument '%s'\n", argv[optind]);
-    return EDDY_EXIT_USAGE;
   }
 
   /* Handlers first, so that a signal right after the bootstrap line is never lost. */
-  eddy_cli_on_stop_signals(on_signal);
+  eddy_cli_catch_stop_signals();
   signal(SIGPIPE, SIG_IGN);
 
   char err[512];
@@ -148,11 +136,11 @@ int eddy_cmd_broker(int argc, char **argv) {
                       "SIGINT or SIGTERM stops",
             n_brokers, n_brokers == 1 ? "" : "s", eddy_broker_bootstrap(broker));
 
-  while (!broker_stop) {
+  while (!eddy_cli_stop_signal()) {
     struct timespec ts = {0, 200 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
-  EDDY_INFO("broker", "%s: stopping", broker_stop == SIGTERM ? "SIGTERM" : "SIGINT");
+  EDDY_INFO("broker", "%s: stopping", eddy_cli_stop_signal() == SIGTERM ? "SIGTERM" : "SIGINT");
   eddy_broker_destroy(broker);
   return EDDY_EXIT_OK;
 }

@@ -208,14 +208,14 @@ int eddy_cmd_buffer(int argc, char **argv) {
   static const struct option opts[] = {{"path", required_argument, NULL, 'p'},
                                        {"examples", required_argument, NULL, 'n'},
                                        {"json", no_argument, NULL, 'j'},
-                                       {"help", no_argument, NULL, 'h'},
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
   const char *path = NULL;
   bool json = false;
   size_t examples = 5;
+  eddy_cli_t cli = {.cmd = "buffer", .usage = buffer_usage};
   int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "p:n:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "p:n:h", opts)) != -1) {
     switch (c) {
       case 'p': path = optarg; break;
       case 'j': json = true; break;
@@ -229,13 +229,8 @@ int eddy_cmd_buffer(int argc, char **argv) {
         examples = (size_t)v;
         break;
       }
-      case 'h': fputs(buffer_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs(buffer_usage, stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "eddy buffer: unexpected argument '%s'\n%s", argv[optind], buffer_usage);
-    return EDDY_EXIT_USAGE;
   }
   if (!path || !*path) {
     fprintf(stderr, "eddy buffer: --path DIR is required\n%s", buffer_usage);

@@ -41,7 +41,8 @@ static const char ctl_usage[] =
     "      --json            print the server's JSON answer instead of a table\n"
     "  -T, --timeout S       give up on a request after S seconds (default 60)\n"
     "  -h, --help            this text\n\n"
-    "Exit: 0 on success, 1 when the server answers an error or cannot be reached, 2 usage error.\n";
+    "Exit: 0 on success, 1 when the server answers an error or cannot be reached, 2 usage or\n"
+    "configuration error (a bad -c CONFIG or token file).\n";
 
 typedef struct {
   const char *base;        /* http[s]://host:port[/prefix]; trailing '/' ignored */
@@ -277,24 +278,23 @@ static void url_from_bind(const char *bind, char *out, size_t size) {
 int eddy_cmd_ctl(int argc, char **argv) {
   static const struct option opts[] = {
       {"url", required_argument, NULL, 'u'},
-      {"config", required_argument, NULL, 'c'},
+      EDDY_CLI_OPT_CONFIG,
       {"token-file", required_argument, NULL, 'k'},
       {"json", no_argument, NULL, 'j'},
       {"timeout", required_argument, NULL, 'T'},
       {"retrain", no_argument, NULL, 'r'},
       {"skip", required_argument, NULL, 'S'},
-      {"help", no_argument, NULL, 'h'},
+      EDDY_CLI_OPT_HELP,
       {NULL, 0, NULL, 0},
   };
-  const char *url = NULL, *config_path = NULL, *token_file = NULL, *skip = NULL;
+  eddy_cli_t cli = {.cmd = "ctl", .usage = ctl_usage, .operands = true};
+  const char *url = NULL, *token_file = NULL, *skip = NULL;
   bool json = false, retrain = false;
   long timeout_s = CTL_DEFAULT_TIMEOUT_S;
   int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "u:c:k:T:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "u:c:k:T:h", opts)) != -1) {
     switch (c) {
       case 'u': url = optarg; break;
-      case 'c': config_path = optarg; break;
       case 'k': token_file = optarg; break;
       case 'j': json = true; break;
       case 'r': retrain = true; break;
@@ -309,8 +309,7 @@ int eddy_cmd_ctl(int argc, char **argv) {
         }
         break;
       }
-      case 'h': fputs(ctl_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs(ctl_usage, stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
   if (optind >= argc) {
@@ -379,14 +378,10 @@ int eddy_cmd_ctl(int argc, char **argv) {
 
   char base[EDDY_CONFIG_STR + 16];
   char cfg_token_file[EDDY_CONFIG_STR] = "";
-  if (config_path) {
+  if (cli.config_path) {
     eddy_config_t cfg;
-    char err[1024];
-    if (eddy_config_load(&cfg, config_path, NULL, 0, err, sizeof err) != EDDY_OK) {
-      fprintf(stderr, "eddy ctl: %s\n", err);
-      eddy_config_free(&cfg);
-      return EDDY_EXIT_USAGE;
-    }
+    int rc = eddy_cli_load_config(&cli, 0, &cfg);
+    if (rc != EDDY_EXIT_OK) return rc;
     url_from_bind(cfg.http_bind, base, sizeof base);
     snprintf(cfg_token_file, sizeof cfg_token_file, "%s", cfg.http_token_file);
     eddy_config_free(&cfg);

@@ -73,9 +73,6 @@ typedef struct {
   char log[4096];
 } child_t;
 
-static volatile sig_atomic_t demo_stop;
-static void on_signal(int sig) { demo_stop = sig; }
-
 static void nap(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -141,7 +138,7 @@ static void stop_child(child_t *c) {
 static int wait_for_text(child_t *c, const char *file, const char *needle, char *out, size_t out_size, double seconds) {
   double end = eddy_clock_mono_s() + seconds;
   size_t nl = strlen(needle);
-  while (eddy_clock_mono_s() < end && !demo_stop) {
+  while (eddy_clock_mono_s() < end && !eddy_cli_stop_signal()) {
     FILE *f = fopen(file, "r");
     char line[2048];
     while (f && fgets(line, sizeof line, f)) {
@@ -401,7 +398,7 @@ static int stream(demo_t *d, double t0) {
   double shown_rate = 0, tokens = 0, last_fill = eddy_clock_mono_s(), progress_at = eddy_clock_mono_s();
   int64_t progress_at_n = -1;
   bool eof = false;
-  while (!demo_stop) {
+  while (!eddy_cli_stop_signal()) {
     double t = eddy_clock_mono_s();
     if (t >= next_poll) {
       poll_state(d);
@@ -475,7 +472,7 @@ static int stream(demo_t *d, double t0) {
     if (rc) break;
     eddy_producer_poll(p, sent_now ? 0 : 10);
   }
-  if (!rc && !demo_stop && eddy_producer_flush(p, 30000, errstr, sizeof errstr) != EDDY_OK) {
+  if (!rc && !eddy_cli_stop_signal() && eddy_producer_flush(p, 30000, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy demo: produce: %s\n", errstr);
     rc = -1;
   }
@@ -487,7 +484,7 @@ static int stream(demo_t *d, double t0) {
   eddy_event_free(&ev);
   eddy_dataset_destroy(ds);
   eddy_producer_destroy(p);
-  return demo_stop ? -1 : rc;
+  return eddy_cli_stop_signal() ? -1 : rc;
 }
 
 /* A last snapshot, then both replicas on the current version. */
@@ -499,14 +496,14 @@ static int settle(demo_t *d) {
   cJSON_Delete(j);
   if (st != 200) fprintf(stderr, "eddy demo: POST /v1/snapshot answered %ld; going on with the current version\n", st);
   double end = eddy_clock_mono_s() + 30;
-  while (!demo_stop && eddy_clock_mono_s() < end) {
+  while (!eddy_cli_stop_signal() && eddy_clock_mono_s() < end) {
     poll_state(d);
     bool all = d->current > 0;
     for (int i = 0; i < DEMO_REPLICAS; i++) all = all && d->rversion[i] == d->current;
     if (all) return 0;
     nap(200);
   }
-  if (demo_stop) return -1;
+  if (eddy_cli_stop_signal()) return -1;
   fprintf(stderr, "eddy demo: the replicas did not reach the current version v%ld in 30 s (logs: %s/logs)\n",
           d->current, d->dir);
   return -1;
@@ -527,7 +524,7 @@ static int score(demo_t *d, double *accuracy, long *version) {
   char *body = malloc(cap);
   bool eof = false;
   *version = -1;
-  while (!rc && !demo_stop && body) {
+  while (!rc && !eddy_cli_stop_signal() && body) {
     if (!eof) {
       eddy_err_t err = eddy_dataset_next(ds, &ev, &eof, errstr, sizeof errstr);
       if (err) {
@@ -579,7 +576,7 @@ static int score(demo_t *d, double *accuracy, long *version) {
   free(body);
   eddy_event_free(&ev);
   eddy_dataset_destroy(ds);
-  if (rc || demo_stop || total == 0) return -1;
+  if (rc || eddy_cli_stop_signal() || total == 0) return -1;
   *accuracy = (double)correct / total;
   return 0;
 }
@@ -614,7 +611,7 @@ int eddy_cmd_demo(int argc, char **argv) {
                                        {"device", required_argument, NULL, 'D'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"keep-running", no_argument, NULL, 'k'},
-                                       {"help", no_argument, NULL, 'h'},
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
   static demo_t dd;
   demo_t *d = &dd;
@@ -624,10 +621,9 @@ int eddy_cmd_demo(int argc, char **argv) {
   d->device = "cpu";
   unsigned want_port = 8080;
   const char *dir = NULL;
+  eddy_cli_t cli = {.cmd = "demo", .usage = demo_usage};
   int c;
-  optind = 1;
-  opterr = 0;
-  while ((c = getopt_long(argc, argv, ":n:r:d:p:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "n:r:d:p:h", opts)) != -1) {
     char *end = NULL;
     switch (c) {
       case 'n':
@@ -663,18 +659,8 @@ int eddy_cmd_demo(int argc, char **argv) {
         break;
       case 'j': d->json = true; break;
       case 'k': d->keep = true; break;
-      case 'h': fputs(demo_usage, stdout); return EDDY_EXIT_OK;
-      case ':':
-        fprintf(stderr, "eddy demo: %s needs a value (eddy demo --help shows the options)\n", argv[optind - 1]);
-        return EDDY_EXIT_USAGE;
-      default:
-        fprintf(stderr, "eddy demo: unknown option '%s' (eddy demo --help shows the options)\n", argv[optind - 1]);
-        return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "eddy demo: unexpected argument '%s' (eddy demo --help shows the options)\n", argv[optind]);
-    return EDDY_EXIT_USAGE;
   }
   static char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -714,7 +700,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   d->tty = isatty(STDOUT_FILENO);
   d->acc = NAN;
   d->curl = eddy_http_client_new("eddy-demo/" EDDY_VERSION);
-  eddy_cli_on_stop_signals(on_signal);
+  eddy_cli_catch_stop_signals();
   signal(SIGPIPE, SIG_IGN);
 
   int rc = EDDY_EXIT_FAILURE;
@@ -731,7 +717,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   if (stream(d, t0) != 0 || settle(d) != 0) goto out;
   draw(d, (double)d->trained / fmax(eddy_clock_mono_s() - t0, 1e-3), eddy_clock_mono_s() - t0, true); /* the average rate */
   if (score(d, &accuracy, &served) != 0) {
-    if (!demo_stop) fprintf(stderr, "eddy demo: scoring the test set failed\n");
+    if (!eddy_cli_stop_signal()) fprintf(stderr, "eddy demo: scoring the test set failed\n");
     goto out;
   }
   double seconds = eddy_clock_mono_s() - t0;
@@ -776,7 +762,7 @@ int eddy_cmd_demo(int argc, char **argv) {
   if (d->keep) {
     printf("\n  still running (Ctrl-C stops everything): dashboard %s/, token in %s/token\n", d->base, d->dir);
     fflush(stdout);
-    while (!demo_stop) {
+    while (!eddy_cli_stop_signal()) {
       nap(200);
       if (!alive(&d->trainer) || !alive(&d->broker)) {
         fprintf(stderr, "eddy demo: a process exited (logs: %s/logs)\n", d->dir);
@@ -786,10 +772,10 @@ int eddy_cmd_demo(int argc, char **argv) {
     }
   }
 out:
-  if (demo_stop && rc != EDDY_EXIT_OK) fprintf(stderr, "\neddy demo: interrupted; stopping\n");
+  if (eddy_cli_stop_signal() && rc != EDDY_EXIT_OK) fprintf(stderr, "\neddy demo: interrupted; stopping\n");
   stop_all(d);
   eddy_http_client_destroy(d->curl);
-  if (demo_stop && !(d->keep && rc == EDDY_EXIT_OK)) rc = 130;
+  if (eddy_cli_stop_signal() && !(d->keep && rc == EDDY_EXIT_OK)) rc = 130;
   if (d->made_dir && !d->keep && rc == EDDY_EXIT_OK) rm_rf(d->dir);
   else if (rc != EDDY_EXIT_OK) fprintf(stderr, "eddy demo: logs kept in %s/logs\n", d->dir);
   else if (d->keep) printf("eddy demo: stopped; data kept in %s\n", d->dir);

@@ -32,13 +32,11 @@ static const char ingest_usage[] =
     "process neither loses nor duplicates a message. A partition the buffer has never seen starts\n"
     "at the group's committed offset, else at the earliest (unless kafka.auto.offset.reset says\n"
     "otherwise). Kafka commits follow the buffer, only so that lag shows in Kafka tools.\n\n"
-    "  -c, --config FILE       INI config (configs/reference.ini documents every key)\n"
-    "  -s, --set S.K=V         override one config key (repeatable)\n"
-    "  -b, --bootstrap HOSTS   same as --set kafka.bootstrap.servers=HOSTS\n"
+    EDDY_CLI_HELP_CONFIG EDDY_CLI_HELP_SET EDDY_CLI_HELP_BOOTSTRAP
     "      --until-caught-up   exit 0 once every assigned partition is read to its end and stored\n"
     "      --idle-exit S       exit 0 after S seconds (0.1..86400) in which no message arrived\n"
     "                          while partitions were assigned\n"
-    "  -h, --help              this text\n\n"
+    EDDY_CLI_HELP_HELP "\n"
     "Runs until SIGINT or SIGTERM otherwise. Every 5 s a status line goes to stderr (events ok "
     "and\n"
     "invalid, rate, buffer size, lag, paused); at exit a summary with the stored offsets. When "
@@ -47,10 +45,6 @@ static const char ingest_usage[] =
     "nothing is dropped. The buffer evicts its oldest events beyond buffer.capacity_*.\n"
     "Exit: 0 on a signal, --idle-exit or --until-caught-up; 1 on a runtime failure (buffer or\n"
     "fatal Kafka error); 2 usage or configuration error.\n";
-
-static volatile sig_atomic_t ingest_stop;
-
-static void on_signal(int sig) { ingest_stop = sig; }
 
 static uint32_t reservoir_classes(const eddy_config_t *cfg) {
   switch (cfg->spec.head) {
@@ -81,31 +75,19 @@ static void print_status(const eddy_ingest_stats_t *st, const eddy_replay_stats_
 }
 
 int eddy_cmd_ingest(int argc, char **argv) {
-  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                       {"set", required_argument, NULL, 's'},
-                                       {"bootstrap", required_argument, NULL, 'b'},
+  static const struct option opts[] = {EDDY_CLI_OPT_CONFIG,
+                                       EDDY_CLI_OPT_SET,
+                                       EDDY_CLI_OPT_BOOTSTRAP,
                                        {"until-caught-up", no_argument, NULL, 'U'},
                                        {"idle-exit", required_argument, NULL, 'I'},
-                                       {"help", no_argument, NULL, 'h'},
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
-  const char *config_path = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS + 1];
-  size_t n_sets = 0;
-  char bootstrap_set[EDDY_CONFIG_STR * 4 + 32];
-  bool have_bootstrap = false, until_caught_up = false;
+  eddy_cli_t cli = {.cmd = "ingest", .usage = ingest_usage};
+  bool until_caught_up = false;
   double idle_exit = 0;
-  optind = 1;
   int c;
-  while ((c = getopt_long(argc, argv, "c:s:b:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "c:s:b:h", opts)) != -1) {
     switch (c) {
-      case 'c': config_path = optarg; break;
-      case 's':
-        if (eddy_cli_add_set("ingest", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
-        break;
-      case 'b':
-        snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
-        have_bootstrap = true;
-        break;
       case 'U': until_caught_up = true; break;
       case 'I': {
         char *end;
@@ -120,40 +102,14 @@ int eddy_cmd_ingest(int argc, char **argv) {
         }
         break;
       }
-      case 'h': fputs(ingest_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs("eddy ingest --help shows the options\n", stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
-  if (optind < argc) {
-    fprintf(stderr,
-            "eddy ingest: unexpected argument '%s' (eddy ingest --help shows the options)\n",
-            argv[optind]);
-    return EDDY_EXIT_USAGE;
-  }
-  if (!config_path) {
-    fprintf(stderr, "eddy ingest: -c CONFIG is required (eddy ingest --help shows the options)\n");
-    return EDDY_EXIT_USAGE;
-  }
-  if (have_bootstrap) sets[n_sets++] = bootstrap_set; /* after the --sets: -b wins */
-
-  char errstr[1024];
   eddy_config_t cfg;
-  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
-  if (err) {
-    fprintf(stderr, "eddy ingest: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
-  err = eddy_kafka_conf_check(&cfg, errstr, sizeof errstr);
-  if (!err && !eddy_config_kafka(&cfg, "bootstrap.servers") &&
-      !eddy_config_kafka(&cfg, "metadata.broker.list"))
-    err = eddy_errf(EDDY_ERR_CONFIG, errstr, sizeof errstr,
-                    "kafka.bootstrap.servers is not set (in [kafka], with --set or -b)");
-  if (err) {
-    fprintf(stderr, "eddy ingest: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
+  int rc = eddy_cli_load_config(
+      &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP, &cfg);
+  if (rc != EDDY_EXIT_OK) return rc;
+  char errstr[2048];
   eddy_replay_opts_t ropts = {.path = cfg.buffer_path,
                               .capacity_events = cfg.buffer_capacity_events,
                               .capacity_bytes = cfg.buffer_capacity_bytes,
@@ -176,7 +132,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
     return EDDY_EXIT_FAILURE;
   }
 
-  eddy_cli_on_stop_signals(on_signal);
+  eddy_cli_catch_stop_signals();
 
   eddy_replay_stats_t bs0 = eddy_replay_stats(buffer);
   EDDY_INFO("ingest", "buffer %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 ")",
@@ -184,9 +140,8 @@ int eddy_cmd_ingest(int argc, char **argv) {
   double start = eddy_clock_mono_s(), last_status = start, idle_since = start;
   uint64_t last_count = 0, status_count = 0;
   const char *why_exit = "signal";
-  int rc = EDDY_EXIT_OK;
-  while (!ingest_stop) {
-    err = eddy_ingest_poll_once(ing, 200, NULL, errstr, sizeof errstr);
+  while (!eddy_cli_stop_signal()) {
+    eddy_err_t err = eddy_ingest_poll_once(ing, 200, NULL, errstr, sizeof errstr);
     if (err) {
       fprintf(stderr, "eddy ingest: %s\n", errstr);
       rc = EDDY_EXIT_FAILURE;

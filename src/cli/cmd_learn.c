@@ -27,14 +27,14 @@ static const char learn_usage[] =
     "                  [--limit N] [--set section.key=value]...\n\n"
     "Trains the model of CONFIG on DATASET in one pass, in file order, scoring every example\n"
     "before the step that trains on it (prequential metrics), then evaluates on --test.\n\n"
-    "  -c, --config FILE    INI config (configs/reference.ini documents every key)\n"
-    "  -d, --data DATASET   JSONL file of events, fashion-mnist:train or fashion-mnist:test\n"
-    "  -t, --test DATASET   evaluation dataset (optional)\n"
-    "  -s, --set S.K=V      override one config key (repeatable)\n"
-    "  -n, --limit N        train on at most N examples\n"
-    "      --save FILE      write the trained weights as safetensors (dtype from snapshot.dtype)\n"
-    "      --json           print one JSON summary object on stdout instead of the table\n"
-    "  -h, --help           this text\n\n"
+    EDDY_CLI_HELP_CONFIG
+    "  -d, --data DATASET      JSONL file of events, fashion-mnist:train or fashion-mnist:test\n"
+    "  -t, --test DATASET      evaluation dataset (optional)\n"
+    EDDY_CLI_HELP_SET
+    "  -n, --limit N           train on at most N examples\n"
+    "      --save FILE         write the trained weights as safetensors (dtype from snapshot.dtype)\n"
+    "      --json              print one JSON summary object on stdout instead of the table\n"
+    EDDY_CLI_HELP_HELP "\n"
     "Progress goes to stderr: a bar on a terminal, a line every 5 seconds otherwise.\n"
     "Exit: 0 ok, 1 runtime failure (including no valid training examples), 2 usage/config error.\n";
 
@@ -293,28 +293,22 @@ static void print_summary(bool json, const eddy_config_t *cfg, eddy_learner_t *l
 
 int eddy_cmd_learn(int argc, char **argv) {
   static const struct option opts[] = {
-      {"config", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
-      {"test", required_argument, NULL, 't'},   {"set", required_argument, NULL, 's'},
-      {"limit", required_argument, NULL, 'n'},  {"save", required_argument, NULL, 'S'},
-      {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+      EDDY_CLI_OPT_CONFIG,                     {"data", required_argument, NULL, 'd'},
+      {"test", required_argument, NULL, 't'},  EDDY_CLI_OPT_SET,
+      {"limit", required_argument, NULL, 'n'}, {"save", required_argument, NULL, 'S'},
+      {"json", no_argument, NULL, 'j'},        EDDY_CLI_OPT_HELP,
       {NULL, 0, NULL, 0}};
-  const char *config_path = NULL, *data = NULL, *test = NULL, *save = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS];
-  size_t n_sets = 0;
+  eddy_cli_t cli = {.cmd = "learn", .usage = learn_usage};
+  const char *data = NULL, *test = NULL, *save = NULL;
   uint64_t limit = 0;
   bool json = false;
   int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "c:d:t:s:n:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "c:d:t:s:n:h", opts)) != -1) {
     switch (c) {
-      case 'c': config_path = optarg; break;
       case 'd': data = optarg; break;
       case 't': test = optarg; break;
       case 'S': save = optarg; break;
       case 'j': json = true; break;
-      case 's':
-        if (eddy_cli_add_set("learn", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
-        break;
       case 'n': {
         char *end;
         unsigned long long v = strtoull(optarg, &end, 10);
@@ -325,30 +319,20 @@ int eddy_cmd_learn(int argc, char **argv) {
         limit = v;
         break;
       }
-      case 'h': fputs(learn_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs(learn_usage, stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "eddy learn: unexpected argument '%s'\n%s", argv[optind], learn_usage);
+  if (cli.config_path && !data) { /* without -c, eddy_cli_load_config names that first */
+    fputs("eddy learn: --data DATASET is required (eddy learn --help shows the options)\n", stderr);
     return EDDY_EXIT_USAGE;
   }
-  if (!config_path || !data) {
-    fprintf(stderr, "eddy learn: %s is required\n%s", !config_path ? "-c CONFIG" : "--data DATASET",
-            learn_usage);
-    return EDDY_EXIT_USAGE;
-  }
+  eddy_config_t cfg;
+  int rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_CONFIG, &cfg);
+  if (rc != EDDY_EXIT_OK) return rc;
 
   char errstr[1024];
-  eddy_config_t cfg;
-  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
-  if (err) {
-    fprintf(stderr, "eddy learn: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
-
-  int rc = EDDY_EXIT_FAILURE;
+  eddy_err_t err;
+  rc = EDDY_EXIT_FAILURE;
   learn_stats_t stats = {0};
   uint32_t outputs = eddy_model_outputs(&cfg.spec);
   trainer_t t = {.accum_steps = cfg.accum_steps, .max_skipped = cfg.max_skipped_steps, .stats = &stats};

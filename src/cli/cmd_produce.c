@@ -170,31 +170,27 @@ static bool bucket_take(bucket_t *b, eddy_producer_t *p) {
 }
 
 int eddy_cmd_produce(int argc, char **argv) {
-  static const struct option opts[] = {{"bootstrap", required_argument, NULL, 'b'},
+  static const struct option opts[] = {EDDY_CLI_OPT_BOOTSTRAP,
                                        {"topic", required_argument, NULL, 't'},
                                        {"data", required_argument, NULL, 'd'},
                                        {"rate", required_argument, NULL, 'r'},
                                        {"limit", required_argument, NULL, 'n'},
                                        {"key", required_argument, NULL, 'k'},
-                                       {"config", required_argument, NULL, 'c'},
-                                       {"set", required_argument, NULL, 's'},
+                                       EDDY_CLI_OPT_CONFIG,
+                                       EDDY_CLI_OPT_SET,
                                        {"flush-timeout", required_argument, NULL, 'F'},
-                                       {"help", no_argument, NULL, 'h'},
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
-  const char *bootstrap = NULL, *topic = NULL, *data = NULL, *key_field = NULL, *config = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS];
-  size_t n_sets = 0;
+  eddy_cli_t cli = {.cmd = "produce", .usage = produce_usage};
+  const char *topic = NULL, *data = NULL, *key_field = NULL;
   double rate = 0;
   unsigned long long limit = 0, flush_s = 60;
-  optind = 1;
   int c;
-  while ((c = getopt_long(argc, argv, "b:t:d:r:n:k:c:s:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "b:t:d:r:n:k:c:s:h", opts)) != -1) {
     switch (c) {
-    case 'b': bootstrap = optarg; break;
     case 't': topic = optarg; break;
     case 'd': data = optarg; break;
     case 'k': key_field = optarg; break;
-    case 'c': config = optarg; break;
     case 'r':
       if (!parse_rate(optarg, &rate)) {
         fprintf(stderr, "eddy produce: --rate \"%s\" is not a number of messages per second "
@@ -215,20 +211,9 @@ int eddy_cmd_produce(int argc, char **argv) {
         return EDDY_EXIT_USAGE;
       }
       break;
-    case 's':
-      if (eddy_cli_add_set("produce", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
-      break;
-    case 'h':
-      fputs(produce_usage, stdout);
-      return EDDY_EXIT_OK;
     default:
-      fputs("eddy produce --help shows the options\n", stderr);
-      return EDDY_EXIT_USAGE;
+      return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "eddy produce: unexpected argument '%s'\n", argv[optind]);
-    return EDDY_EXIT_USAGE;
   }
   if (!topic || !topic[0]) {
     fputs("eddy produce: -t TOPIC is required\n", stderr);
@@ -243,19 +228,10 @@ int eddy_cmd_produce(int argc, char **argv) {
     return EDDY_EXIT_USAGE;
   }
 
+  eddy_config_t cfg; /* -c is optional: only [kafka] is used; -b joins it as bootstrap.servers */
+  int load_rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_BOOTSTRAP, &cfg);
+  if (load_rc != EDDY_EXIT_OK) return load_rc;
   char err[1024];
-  eddy_config_t cfg;
-  if (eddy_config_load(&cfg, config, sets, n_sets, err, sizeof err) != EDDY_OK) {
-    fprintf(stderr, "eddy produce: %s\n", err);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
-  if (!bootstrap && !eddy_config_kafka(&cfg, "bootstrap.servers")) {
-    fputs("eddy produce: -b BOOTSTRAP is required (or kafka.bootstrap.servers in -c/--set)\n",
-          stderr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
 
   /* Open the data before connecting, so that a missing file fails fast. */
   bool is_fmnist = !strncmp(data, "fashion-mnist:", 14);
@@ -271,7 +247,7 @@ int eddy_cmd_produce(int argc, char **argv) {
     return EDDY_EXIT_FAILURE;
   }
 
-  eddy_producer_t *p = eddy_producer_new(&cfg, bootstrap, err, sizeof err);
+  eddy_producer_t *p = eddy_producer_new(&cfg, NULL, err, sizeof err);
   eddy_config_free(&cfg);
   if (!p) {
     fprintf(stderr, "eddy produce: %s\n", err);

@@ -34,76 +34,27 @@ static const char serve_usage[] =
     "X-Eddy-Version; GET /v1/model, /healthz (503 until a version is loaded), /metrics.\n"
     "With http.token_file set, the replica reports itself to the trainer every\n"
     "serve.heartbeat_seconds (POST serve.trainer_url/v1/replicas/heartbeat).\n\n"
-    "  -c, --config FILE       INI config (configs/reference.ini documents every key)\n"
-    "  -s, --set S.K=V         override one config key (repeatable)\n"
-    "  -b, --bootstrap HOSTS   same as --set kafka.bootstrap.servers=HOSTS\n"
-    "  -h, --help              this text\n\n"
+    EDDY_CLI_HELP_CONFIG EDDY_CLI_HELP_SET EDDY_CLI_HELP_BOOTSTRAP
+    EDDY_CLI_HELP_HELP "\n"
     "With http.bind port 0 the chosen port is logged (\"replica API listening on port N\").\n"
     "Exit: 0 after SIGINT/SIGTERM; 1 on a runtime failure (HTTP port taken, bad token file);\n"
     "2 usage or config error.\n";
 
-static volatile sig_atomic_t serve_stop;
-
-static void on_signal(int sig) { serve_stop = sig; }
-
 int eddy_cmd_serve(int argc, char **argv) {
-  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                       {"set", required_argument, NULL, 's'},
-                                       {"bootstrap", required_argument, NULL, 'b'},
-                                       {"help", no_argument, NULL, 'h'},
+  static const struct option opts[] = {EDDY_CLI_OPT_CONFIG,
+                                       EDDY_CLI_OPT_SET,
+                                       EDDY_CLI_OPT_BOOTSTRAP,
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
-  const char *config_path = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS + 1];
-  size_t n_sets = 0;
-  char bootstrap_set[EDDY_CONFIG_STR + 32];
-  bool have_bootstrap = false;
-  int c;
-  optind = 1;
-  opterr = 0;
-  while ((c = getopt_long(argc, argv, ":c:s:b:h", opts, NULL)) != -1) {
-    switch (c) {
-      case 'c':
-        config_path = optarg;
-        break;
-      case 's':
-        if (eddy_cli_add_set("serve", sets, &n_sets, optarg) != 0) return EDDY_EXIT_USAGE;
-        break;
-      case 'b':
-        snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
-        have_bootstrap = true;
-        break;
-      case 'h':
-        fputs(serve_usage, stdout);
-        return EDDY_EXIT_OK;
-      case ':':
-        fprintf(stderr, "eddy serve: %s needs a value (eddy serve --help shows the options)\n", argv[optind - 1]);
-        return EDDY_EXIT_USAGE;
-      default:
-        fprintf(stderr, "eddy serve: unknown option '%s' (eddy serve --help shows the options)\n", argv[optind - 1]);
-        return EDDY_EXIT_USAGE;
-    }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "eddy serve: unexpected argument '%s' (eddy serve --help shows the options)\n", argv[optind]);
-    return EDDY_EXIT_USAGE;
-  }
-  if (!config_path) {
-    fprintf(stderr, "eddy serve: -c CONFIG is required (eddy serve --help shows the options)\n");
-    return EDDY_EXIT_USAGE;
-  }
-  if (have_bootstrap && eddy_cli_add_set("serve", sets, &n_sets, bootstrap_set) != 0) return EDDY_EXIT_USAGE;
-
+  eddy_cli_t cli = {.cmd = "serve", .usage = serve_usage};
+  if (eddy_cli_getopt(&cli, argc, argv, "c:s:b:h", opts) != -1) /* it takes every serve option */
+    return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
   eddy_config_t cfg;
-  char errstr[1024];
-  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
-  if (!err) err = eddy_kafka_conf_check(&cfg, errstr, sizeof errstr);
-  if (err) {
-    fprintf(stderr, "eddy serve: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
+  int rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA, &cfg);
+  if (rc != EDDY_EXIT_OK) return rc;
 
-  int rc = EDDY_EXIT_FAILURE;
+  char errstr[2048];
+  rc = EDDY_EXIT_FAILURE;
   eddy_replica_t *replica = NULL;
   eddy_http_t *http = NULL;
   eddy_registry_t *reg = eddy_registry_new();
@@ -126,7 +77,7 @@ int eddy_cmd_serve(int argc, char **argv) {
     fprintf(stderr, "eddy serve: http: %s\n", errstr);
     goto out;
   }
-  eddy_cli_on_stop_signals(on_signal);
+  eddy_cli_catch_stop_signals();
   if (eddy_http_start(http, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy serve: http: %s\n", errstr);
     goto out;
@@ -148,11 +99,11 @@ int eddy_cmd_serve(int argc, char **argv) {
   EDDY_INFO("serve", "replica API listening on port %u (http.bind %s, model %s)", eddy_http_port(http),
             cfg.http_bind, cfg.model_name);
   rc = EDDY_EXIT_OK;
-  while (!serve_stop) {
+  while (!eddy_cli_stop_signal()) {
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
   }
-  EDDY_INFO("serve", "signal %d: stopping", (int)serve_stop);
+  EDDY_INFO("serve", "signal %d: stopping", eddy_cli_stop_signal());
 
 out:
   eddy_http_destroy(http);

@@ -110,15 +110,14 @@ int eddy_cmd_snapshot(int argc, char **argv) {
   argc--;
   argv++;
   static const struct option opts[] = {
-      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+      {"json", no_argument, NULL, 'j'}, EDDY_CLI_OPT_HELP, {NULL, 0, NULL, 0}};
   bool json = false;
+  eddy_cli_t cli = {.cmd = "snapshot", .usage = snapshot_usage, .operands = true};
   int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "h", opts)) != -1) {
     switch (c) {
       case 'j': json = true; break;
-      case 'h': fputs(snapshot_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs(snapshot_usage, stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
   if (optind >= argc) {

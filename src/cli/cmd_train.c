@@ -31,13 +31,11 @@ static const char train_usage[] =
     "snapshot.gate.max_regression against CURRENT's is kept as rejected; a promoted one becomes\n"
     "CURRENT and its manifest is announced on snapshot.topic. The admin API (status, versions,\n"
     "snapshot files, rollback, pause, resume, /metrics) listens on http.bind; `eddy ctl` drives it.\n\n"
-    "  -c, --config FILE       INI config (configs/reference.ini documents every key)\n"
-    "  -s, --set S.K=V         override one config key (repeatable)\n"
-    "  -b, --bootstrap HOSTS   same as --set kafka.bootstrap.servers=HOSTS\n"
+    EDDY_CLI_HELP_CONFIG EDDY_CLI_HELP_SET EDDY_CLI_HELP_BOOTSTRAP
     "      --fresh             start from new weights when the newest version's state is missing or\n"
     "                          corrupt (otherwise eddy train refuses to start); a usable state is\n"
     "                          always resumed\n"
-    "  -h, --help              this text\n\n"
+    EDDY_CLI_HELP_HELP "\n"
     "Restart: the newest version's state (weights, optimizer, scaler) and its buffer cursor are\n"
     "restored, so after a crash or kill every event is trained once relative to the restored\n"
     "model; an empty store is a first start. SIGINT/SIGTERM stop it cleanly without publishing a\n"
@@ -46,65 +44,29 @@ static const char train_usage[] =
     "Exit: 0 after a signal; 1 on a runtime failure (unusable state, store held by another\n"
     "trainer, a fatal Kafka or buffer error, the HTTP port taken); 2 usage or config error.\n";
 
-static volatile sig_atomic_t train_stop;
-
-static void on_signal(int sig) { train_stop = sig; }
-
 int eddy_cmd_train(int argc, char **argv) {
-  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                       {"set", required_argument, NULL, 's'},
-                                       {"bootstrap", required_argument, NULL, 'b'},
+  static const struct option opts[] = {EDDY_CLI_OPT_CONFIG,
+                                       EDDY_CLI_OPT_SET,
+                                       EDDY_CLI_OPT_BOOTSTRAP,
                                        {"fresh", no_argument, NULL, 'F'},
-                                       {"help", no_argument, NULL, 'h'},
+                                       EDDY_CLI_OPT_HELP,
                                        {NULL, 0, NULL, 0}};
-  const char *config_path = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS + 1];
-  size_t n_sets = 0;
-  char bootstrap_set[EDDY_CONFIG_STR * 4 + 32];
-  bool have_bootstrap = false, fresh = false;
-  optind = 1;
+  eddy_cli_t cli = {.cmd = "train", .usage = train_usage};
+  bool fresh = false;
   int c;
-  while ((c = getopt_long(argc, argv, "c:s:b:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "c:s:b:h", opts)) != -1) {
     switch (c) {
-      case 'c': config_path = optarg; break;
-      case 's':
-        if (eddy_cli_add_set("train", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
-        break;
-      case 'b':
-        snprintf(bootstrap_set, sizeof bootstrap_set, "kafka.bootstrap.servers=%s", optarg);
-        have_bootstrap = true;
-        break;
       case 'F': fresh = true; break;
-      case 'h': fputs(train_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs("eddy train --help shows the options\n", stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "eddy train: unexpected argument '%s' (eddy train --help shows the options)\n",
-            argv[optind]);
-    return EDDY_EXIT_USAGE;
-  }
-  if (!config_path) {
-    fprintf(stderr, "eddy train: -c CONFIG is required (eddy train --help shows the options)\n");
-    return EDDY_EXIT_USAGE;
-  }
-  if (have_bootstrap) sets[n_sets++] = bootstrap_set;
+  eddy_config_t cfg;
+  int rc = eddy_cli_load_config(
+      &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP, &cfg);
+  if (rc != EDDY_EXIT_OK) return rc;
 
   char errstr[2048];
-  eddy_config_t cfg;
-  eddy_err_t err = eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr);
-  if (!err) err = eddy_kafka_conf_check(&cfg, errstr, sizeof errstr);
-  if (!err && !eddy_config_kafka(&cfg, "bootstrap.servers") &&
-      !eddy_config_kafka(&cfg, "metadata.broker.list"))
-    err = eddy_errf(EDDY_ERR_CONFIG, errstr, sizeof errstr,
-                    "kafka.bootstrap.servers is not set (in [kafka], with --set or -b)");
-  if (err) {
-    fprintf(stderr, "eddy train: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
-
-  int rc = EDDY_EXIT_FAILURE;
+  rc = EDDY_EXIT_FAILURE;
   eddy_trainer_t *trainer = NULL;
   eddy_http_t *http = NULL;
   eddy_registry_t *reg = eddy_registry_new();
@@ -123,7 +85,7 @@ int eddy_cmd_train(int argc, char **argv) {
     goto out;
   }
 
-  eddy_cli_on_stop_signals(on_signal);
+  eddy_cli_catch_stop_signals();
 
   if (eddy_trainer_start(trainer, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy train: %s\n", errstr);
@@ -136,7 +98,7 @@ int eddy_cmd_train(int argc, char **argv) {
   EDDY_INFO("train", "admin API listening on port %u (http.bind %s)", eddy_http_port(http), cfg.http_bind);
 
   rc = EDDY_EXIT_OK;
-  while (!train_stop) {
+  while (!eddy_cli_stop_signal()) {
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
     if (eddy_trainer_health(trainer, errstr, sizeof errstr) != EDDY_OK) {
@@ -145,7 +107,7 @@ int eddy_cmd_train(int argc, char **argv) {
       break;
     }
   }
-  if (train_stop) EDDY_INFO("train", "signal %d: stopping", (int)train_stop);
+  if (eddy_cli_stop_signal()) EDDY_INFO("train", "signal %d: stopping", eddy_cli_stop_signal());
 
 out:
   eddy_http_destroy(http);

@@ -191,6 +191,12 @@ check_rc 2 "ingest with a bad kafka property" -- "$EDDY" ingest -c "$TMP/nobs.in
   --set kafka.fetch.wait.max.ms=soon
 check_grep "$TMP/err" 'kafka.fetch.wait.max.ms = "soon"' "bad property named"
 check_rc 2 "ingest --idle-exit abc" -- "$EDDY" ingest -c "$TMP/nobs.ini" --idle-exit abc
+check_rc 2 "ingest with an unknown option" -- "$EDDY" ingest --frobnicate
+check_grep "$TMP/err" "eddy ingest: unknown option '--frobnicate'" "unknown option named"
+check_rc 2 "ingest -c without a value" -- "$EDDY" ingest -c
+check_grep "$TMP/err" "eddy ingest: -c needs a value" "missing value named"
+check_rc 2 "ingest with an operand" -- "$EDDY" ingest -c "$TMP/nobs.ini" extra
+check_grep "$TMP/err" "unexpected argument 'extra'" "operand named"
 check_rc 0 "ingest --help" -- "$EDDY" ingest --help
 check_grep "$TMP/out" "--until-caught-up" "help lists --until-caught-up"
 finish
