@@ -69,6 +69,7 @@ int eddy_cli_getopt(eddy_cli_t *cli, int argc, char **argv, const char *shortopt
 #define EDDY_CLI_NEED_CONFIG 1u    /* -c CONFIG must be given (else the built-in defaults load) */
 #define EDDY_CLI_CHECK_KAFKA 2u    /* every [kafka] property must be one librdkafka accepts */
 #define EDDY_CLI_NEED_BOOTSTRAP 4u /* kafka.bootstrap.servers must be set (-c, --set or -b) */
+#define EDDY_CLI_CHECK_TOKEN_FILE 8u /* http.token_file, when set, must be readable (else FILE:LINE: ...) */
 
 /* Loads cli's config into cfg: the file (or the defaults), then the --set overrides in order,
  * then -b as kafka.bootstrap.servers (so -b wins), then the checks flags ask for. EDDY_EXIT_OK

@@ -1,5 +1,6 @@
 /* What every subcommand does the same way: the shared options (-c CONFIG, --set, -b BOOTSTRAP)
- * and their usage errors, loading and checking the config, and the handlers that turn
+ * and their usage errors, loading and checking the config (a services' token file against its
+ * config line too), and the handlers that turn
  * SIGINT/SIGTERM into a clean stop. Messages start "eddy CMD: "; usage errors exit 2. */
 #include <signal.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "core/errors.h"
+#include "http/server.h"
 #include "stream/kafka_conf.h"
 
 #define SHORTOPTS_MAX 60
@@ -72,6 +74,22 @@ int eddy_cli_getopt(eddy_cli_t *cli, int argc, char **argv, const char *shortopt
   }
 }
 
+/* Reads http.token_file, when set, before a service starts, so that a missing or bad token file is
+ * a configuration error naming where the key was set:
+ *   configs/x.ini:12: http.token_file = "/nope": No such file or directory */
+static eddy_err_t check_token_file(const eddy_cli_t *cli, const eddy_config_t *cfg, size_t n_sets, char *errstr,
+                                   size_t errstr_size) {
+  if (!cfg->http_token_file[0]) return EDDY_OK;
+  char token[EDDY_HTTP_TOKEN_MAX + 1], why[1024];
+  eddy_err_t err = eddy_http_load_token(cfg->http_token_file, token, sizeof token, why, sizeof why);
+  explicit_bzero(token, sizeof token);
+  if (err == EDDY_OK) return EDDY_OK;
+  char origin[EDDY_CONFIG_STR];
+  if (eddy_config_origin(cli->config_path, cli->sets, n_sets, "http.token_file", origin, sizeof origin) != EDDY_OK)
+    snprintf(origin, sizeof origin, "%s", cli->config_path ? cli->config_path : "--set");
+  return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s: %s", origin, why);
+}
+
 int eddy_cli_load_config(eddy_cli_t *cli, unsigned flags, eddy_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   if ((flags & EDDY_CLI_NEED_CONFIG) && !cli->config_path) {
@@ -98,6 +116,7 @@ int eddy_cli_load_config(eddy_cli_t *cli, unsigned flags, eddy_config_t *cfg) {
     err = eddy_errf(EDDY_ERR_CONFIG, errstr, sizeof errstr,
                     "kafka.bootstrap.servers is not set: -b BOOTSTRAP is required (or the key in "
                     "[kafka] or --set)");
+  if (!err && (flags & EDDY_CLI_CHECK_TOKEN_FILE)) err = check_token_file(cli, cfg, n_sets, errstr, sizeof errstr);
   if (err) {
     fprintf(stderr, "eddy %s: %s\n", cli->cmd, errstr);
     eddy_config_free(cfg);

@@ -50,7 +50,7 @@ int eddy_cmd_serve(int argc, char **argv) {
   if (eddy_cli_getopt(&cli, argc, argv, "c:s:b:h", opts) != -1) /* it takes every serve option */
     return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
   eddy_config_t cfg;
-  int rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA, &cfg);
+  int rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_CHECK_TOKEN_FILE, &cfg);
   if (rc != EDDY_EXIT_OK) return rc;
 
   char errstr[2048];

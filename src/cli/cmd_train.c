@@ -62,7 +62,7 @@ int eddy_cmd_train(int argc, char **argv) {
   }
   eddy_config_t cfg;
   int rc = eddy_cli_load_config(
-      &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP, &cfg);
+      &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP | EDDY_CLI_CHECK_TOKEN_FILE, &cfg);
   if (rc != EDDY_EXIT_OK) return rc;
 
   char errstr[2048];

@@ -1,6 +1,7 @@
 /* INI configuration: libinih tokenizes, this file knows every section and key. One table lists each
- * key with its type, range and place in eddy_config_t; values are parsed strictly (whole value
- * consumed, finite, in range) and every rejection names origin, key, value and reason. The file is
+ * key with its type, range and place in eddy_config_t (the [model] and [train] ranges, defaults and
+ * cross-key rules are the model layer's); values are parsed strictly (whole decimal value consumed,
+ * finite, in range) and every rejection names origin, key, value and reason. The file is
  * read whole (capped), fed to inih one line at a time so that line numbers and over-long lines are
  * ours to report, then --set overrides apply, then cross-key checks run. */
 #include "config/config.h"
@@ -44,95 +45,101 @@ typedef enum {
   K_FORMAT /* string field */
 } kind_t;
 
-enum { OPEN_MIN = 1, OPEN_MAX = 2 };
-
 typedef struct {
   const char *section;
   const char *key;
   kind_t kind;
   size_t off;
-  size_t size;     /* bytes of a string field */
-  double min, max; /* numbers: range; K_TOPIC: min 0 allows "" */
-  int open;        /* OPEN_MIN / OPEN_MAX: exclusive bounds for floats */
+  size_t size;               /* bytes of a string field */
+  const eddy_range_t *range; /* numbers and hidden widths: the accepted values */
+  bool optional;             /* K_TOPIC: "" allowed */
 } key_def_t;
 
+/* The [model] and [train] keys take their ranges from the model layer (eddy_spec_limits,
+ * eddy_train_limits, eddy_scaler_limits), the keys only the services use from RANGE here. */
 #define OFF(f) offsetof(eddy_config_t, f)
+#define RANGE(lo, hi, open) (&(const eddy_range_t){lo, hi, open})
+#define OPEN_MIN EDDY_RANGE_OPEN_MIN
+#define OPEN_MAX EDDY_RANGE_OPEN_MAX
 #define STR(s, k, kind, f) \
-  { s, k, kind, OFF(f), sizeof(((eddy_config_t *)0)->f), 0, 0, 0 }
-#define NUM(s, k, kind, f, lo, hi) \
-  { s, k, kind, OFF(f), 0, lo, hi, 0 }
-#define FLT(s, k, kind, f, lo, hi, open) \
-  { s, k, kind, OFF(f), 0, lo, hi, open }
+  { s, k, kind, OFF(f), sizeof(((eddy_config_t *)0)->f), NULL, false }
+#define NUM(s, k, kind, f, range) \
+  { s, k, kind, OFF(f), 0, range, false }
 #define TOPIC(s, k, f, required) \
-  { s, k, K_TOPIC, OFF(f), sizeof(((eddy_config_t *)0)->f), required, 0, 0 }
+  { s, k, K_TOPIC, OFF(f), sizeof(((eddy_config_t *)0)->f), NULL, !(required) }
 
 static const key_def_t keys[] = {
     STR("model", "name", K_NAME, model_name),
-    NUM("model", "hash_bits", K_U32, spec.hash_bits, 0, 30),
-    NUM("model", "embed_dim", K_U32, spec.embed_dim, 0, 4096),
-    NUM("model", "dense_dim", K_U32, spec.dense_dim, 0, 1048576),
-    NUM("model", "hidden", K_HIDDEN, spec, 1, 65536),
-    NUM("model", "head", K_HEAD, spec.head, 0, 0),
-    NUM("model", "classes", K_U32, spec.classes, 1, 65536),
+    NUM("model", "hash_bits", K_U32, spec.hash_bits, &eddy_spec_limits.hash_bits),
+    NUM("model", "embed_dim", K_U32, spec.embed_dim, &eddy_spec_limits.embed_dim),
+    NUM("model", "dense_dim", K_U32, spec.dense_dim, &eddy_spec_limits.dense_dim),
+    NUM("model", "hidden", K_HIDDEN, spec, &eddy_spec_limits.hidden),
+    NUM("model", "head", K_HEAD, spec.head, NULL),
+    NUM("model", "classes", K_U32, spec.classes, &eddy_spec_limits.classes),
 
     STR("train", "device", K_DEVICE, device),
-    NUM("train", "precision", K_PREC, train.precision, 0, 0),
-    NUM("train", "batch_size", K_U32, batch_size, 1, 1048576),
-    NUM("train", "accum_steps", K_U32, accum_steps, 1, 65536),
-    NUM("train", "optimizer", K_OPTIM, train.optimizer, 0, 0),
-    FLT("train", "lr", K_F32, train.lr, 0, 1000, OPEN_MIN),
-    FLT("train", "momentum", K_F32, train.momentum, 0, 1, OPEN_MAX),
-    FLT("train", "beta1", K_F32, train.beta1, 0, 1, OPEN_MAX),
-    FLT("train", "beta2", K_F32, train.beta2, 0, 1, OPEN_MAX),
-    FLT("train", "eps", K_F32, train.eps, 0, 1, OPEN_MIN),
-    FLT("train", "weight_decay", K_F32, train.weight_decay, 0, 100, 0),
-    FLT("train", "clip_norm", K_F32, train.clip_norm, 0, 1e9, 0),
-    NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0),
-    NUM("train", "threads", K_INT, train.threads, 0, 1024),
-    NUM("train", "allow_tf32", K_BOOL, train.allow_tf32, 0, 0),
-    FLT("train", "holdout_fraction", K_F64, holdout_fraction, 0, 0.5, 0),
-    NUM("train", "max_skipped_steps", K_U32, max_skipped_steps, 1, 1000000000),
-    NUM("train", "metrics_window", K_U32, metrics_window, 1, 1000000000),
-    FLT("train", "loss_scale.init", K_F32, train.loss_scale.init_scale, 1, 1e9, 0),
-    FLT("train", "loss_scale.growth", K_F32, train.loss_scale.growth, 1, 1000, OPEN_MIN),
-    FLT("train", "loss_scale.backoff", K_F32, train.loss_scale.backoff, 0, 1, OPEN_MIN | OPEN_MAX),
-    NUM("train", "loss_scale.interval", K_U32, train.loss_scale.interval, 1, 1000000000),
-    FLT("train", "loss_scale.min", K_F32, train.loss_scale.min_scale, 0, 1e9, OPEN_MIN),
-    NUM("train", "loss_scale.dynamic", K_BOOL, train.loss_scale.enabled, 0, 0),
+    NUM("train", "precision", K_PREC, train.precision, NULL),
+    NUM("train", "batch_size", K_U32, batch_size, RANGE(1, 1048576, 0)),
+    NUM("train", "accum_steps", K_U32, accum_steps, RANGE(1, 65536, 0)),
+    NUM("train", "optimizer", K_OPTIM, train.optimizer, NULL),
+    NUM("train", "lr", K_F32, train.lr, &eddy_train_limits.lr),
+    NUM("train", "momentum", K_F32, train.momentum, &eddy_train_limits.momentum),
+    NUM("train", "beta1", K_F32, train.beta1, &eddy_train_limits.beta1),
+    NUM("train", "beta2", K_F32, train.beta2, &eddy_train_limits.beta2),
+    NUM("train", "eps", K_F32, train.eps, &eddy_train_limits.eps),
+    NUM("train", "weight_decay", K_F32, train.weight_decay, &eddy_train_limits.weight_decay),
+    NUM("train", "clip_norm", K_F32, train.clip_norm, &eddy_train_limits.clip_norm),
+    NUM("train", "seed", K_U64, train.seed, RANGE(0, 18446744073709551615.0, 0)),
+    NUM("train", "threads", K_INT, train.threads, &eddy_train_limits.threads),
+    NUM("train", "allow_tf32", K_BOOL, train.allow_tf32, NULL),
+    NUM("train", "holdout_fraction", K_F64, holdout_fraction, RANGE(0, 0.5, 0)),
+    NUM("train", "max_skipped_steps", K_U32, max_skipped_steps, RANGE(1, 1000000000, 0)),
+    NUM("train", "metrics_window", K_U32, metrics_window, RANGE(1, 1000000000, 0)),
+    NUM("train", "loss_scale.init", K_F32, train.loss_scale.init_scale,
+        &eddy_scaler_limits.init_scale),
+    NUM("train", "loss_scale.growth", K_F32, train.loss_scale.growth, &eddy_scaler_limits.growth),
+    NUM("train", "loss_scale.backoff", K_F32, train.loss_scale.backoff,
+        &eddy_scaler_limits.backoff),
+    NUM("train", "loss_scale.interval", K_U32, train.loss_scale.interval,
+        &eddy_scaler_limits.interval),
+    NUM("train", "loss_scale.min", K_F32, train.loss_scale.min_scale,
+        &eddy_scaler_limits.min_scale),
+    NUM("train", "loss_scale.dynamic", K_BOOL, train.loss_scale.enabled, NULL),
 
     TOPIC("stream", "topic", topic, 1),
     STR("stream", "format", K_FORMAT, format),
     TOPIC("stream", "dlq_topic", dlq_topic, 0),
-    NUM("stream", "max_event_bytes", K_U32, max_event_bytes, 16, 67108864),
+    NUM("stream", "max_event_bytes", K_U32, max_event_bytes, RANGE(16, 67108864, 0)),
 
     STR("buffer", "path", K_PATH, buffer_path),
-    NUM("buffer", "capacity_events", K_U64, buffer_capacity_events, 1, 1e12),
-    NUM("buffer", "capacity_bytes", K_SIZE, buffer_capacity_bytes, 1048576, 1125899906842624.0),
-    NUM("buffer", "sync", K_BOOL, buffer_sync, 0, 0),
+    NUM("buffer", "capacity_events", K_U64, buffer_capacity_events, RANGE(1, 1e12, 0)),
+    NUM("buffer", "capacity_bytes", K_SIZE, buffer_capacity_bytes,
+        RANGE(1048576, 1125899906842624.0, 0)),
+    NUM("buffer", "sync", K_BOOL, buffer_sync, NULL),
 
-    FLT("replay", "ratio", K_F64, replay_ratio, 0, 0.95, 0),
-    NUM("replay", "strategy", K_STRATEGY, replay_strategy, 0, 0),
-    NUM("replay", "reservoir_size", K_U32, reservoir_size, 1, 100000000),
-    NUM("replay", "idle_steps", K_U32, replay_idle_steps, 0, 1000000000),
+    NUM("replay", "ratio", K_F64, replay_ratio, RANGE(0, 0.95, 0)),
+    NUM("replay", "strategy", K_STRATEGY, replay_strategy, NULL),
+    NUM("replay", "reservoir_size", K_U32, reservoir_size, RANGE(1, 100000000, 0)),
+    NUM("replay", "idle_steps", K_U32, replay_idle_steps, RANGE(0, 1000000000, 0)),
 
     STR("snapshot", "store", K_PATH, snapshot_store),
-    NUM("snapshot", "every_steps", K_U32, snapshot_every_steps, 0, 1000000000),
-    NUM("snapshot", "every_seconds", K_U32, snapshot_every_seconds, 0, 10000000),
+    NUM("snapshot", "every_steps", K_U32, snapshot_every_steps, RANGE(0, 1000000000, 0)),
+    NUM("snapshot", "every_seconds", K_U32, snapshot_every_seconds, RANGE(0, 10000000, 0)),
     STR("snapshot", "dtype", K_DTYPE, snapshot_dtype),
-    NUM("snapshot", "keep", K_U32, snapshot_keep, 1, 1000000),
+    NUM("snapshot", "keep", K_U32, snapshot_keep, RANGE(1, 1000000, 0)),
     TOPIC("snapshot", "topic", snapshot_topic, 1),
-    FLT("snapshot", "gate.max_regression", K_F64, gate_max_regression, 0, 1e6, 0),
+    NUM("snapshot", "gate.max_regression", K_F64, gate_max_regression, RANGE(0, 1e6, 0)),
 
     STR("serve", "trainer_url", K_URL, serve_trainer_url),
     STR("serve", "store", K_STR, serve_store),
-    NUM("serve", "poll_seconds", K_U32, serve_poll_seconds, 1, 86400),
-    NUM("serve", "threads", K_U32, serve_threads, 1, 1024),
-    NUM("serve", "heartbeat_seconds", K_U32, serve_heartbeat_seconds, 1, 3600),
+    NUM("serve", "poll_seconds", K_U32, serve_poll_seconds, RANGE(1, 86400, 0)),
+    NUM("serve", "threads", K_U32, serve_threads, RANGE(1, 1024, 0)),
+    NUM("serve", "heartbeat_seconds", K_U32, serve_heartbeat_seconds, RANGE(1, 3600, 0)),
     STR("serve", "precision", K_SPREC, serve_precision),
 
     STR("http", "bind", K_BIND, http_bind),
     STR("http", "token_file", K_STR, http_token_file),
-    NUM("http", "max_body_bytes", K_SIZE, http_max_body_bytes, 1, 1073741824),
+    NUM("http", "max_body_bytes", K_SIZE, http_max_body_bytes, RANGE(1, 1073741824, 0)),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -177,32 +184,10 @@ typedef struct {
 void eddy_config_defaults(eddy_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   snprintf(cfg->model_name, sizeof cfg->model_name, "model");
-  cfg->spec.hash_bits = 18;
-  cfg->spec.embed_dim = 16;
-  cfg->spec.dense_dim = 0;
-  cfg->spec.n_hidden = 1;
-  cfg->spec.hidden[0] = 64;
-  cfg->spec.head = EDDY_HEAD_LOGISTIC;
-  cfg->spec.classes = 2;
+  cfg->spec = eddy_model_spec_defaults(); /* the model layer owns these defaults */
 
   snprintf(cfg->device, sizeof cfg->device, "cpu");
-  cfg->train.precision = EDDY_PREC_FP32;
-  cfg->train.optimizer = EDDY_OPT_ADAM;
-  cfg->train.lr = 0.001f;
-  cfg->train.momentum = 0.9f;
-  cfg->train.beta1 = 0.9f;
-  cfg->train.beta2 = 0.999f;
-  cfg->train.eps = 1e-8f;
-  cfg->train.weight_decay = 0.0f;
-  cfg->train.clip_norm = 0.0f;
-  cfg->train.seed = 42;
-  cfg->train.threads = 1;
-  cfg->train.loss_scale.enabled = true;
-  cfg->train.loss_scale.init_scale = 65536.0f;
-  cfg->train.loss_scale.growth = 2.0f;
-  cfg->train.loss_scale.backoff = 0.5f;
-  cfg->train.loss_scale.interval = 2000;
-  cfg->train.loss_scale.min_scale = 1.0f;
+  cfg->train = eddy_train_opts_defaults(); /* loss scaling: eddy_scaler_defaults() */
   cfg->batch_size = 64;
   cfg->accum_steps = 1;
   cfg->holdout_fraction = 0.02;
@@ -270,7 +255,25 @@ static bool parse_u64(const char *s, uint64_t *out) {
   return true;
 }
 
-/* Strict finite double; *finite false for inf/nan spellings. */
+/* A plain decimal: [+-]digits[.digits][(e|E)[+-]digits], with a digit before the exponent. strtod
+ * alone would also take hexadecimal ("0x10" = 16). */
+static bool is_decimal(const char *s) {
+  size_t digits = 0;
+  if (*s == '+' || *s == '-') s++;
+  for (; isdigit((unsigned char)*s); s++) digits++;
+  if (*s == '.')
+    for (s++; isdigit((unsigned char)*s); s++) digits++;
+  if (digits == 0) return false;
+  if (*s == 'e' || *s == 'E') {
+    s++;
+    if (*s == '+' || *s == '-') s++;
+    if (!isdigit((unsigned char)*s)) return false;
+    while (isdigit((unsigned char)*s)) s++;
+  }
+  return *s == '\0';
+}
+
+/* Strict finite decimal double; *finite false for inf/nan spellings and overflow. */
 static bool parse_f64(const char *s, double *out, bool *finite) {
   *finite = true;
   if (!*s || isspace((unsigned char)s[0])) return false;
@@ -282,6 +285,7 @@ static bool parse_f64(const char *s, double *out, bool *finite) {
     *finite = false;
     return false;
   }
+  if (!is_decimal(s)) return false;
   *out = v;
   return true;
 }
@@ -291,30 +295,35 @@ static uint64_t bound_u64(double b) {
   return b >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)b;
 }
 
-static const char *range_reason(double lo, double hi, bool whole, char *why, size_t n) {
+/* Integer ranges are closed; stated with every digit (18446744073709551615). */
+static const char *range_reason(const eddy_range_t *r, bool whole, char *why, size_t n) {
   snprintf(why, n, "must be %sbetween %llu and %llu", whole ? "a whole number " : "",
-           (unsigned long long)bound_u64(lo), (unsigned long long)bound_u64(hi));
+           (unsigned long long)bound_u64(r->min), (unsigned long long)bound_u64(r->max));
   return why;
 }
 
 /* Reason for a value that is not a plain unsigned integer. */
-static const char *int_reason(const char *value, double lo, double hi, char *why, size_t n) {
+static const char *int_reason(const char *value, const eddy_range_t *r, char *why, size_t n) {
   double d;
   bool finite;
-  if (parse_f64(value, &d, &finite) || !finite) return range_reason(lo, hi, true, why, n);
+  if (parse_f64(value, &d, &finite) || !finite) return range_reason(r, true, why, n);
   snprintf(why, n, "not a number");
   return why;
 }
 
-static const char *parse_uint(const char *value, double lo, double hi, uint64_t *out, char *why,
+static bool in_u64_range(const eddy_range_t *r, uint64_t v) {
+  return v >= bound_u64(r->min) && v <= bound_u64(r->max);
+}
+
+static const char *parse_uint(const char *value, const eddy_range_t *r, uint64_t *out, char *why,
                               size_t n) {
-  if (!parse_u64(value, out)) return int_reason(value, lo, hi, why, n);
-  if (*out < bound_u64(lo) || *out > bound_u64(hi)) return range_reason(lo, hi, false, why, n);
+  if (!parse_u64(value, out)) return int_reason(value, r, why, n);
+  if (!in_u64_range(r, *out)) return range_reason(r, false, why, n);
   return NULL;
 }
 
 /* Integer with an optional binary suffix: K, M, G, T, KiB, MiB, GiB, TiB (all powers of 1024). */
-static const char *parse_size(const char *value, double lo, double hi, uint64_t *out, char *why,
+static const char *parse_size(const char *value, const eddy_range_t *r, uint64_t *out, char *why,
                               size_t n) {
   static const char *const suffixes[] = {"K", "M", "G", "T"};
   size_t digits = 0;
@@ -335,25 +344,17 @@ static const char *parse_size(const char *value, double lo, double hi, uint64_t 
     }
   }
   char num[32];
-  if (digits == 0) return int_reason(value, lo, hi, why, n);
-  if (digits >= sizeof num) return range_reason(lo, hi, false, why, n);
+  if (digits == 0) return int_reason(value, r, why, n);
+  if (digits >= sizeof num) return range_reason(r, false, why, n);
   memcpy(num, value, digits);
   num[digits] = '\0';
   uint64_t v;
   if (!parse_u64(num, &v) || (shift && v > (UINT64_MAX >> shift)))
-    return range_reason(lo, hi, false, why, n);
+    return range_reason(r, false, why, n);
   v <<= shift;
-  if (v < bound_u64(lo) || v > bound_u64(hi)) return range_reason(lo, hi, false, why, n);
+  if (!in_u64_range(r, v)) return range_reason(r, false, why, n);
   *out = v;
   return NULL;
-}
-
-/* Whole bounds in plain digits (1000000000, not 1e+09); others as %g. */
-static void format_bound(double b, char *out, size_t n) {
-  if (b == floor(b) && fabs(b) < 1e15)
-    snprintf(out, n, "%.0f", b);
-  else
-    snprintf(out, n, "%g", b);
 }
 
 static const char *parse_float(const key_def_t *k, const char *value, double *out, char *why,
@@ -363,18 +364,8 @@ static const char *parse_float(const key_def_t *k, const char *value, double *ou
     snprintf(why, n, finite ? "not a number" : "not a finite number");
     return why;
   }
-  bool lo_ok = (k->open & OPEN_MIN) ? *out > k->min : *out >= k->min;
-  bool hi_ok = (k->open & OPEN_MAX) ? *out < k->max : *out <= k->max;
-  if (lo_ok && hi_ok) return NULL;
-  char lo[32], hi[32];
-  format_bound(k->min, lo, sizeof lo);
-  format_bound(k->max, hi, sizeof hi);
-  if (!k->open)
-    snprintf(why, n, "must be between %s and %s", lo, hi);
-  else
-    snprintf(why, n, "must be %s %s and %s %s", (k->open & OPEN_MIN) ? ">" : ">=", lo,
-             (k->open & OPEN_MAX) ? "<" : "<=", hi);
-  return why;
+  if (eddy_range_holds(k->range, *out)) return NULL;
+  return eddy_range_reason(k->range, why, n);
 }
 
 static const char *parse_bool(const char *value, bool *out) {
@@ -407,8 +398,8 @@ static const char *parse_enum(const char *value, const char *const *names, int *
   return why;
 }
 
-static const char *parse_hidden(const char *value, double lo, double hi, eddy_model_spec_t *spec,
-                                char *why, size_t n) {
+static const char *parse_hidden(const char *value, const eddy_range_t *width,
+                                eddy_model_spec_t *spec, char *why, size_t n) {
   uint32_t layers[EDDY_MAX_HIDDEN];
   uint32_t count = 0;
   const char *p = value;
@@ -434,8 +425,9 @@ static const char *parse_hidden(const char *value, double lo, double hi, eddy_mo
       num[digits] = '\0';
       if (!parse_u64(num, &v)) v = UINT64_MAX;
     }
-    if ((double)v < lo || (double)v > hi) {
-      snprintf(why, n, "each layer width must be between %.0f and %.0f", lo, hi);
+    if (!in_u64_range(width, v)) {
+      char reason[64];
+      snprintf(why, n, "each layer width %s", eddy_range_reason(width, reason, sizeof reason));
       return why;
     }
     layers[count++] = (uint32_t)v;
@@ -471,7 +463,7 @@ static const char *check_text(const key_def_t *k, const char *value, char *why, 
         if (!is_name_char(value[i])) return "only letters, digits, '_', '.' and '-' are allowed";
       break;
     case K_TOPIC:
-      if (len == 0) return k->min > 0 ? "must not be empty" : NULL;
+      if (len == 0) return k->optional ? NULL : "must not be empty";
       if (len > 249) return "a Kafka topic name has at most 249 characters";
       for (size_t i = 0; i < len; i++)
         if (!is_name_char(value[i]))
@@ -526,17 +518,17 @@ static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *va
       if (!(reason = check_text(k, value, why, n))) snprintf(field, k->size, "%s", value);
       break;
     case K_INT:
-      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n))) *(int *)field = (int)u;
+      if (!(reason = parse_uint(value, k->range, &u, why, n))) *(int *)field = (int)u;
       break;
     case K_U32:
-      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n)))
+      if (!(reason = parse_uint(value, k->range, &u, why, n)))
         *(uint32_t *)field = (uint32_t)u;
       break;
     case K_U64:
-      if (!(reason = parse_uint(value, k->min, k->max, &u, why, n))) *(uint64_t *)field = u;
+      if (!(reason = parse_uint(value, k->range, &u, why, n))) *(uint64_t *)field = u;
       break;
     case K_SIZE:
-      if (!(reason = parse_size(value, k->min, k->max, &u, why, n))) *(uint64_t *)field = u;
+      if (!(reason = parse_size(value, k->range, &u, why, n))) *(uint64_t *)field = u;
       break;
     case K_F32:
       if (!(reason = parse_float(k, value, &d, why, n))) {
@@ -553,7 +545,7 @@ static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *va
       if (!(reason = parse_bool(value, &b))) *(bool *)field = b;
       break;
     case K_HIDDEN:
-      reason = parse_hidden(value, k->min, k->max, &cfg->spec, why, n);
+      reason = parse_hidden(value, k->range, &cfg->spec, why, n);
       break;
     case K_HEAD:
       if (!(reason = parse_enum(value, head_names, &idx, why, n)))
@@ -606,13 +598,9 @@ static void format_value(const eddy_config_t *cfg, const key_def_t *k, char *out
     case K_BOOL:
       snprintf(out, n, "%s", *(const bool *)field ? "true" : "false");
       break;
-    case K_HIDDEN: {
-      size_t used = 0;
-      out[0] = '\0';
-      for (uint32_t i = 0; i < cfg->spec.n_hidden && used < n; i++)
-        used += (size_t)snprintf(out + used, n - used, "%s%u", i ? "," : "", cfg->spec.hidden[i]);
+    case K_HIDDEN:
+      eddy_model_hidden_text(&cfg->spec, out, n);
       break;
-    }
     case K_HEAD:
       snprintf(out, n, "%s", head_names[cfg->spec.head]);
       break;
@@ -711,48 +699,40 @@ static eddy_err_t apply(load_ctx_t *c, const char *origin, const char *section, 
   return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": unknown key", origin, section, key, value);
 }
 
-static size_t key_index(const char *section, const char *key) {
-  for (size_t i = 0; i < N_KEYS; i++)
-    if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0) return i;
-  abort(); /* only called with names from this file */
+/* Index of "section.key" in keys[], or N_KEYS. */
+static size_t key_find(const char *name) {
+  for (size_t i = 0; i < N_KEYS; i++) {
+    size_t sl = strlen(keys[i].section);
+    if (strncmp(name, keys[i].section, sl) == 0 && name[sl] == '.' &&
+        strcmp(name + sl + 1, keys[i].key) == 0)
+      return i;
+  }
+  return N_KEYS;
 }
 
-/* Reports a cross-key violation against whichever of the keys a and b was set last. */
-static eddy_err_t cross_fail(load_ctx_t *c, const char *a, const char *b, const char *reason) {
-  char sa[32], sb[32];
-  snprintf(sa, sizeof sa, "%s", a);
-  snprintf(sb, sizeof sb, "%s", b);
-  char *dot_a = strchr(sa, '.'), *dot_b = strchr(sb, '.');
-  *dot_a = *dot_b = '\0';
-  size_t ia = key_index(sa, dot_a + 1), ib = key_index(sb, dot_b + 1);
-  size_t i = c->state[ib].seq > c->state[ia].seq ? ib : ia;
-  const key_state_t *st = &c->state[i];
-  return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": %s", st->origin, keys[i].section,
-              keys[i].key, st->value, reason);
+/* Reports a failed model-layer check against whichever of the fault's keys was set last (the
+ * first one when none was set). */
+static eddy_err_t fault_fail(load_ctx_t *c, const eddy_fault_t *f) {
+  size_t blame = N_KEYS;
+  for (size_t k = 0; k < EDDY_FAULT_KEYS && f->keys[k]; k++) {
+    size_t i = key_find(f->keys[k]);
+    if (i < N_KEYS && (blame == N_KEYS || c->state[i].seq > c->state[blame].seq)) blame = i;
+  }
+  if (blame == N_KEYS) /* not a config key: cannot happen with the model's own key names */
+    return fail(c, EDDY_ERR_CONFIG, "%s: %s: %s", c->name, f->values, f->why);
+  const key_state_t *st = &c->state[blame];
+  return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": %s", st->origin, keys[blame].section,
+              keys[blame].key, st->value, f->why);
 }
 
+/* Rules that tie keys together, written once in the model layer (each key's own range was
+ * checked as it was read). */
 static eddy_err_t check_cross(load_ctx_t *c) {
   const eddy_config_t *cfg = c->cfg;
-  if (cfg->spec.head == EDDY_HEAD_SOFTMAX && cfg->spec.classes < 2)
-    return cross_fail(c, "model.head", "model.classes", "a softmax head needs model.classes >= 2");
-  if (cfg->spec.embed_dim == 0 && cfg->spec.dense_dim == 0)
-    return cross_fail(c, "model.embed_dim", "model.dense_dim",
-                      "the model needs an input: model.embed_dim or model.dense_dim must be > 0");
-  if (cfg->spec.embed_dim > 0 && cfg->spec.hash_bits == 0)
-    return cross_fail(c, "model.embed_dim", "model.hash_bits",
-                      "model.embed_dim > 0 needs model.hash_bits between 1 and 30");
-  if (cfg->train.loss_scale.min_scale > cfg->train.loss_scale.init_scale)
-    return cross_fail(c, "train.loss_scale.init", "train.loss_scale.min",
-                      "train.loss_scale.min must not exceed train.loss_scale.init");
-  /* The model layer's own limits (e.g. total parameter count) against the newest model key. */
-  char why[256];
-  if (eddy_model_spec_validate(&cfg->spec, why, sizeof why) != EDDY_OK) {
-    size_t last = key_index("model", "name");
-    for (size_t i = 0; i < N_KEYS; i++)
-      if (strcmp(keys[i].section, "model") == 0 && c->state[i].seq > c->state[last].seq) last = i;
-    return fail(c, EDDY_ERR_CONFIG, "%s: model.%s = \"%s\": %s", c->state[last].origin,
-                keys[last].key, c->state[last].value, why);
-  }
+  eddy_fault_t fault;
+  if (eddy_model_spec_check(&cfg->spec, &fault) != EDDY_OK) return fault_fail(c, &fault);
+  if (eddy_scaler_opts_check(&cfg->train.loss_scale, &fault) != EDDY_OK)
+    return fault_fail(c, &fault);
   return EDDY_OK;
 }
 
@@ -866,8 +846,16 @@ static eddy_err_t apply_set(load_ctx_t *c, const char *set) {
   return err;
 }
 
+/* Where one key's value came from, asked for by eddy_config_origin. */
+typedef struct {
+  size_t key; /* index into keys[] */
+  char *origin;
+  size_t size;
+} origin_query_t;
+
 static eddy_err_t load(eddy_config_t *cfg, const char *name, const char *text, size_t len,
-                       const char *const *sets, size_t n_sets, char *errstr, size_t errstr_size) {
+                       const char *const *sets, size_t n_sets, char *errstr, size_t errstr_size,
+                       const origin_query_t *query) {
   load_ctx_t *c = calloc(1, sizeof *c);
   if (!c) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "config: out of memory");
   c->cfg = cfg;
@@ -893,6 +881,7 @@ static eddy_err_t load(eddy_config_t *cfg, const char *name, const char *text, s
   for (size_t i = 0; i < n_sets && !c->failed; i++) apply_set(c, sets[i]);
   if (!c->failed) check_cross(c);
   eddy_err_t err = c->failed ? c->code : EDDY_OK;
+  if (!err && query) snprintf(query->origin, query->size, "%s", c->state[query->key].origin);
   free(c);
   return err;
 }
@@ -905,14 +894,14 @@ eddy_err_t eddy_config_load_string(eddy_config_t *cfg, const char *name, const c
   if (len > CONFIG_MAX_FILE_BYTES)
     return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s: larger than %u bytes",
                      name ? name : "(config)", CONFIG_MAX_FILE_BYTES);
-  return load(cfg, name, text ? text : "", text ? len : 0, sets, n_sets, errstr, errstr_size);
+  return load(cfg, name, text ? text : "", text ? len : 0, sets, n_sets, errstr, errstr_size, NULL);
 }
 
-eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *const *sets,
-                            size_t n_sets, char *errstr, size_t errstr_size) {
-  if (!cfg) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "config: cfg is NULL");
+static eddy_err_t load_file(eddy_config_t *cfg, const char *path, const char *const *sets,
+                            size_t n_sets, char *errstr, size_t errstr_size,
+                            const origin_query_t *query) {
   eddy_config_defaults(cfg);
-  if (!path) return load(cfg, NULL, NULL, 0, sets, n_sets, errstr, errstr_size);
+  if (!path) return load(cfg, NULL, NULL, 0, sets, n_sets, errstr, errstr_size, query);
   FILE *f = fopen(path, "rb");
   if (!f) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: %s", path, strerror(errno));
   char *text = malloc(CONFIG_MAX_FILE_BYTES + 1);
@@ -930,7 +919,32 @@ eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *co
     err = eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s: larger than %u bytes", path,
                     CONFIG_MAX_FILE_BYTES);
   else
-    err = load(cfg, path, text, len, sets, n_sets, errstr, errstr_size);
+    err = load(cfg, path, text, len, sets, n_sets, errstr, errstr_size, query);
   free(text);
   return err;
+}
+
+eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *const *sets,
+                            size_t n_sets, char *errstr, size_t errstr_size) {
+  if (!cfg) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "config: cfg is NULL");
+  return load_file(cfg, path, sets, n_sets, errstr, errstr_size, NULL);
+}
+
+eddy_err_t eddy_config_origin(const char *path, const char *const *sets, size_t n_sets,
+                              const char *key, char *origin, size_t origin_size) {
+  if (!key || !origin || origin_size == 0) return EDDY_ERR_INVALID_ARG;
+  origin_query_t query = {key_find(key), origin, origin_size};
+  if (query.key == N_KEYS) return EDDY_ERR_NOT_FOUND;
+  eddy_config_t *cfg = malloc(sizeof *cfg);
+  if (!cfg) return EDDY_ERR_NOMEM;
+  eddy_err_t err = load_file(cfg, path, sets, n_sets, NULL, 0, &query);
+  eddy_config_free(cfg);
+  free(cfg);
+  return err;
+}
+
+bool eddy_config_key_name(size_t i, char *buf, size_t size) {
+  if (i >= N_KEYS) return false;
+  snprintf(buf, size, "%s.%s", keys[i].section, keys[i].key);
+  return true;
 }

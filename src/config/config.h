@@ -85,7 +85,9 @@ typedef struct {
   uint64_t http_max_body_bytes;
 } eddy_config_t;
 
-/* Fills cfg with every default (the values configs/reference.ini documents). */
+/* Fills cfg with every default (the values configs/reference.ini documents): [model] and [train]
+ * from the model layer (eddy_model_spec_defaults, eddy_train_opts_defaults), the other sections'
+ * from here. */
 void eddy_config_defaults(eddy_config_t *cfg);
 
 /* Loads path (NULL: defaults only) then applies sets[0..n_sets) ("section.key=value"), then checks
@@ -100,6 +102,19 @@ eddy_err_t eddy_config_load(eddy_config_t *cfg, const char *path, const char *co
 eddy_err_t eddy_config_load_string(eddy_config_t *cfg, const char *name, const char *text,
                                    size_t len, const char *const *sets, size_t n_sets,
                                    char *errstr, size_t errstr_size);
+
+/* Where key ("section.key") takes its value from when path and sets load as in eddy_config_load:
+ * "FILE:LINE" of its last setting, "--set", or "default", into origin. For values that fail only
+ * when a service uses them (an unreadable http.token_file), so that the message can name the
+ * line. EDDY_ERR_NOT_FOUND for a key the loader does not know ([kafka] included); otherwise
+ * the load's own error code. */
+eddy_err_t eddy_config_origin(const char *path, const char *const *sets, size_t n_sets,
+                              const char *key, char *origin, size_t origin_size);
+
+/* Name of the i-th key the loader knows ("section.key", in table order, [kafka] properties
+ * aside) into buf; false when i is past the last. Lets tests hold configs/reference.ini to the
+ * loader's own list. */
+bool eddy_config_key_name(size_t i, char *buf, size_t size);
 
 /* Frees the [kafka] list. */
 void eddy_config_free(eddy_config_t *cfg);

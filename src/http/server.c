@@ -997,13 +997,13 @@ eddy_err_t eddy_http_load_token(const char *path, char *buf, size_t size, char *
   buf[0] = '\0';
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "http.token_file %s: %s", path,
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "http.token_file = \"%s\": %s", path,
                      strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "http.token_file %s: not a regular file",
-                     path);
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size,
+                     "http.token_file = \"%s\": not a regular file", path);
   }
   if (st.st_mode & (S_IRWXG | S_IRWXO))
     EDDY_WARN("http", "http.token_file %s is accessible by group or others (mode %04o); "
@@ -1016,7 +1016,7 @@ eddy_err_t eddy_http_load_token(const char *path, char *buf, size_t size, char *
     if (n < 0) {
       int e = errno;
       close(fd);
-      return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "http.token_file %s: read: %s", path,
+      return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "http.token_file = \"%s\": read: %s", path,
                        strerror(e));
     }
     if (n == 0 || (len += (size_t)n) == sizeof data) break;
@@ -1025,22 +1025,22 @@ eddy_err_t eddy_http_load_token(const char *path, char *buf, size_t size, char *
   eddy_err_t err = EDDY_OK;
   if (len > TOKEN_FILE_MAX) {
     err = eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
-                    "http.token_file %s: file is over %d bytes", path, TOKEN_FILE_MAX);
+                    "http.token_file = \"%s\": file is over %d bytes", path, TOKEN_FILE_MAX);
     goto out;
   }
   while (len && (data[len - 1] == ' ' || data[len - 1] == '\t' || data[len - 1] == '\r' ||
                  data[len - 1] == '\n'))
     len--;
   if (len == 0) {
-    err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "http.token_file %s: the token is empty",
-                    path);
+    err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
+                    "http.token_file = \"%s\": the token is empty", path);
     goto out;
   }
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)data[i];
     if (c <= 0x20 || c >= 0x7f) {
       err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
-                      "http.token_file %s: byte %zu of the token is a space, control or "
+                      "http.token_file = \"%s\": byte %zu of the token is a space, control or "
                       "non-ASCII character",
                       path, i);
       goto out;
@@ -1048,7 +1048,7 @@ eddy_err_t eddy_http_load_token(const char *path, char *buf, size_t size, char *
   }
   if (len > EDDY_HTTP_TOKEN_MAX || len + 1 > size) {
     err = eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
-                    "http.token_file %s: token of %zu bytes is over %zu bytes", path, len,
+                    "http.token_file = \"%s\": token of %zu bytes is over %zu bytes", path, len,
                     len > EDDY_HTTP_TOKEN_MAX ? (size_t)EDDY_HTTP_TOKEN_MAX : size - 1);
     goto out;
   }

@@ -33,7 +33,22 @@ typedef struct {
   bool allow_tf32;     /* CUDA fp32 GEMMs may use TF32 tensor cores (train.allow_tf32) */
 } eddy_train_opts_t;
 
+/* The ranges of the numeric training options (config keys train.*): the one place they are
+ * written. The config loader checks its keys against them; eddy_train_opts_check() uses them too.
+ * The loss-scaling options have theirs in eddy_scaler_limits. */
+typedef struct {
+  eddy_range_t lr, momentum, beta1, beta2, eps, weight_decay, clip_norm, threads;
+} eddy_train_limits_t;
+
+extern const eddy_train_limits_t eddy_train_limits;
+
+/* The default options (configs/reference.ini documents them): adam, lr 0.001, fp32, seed 42. */
 eddy_train_opts_t eddy_train_opts_defaults(void);
+
+/* Checks o against eddy_train_limits, the known precisions and optimizers and, for fp16 with
+ * dynamic scaling, eddy_scaler_opts_check(). EDDY_ERR_CONFIG with a message naming the key and
+ * value ("train.lr = 0: must be > 0 and <= 1000"); eddy_learner_new() calls it. */
+eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_t errstr_size);
 
 typedef struct eddy_learner eddy_learner_t;
 

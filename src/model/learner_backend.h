@@ -90,7 +90,4 @@ void eddy_learner_init_weights(const eddy_model_spec_t *spec, uint64_t seed, flo
 eddy_err_t eddy_learner_check_batch(const eddy_model_spec_t *spec, const eddy_batch_t *b, bool labels, char *errstr,
                                     size_t errstr_size);
 
-/* Validates training options (learner_shared.c, as are the two functions above). */
-eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_t errstr_size);
-
 #endif

@@ -1,6 +1,6 @@
-/* What every learner backend shares: training-option defaults and checks, batch checks against
- * the spec, and the seeded weight initialisation (so the same seed gives the same initial model on
- * the CPU and on a GPU). */
+/* What every learner backend shares: training-option defaults, limits and checks, batch checks
+ * against the spec, and the seeded weight initialisation (so the same seed gives the same initial
+ * model on the CPU and on a GPU). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,6 +41,17 @@ void eddy_learner_init_weights(const eddy_model_spec_t *spec, uint64_t seed, flo
   }
 }
 
+const eddy_train_limits_t eddy_train_limits = {
+    .lr = {0, 1000, EDDY_RANGE_OPEN_MIN},
+    .momentum = {0, 1, EDDY_RANGE_OPEN_MAX},
+    .beta1 = {0, 1, EDDY_RANGE_OPEN_MAX},
+    .beta2 = {0, 1, EDDY_RANGE_OPEN_MAX},
+    .eps = {0, 1, EDDY_RANGE_OPEN_MIN},
+    .weight_decay = {0, 100, 0},
+    .clip_norm = {0, 1e9, 0},
+    .threads = {0, 1024, 0},
+};
+
 eddy_train_opts_t eddy_train_opts_defaults(void) {
   eddy_train_opts_t o;
   memset(&o, 0, sizeof o);
@@ -56,6 +67,7 @@ eddy_train_opts_t eddy_train_opts_defaults(void) {
   o.seed = 42;
   o.loss_scale = eddy_scaler_defaults();
   o.threads = 1;
+  o.allow_tf32 = false;
   return o;
 }
 
@@ -64,30 +76,22 @@ eddy_err_t eddy_train_opts_check(const eddy_train_opts_t *o, char *errstr, size_
     return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.precision = %d: unknown", (int)o->precision);
   if ((unsigned)o->optimizer > EDDY_OPT_ADAGRAD)
     return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.optimizer = %d: unknown", (int)o->optimizer);
-  if (!(o->lr > 0) || !isfinite(o->lr))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.lr = %g: must be > 0", o->lr);
-  if (!(o->momentum >= 0 && o->momentum < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.momentum = %g: must be in [0, 1)", o->momentum);
-  if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.beta1 = %g, beta2 = %g: must be in [0, 1)", o->beta1,
-                     o->beta2);
-  if (!(o->eps > 0) || !isfinite(o->eps))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.eps = %g: must be > 0", o->eps);
-  if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.weight_decay = %g: must be >= 0", o->weight_decay);
-  if (!(o->clip_norm >= 0) || !isfinite(o->clip_norm))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.clip_norm = %g: must be >= 0", o->clip_norm);
-  if (o->threads < 0 || o->threads > 1024)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "train.threads = %d: must be 0..1024", o->threads);
-  const eddy_scaler_opts_t *s = &o->loss_scale;
-  if (o->precision == EDDY_PREC_FP16 && s->enabled &&
-      (!(s->init_scale >= 1) || !isfinite(s->init_scale) || !(s->growth > 1) || !isfinite(s->growth) ||
-       !(s->backoff > 0 && s->backoff < 1) || s->interval == 0 || !(s->min_scale > 0) ||
-       !(s->min_scale <= s->init_scale)))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "train.loss_scale: init %g, growth %g, backoff %g, interval %u, min %g: need init >= 1, "
-                     "growth > 1, 0 < backoff < 1, interval >= 1, 0 < min <= init",
-                     s->init_scale, s->growth, s->backoff, s->interval, s->min_scale);
+  const eddy_train_limits_t *lim = &eddy_train_limits;
+  const eddy_bounded_t opts[] = {
+      {"train.lr", o->lr, &lim->lr},
+      {"train.momentum", o->momentum, &lim->momentum},
+      {"train.beta1", o->beta1, &lim->beta1},
+      {"train.beta2", o->beta2, &lim->beta2},
+      {"train.eps", o->eps, &lim->eps},
+      {"train.weight_decay", o->weight_decay, &lim->weight_decay},
+      {"train.clip_norm", o->clip_norm, &lim->clip_norm},
+      {"train.threads", o->threads, &lim->threads},
+  };
+  eddy_fault_t fault;
+  if (eddy_range_check_all(opts, sizeof opts / sizeof opts[0], &fault) != EDDY_OK ||
+      (o->precision == EDDY_PREC_FP16 && o->loss_scale.enabled &&
+       eddy_scaler_opts_check(&o->loss_scale, &fault) != EDDY_OK))
+    return eddy_fault_message(&fault, errstr, errstr_size);
   return EDDY_OK;
 }
 

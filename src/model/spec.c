@@ -4,15 +4,27 @@
 #include "model/spec.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SPEC_MAX_WIDTH 65536u      /* hidden layer width, classes */
-#define SPEC_MAX_DENSE (1u << 20)  /* dense features */
-#define SPEC_MAX_EMBED 4096u       /* embedding dimension */
 #define SPEC_MAX_PARAMS (1ull << 32) /* floats in the whole flat buffer (16 GiB) */
+
+const eddy_spec_limits_t eddy_spec_limits = {
+    .hash_bits = {0, 30, 0},
+    .embed_dim = {0, 4096, 0},
+    .dense_dim = {0, 1048576, 0},
+    .hidden = {1, 65536, 0},
+    .classes = {1, 65536, 0},
+};
+
+eddy_model_spec_t eddy_model_spec_defaults(void) {
+  eddy_model_spec_t s = {.hash_bits = 18, .embed_dim = 16, .dense_dim = 0, .n_hidden = 1,
+                         .hidden = {64}, .head = EDDY_HEAD_LOGISTIC, .classes = 2};
+  return s;
+}
 
 static const char *const head_names[] = {"logistic", "softmax", "squared"};
 
@@ -30,6 +42,14 @@ int eddy_head_parse(const char *text, eddy_head_t *head) {
     }
   }
   return -1;
+}
+
+const char *eddy_model_hidden_text(const eddy_model_spec_t *spec, char *buf, size_t size) {
+  size_t used = 0;
+  if (size) buf[0] = '\0';
+  for (uint32_t i = 0; i < spec->n_hidden && i < EDDY_MAX_HIDDEN && used < size; i++)
+    used += (size_t)snprintf(buf + used, size - used, "%s%u", i ? "," : "", spec->hidden[i]);
+  return buf;
 }
 
 uint32_t eddy_model_outputs(const eddy_model_spec_t *spec) {
@@ -72,41 +92,123 @@ size_t eddy_model_layout(const eddy_model_spec_t *spec, eddy_tensor_info_t *out,
   return n;
 }
 
-eddy_err_t eddy_model_spec_validate(const eddy_model_spec_t *spec, char *errstr, size_t errstr_size) {
-  if (!spec) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "model spec is NULL");
-  if (spec->embed_dim > SPEC_MAX_EMBED)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "model.embed_dim = %u: must be 0..%u",
-                     spec->embed_dim, SPEC_MAX_EMBED);
-  if (spec->embed_dim > 0 && (spec->hash_bits < 1 || spec->hash_bits > 30))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "model.hash_bits = %u: must be 1..30 when embed_dim > 0", spec->hash_bits);
-  if (spec->dense_dim > SPEC_MAX_DENSE)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "model.dense_dim = %u: must be 0..%u",
-                     spec->dense_dim, SPEC_MAX_DENSE);
-  if (spec->embed_dim == 0 && spec->dense_dim == 0)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "model has no inputs: embed_dim and dense_dim are both 0");
-  if (spec->n_hidden > EDDY_MAX_HIDDEN)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "model.hidden has %u layers: at most %d",
-                     spec->n_hidden, EDDY_MAX_HIDDEN);
-  for (uint32_t i = 0; i < spec->n_hidden; i++)
-    if (spec->hidden[i] < 1 || spec->hidden[i] > SPEC_MAX_WIDTH)
-      return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "model.hidden[%u] = %u: must be 1..%u",
-                       i, spec->hidden[i], SPEC_MAX_WIDTH);
-  if ((unsigned)spec->head > EDDY_HEAD_SQUARED)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "model.head = %d: unknown head",
-                     (int)spec->head);
-  if (spec->head == EDDY_HEAD_SOFTMAX && (spec->classes < 2 || spec->classes > SPEC_MAX_WIDTH))
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "model.classes = %u: softmax needs 2..%u", spec->classes, SPEC_MAX_WIDTH);
+/* The keys that shape the largest tensor (the ones to shrink when the model is too large), in f;
+ * its name in name. */
+static void largest_tensor(const eddy_model_spec_t *spec, eddy_fault_t *f, char *name,
+                           size_t name_size, uint64_t *numel) {
+  enum { HASH = 1, EMBED = 2, DENSE = 4, HIDDEN = 8, CLASSES = 16 };
+  unsigned keys = 0;
+  uint64_t best = 0;
+  if (spec->embed_dim > 0) {
+    best = ((uint64_t)1 << spec->hash_bits) * spec->embed_dim;
+    keys = HASH | EMBED;
+    snprintf(name, name_size, "emb.weight");
+  }
+  const unsigned inputs = (spec->embed_dim ? EMBED : 0) | (spec->dense_dim ? DENSE : 0);
+  uint64_t in = (uint64_t)spec->embed_dim + spec->dense_dim;
+  for (uint32_t i = 0; i < spec->n_hidden; i++) {
+    uint64_t n = (uint64_t)spec->hidden[i] * in;
+    if (n > best) {
+      best = n;
+      keys = HIDDEN | (i == 0 ? inputs : 0);
+      snprintf(name, name_size, "mlp.%u.weight", i);
+    }
+    in = spec->hidden[i];
+  }
+  uint64_t n = (uint64_t)eddy_model_outputs(spec) * in;
+  if (n > best) {
+    best = n;
+    keys = (spec->head == EDDY_HEAD_SOFTMAX ? CLASSES : 0) | (spec->n_hidden ? HIDDEN : inputs);
+    snprintf(name, name_size, "head.weight");
+  }
+  *numel = best;
+  char hidden[EDDY_MAX_HIDDEN * 12];
+  if (keys & HIDDEN)
+    eddy_fault_key(f, "model.hidden", "%s", eddy_model_hidden_text(spec, hidden, sizeof hidden));
+  if (keys & CLASSES) eddy_fault_key(f, "model.classes", "%u", spec->classes);
+  if (keys & EMBED) eddy_fault_key(f, "model.embed_dim", "%u", spec->embed_dim);
+  if (keys & HASH) eddy_fault_key(f, "model.hash_bits", "%u", spec->hash_bits);
+  if (keys & DENSE) eddy_fault_key(f, "model.dense_dim", "%u", spec->dense_dim);
+}
+
+eddy_err_t eddy_model_spec_check(const eddy_model_spec_t *spec, eddy_fault_t *f) {
+  const eddy_spec_limits_t *lim = &eddy_spec_limits;
+  eddy_fault_clear(f);
+  if (!spec) {
+    eddy_fault_why(f, "model spec is NULL");
+    return EDDY_ERR_INVALID_ARG;
+  }
+  /* Each number in its range. */
+  if (!eddy_range_holds(&lim->embed_dim, spec->embed_dim)) {
+    eddy_fault_key(f, "model.embed_dim", "%u", spec->embed_dim);
+    return eddy_fault_range(f, &lim->embed_dim);
+  }
+  if (spec->embed_dim > 0 && !eddy_range_holds(&lim->hash_bits, spec->hash_bits)) {
+    eddy_fault_key(f, "model.hash_bits", "%u", spec->hash_bits);
+    return eddy_fault_range(f, &lim->hash_bits);
+  }
+  if (!eddy_range_holds(&lim->dense_dim, spec->dense_dim)) {
+    eddy_fault_key(f, "model.dense_dim", "%u", spec->dense_dim);
+    return eddy_fault_range(f, &lim->dense_dim);
+  }
+  if (spec->n_hidden > EDDY_MAX_HIDDEN) {
+    eddy_fault_key(f, "model.hidden", "(%u layers)", spec->n_hidden);
+    return eddy_fault_why(f, "at most %d hidden layers", EDDY_MAX_HIDDEN);
+  }
+  for (uint32_t i = 0; i < spec->n_hidden; i++) {
+    if (!eddy_range_holds(&lim->hidden, spec->hidden[i])) {
+      char text[EDDY_MAX_HIDDEN * 12], reason[64];
+      eddy_fault_key(f, "model.hidden", "%s", eddy_model_hidden_text(spec, text, sizeof text));
+      return eddy_fault_why(f, "each layer width %s (hidden[%u] is %u)",
+                            eddy_range_reason(&lim->hidden, reason, sizeof reason), i, spec->hidden[i]);
+    }
+  }
+  if ((unsigned)spec->head > EDDY_HEAD_SQUARED) {
+    eddy_fault_key(f, "model.head", "%d", (int)spec->head);
+    return eddy_fault_why(f, "expected one of logistic, softmax, squared");
+  }
+  /* Rules that tie keys together. */
+  if (spec->head == EDDY_HEAD_SOFTMAX && spec->classes < 2) {
+    eddy_fault_key(f, "model.head", "%s", eddy_head_name(spec->head));
+    eddy_fault_key(f, "model.classes", "%u", spec->classes);
+    return eddy_fault_why(f, "a softmax head needs model.classes >= 2");
+  }
+  if (spec->head == EDDY_HEAD_SOFTMAX && !eddy_range_holds(&lim->classes, spec->classes)) {
+    eddy_fault_key(f, "model.classes", "%u", spec->classes);
+    return eddy_fault_range(f, &lim->classes);
+  }
+  if (spec->embed_dim == 0 && spec->dense_dim == 0) {
+    eddy_fault_key(f, "model.embed_dim", "%u", spec->embed_dim);
+    eddy_fault_key(f, "model.dense_dim", "%u", spec->dense_dim);
+    return eddy_fault_why(f, "the model needs an input: model.embed_dim or model.dense_dim must be > 0");
+  }
+  if (spec->embed_dim > 0 && spec->hash_bits == 0) {
+    eddy_fault_key(f, "model.embed_dim", "%u", spec->embed_dim);
+    eddy_fault_key(f, "model.hash_bits", "%u", spec->hash_bits);
+    return eddy_fault_why(f, "model.embed_dim > 0 needs model.hash_bits between 1 and %.0f",
+                          lim->hash_bits.max);
+  }
   eddy_tensor_info_t t[EDDY_MAX_TENSORS];
   size_t total = 0;
   eddy_model_layout(spec, t, &total);
-  if (total > SPEC_MAX_PARAMS)
-    return eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size,
-                     "model has %zu parameters: too large (at most %llu)", total,
-                     (unsigned long long)SPEC_MAX_PARAMS);
+  if (total > SPEC_MAX_PARAMS) {
+    char name[EDDY_TENSOR_NAME_MAX];
+    uint64_t numel = 0;
+    largest_tensor(spec, f, name, sizeof name, &numel);
+    return eddy_fault_why(f,
+                          "the model has %zu parameters: too large (at most %llu; the largest tensor, "
+                          "%s, has %llu)",
+                          total, (unsigned long long)SPEC_MAX_PARAMS, name, (unsigned long long)numel);
+  }
   return EDDY_OK;
+}
+
+eddy_err_t eddy_model_spec_validate(const eddy_model_spec_t *spec, char *errstr, size_t errstr_size) {
+  eddy_fault_t f;
+  eddy_err_t err = eddy_model_spec_check(spec, &f);
+  if (err == EDDY_OK) return EDDY_OK;
+  if (err != EDDY_ERR_CONFIG) return eddy_errf(err, errstr, errstr_size, "%s", f.why);
+  return eddy_fault_message(&f, errstr, errstr_size);
 }
 
 eddy_event_schema_t eddy_model_event_schema(const eddy_model_spec_t *spec) {
@@ -151,7 +253,7 @@ static eddy_err_t json_uint(const cJSON *o, const char *key, bool required, uint
     return EDDY_OK;
   }
   double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-  if (!cJSON_IsNumber(v) || d != (double)(uint64_t)d || d < lo || d > hi)
+  if (!cJSON_IsNumber(v) || !(d >= lo && d <= hi) || d != floor(d))
     return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
                      "model spec JSON: \"%s\" must be an integer %u..%u", key, lo, hi);
   *out = (uint32_t)d;
@@ -168,10 +270,15 @@ eddy_err_t eddy_model_spec_from_json(const char *json, eddy_model_spec_t *spec, 
   }
   eddy_model_spec_t s;
   memset(&s, 0, sizeof s);
-  eddy_err_t err = json_uint(o, "hash_bits", false, 0, 30, &s.hash_bits, errstr, errstr_size);
-  if (!err) err = json_uint(o, "embed_dim", false, 0, SPEC_MAX_EMBED, &s.embed_dim, errstr, errstr_size);
-  if (!err) err = json_uint(o, "dense_dim", false, 0, SPEC_MAX_DENSE, &s.dense_dim, errstr, errstr_size);
-  if (!err) err = json_uint(o, "classes", false, 0, SPEC_MAX_WIDTH, &s.classes, errstr, errstr_size);
+  const eddy_spec_limits_t *lim = &eddy_spec_limits;
+  /* classes may be 0 here: heads other than softmax ignore it. */
+  eddy_err_t err =
+      json_uint(o, "hash_bits", false, 0, (uint32_t)lim->hash_bits.max, &s.hash_bits, errstr, errstr_size);
+  if (!err)
+    err = json_uint(o, "embed_dim", false, 0, (uint32_t)lim->embed_dim.max, &s.embed_dim, errstr, errstr_size);
+  if (!err)
+    err = json_uint(o, "dense_dim", false, 0, (uint32_t)lim->dense_dim.max, &s.dense_dim, errstr, errstr_size);
+  if (!err) err = json_uint(o, "classes", false, 0, (uint32_t)lim->classes.max, &s.classes, errstr, errstr_size);
   if (!err) {
     const cJSON *head = cJSON_GetObjectItemCaseSensitive(o, "head");
     if (!cJSON_IsString(head) || eddy_head_parse(head->valuestring, &s.head) != 0)
@@ -192,9 +299,10 @@ eddy_err_t eddy_model_spec_from_json(const char *json, eddy_model_spec_t *spec, 
         for (int i = 0; i < count && !err; i++) {
           const cJSON *v = cJSON_GetArrayItem(hidden, i);
           double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-          if (!cJSON_IsNumber(v) || d != (double)(uint64_t)d || d < 1 || d > SPEC_MAX_WIDTH)
+          if (!cJSON_IsNumber(v) || !eddy_range_holds(&lim->hidden, d) || d != floor(d))
             err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
-                            "model spec JSON: hidden[%d] must be an integer 1..%u", i, SPEC_MAX_WIDTH);
+                            "model spec JSON: hidden[%d] must be an integer %.0f..%.0f", i, lim->hidden.min,
+                            lim->hidden.max);
           else
             s.hidden[i] = (uint32_t)d;
         }

@@ -12,6 +12,7 @@
 
 #include "core/errors.h"
 #include "core/event.h"
+#include "core/range.h"
 
 #define EDDY_MAX_HIDDEN 8
 #define EDDY_MAX_TENSORS (2 + 2 * EDDY_MAX_HIDDEN + 2)
@@ -36,8 +37,34 @@ typedef struct {
   size_t numel;
 } eddy_tensor_info_t;
 
-/* Checks ranges and that the model has at least one input; errstr names the offending field. */
+/* The ranges of the spec's numbers: the one place they are written. The config loader checks the
+ * [model] keys against them as it reads them; eddy_model_spec_check() uses them too. */
+typedef struct {
+  eddy_range_t hash_bits; /* when embed_dim > 0 it must also be >= 1 */
+  eddy_range_t embed_dim;
+  eddy_range_t dense_dim;
+  eddy_range_t hidden;    /* each hidden layer's width; at most EDDY_MAX_HIDDEN layers */
+  eddy_range_t classes;   /* a softmax head also needs >= 2 */
+} eddy_spec_limits_t;
+
+extern const eddy_spec_limits_t eddy_spec_limits;
+
+/* The default spec (configs/reference.ini documents it): 2^18 hashed buckets into 16-wide
+ * embeddings, no dense features, one hidden layer of 64, a logistic head. */
+eddy_model_spec_t eddy_model_spec_defaults(void);
+
+/* Checks every limit and rule of a spec: the ranges above, an input (embed_dim or dense_dim), a
+ * softmax head with >= 2 classes, hash_bits >= 1 under an embedding, and at most 2^32 parameters.
+ * On failure returns EDDY_ERR_CONFIG with fault naming the model.* keys that break the rule,
+ * the one to blame first (for too many parameters: the keys that shape the largest tensor). */
+eddy_err_t eddy_model_spec_check(const eddy_model_spec_t *spec, eddy_fault_t *fault);
+
+/* eddy_model_spec_check with the fault as one message in errstr, naming keys and values:
+ * "model.head = softmax, model.classes = 1: a softmax head needs model.classes >= 2". */
 eddy_err_t eddy_model_spec_validate(const eddy_model_spec_t *spec, char *errstr, size_t errstr_size);
+
+/* The hidden widths as a comma list ("256,128"; "" for none) in buf; returns buf. */
+const char *eddy_model_hidden_text(const eddy_model_spec_t *spec, char *buf, size_t size);
 
 /* Outputs of the head: classes for softmax, 1 otherwise. */
 uint32_t eddy_model_outputs(const eddy_model_spec_t *spec);

@@ -896,7 +896,7 @@ eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metr
   if (cfg->http_token_file[0]) {
     char why[512];
     if (eddy_http_load_token(cfg->http_token_file, r->token, sizeof r->token, why, sizeof why) != EDDY_OK) {
-      eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "http.token_file: %s", why);
+      eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s", why);
       goto fail;
     }
   }

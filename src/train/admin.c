@@ -689,7 +689,7 @@ eddy_http_t *eddy_admin_server_new(const eddy_config_t *cfg, eddy_registry_t *me
     char why[512];
     if (eddy_http_load_token(cfg->http_token_file, token, sizeof token, why, sizeof why) !=
         EDDY_OK) {
-      eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "http.token_file: %s", why);
+      eddy_errf(EDDY_ERR_CONFIG, errstr, errstr_size, "%s", why);
       return NULL;
     }
   } else {

@@ -85,6 +85,12 @@ check_serving() {
 check_rc 2 "serve without -c" -- "$EDDY" serve
 check_rc 2 "serve with a bad serve.precision" -- "$EDDY" serve -c /dev/null --set serve.precision=fp8
 check_grep "$TMP/err" 'serve.precision = "fp8": expected fp32 or bf16' "the bad precision is named"
+printf '[serve]\nthreads = 2\n[http]\ntoken_file = %s/no-such-token\n' "$TMP" >"$TMP/notoken.ini"
+check_rc 2 "serve with a missing token file" -- "$EDDY" serve -c "$TMP/notoken.ini"
+check_grep "$TMP/err" "$TMP/notoken.ini:4: http.token_file = \"$TMP/no-such-token\": No such file or directory" \
+  "the missing token file is named with its config line"
+check_rc 2 "serve with a token file that is a folder" -- "$EDDY" serve -c "$TMP/notoken.ini" --set "http.token_file=$TMP"
+check_grep "$TMP/err" "--set: http.token_file = \"$TMP\": not a regular file" "a --set token file is named as --set"
 check_rc 0 "serve --help" -- "$EDDY" serve --help
 check_grep "$TMP/out" "X-Eddy-Version" "--help describes the predict answer"
 

@@ -7,7 +7,8 @@
 # Python reader and equal the master weights of its state file; a download over HTTP matches the
 # manifest's sha256; /metrics has the trainer's series and passes `promtool check metrics` (when
 # installed). Then: SIGTERM exits 0, a restart resumes the newest version (examples continue),
-# corrupt state is refused (exit 1, file named) unless --fresh, and usage/config errors exit 2.
+# corrupt state is refused (exit 1, file named) unless --fresh, and usage/config errors exit 2 (a
+# missing http.token_file too, named with its config line).
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
@@ -206,6 +207,10 @@ check_grep "$TMP/err" "snapshot.keep" "bad value named"
 printf '[stream]\ntopic = t\n' >"$TMP/nobs.ini"
 check_rc 2 "train without bootstrap.servers" -- "$EDDY" train -c "$TMP/nobs.ini"
 check_grep "$TMP/err" "kafka.bootstrap.servers is not set" "missing bootstrap named"
+printf '[kafka]\nbootstrap.servers = 127.0.0.1:9\n\n[http]\ntoken_file = %s/no-such-token\n' "$TMP" >"$TMP/notoken.ini"
+check_rc 2 "train with a missing token file" -- "$EDDY" train -c "$TMP/notoken.ini"
+check_grep "$TMP/err" "$TMP/notoken.ini:5: http.token_file = \"$TMP/no-such-token\": No such file or directory" \
+  "missing token file named with its config line"
 check_rc 0 "train --help" -- "$EDDY" train --help
 check_grep "$TMP/out" "--fresh" "help explains --fresh"
 check_sanitizers

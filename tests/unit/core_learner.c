@@ -620,7 +620,38 @@ static void test_bad_inputs(void **state) {
   o.lr = -1;
   assert_null(eddy_learner_new(&s, &o, "cpu", err, sizeof err));
   assert_non_null(strstr(err, "lr"));
+  /* The learner holds options to the limits the config loader states (eddy_train_limits). */
+  o.lr = 1001;
+  assert_null(eddy_learner_new(&s, &o, "cpu", err, sizeof err));
+  assert_string_equal(err, "train.lr = 1001: must be > 0 and <= 1000");
+  o.lr = 1000;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_OK);
+  o.lr = NAN;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "train.lr = nan: must be > 0 and <= 1000");
   o.lr = 1e-3f;
+  o.eps = 2;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "train.eps = 2: must be > 0 and <= 1");
+  o.eps = 1e-8f;
+  o.threads = 1025;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "train.threads = 1025: must be between 0 and 1024");
+  o.threads = 1;
+  /* Loss scaling is checked where it is used: fp16 with dynamic scaling. */
+  o.loss_scale.growth = 1;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_OK);
+  o.precision = EDDY_PREC_FP16;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "train.loss_scale.growth = 1: must be > 1 and <= 1000");
+  o.loss_scale.growth = 2;
+  o.loss_scale.min_scale = 1e5f;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "train.loss_scale.min = 100000, train.loss_scale.init = 65536: "
+                           "train.loss_scale.min must not exceed train.loss_scale.init");
+  o.loss_scale.enabled = false;
+  assert_int_equal(eddy_train_opts_check(&o, err, sizeof err), EDDY_OK);
+  o = opts_with(EDDY_OPT_ADAM, 1e-3f);
   eddy_model_spec_t bad = s;
   bad.dense_dim = 0;
   bad.embed_dim = 0;

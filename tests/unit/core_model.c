@@ -96,6 +96,87 @@ static void test_validate(void **state) {
   assert_non_null(strstr(err, "too large"));
 }
 
+/* eddy_model_spec_check names the keys a failure is about, the one to blame first, and the
+ * messages name keys and values. */
+static void test_check_faults(void **state) {
+  char err[512];
+  eddy_fault_t f;
+  eddy_model_spec_t d = eddy_model_spec_defaults();
+  assert_int_equal(eddy_model_spec_check(&d, &f), EDDY_OK);
+  assert_int_equal(eddy_model_spec_validate(&d, err, sizeof err), EDDY_OK);
+
+  eddy_model_spec_t b = d;
+  b.embed_dim = 4097;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.embed_dim");
+  assert_null(f.keys[1]);
+  assert_string_equal(f.why, "must be between 0 and 4096");
+  assert_int_equal(eddy_model_spec_validate(&b, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "model.embed_dim = 4097: must be between 0 and 4096");
+
+  b = d;
+  b.head = EDDY_HEAD_SOFTMAX;
+  b.classes = 1;
+  assert_int_equal(eddy_model_spec_validate(&b, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "model.head = softmax, model.classes = 1: a softmax head needs model.classes >= 2");
+  b.classes = 65537;
+  assert_int_equal(eddy_model_spec_validate(&b, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "model.classes = 65537: must be between 1 and 65536");
+  b.head = EDDY_HEAD_LOGISTIC; /* other heads ignore classes */
+  assert_int_equal(eddy_model_spec_validate(&b, err, sizeof err), EDDY_OK);
+
+  b = d;
+  b.n_hidden = 2;
+  b.hidden[1] = 65537;
+  assert_int_equal(eddy_model_spec_validate(&b, err, sizeof err), EDDY_ERR_CONFIG);
+  assert_string_equal(err, "model.hidden = 64,65537: each layer width must be between 1 and 65536 (hidden[1] is 65537)");
+
+  b = d;
+  b.embed_dim = 0;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.embed_dim");
+  assert_string_equal(f.keys[1], "model.dense_dim");
+
+  /* Too many parameters: the keys that shape the largest tensor. */
+  b = d;
+  b.n_hidden = 2;
+  b.hidden[0] = b.hidden[1] = 65536;
+  b.head = EDDY_HEAD_SOFTMAX;
+  b.classes = 10;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.hidden");
+  assert_null(f.keys[1]);
+  assert_non_null(strstr(f.why, "mlp.1.weight"));
+  b = d;
+  b.hash_bits = 30;
+  b.embed_dim = 64;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.embed_dim");
+  assert_string_equal(f.keys[1], "model.hash_bits");
+  assert_null(f.keys[2]);
+  assert_string_equal(f.values, "model.embed_dim = 64, model.hash_bits = 30");
+  b = d; /* one huge first layer: its width and the inputs */
+  b.embed_dim = 4096;
+  b.hash_bits = 10;
+  b.dense_dim = 1048576;
+  b.hidden[0] = 8192;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.hidden");
+  assert_string_equal(f.keys[1], "model.embed_dim");
+  assert_string_equal(f.keys[2], "model.dense_dim");
+  assert_non_null(strstr(f.why, "mlp.0.weight"));
+  b = d; /* a wide softmax head straight on the inputs */
+  b.n_hidden = 0;
+  b.embed_dim = 0;
+  b.dense_dim = 1048576;
+  b.head = EDDY_HEAD_SOFTMAX;
+  b.classes = 8192;
+  assert_int_equal(eddy_model_spec_check(&b, &f), EDDY_ERR_CONFIG);
+  assert_string_equal(f.keys[0], "model.classes");
+  assert_string_equal(f.keys[1], "model.dense_dim");
+  assert_non_null(strstr(f.why, "head.weight"));
+}
+
 static void test_json_round_trip(void **state) {
   char err[256];
   eddy_model_spec_t s = spec_784();
@@ -295,6 +376,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layout),
       cmocka_unit_test(test_validate),
+      cmocka_unit_test(test_check_faults),
       cmocka_unit_test(test_json_round_trip),
       cmocka_unit_test(test_batch),
       cmocka_unit_test(test_scaler),

@@ -1,6 +1,7 @@
 /* Configuration loading: defaults == configs/reference.ini, the shipped configs load, every error
  * class yields its exact message, --set overrides, [kafka] passthrough order, value forms
- * (hidden lists, booleans, sizes, inline comments, BOM/CRLF, indentation). */
+ * (hidden lists, booleans, sizes, inline comments, BOM/CRLF, indentation), the [model] and [train]
+ * limits shared with the model layer, and where a key's value came from. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -126,6 +127,13 @@ static void test_defaults_values(void **state) {
   assert_int_equal(d.buffer_capacity_bytes, 1ull << 30);
   assert_null(d.kafka);
   assert_int_equal(d.n_kafka, 0);
+  /* [model] and [train] defaults are the model layer's, not a copy of them. */
+  eddy_model_spec_t spec = eddy_model_spec_defaults();
+  eddy_train_opts_t train = eddy_train_opts_defaults();
+  eddy_scaler_opts_t scaler = eddy_scaler_defaults();
+  assert_memory_equal(&d.spec, &spec, sizeof spec);
+  assert_memory_equal(&d.train, &train, sizeof train);
+  assert_memory_equal(&d.train.loss_scale, &scaler, sizeof scaler);
   /* Loading nothing gives the defaults and passes the cross-key checks. */
   eddy_config_t cfg;
   assert_int_equal(eddy_config_load(&cfg, NULL, NULL, 0, errstr, sizeof errstr), EDDY_OK);
@@ -238,6 +246,17 @@ static void test_reference_lists_every_key(void **state) {
   for (size_t i = 0; i < n_expected; i++)
     if (!seen[i]) print_error("reference.ini lacks %s\n", expected[i]);
   assert_int_equal(active, n_expected);
+  /* The loader knows exactly these keys, so a key added to it must reach reference.ini too. */
+  char name[200];
+  size_t known = 0;
+  for (; eddy_config_key_name(known, name, sizeof name); known++) {
+    size_t i = 0;
+    while (i < n_expected && strcmp(expected[i], name) != 0) i++;
+    if (i == n_expected) print_error("the loader knows %s; reference.ini does not set it\n", name);
+    assert_true(i < n_expected);
+  }
+  assert_int_equal(known, n_expected);
+  assert_false(eddy_config_key_name(known, name, sizeof name));
 }
 
 static void test_fashion_mnist_loads(void **state) {
@@ -348,6 +367,19 @@ static void test_errors_per_key(void **state) {
       "[buffer]\ncapacity_bytes = 99999999999999999999G\n", NULL, 0,
       "t.ini:2: buffer.capacity_bytes = \"99999999999999999999G\": must be between 1048576 and "
       "1125899906842624");
+  /* Numbers are decimal: strtod's hexadecimal forms are refused, for floats and integers. */
+  static const char *const not_decimal[][2] = {{"lr", "0x10"},         {"lr", "0X1p-4"},
+                                               {"lr", "1e"},           {"lr", "."},
+                                               {"batch_size", "0x10"}, {"holdout_fraction", "-0x0.1"}};
+  for (size_t i = 0; i < sizeof not_decimal / sizeof not_decimal[0]; i++) {
+    char text[96], want[160];
+    snprintf(text, sizeof text, "[train]\n%s = %s\n", not_decimal[i][0], not_decimal[i][1]);
+    snprintf(want, sizeof want, "t.ini:2: train.%s = \"%s\": not a number", not_decimal[i][0],
+             not_decimal[i][1]);
+    expect_error(text, NULL, 0, want);
+  }
+  const char *hex_set[] = {"train.momentum=0x0.8"};
+  expect_error("", hex_set, 1, "--set: train.momentum = \"0x0.8\": not a number");
   /* Only " ;" starts an inline comment; "0.01;x" stays one (bad) value. */
   expect_error("[train]\nlr = 0.01;x\n", NULL, 0, "t.ini:2: train.lr = \"0.01;x\": not a number");
 }
@@ -403,15 +435,24 @@ static void test_errors_cross_key(void **state) {
                "t.ini:2: train.loss_scale.growth = \"1\": must be > 1 and <= 1000");
   expect_error("[train]\nloss_scale.init = 0.5\n", NULL, 0,
                "t.ini:2: train.loss_scale.init = \"0.5\": must be between 1 and 1000000000");
-  /* The model layer's limits apply too, reported against the model key set last. */
-  eddy_config_t big;
-  assert_int_equal(load_text(&big, "[model]\nhidden = 65536,65536\nembed_dim = 8\n", NULL, 0),
-                   EDDY_ERR_CONFIG);
-  static const char prefix[] = "t.ini:3: model.embed_dim = \"8\": ";
-  if (strncmp(errstr, prefix, sizeof prefix - 1) != 0) print_error("got: %s\n", errstr);
-  assert_int_equal(strncmp(errstr, prefix, sizeof prefix - 1), 0);
-  assert_non_null(strstr(errstr, "too large"));
-  eddy_config_free(&big);
+  /* The model layer's parameter limit is reported against the key that shapes the largest
+   * tensor (set last, when several do), not against whichever model key came last. */
+  static const char *const too_large[][3] = {
+      {"[model]\nhidden = 65536,65536\nembed_dim = 8\n", NULL,
+       "t.ini:2: model.hidden = \"65536,65536\": the model has 4297785360 parameters: too large (at "
+       "most 4294967296; the largest tensor, mlp.1.weight, has 4294967296)"},
+      {"[model]\nhidden = 65536,65536\nhead = softmax\nclasses = 10\n", NULL,
+       "t.ini:2: model.hidden = \"65536,65536\": the model has 4300996624 parameters: too large (at "
+       "most 4294967296; the largest tensor, mlp.1.weight, has 4294967296)"},
+      {"[model]\nhash_bits = 30\nembed_dim = 64\nhidden = 8\n", NULL,
+       "t.ini:3: model.embed_dim = \"64\": the model has 68719477296 parameters: too large (at most "
+       "4294967296; the largest tensor, emb.weight, has 68719476736)"},
+      {"[model]\nhead = softmax\nhidden = 65536\ndense_dim = 1\nembed_dim = 0\n", "model.classes=65536",
+       "--set: model.classes = \"65536\": the model has 4295163904 parameters: too large (at most "
+       "4294967296; the largest tensor, head.weight, has 4294967296)"},
+  };
+  for (size_t i = 0; i < sizeof too_large / sizeof too_large[0]; i++)
+    expect_error(too_large[i][0], &too_large[i][1], too_large[i][1] ? 1 : 0, too_large[i][2]);
   /* hash_bits 0 is fine without an embedding. */
   eddy_config_t cfg;
   expect_ok(&cfg, "[model]\nhash_bits = 0\nembed_dim = 0\ndense_dim = 8\n", NULL, 0);
@@ -715,6 +756,15 @@ static void test_value_forms(void **state) {
   expect_ok(&cfg, "[train]\nlr = 0.25", NULL, 0);
   assert_true(cfg.train.lr == 0.25f);
   eddy_config_free(&cfg);
+  /* Every decimal spelling of a float. */
+  expect_ok(&cfg, "[train]\nlr = 5.\nmomentum = .5\nbeta1 = +0.25\neps = 1E-3\nweight_decay = 2e+1\n",
+            NULL, 0);
+  assert_true(cfg.train.lr == 5.0f);
+  assert_true(cfg.train.momentum == 0.5f);
+  assert_true(cfg.train.beta1 == 0.25f);
+  assert_true(cfg.train.eps == 1e-3f);
+  assert_true(cfg.train.weight_decay == 20.0f);
+  eddy_config_free(&cfg);
   expect_ok(&cfg, "", NULL, 0);
   eddy_config_free(&cfg);
   assert_int_equal(eddy_config_load_string(&cfg, "t.ini", NULL, 0, NULL, 0, errstr, sizeof errstr),
@@ -725,6 +775,175 @@ static void test_value_forms(void **state) {
   expect_ok(&cfg, "[serve]\n[model]\nname: colon\n", NULL, 0);
   assert_string_equal(cfg.model_name, "colon");
   eddy_config_free(&cfg);
+}
+
+/* A [train] value goes through the same limits whether the config loader or the learner checks
+ * it: the same verdict, and the same reason. */
+static void test_train_limits_shared(void **state) {
+  (void)state;
+  static const struct {
+    const char *key;
+    size_t off;
+    bool whole; /* an int or uint32_t field */
+    bool fp16;  /* the learner checks it only for fp16 with dynamic scaling */
+  } fields[] = {
+      {"lr", offsetof(eddy_train_opts_t, lr), false, false},
+      {"momentum", offsetof(eddy_train_opts_t, momentum), false, false},
+      {"beta1", offsetof(eddy_train_opts_t, beta1), false, false},
+      {"beta2", offsetof(eddy_train_opts_t, beta2), false, false},
+      {"eps", offsetof(eddy_train_opts_t, eps), false, false},
+      {"weight_decay", offsetof(eddy_train_opts_t, weight_decay), false, false},
+      {"clip_norm", offsetof(eddy_train_opts_t, clip_norm), false, false},
+      {"threads", offsetof(eddy_train_opts_t, threads), true, false},
+      {"loss_scale.init", offsetof(eddy_train_opts_t, loss_scale.init_scale), false, true},
+      {"loss_scale.growth", offsetof(eddy_train_opts_t, loss_scale.growth), false, true},
+      {"loss_scale.backoff", offsetof(eddy_train_opts_t, loss_scale.backoff), false, true},
+      {"loss_scale.interval", offsetof(eddy_train_opts_t, loss_scale.interval), true, true},
+      {"loss_scale.min", offsetof(eddy_train_opts_t, loss_scale.min_scale), false, true},
+  };
+  static const double values[] = {-1,  0,   1e-6, 0.5,  0.999, 1,   1.5,   2,   100, 100.5,
+                                  101, 1000, 1001, 1024, 1025, 65536, 1e5, 1e9, 2e9};
+  size_t rejected = 0, accepted = 0;
+  for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+    for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
+      double value = values[v];
+      if (fields[f].whole && (value < 0 || value != (double)(uint64_t)value)) continue;
+      char set[96], cfg_err[1024], learner_err[512];
+      snprintf(set, sizeof set, "train.%s=%.10g", fields[f].key, value);
+      const char *sets[] = {set, "train.precision=fp16"};
+      eddy_config_t cfg;
+      eddy_err_t cfg_verdict = eddy_config_load(&cfg, NULL, sets, 2, cfg_err, sizeof cfg_err);
+      eddy_config_free(&cfg);
+      eddy_train_opts_t o = eddy_train_opts_defaults();
+      o.precision = fields[f].fp16 ? EDDY_PREC_FP16 : EDDY_PREC_FP32;
+      char *field = (char *)&o + fields[f].off;
+      if (strcmp(fields[f].key, "threads") == 0)
+        *(int *)field = (int)value;
+      else if (fields[f].whole)
+        *(uint32_t *)field = (uint32_t)value;
+      else
+        *(float *)field = (float)value;
+      eddy_err_t learner_verdict = eddy_train_opts_check(&o, learner_err, sizeof learner_err);
+      if (cfg_verdict != learner_verdict)
+        print_error("%s: config %d (%s), learner %d (%s)\n", set, cfg_verdict,
+                    cfg_verdict ? cfg_err : "ok", learner_verdict, learner_verdict ? learner_err : "ok");
+      assert_int_equal(cfg_verdict, learner_verdict);
+      if (cfg_verdict == EDDY_OK) {
+        accepted++;
+        continue;
+      }
+      rejected++;
+      /* "--set: train.lr = \"0\": must be > 0 and <= 1000" and "train.lr = 0: must be ...". */
+      const char *cfg_why = strstr(cfg_err, "\": ");
+      const char *learner_why = strstr(learner_err, ": ");
+      assert_non_null(cfg_why);
+      assert_non_null(learner_why);
+      assert_string_equal(cfg_why + 3, learner_why + 2);
+      char key[64];
+      snprintf(key, sizeof key, "train.%s = ", fields[f].key);
+      assert_non_null(strstr(learner_err, key));
+    }
+  }
+  /* Both sides of most limits were tried. */
+  assert_true(rejected >= 40);
+  assert_true(accepted >= 40);
+}
+
+/* A [model] value gets the same verdict from the config loader and from the model's own check
+ * (which eddy_learner_new, inference and manifests use). */
+static void test_spec_limits_shared(void **state) {
+  (void)state;
+  static const char *const sets[][2] = {
+      {"model.embed_dim=4096", NULL},        {"model.embed_dim=4097", NULL},
+      {"model.embed_dim=0", NULL},           {"model.embed_dim=0", "model.dense_dim=3"},
+      {"model.hash_bits=0", NULL},           {"model.hash_bits=1", NULL},
+      {"model.hash_bits=26", NULL},          {"model.hash_bits=30", NULL},
+      {"model.hash_bits=31", NULL},          {"model.dense_dim=1048576", NULL},
+      {"model.dense_dim=1048577", NULL},     {"model.hidden=65536", NULL},
+      {"model.hidden=65537", NULL},          {"model.hidden=8,0", NULL},
+      {"model.hidden=1,2,3,4,5,6,7,8", NULL}, {"model.hidden=", NULL},
+      {"model.head=softmax", "model.classes=1"}, {"model.head=softmax", "model.classes=2"},
+      {"model.head=softmax", "model.classes=65536"}, {"model.head=softmax", "model.classes=65537"},
+      {"model.hidden=65536,65536", NULL},    {"model.hidden=65536,65535", NULL},
+  };
+  size_t rejected = 0, accepted = 0;
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+    size_t n = sets[i][1] ? 2 : 1;
+    eddy_config_t cfg;
+    char cfg_err[1024], spec_err[512];
+    eddy_err_t cfg_verdict = eddy_config_load(&cfg, NULL, sets[i], n, cfg_err, sizeof cfg_err);
+    eddy_config_free(&cfg);
+    /* The spec the sets describe, built without the loader. */
+    eddy_model_spec_t spec = eddy_model_spec_defaults();
+    for (size_t k = 0; k < n; k++) {
+      const char *v = strchr(sets[i][k], '=') + 1;
+      if (strncmp(sets[i][k], "model.hidden=", 13) == 0) {
+        spec.n_hidden = 0;
+        memset(spec.hidden, 0, sizeof spec.hidden);
+        for (char *end; *v && spec.n_hidden < EDDY_MAX_HIDDEN; v = *end ? end + 1 : end)
+          spec.hidden[spec.n_hidden++] = (uint32_t)strtoul(v, &end, 10);
+      } else if (strncmp(sets[i][k], "model.head=", 11) == 0) {
+        assert_int_equal(eddy_head_parse(v, &spec.head), 0);
+      } else {
+        uint32_t x = (uint32_t)strtoul(v, NULL, 10);
+        if (strstr(sets[i][k], "embed_dim")) spec.embed_dim = x;
+        if (strstr(sets[i][k], "dense_dim")) spec.dense_dim = x;
+        if (strstr(sets[i][k], "hash_bits")) spec.hash_bits = x;
+        if (strstr(sets[i][k], "classes")) spec.classes = x;
+      }
+    }
+    eddy_err_t spec_verdict = eddy_model_spec_validate(&spec, spec_err, sizeof spec_err);
+    if (cfg_verdict != spec_verdict)
+      print_error("%s %s: config %d (%s), spec %d (%s)\n", sets[i][0], sets[i][1] ? sets[i][1] : "",
+                  cfg_verdict, cfg_verdict ? cfg_err : "ok", spec_verdict,
+                  spec_verdict ? spec_err : "ok");
+    assert_int_equal(cfg_verdict, spec_verdict);
+    if (cfg_verdict == EDDY_OK)
+      accepted++;
+    else
+      rejected++;
+  }
+  assert_true(rejected >= 10);
+  assert_true(accepted >= 10);
+}
+
+/* eddy_config_origin names where a key got its value. */
+static void test_origin(void **state) {
+  (void)state;
+  char *dir = eddy_test_tmpdir();
+  static const char ini[] = "[model]\nname = m\n\n[http]\nbind = 127.0.0.1:0\ntoken_file = /nope\n";
+  char *path = eddy_test_write_file(dir, "o.ini", ini, sizeof ini - 1);
+  char origin[512], want[600];
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "http.token_file", origin, sizeof origin),
+                   EDDY_OK);
+  snprintf(want, sizeof want, "%s:6", path);
+  assert_string_equal(origin, want);
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "model.name", origin, sizeof origin), EDDY_OK);
+  snprintf(want, sizeof want, "%s:2", path);
+  assert_string_equal(origin, want);
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "train.lr", origin, sizeof origin), EDDY_OK);
+  assert_string_equal(origin, "default");
+  const char *sets[] = {"http.token_file=/other"};
+  assert_int_equal(eddy_config_origin(path, sets, 1, "http.token_file", origin, sizeof origin),
+                   EDDY_OK);
+  assert_string_equal(origin, "--set");
+  assert_int_equal(eddy_config_origin(NULL, sets, 1, "http.token_file", origin, sizeof origin),
+                   EDDY_OK);
+  assert_string_equal(origin, "--set");
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "http.nope", origin, sizeof origin),
+                   EDDY_ERR_NOT_FOUND);
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "kafka.acks", origin, sizeof origin),
+                   EDDY_ERR_NOT_FOUND);
+  assert_int_equal(eddy_config_origin(path, NULL, 0, "http", origin, sizeof origin),
+                   EDDY_ERR_NOT_FOUND);
+  const char *bad[] = {"train.lr=x"};
+  assert_int_equal(eddy_config_origin(path, bad, 1, "http.token_file", origin, sizeof origin),
+                   EDDY_ERR_CONFIG);
+  free(path);
+  assert_int_equal(eddy_config_origin("/nonexistent/x.ini", NULL, 0, "http.token_file", origin,
+                                      sizeof origin),
+                   EDDY_ERR_IO);
+  eddy_test_rmdir(dir);
 }
 
 int main(void) {
@@ -742,6 +961,9 @@ int main(void) {
       cmocka_unit_test(test_hidden_lists),
       cmocka_unit_test(test_booleans),
       cmocka_unit_test(test_value_forms),
+      cmocka_unit_test(test_train_limits_shared),
+      cmocka_unit_test(test_spec_limits_shared),
+      cmocka_unit_test(test_origin),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
