@@ -219,7 +219,7 @@ static void replay_free(eddy_replay_t *r) {
   free(r);
 }
 
-void eddy_replay_close(eddy_replay_t *r) {
+void eddy_replay_destroy(eddy_replay_t *r) {
   if (r) replay_free(r);
 }
 
@@ -461,7 +461,7 @@ static eddy_err_t check_tail(eddy_replay_t *r, char *errstr, size_t errstr_size)
   return e;
 }
 
-eddy_replay_t *eddy_replay_open(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size) {
+eddy_replay_t *eddy_replay_new(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size) {
   if (!opts || !opts->path || !*opts->path) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "buffer: no path given");
     return NULL;

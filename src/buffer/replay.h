@@ -75,8 +75,8 @@ typedef struct {
 } eddy_replay_stats_t;
 
 /* Opens (creating if needed) the buffer. NULL + errstr naming the path on failure. */
-eddy_replay_t *eddy_replay_open(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size);
-void eddy_replay_close(eddy_replay_t *r);
+eddy_replay_t *eddy_replay_new(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size);
+void eddy_replay_destroy(eddy_replay_t *r);
 
 /* Appends n events (seqs next_seq.., in order), n_dl dead letters and n_off partition positions
  * in one atomic WriteBatch, then evicts if over capacity (evict = true). first_seq (optional) gets

@@ -121,7 +121,7 @@ static void on_dead_letter(void *ctx, const eddy_dead_letter_t *dl) {
 static int inspect(const char *path, bool json, size_t examples) {
   eddy_replay_opts_t opts = {.path = path, .read_only = true};
   char errstr[1024] = "";
-  eddy_replay_t *r = eddy_replay_open(&opts, errstr, sizeof errstr);
+  eddy_replay_t *r = eddy_replay_new(&opts, errstr, sizeof errstr);
   if (!r) {
     fprintf(stderr, "eddy buffer: %s\n", errstr);
     return EDDY_EXIT_FAILURE;
@@ -190,7 +190,7 @@ static int inspect(const char *path, bool json, size_t examples) {
     e = (emit_t){0};
     eddy_replay_dead_letters(r, examples, on_dead_letter, &e, NULL);
   }
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   return rc;
 }
 

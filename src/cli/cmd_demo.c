@@ -385,7 +385,7 @@ static int stream(demo_t *d, double t0) {
   eddy_producer_t *p = eddy_producer_new(NULL, d->boot, errstr, sizeof errstr);
   if (!p) return fprintf(stderr, "eddy demo: producer: %s\n", errstr), -1;
   eddy_event_schema_t schema = {.dense_dim = 784, .head = EDDY_HEAD_SOFTMAX, .classes = 10};
-  eddy_dataset_t *ds = eddy_dataset_open("fashion-mnist:train", &schema, errstr, sizeof errstr);
+  eddy_dataset_t *ds = eddy_dataset_new("fashion-mnist:train", &schema, errstr, sizeof errstr);
   if (!ds) {
     eddy_producer_destroy(p);
     return fprintf(stderr, "eddy demo: %s (install dataset-fashion-mnist: ops/setup-deps)\n", errstr), -1;
@@ -513,7 +513,7 @@ static int settle(demo_t *d) {
 static int score(demo_t *d, double *accuracy, long *version) {
   char errstr[1024], url[128];
   eddy_event_schema_t schema = {.dense_dim = 784, .head = EDDY_HEAD_SOFTMAX, .classes = 10};
-  eddy_dataset_t *ds = eddy_dataset_open("fashion-mnist:test", &schema, errstr, sizeof errstr);
+  eddy_dataset_t *ds = eddy_dataset_new("fashion-mnist:test", &schema, errstr, sizeof errstr);
   if (!ds) return fprintf(stderr, "eddy demo: %s\n", errstr), -1;
   snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/predict", d->rport[0]);
   eddy_event_t ev;

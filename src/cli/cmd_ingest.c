@@ -118,7 +118,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
                               .reservoir_size = cfg.reservoir_size,
                               .classes = reservoir_classes(&cfg),
                               .seed = cfg.train.seed};
-  eddy_replay_t *buffer = eddy_replay_open(&ropts, errstr, sizeof errstr);
+  eddy_replay_t *buffer = eddy_replay_new(&ropts, errstr, sizeof errstr);
   if (!buffer) {
     fprintf(stderr, "eddy ingest: %s\n", errstr);
     eddy_config_free(&cfg);
@@ -127,7 +127,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
   eddy_ingest_t *ing = eddy_ingest_new(&cfg, buffer, NULL, NULL, errstr, sizeof errstr);
   if (!ing) {
     fprintf(stderr, "eddy ingest: %s\n", errstr);
-    eddy_replay_close(buffer);
+    eddy_replay_destroy(buffer);
     eddy_config_free(&cfg);
     return EDDY_EXIT_FAILURE;
   }
@@ -178,7 +178,7 @@ int eddy_cmd_ingest(int argc, char **argv) {
   int n = 0;
   eddy_replay_offsets_each(buffer, print_offset, &n);
   if (n) fputc('\n', stderr);
-  eddy_replay_close(buffer);
+  eddy_replay_destroy(buffer);
   eddy_config_free(&cfg);
   return rc;
 }

@@ -129,7 +129,7 @@ static int run_training(const eddy_config_t *cfg, trainer_t *t, const char *data
   eddy_event_schema_t schema = eddy_model_event_schema(&cfg->spec);
   schema.max_bytes = cfg->max_event_bytes;
   char dserr[512];
-  eddy_dataset_t *ds = eddy_dataset_open(data, &schema, dserr, sizeof dserr);
+  eddy_dataset_t *ds = eddy_dataset_new(data, &schema, dserr, sizeof dserr);
   if (!ds) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s", dserr);
   eddy_event_t ev;
   eddy_event_init(&ev);
@@ -178,7 +178,7 @@ static int run_eval(const eddy_config_t *cfg, trainer_t *t, const char *data, ed
   eddy_event_schema_t schema = eddy_model_event_schema(&cfg->spec);
   schema.max_bytes = cfg->max_event_bytes;
   char dserr[512];
-  eddy_dataset_t *ds = eddy_dataset_open(data, &schema, dserr, sizeof dserr);
+  eddy_dataset_t *ds = eddy_dataset_new(data, &schema, dserr, sizeof dserr);
   if (!ds) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s", dserr);
   eddy_event_t ev;
   eddy_event_init(&ev);

@@ -239,8 +239,8 @@ int eddy_cmd_produce(int argc, char **argv) {
   eddy_event_init(&ev);
   eddy_event_schema_t fmnist = {.dense_dim = 784, .hash_bits = 0, .head = EDDY_HEAD_SOFTMAX,
                                 .classes = 10, .max_bytes = 0};
-  eddy_dataset_t *ds = is_fmnist ? eddy_dataset_open(data, &fmnist, err, sizeof err)
-                                 : eddy_dataset_open_lines(data, EDDY_PRODUCER_MAX_VALUE, err, sizeof err);
+  eddy_dataset_t *ds = is_fmnist ? eddy_dataset_new(data, &fmnist, err, sizeof err)
+                                 : eddy_dataset_new_lines(data, EDDY_PRODUCER_MAX_VALUE, err, sizeof err);
   if (!ds) {
     fprintf(stderr, "eddy produce: %s\n", err);
     eddy_config_free(&cfg);

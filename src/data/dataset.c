@@ -36,7 +36,7 @@ struct eddy_dataset {
   uint32_t count, next;
   float scale[256]; /* pixel value -> pixel / 255 */
   /* JSONL */
-  bool lines_only; /* opened by eddy_dataset_open_lines: no schema, no decoding */
+  bool lines_only; /* opened by eddy_dataset_new_lines: no schema, no decoding */
   char *path;
   gzFile gz;
   bool direct;        /* plain (not gzip) file: progress counts consumed bytes exactly */
@@ -285,7 +285,7 @@ static eddy_dataset_t *open_jsonl(const char *path, const eddy_event_schema_t *s
   return ds;
 }
 
-eddy_dataset_t *eddy_dataset_open(const char *name, const eddy_event_schema_t *schema, char *errstr,
+eddy_dataset_t *eddy_dataset_new(const char *name, const eddy_event_schema_t *schema, char *errstr,
                                   size_t errstr_size) {
   if (!name || !*name) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "dataset name is empty");
@@ -296,7 +296,7 @@ eddy_dataset_t *eddy_dataset_open(const char *name, const eddy_event_schema_t *s
   return open_jsonl(name, schema, errstr, errstr_size);
 }
 
-eddy_dataset_t *eddy_dataset_open_lines(const char *path, size_t max_bytes, char *errstr, size_t errstr_size) {
+eddy_dataset_t *eddy_dataset_new_lines(const char *path, size_t max_bytes, char *errstr, size_t errstr_size) {
   if (!path || !*path) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "dataset name is empty");
     return NULL;
@@ -459,7 +459,7 @@ eddy_err_t eddy_dataset_next(eddy_dataset_t *ds, eddy_event_t *ev, bool *eof, ch
   if (ds->kind == DATASET_IDX) return next_idx(ds, ev, eof, errstr, errstr_size);
   if (ds->lines_only)
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
-                     "%s: opened for raw lines; events need eddy_dataset_open", ds->path);
+                     "%s: opened for raw lines; events need eddy_dataset_new", ds->path);
   if (ds->done) {
     *eof = true;
     return EDDY_OK;

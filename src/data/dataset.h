@@ -1,7 +1,7 @@
 /* Datasets for offline learning and producing: a JSONL file of events, or Fashion-MNIST read from
  * the Debian package's gzip IDX files ("fashion-mnist:train" | "fashion-mnist:test"; folder from
  * EDDY_FASHION_MNIST_DIR, default /usr/share/datasets/fashion-mnist). Events come in file order.
- * A JSONL file can also be read as raw lines, undecoded (eddy_dataset_open_lines): the one JSONL
+ * A JSONL file can also be read as raw lines, undecoded (eddy_dataset_new_lines): the one JSONL
  * reader for everything that reads event files (eddy learn, eddy produce). */
 #ifndef EDDY_DATASET_H
 #define EDDY_DATASET_H
@@ -18,7 +18,7 @@ typedef struct eddy_dataset eddy_dataset_t;
 /* Open a dataset by name. schema validates JSONL events; Fashion-MNIST yields 784 dense features
  * (pixel / 255) and labels 0..9, and is refused if the schema cannot hold it (dense_dim != 784,
  * head not softmax with 10 classes). NULL + errstr on failure (missing file, bad IDX header). */
-eddy_dataset_t *eddy_dataset_open(const char *name, const eddy_event_schema_t *schema, char *errstr,
+eddy_dataset_t *eddy_dataset_new(const char *name, const eddy_event_schema_t *schema, char *errstr,
                                   size_t errstr_size);
 void eddy_dataset_destroy(eddy_dataset_t *ds);
 
@@ -26,7 +26,7 @@ void eddy_dataset_destroy(eddy_dataset_t *ds);
  * for tools that pass lines on verbatim, valid events or not (eddy produce). Lines longer than
  * max_bytes (1..SIZE_MAX/2) are refused one by one. NULL + errstr on failure (missing file, a
  * directory). eddy_dataset_next on it fails with EDDY_ERR_INVALID_ARG. */
-eddy_dataset_t *eddy_dataset_open_lines(const char *path, size_t max_bytes, char *errstr, size_t errstr_size);
+eddy_dataset_t *eddy_dataset_new_lines(const char *path, size_t max_bytes, char *errstr, size_t errstr_size);
 
 /* Next event into ev. EDDY_OK with *eof = false: ev holds an event. EDDY_OK with *eof = true: end.
  * An EDDY_ERR_EVENT_* code: that record was bad (errstr names the line), the caller may go on.

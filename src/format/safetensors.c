@@ -526,7 +526,7 @@ struct eddy_st_reader {
   size_t meta_count;
 };
 
-void eddy_st_close(eddy_st_reader_t *r) {
+void eddy_st_reader_destroy(eddy_st_reader_t *r) {
   if (!r) return;
   for (size_t i = 0; i < r->count; i++) free((char *)r->tensors[i].name);
   for (size_t i = 0; i < r->meta_count; i++) {
@@ -944,13 +944,13 @@ static eddy_st_reader_t *reader_from_image(uint8_t *image, size_t len, size_t ma
   char msg[512];
   if (reader_parse(r, max_header ? max_header : EDDY_ST_MAX_HEADER, msg, sizeof msg) != 0) {
     eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "safetensors %s: %s", label, msg);
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
     return NULL;
   }
   return r;
 }
 
-eddy_st_reader_t *eddy_st_open(const char *path, size_t max_header, char *errstr, size_t errstr_size) {
+eddy_st_reader_t *eddy_st_reader_new(const char *path, size_t max_header, char *errstr, size_t errstr_size) {
   if (!path) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "safetensors: NULL path");
     return NULL;
@@ -1001,7 +1001,7 @@ eddy_st_reader_t *eddy_st_open(const char *path, size_t max_header, char *errstr
   return reader_from_image(image, size, max_header, path, errstr, errstr_size);
 }
 
-eddy_st_reader_t *eddy_st_open_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
+eddy_st_reader_t *eddy_st_reader_new_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                      size_t errstr_size) {
   if (!buf) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "safetensors <memory>: NULL buffer");
@@ -1010,7 +1010,7 @@ eddy_st_reader_t *eddy_st_open_owned(uint8_t *buf, size_t len, size_t max_header
   return reader_from_image(buf, len, max_header, "<memory>", errstr, errstr_size);
 }
 
-eddy_st_reader_t *eddy_st_open_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
+eddy_st_reader_t *eddy_st_reader_new_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                    size_t errstr_size) {
   if (!buf && len) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "safetensors <memory>: NULL buffer");

@@ -56,15 +56,15 @@ typedef struct eddy_st_reader eddy_st_reader_t;
 
 /* Reads and validates a whole file (max_header: 0 = EDDY_ST_MAX_HEADER). NULL + errstr that names
  * the file and the problem ("bad header length 9999999 > file size 120"). */
-eddy_st_reader_t *eddy_st_open(const char *path, size_t max_header, char *errstr, size_t errstr_size);
+eddy_st_reader_t *eddy_st_reader_new(const char *path, size_t max_header, char *errstr, size_t errstr_size);
 /* Same over a buffer in memory (copied). */
-eddy_st_reader_t *eddy_st_open_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
+eddy_st_reader_t *eddy_st_reader_new_mem(const uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                    size_t errstr_size);
-/* Same over a malloc'ed buffer the reader takes over (freed by eddy_st_close, or here on failure):
+/* Same over a malloc'ed buffer the reader takes over (freed by eddy_st_reader_destroy, or here on failure):
  * no copy, for images that are large. */
-eddy_st_reader_t *eddy_st_open_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
+eddy_st_reader_t *eddy_st_reader_new_owned(uint8_t *buf, size_t len, size_t max_header, char *errstr,
                                      size_t errstr_size);
-void eddy_st_close(eddy_st_reader_t *r);
+void eddy_st_reader_destroy(eddy_st_reader_t *r);
 size_t eddy_st_count(const eddy_st_reader_t *r);
 const eddy_st_tensor_t *eddy_st_at(const eddy_st_reader_t *r, size_t i);
 const eddy_st_tensor_t *eddy_st_find(const eddy_st_reader_t *r, const char *name);

@@ -153,7 +153,7 @@ static eddy_err_t check_state_tensor(const eddy_st_reader_t *r, const char *name
 }
 
 eddy_err_t eddy_learner_files_load_state(eddy_learner_view_t *v, const char *path, char *errstr, size_t errstr_size) {
-  eddy_st_reader_t *r = eddy_st_open(path, 0, errstr, errstr_size);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, errstr, errstr_size);
   if (!r) return EDDY_ERR_FORMAT;
   eddy_err_t err = EDDY_OK;
   const char *format = eddy_st_meta(r, "eddy.format");
@@ -221,7 +221,7 @@ eddy_err_t eddy_learner_files_load_state(eddy_learner_view_t *v, const char *pat
     }
     if (err) eddy_errf(err, errstr, errstr_size, "%s: reading tensor %s: %s", path, t->name, eddy_err_str(err));
   }
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   if (err) return err;
   /* The scale only means something between fp16 learners: others run at 1, and an fp16 learner
    * loading a file saved without loss scaling starts from its initial scale. */

@@ -329,7 +329,7 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
       }
     }
   }
-  eddy_st_close(reader);
+  eddy_st_reader_destroy(reader);
   eddy_http_answer_free(&w);
   if (res != LOAD_OK) {
     served_free(s);
@@ -369,7 +369,7 @@ static int poll_current(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t *
                         size_t errstr_size) {
   if (r->cfg.serve_store[0]) {
     if (!*store) {
-      *store = eddy_store_open(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, errstr_size);
+      *store = eddy_store_new(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, errstr_size);
       if (!*store) return -1;
     }
     eddy_err_t err = eddy_store_current(*store, version, errstr, errstr_size);
@@ -485,7 +485,7 @@ static void *follow_main(void *arg) {
     }
     if (!target || target == atomic_load(&r->version) || target == failed) continue;
     if (r->cfg.serve_store[0] && !store) {
-      store = eddy_store_open(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, sizeof errstr);
+      store = eddy_store_new(r->cfg.serve_store, r->cfg.model_name, EDDY_STORE_READONLY, errstr, sizeof errstr);
       if (!store) {
         EDDY_WARN(LOG_MOD, "v%06" PRIu64 ": %s", target, errstr);
         failed = target;
@@ -508,7 +508,7 @@ static void *follow_main(void *arg) {
     retry_at = eddy_clock_mono_s() + r->cfg.serve_poll_seconds;
   }
   eddy_follower_destroy(fol);
-  eddy_store_close(store);
+  eddy_store_destroy(store);
   eddy_http_client_destroy(c);
   return NULL;
 }

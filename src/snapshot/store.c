@@ -297,7 +297,7 @@ static void remove_leftovers(eddy_store_t *s) {
   closedir(d);
 }
 
-eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mode_t mode, char *errstr,
+eddy_store_t *eddy_store_new(const char *root, const char *model, eddy_store_mode_t mode, char *errstr,
                               size_t errstr_size) {
   if (!root || !*root || !model) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "store: empty root or NULL model name");
@@ -337,14 +337,14 @@ eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mo
     if (!found || !S_ISDIR(st.st_mode)) {
       eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "store %s: %s", s->dir,
                 found ? "not a folder" : strerror(errno));
-      eddy_store_close(s);
+      eddy_store_destroy(s);
       return NULL;
     }
     return s;
   }
   if (eddy_mkdir_p(s->dir) != 0) {
     eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "store: create %s: %s", s->dir, strerror(errno));
-    eddy_store_close(s);
+    eddy_store_destroy(s);
     return NULL;
   }
   char *lock = join(s->dir, LOCK_FILE);
@@ -357,7 +357,7 @@ eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mo
       eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "store %s: lock %s: %s", s->dir, lock ? lock : "(nomem)",
                 strerror(e));
     free(lock);
-    eddy_store_close(s);
+    eddy_store_destroy(s);
     return NULL;
   }
   free(lock);
@@ -365,7 +365,7 @@ eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mo
   return s;
 }
 
-void eddy_store_close(eddy_store_t *s) {
+void eddy_store_destroy(eddy_store_t *s) {
   if (!s) return;
   if (s->txn) {
     EDDY_WARN("store", "closing %s with the publish of v%06" PRIu64 " unfinished: aborted", s->dir, s->txn->version);
@@ -709,8 +709,8 @@ eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_
     eddy_sha256_hex(digest, hex);
     if (strcmp(hex, f->sha256) != 0) {
       report(&rep, f->name, EDDY_ERR_FORMAT, "sha256 %s, the manifest says %s (content changed)", hex, f->sha256);
-    } else if (!(r = eddy_st_open_owned(data, len, max_header, msg, sizeof msg))) {
-      data = NULL; /* freed by eddy_st_open_owned */
+    } else if (!(r = eddy_st_reader_new_owned(data, len, max_header, msg, sizeof msg))) {
+      data = NULL; /* freed by eddy_st_reader_new_owned */
       report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", msg);
     } else {
       data = NULL; /* the reader's now */
@@ -719,7 +719,7 @@ eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_
   }
   free(data);
   if (!rep.count) return r;
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   if (rep.count > 1)
     eddy_errf(rep.first, errstr, errstr_size, "%s (and %zu more problems)", rep.first_msg, rep.count - 1);
   else
@@ -780,11 +780,11 @@ eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_stor
     int weights = !strcmp(f->name, EDDY_STORE_WEIGHTS), state = !strcmp(f->name, EDDY_STORE_STATE);
     if (!weights && !state) continue;
     char *path = join(dir, f->name);
-    eddy_st_reader_t *r = path ? eddy_st_open(path, 0, msg, sizeof msg) : NULL;
+    eddy_st_reader_t *r = path ? eddy_st_reader_new(path, 0, msg, sizeof msg) : NULL;
     if (!r) report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", path ? msg : "out of memory");
     else if (weights) check_weights_reader(r, man, &rep);
     else check_state_reader(r, man, &rep);
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
     free(path);
   }
   if (!m) eddy_manifest_clear(man);
@@ -937,13 +937,13 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
     return eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "publish: %s needs %s and %s", t->dir,
                      EDDY_STORE_WEIGHTS, EDDY_STORE_STATE);
   char *wpath = join(t->dir, EDDY_STORE_WEIGHTS), *spath = join(t->dir, EDDY_STORE_STATE);
-  eddy_st_reader_t *w = wpath ? eddy_st_open(wpath, 0, msg, sizeof msg) : NULL;
+  eddy_st_reader_t *w = wpath ? eddy_st_reader_new(wpath, 0, msg, sizeof msg) : NULL;
   eddy_st_reader_t *st = NULL;
   if (!w) {
     err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "publish: %s", wpath ? msg : "out of memory");
     goto out;
   }
-  st = eddy_st_open(spath, 0, msg, sizeof msg);
+  st = eddy_st_reader_new(spath, 0, msg, sizeof msg);
   if (!st) {
     err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "publish: %s", msg);
     goto out;
@@ -970,8 +970,8 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
                     rep.count > 1 ? " (and more)" : "");
     goto out;
   }
-  eddy_st_close(w);
-  eddy_st_close(st);
+  eddy_st_reader_destroy(w);
+  eddy_st_reader_destroy(st);
   w = st = NULL;
   /* Sizes and checksums of the bytes on disk. */
   m->n_files = 0;
@@ -1006,8 +1006,8 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
   if (!err && fsync_dir(t->dir) != 0)
     err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "publish: fsync %s: %s", t->dir, strerror(errno));
 out:
-  eddy_st_close(w);
-  eddy_st_close(st);
+  eddy_st_reader_destroy(w);
+  eddy_st_reader_destroy(st);
   free(wpath);
   free(spath);
   return err;

@@ -32,9 +32,9 @@ typedef struct eddy_store_txn eddy_store_txn_t;
 /* Opens the store of model under root. WRITER: creates <root>/<model> if needed, takes its lock
  * (EDDY_ERR_STATE in errstr when another writer holds it), removes leftover .tmp-* and .del-*
  * entries with a log line each. READONLY: the model folder must exist. NULL + errstr on failure. */
-eddy_store_t *eddy_store_open(const char *root, const char *model, eddy_store_mode_t mode, char *errstr,
+eddy_store_t *eddy_store_new(const char *root, const char *model, eddy_store_mode_t mode, char *errstr,
                               size_t errstr_size);
-void eddy_store_close(eddy_store_t *s); /* releases the lock; NULL is a no-op */
+void eddy_store_destroy(eddy_store_t *s); /* releases the lock; NULL is a no-op */
 
 const char *eddy_store_dir(const eddy_store_t *s);   /* <root>/<model> */
 const char *eddy_store_model(const eddy_store_t *s);
@@ -138,7 +138,7 @@ eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_stor
  * the manifest, safetensors structure (header at most max_header bytes; 0 = the reader's default),
  * exactly the spec's tensors in the manifest's weights_dtype, eddy.spec / eddy.model /
  * eddy.version equal to the manifest's, finite values in a promoted version. Returns an open
- * reader over data (eddy_st_close it), or NULL with the first problem in errstr
+ * reader over data (eddy_st_reader_destroy it), or NULL with the first problem in errstr
  * ("weights.safetensors: sha256 ..., the manifest says ..."). */
 eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_t *data, size_t len,
                                                 size_t max_header, char *errstr, size_t errstr_size);

@@ -255,8 +255,8 @@ static void free_parts(eddy_trainer_t *t) {
     eddy_producer_destroy(t->producer);
   }
   eddy_learner_destroy(t->learner);
-  eddy_store_close(t->store);
-  eddy_replay_close(t->buffer);
+  eddy_store_destroy(t->store);
+  eddy_replay_destroy(t->buffer);
   eddy_prequential_destroy(t->preq);
   eddy_batch_destroy(t->fresh);
   eddy_batch_destroy(t->replay);
@@ -336,8 +336,8 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
                            .reservoir_size = c->reservoir_size,
                            .classes = reservoir_classes(c),
                            .seed = c->train.seed};
-  if (!(t->buffer = eddy_replay_open(&ro, errstr, errstr_size))) goto fail;
-  if (!(t->store = eddy_store_open(c->snapshot_store, c->model_name, EDDY_STORE_WRITER, errstr, errstr_size)))
+  if (!(t->buffer = eddy_replay_new(&ro, errstr, errstr_size))) goto fail;
+  if (!(t->store = eddy_store_new(c->snapshot_store, c->model_name, EDDY_STORE_WRITER, errstr, errstr_size)))
     goto fail;
   if (!(t->learner = eddy_learner_new(&c->spec, &c->train, c->device, errstr, errstr_size))) goto fail;
   if (restore(t, opts, errstr, errstr_size) != EDDY_OK) goto fail;

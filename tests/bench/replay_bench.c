@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
   eddy_replay_opts_t o = {.path = argv[optind], .capacity_events = (uint64_t)capacity, .evict = true, .sync = sync,
                           .reservoir_size = (uint32_t)reservoir, .classes = (uint32_t)classes, .seed = 1};
   char err[512];
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   if (!r) {
     fprintf(stderr, "bench_replay: %s\n", err);
     return 1;
@@ -117,6 +117,6 @@ int main(int argc, char **argv) {
   free(values);
   free(ev);
   free(ptr);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   return 0;
 }

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
   eddy_replay_opts_t o = {.path = path, .capacity_events = (uint64_t)capacity, .evict = true,
                           .reservoir_size = (uint32_t)reservoir, .classes = (uint32_t)classes, .seed = 1};
   char err[512];
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   if (!r) {
     fprintf(stderr, "buffer_fill: %s\n", err);
     return 1;
@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
       nanosleep(&ts, NULL);
     }
   }
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   free(ev);
   free(ptr);
   free(dls);

@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
   if (n_exp) qsort(exp_list, n_exp, sizeof *exp_list, cmp_id);
 
   eddy_replay_opts_t ro = {.path = path, .read_only = true};
-  eddy_replay_t *r = eddy_replay_open(&ro, errstr, sizeof errstr);
+  eddy_replay_t *r = eddy_replay_new(&ro, errstr, sizeof errstr);
   if (!r) {
     fprintf(stderr, "ingest_check: %s\n", errstr);
     return 1;
@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
   int n = 0;
   eddy_replay_offsets_each(r, print_offset, &n);
   printf("}}\n");
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   for (int i = 0; i < CHUNK; i++) eddy_event_free(&evs[i]);
   eddy_event_free(&ev);
   for (size_t i = 0; i < n_exp; i++) {

@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
   o.threads = 1;
   eddy_learner_t *l = eddy_learner_new(&m.spec, &o, "cpu", err, sizeof err);
   snprintf(path, sizeof path, "%s/weights.safetensors", argv[1]);
-  eddy_st_reader_t *r = l ? eddy_st_open(path, 0, err, sizeof err) : NULL;
+  eddy_st_reader_t *r = l ? eddy_st_reader_new(path, 0, err, sizeof err) : NULL;
   if (!r) {
     fprintf(stderr, "predict_ref: %s\n", err);
     return 1;
@@ -45,9 +45,9 @@ int main(int argc, char **argv) {
     }
     free(buf);
   }
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   eddy_event_schema_t schema = eddy_model_event_schema(&m.spec);
-  eddy_dataset_t *ds = eddy_dataset_open(argv[2], &schema, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(argv[2], &schema, err, sizeof err);
   if (!ds) {
     fprintf(stderr, "predict_ref: %s\n", err);
     return 1;

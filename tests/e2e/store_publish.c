@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
   }
   int n = atoi(argv[3]);
   const char *dtype = argc == 5 ? argv[4] : "F32";
-  eddy_store_t *s = eddy_store_open(argv[1], argv[2], EDDY_STORE_WRITER, err, sizeof err);
+  eddy_store_t *s = eddy_store_new(argv[1], argv[2], EDDY_STORE_WRITER, err, sizeof err);
   eddy_model_spec_t spec = spec_with(8);
   eddy_learner_t *l = s ? learner_for(&spec) : NULL;
   if (!s || !l) {
@@ -122,6 +122,6 @@ int main(int argc, char **argv) {
     parent = v;
   }
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   return 0;
 }

@@ -1,4 +1,4 @@
-/* libFuzzer harness for the safetensors reader: any bytes go to eddy_st_open_mem with a small header
+/* libFuzzer harness for the safetensors reader: any bytes go to eddy_st_reader_new_mem with a small header
  * cap; whatever opens is walked completely (lookups by name, metadata, fp32 conversion of every
  * float tensor) so that the sanitizers see every byte the reader hands out. */
 #include <stdint.h>
@@ -13,7 +13,7 @@ static volatile uint8_t sink; /* keeps the byte reads below from being optimised
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[512];
-  eddy_st_reader_t *r = eddy_st_open_mem(data, size, 1 << 16, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new_mem(data, size, 1 << 16, err, sizeof err);
   if (!r) return 0;
   (void)eddy_st_meta(r, "eddy.spec");
   for (size_t i = 0; i < eddy_st_count(r); i++) {
@@ -33,6 +33,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (is_float && eddy_st_read_f32(t, dst, numel + 1) != EDDY_ERR_SHAPE) abort();
     free(dst);
   }
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   return 0;
 }

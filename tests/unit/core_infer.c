@@ -91,7 +91,7 @@ static eddy_learner_t *trained(const eddy_model_spec_t *s, const char *dir, cons
 /* Imports the weights of path (any dtype, read as fp32) into l, so l predicts with exactly them. */
 static void import_file(eddy_learner_t *l, const char *path) {
   char err[256] = "";
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   const eddy_tensor_info_t *ti;
   size_t nt = eddy_learner_tensors(l, &ti);
@@ -101,7 +101,7 @@ static void import_file(eddy_learner_t *l, const char *path) {
     assert_int_equal(eddy_learner_import(l, ti[k].name, buf, ti[k].numel), EDDY_OK);
     free(buf);
   }
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
 }
 
 /* Largest |infer - learner| over batches of 1..9 events. */
@@ -132,7 +132,7 @@ static void check_head(eddy_head_t head, uint32_t embed_dim) {
   eddy_model_spec_t s = spec_of(head, embed_dim);
   char *dir = eddy_test_tmpdir(), path[512], err[256] = "";
   eddy_learner_t *l = trained(&s, dir, "F32", path, sizeof path);
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   eddy_infer_t *m = eddy_infer_new(&s, r, EDDY_INFER_F32, err, sizeof err);
   if (!m) fprintf(stderr, "infer_new: %s\n", err);
@@ -144,11 +144,11 @@ static void check_head(eddy_head_t head, uint32_t embed_dim) {
 
   /* bf16 kept weights: a BF16 file (biases rounded too) in a bf16 model predicts what the learner
    * given the same rounded weights predicts; so does the same file in an fp32 model. */
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   char path16[512];
   eddy_learner_t *l16 = trained(&s, dir, "BF16", path16, sizeof path16);
   import_file(l16, path16);
-  r = eddy_st_open(path16, 0, err, sizeof err);
+  r = eddy_st_reader_new(path16, 0, err, sizeof err);
   assert_non_null(r);
   m = eddy_infer_new(&s, r, EDDY_INFER_BF16, err, sizeof err);
   assert_non_null(m);
@@ -161,7 +161,7 @@ static void check_head(eddy_head_t head, uint32_t embed_dim) {
   assert_true(max_diff(&s, l16, m) <= 1e-5);
   assert_true(eddy_infer_bytes(m) > 0);
   eddy_infer_destroy(m);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   eddy_learner_destroy(l);
   eddy_learner_destroy(l16);
   eddy_test_rmdir(dir);
@@ -211,7 +211,7 @@ static eddy_st_reader_t *weights_file(const eddy_model_spec_t *s, int mutate, co
   snprintf(path, sizeof path, "%s/m%d.safetensors", dir, mutate);
   assert_int_equal(eddy_st_writer_save(w, path, NULL, err, sizeof err), EDDY_OK);
   eddy_st_writer_destroy(w);
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   return r;
 }
@@ -235,7 +235,7 @@ static void test_refusals(void **state) {
   eddy_infer_t *m = eddy_infer_new(&s, r, EDDY_INFER_F32, err, sizeof err);
   assert_non_null(m);
   eddy_infer_destroy(m);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     r = weights_file(&s, cases[i].mutate, dir);
     err[0] = 0;
@@ -243,7 +243,7 @@ static void test_refusals(void **state) {
     printf("case %d: %s\n", cases[i].mutate, err);
     assert_null(m);
     assert_non_null(strstr(err, cases[i].needle));
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
   }
   /* A batch of the wrong width is refused, not read past. */
   r = weights_file(&s, OK_FILE, dir);
@@ -259,7 +259,7 @@ static void test_refusals(void **state) {
   assert_int_equal(eddy_infer_predict(m, b, scratch, pred, err, sizeof err), EDDY_ERR_SHAPE);
   eddy_batch_destroy(b);
   eddy_infer_destroy(m);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   eddy_test_rmdir(dir);
 }
 

@@ -831,7 +831,7 @@ static void test_save_weights(void **state) {
     snprintf(path, sizeof path, "%s/w-%s.safetensors", dir, dtypes[k]);
     if (eddy_learner_save_weights(l, path, dtypes[k], meta, 1, err, sizeof err) != EDDY_OK)
       fail_msg("save_weights %s: %s", dtypes[k], err);
-    eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+    eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
     assert_non_null(r);
     char *json = eddy_model_spec_to_json(&s);
     assert_string_equal(eddy_st_meta(r, "eddy.spec"), json);
@@ -852,7 +852,7 @@ static void test_save_weights(void **state) {
       free(want);
       free(got);
     }
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
   }
   snprintf(path, sizeof path, "%s/w.safetensors", dir);
   assert_int_equal(eddy_learner_save_weights(l, path, "I64", NULL, 0, err, sizeof err), EDDY_ERR_INVALID_ARG);

@@ -306,7 +306,7 @@ static void test_roundtrip(void **state) {
   assert_int_equal(eddy_st_writer_save(w, path, digest, err, sizeof err), EDDY_OK);
   eddy_st_writer_destroy(w);
 
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   if (!r) fail_msg("open: %s", err);
   assert_int_equal(eddy_st_count(r), 9);
   const char *order[] = {"mlp.0.weight", "half", "brain", "f64", "i64", "u8", "scalar", "empty",
@@ -366,7 +366,7 @@ static void test_roundtrip(void **state) {
   uint8_t digest2[32];
   assert_int_equal(eddy_st_writer_save(w2, path2, digest2, err, sizeof err), EDDY_OK);
   eddy_st_writer_destroy(w2);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   size_t n1, n2;
   uint8_t *b1 = read_all(path, &n1), *b2 = read_all(path2, &n2);
   assert_int_equal(n1, n2);
@@ -374,10 +374,10 @@ static void test_roundtrip(void **state) {
   assert_memory_equal(digest, digest2, 32);
 
   /* The in-memory reader agrees with the file reader. */
-  r = eddy_st_open_mem(b1, n1, 0, err, sizeof err);
+  r = eddy_st_reader_new_mem(b1, n1, 0, err, sizeof err);
   assert_non_null(r);
   assert_int_equal(eddy_st_count(r), 9);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   free(b1);
   free(b2);
   free(path);
@@ -435,10 +435,10 @@ static void test_layout(void **state) {
   w = eddy_st_writer_new();
   assert_int_equal(eddy_st_writer_save(w, path, NULL, err, sizeof err), EDDY_OK);
   eddy_st_writer_destroy(w);
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   assert_int_equal(eddy_st_count(r), 0);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   free(path);
   eddy_test_rmdir(dir);
 }
@@ -466,7 +466,7 @@ static void test_writer_args(void **state) {
   assert_non_null(strstr(err, "/nonexistent-dir-eddy/x.safetensors"));
   eddy_st_writer_destroy(w);
   eddy_st_writer_destroy(NULL);
-  eddy_st_close(NULL);
+  eddy_st_reader_destroy(NULL);
   assert_int_equal(eddy_st_count(NULL), 0);
   assert_null(eddy_st_at(NULL, 0));
   assert_null(eddy_st_find(NULL, "x"));
@@ -494,9 +494,9 @@ typedef struct {
 
 static void expect_refused(const uint8_t *img, size_t len, size_t cap, const char *expect, const char *what) {
   char err[512] = "";
-  eddy_st_reader_t *r = eddy_st_open_mem(img, len, cap, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new_mem(img, len, cap, err, sizeof err);
   if (r) {
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
     fail_msg("accepted malformed file (%s)", what);
   }
   if (!strstr(err, expect)) fail_msg("%s: error \"%s\" lacks \"%s\"", what, err, expect);
@@ -591,9 +591,9 @@ static void test_malformed(void **state) {
   char err[256], want[128];
   snprintf(want, sizeof want, "header length %zu over the cap of 32 bytes", len - 8);
   expect_refused(img, len, 32, want, "over explicit cap");
-  eddy_st_reader_t *r = eddy_st_open_mem(img, len, len - 8, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new_mem(img, len, len - 8, err, sizeof err);
   assert_non_null(r); /* exactly at the cap is fine */
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   free(img);
   /* a long array, and too many values */
   char big[1024] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1";
@@ -616,15 +616,15 @@ static void test_malformed(void **state) {
   char *dir = eddy_test_tmpdir();
   uint8_t junk[5] = {1, 2, 3, 4, 5};
   char *path = eddy_test_write_file(dir, "junk.safetensors", junk, sizeof junk);
-  assert_null(eddy_st_open(path, 0, err, sizeof err));
+  assert_null(eddy_st_reader_new(path, 0, err, sizeof err));
   assert_non_null(strstr(err, path));
   assert_non_null(strstr(err, "too short"));
   free(path);
   path = join(dir, "missing.safetensors");
-  assert_null(eddy_st_open(path, 0, err, sizeof err));
+  assert_null(eddy_st_reader_new(path, 0, err, sizeof err));
   assert_non_null(strstr(err, path));
   free(path);
-  assert_null(eddy_st_open(dir, 0, err, sizeof err));
+  assert_null(eddy_st_reader_new(dir, 0, err, sizeof err));
   assert_non_null(strstr(err, "not a regular file"));
   eddy_test_rmdir(dir);
 }
@@ -641,7 +641,7 @@ static void test_foreign_layouts(void **state) {
   uint16_t two = eddy_f32_to_bf16(2.0f);
   memcpy(img + len - 2, &two, 2);
   char err[256] = "";
-  eddy_st_reader_t *r = eddy_st_open_mem(img, len, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new_mem(img, len, 0, err, sizeof err);
   if (!r) fail_msg("%s", err);
   assert_int_equal(eddy_st_count(r), 2);
   assert_string_equal(eddy_st_at(r, 0)->name, "b"); /* header order */
@@ -651,17 +651,17 @@ static void test_foreign_layouts(void **state) {
   assert_true(v == 1.0f);
   assert_int_equal(eddy_st_read_f32(eddy_st_find(r, "b"), &v, 1), EDDY_OK);
   assert_true(v == 2.0f);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   free(img);
   /* zero-size tensors may share an offset with each other and with a range's end */
   img = make_file("{\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
                   "\"y\":{\"dtype\":\"U8\",\"shape\":[4,0],\"data_offsets\":[4,4]},"
                   "\"x\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
                   4, &len);
-  r = eddy_st_open_mem(img, len, 0, err, sizeof err);
+  r = eddy_st_reader_new_mem(img, len, 0, err, sizeof err);
   if (!r) fail_msg("%s", err);
   assert_int_equal(eddy_st_count(r), 3);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   free(img);
 }
 
@@ -679,7 +679,7 @@ static void test_truncation(void **state) {
   for (size_t len = 0; len < n; len++) {
     uint8_t *cut = malloc(len ? len : 1); /* exact-size copy so ASan sees any overread */
     memcpy(cut, full, len);
-    eddy_st_reader_t *r = eddy_st_open_mem(cut, len, 0, err, sizeof err);
+    eddy_st_reader_t *r = eddy_st_reader_new_mem(cut, len, 0, err, sizeof err);
     if (r) fail_msg("truncated file of %zu/%zu bytes accepted", len, n);
     refused++;
     free(cut);
@@ -687,13 +687,13 @@ static void test_truncation(void **state) {
   assert_int_equal(refused, (int)n);
   /* one truncation through the file path too */
   char *cutpath = eddy_test_write_file(dir, "cut.safetensors", full, n - 1);
-  assert_null(eddy_st_open(cutpath, 0, err, sizeof err));
+  assert_null(eddy_st_reader_new(cutpath, 0, err, sizeof err));
   assert_non_null(strstr(err, cutpath));
   /* flipping each header byte never crashes (and whatever opens reads cleanly) */
   for (size_t i = 0; i < n; i++) {
     uint8_t saved = full[i];
     full[i] ^= 0x5a;
-    eddy_st_reader_t *r = eddy_st_open_mem(full, n, 0, err, sizeof err);
+    eddy_st_reader_t *r = eddy_st_reader_new_mem(full, n, 0, err, sizeof err);
     for (size_t k = 0; r && k < eddy_st_count(r); k++) {
       const eddy_st_tensor_t *t = eddy_st_at(r, k);
       size_t numel = t->nbytes / eddy_dtype_size(t->dtype);
@@ -701,7 +701,7 @@ static void test_truncation(void **state) {
       eddy_st_read_f32(t, dst, numel);
       free(dst);
     }
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
     full[i] = saved;
   }
   free(full);
@@ -739,12 +739,12 @@ static void test_atomic_save(void **state) {
   assert_int_equal(tmps, 0);
   assert_int_equal(stat(path, &st), 0);
   assert_true(st.st_ino != first); /* replaced by rename, not rewritten in place */
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   float v;
   assert_int_equal(eddy_st_read_f32(eddy_st_find(r, "v"), &v, 1), EDDY_OK);
   assert_true(v == 2.0f);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
 
   /* rename onto a directory fails: the error names the path and no temp file is left */
   char *sub = join(dir, "taken.safetensors");

@@ -233,7 +233,7 @@ static void expect_problem(const char *dir, eddy_err_t code, const char *file, c
 
 static eddy_store_t *open_writer(const char *root, const char *model) {
   char err[512] = "";
-  eddy_store_t *s = eddy_store_open(root, model, EDDY_STORE_WRITER, err, sizeof err);
+  eddy_store_t *s = eddy_store_new(root, model, EDDY_STORE_WRITER, err, sizeof err);
   if (!s) fail_msg("store_open: %s", err);
   return s;
 }
@@ -287,11 +287,11 @@ static void test_publish_verify_restore(void **state) {
     /* the weights' metadata ties them to the version */
     char wpath[4200];
     assert_int_equal(eddy_store_path(s, k, EDDY_STORE_WEIGHTS, wpath, sizeof wpath), EDDY_OK);
-    eddy_st_reader_t *r = eddy_st_open(wpath, 0, err, sizeof err);
+    eddy_st_reader_t *r = eddy_st_reader_new(wpath, 0, err, sizeof err);
     assert_non_null(r);
     assert_string_equal(eddy_st_meta(r, "eddy.version"), k == 1 ? "1" : "2");
     assert_string_equal(eddy_st_meta(r, "eddy.model"), "m1");
-    eddy_st_close(r);
+    eddy_st_reader_destroy(r);
   }
   /* A fresh learner restored from v2's state continues exactly like the one that published it. */
   eddy_learner_t *restored = learner_for(&spec);
@@ -340,7 +340,7 @@ static void test_publish_verify_restore(void **state) {
   assert_int_equal(publish(s, l, 2, EDDY_STATUS_CANDIDATE, "F16"), 3);
   eddy_learner_destroy(restored);
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -402,7 +402,7 @@ static void test_current_and_rollback(void **state) {
   free(text);
   free(epath);
   /* a read-only opener sees CURRENT and cannot change it; a malformed CURRENT is FORMAT */
-  eddy_store_t *ro = eddy_store_open(root, "m", EDDY_STORE_READONLY, err, sizeof err);
+  eddy_store_t *ro = eddy_store_new(root, "m", EDDY_STORE_READONLY, err, sizeof err);
   assert_non_null(ro);
   assert_int_equal(eddy_store_current(ro, &cur, err, sizeof err), EDDY_OK);
   assert_int_equal(cur, 1);
@@ -414,12 +414,12 @@ static void test_current_and_rollback(void **state) {
   fclose(f);
   assert_int_equal(eddy_store_current(ro, &cur, err, sizeof err), EDDY_ERR_FORMAT);
   assert_non_null(strstr(err, "CURRENT"));
-  eddy_store_close(ro);
-  assert_null(eddy_store_open(root, "absent", EDDY_STORE_READONLY, err, sizeof err));
+  eddy_store_destroy(ro);
+  assert_null(eddy_store_new(root, "absent", EDDY_STORE_READONLY, err, sizeof err));
   assert_non_null(strstr(err, "absent"));
   free(cpath);
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -462,7 +462,7 @@ static void test_concurrent_set_current(void **state) {
   assert_true(cur == 1 || cur == 2);
   assert_int_equal(count_prefix(eddy_store_dir(s), ".tmp-"), 0);
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -525,7 +525,7 @@ static void test_retention(void **state) {
   free(text);
   free(epath);
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -538,9 +538,9 @@ static void test_lock_and_leftovers(void **state) {
   train(l, 1);
   publish(s, l, 0, EDDY_STATUS_PROMOTED, "F32");
   /* one writer at a time */
-  assert_null(eddy_store_open(root, "m", EDDY_STORE_WRITER, err, sizeof err));
+  assert_null(eddy_store_new(root, "m", EDDY_STORE_WRITER, err, sizeof err));
   assert_non_null(strstr(err, "another writer"));
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   /* what a crash leaves: a half-written version, a half-deleted one, a CURRENT temp file */
   char *tmpdir = pathf("%s/m/.tmp-v000002-abc123", root), *deldir = pathf("%s/m/.del-v000001-1-0", root);
   assert_int_equal(mkdir(tmpdir, 0755), 0);
@@ -550,7 +550,7 @@ static void test_lock_and_leftovers(void **state) {
   char *mdir = pathf("%s/m", root);
   free(eddy_test_write_file(mdir, ".tmp-CURRENT-Zx81Qa", "v0000", 5));
   /* a reader leaves them alone */
-  eddy_store_t *ro = eddy_store_open(root, "m", EDDY_STORE_READONLY, err, sizeof err);
+  eddy_store_t *ro = eddy_store_new(root, "m", EDDY_STORE_READONLY, err, sizeof err);
   assert_non_null(ro);
   assert_true(exists(tmpdir) && exists(deldir));
   uint64_t v = 0;
@@ -632,13 +632,13 @@ static void test_lock_and_leftovers(void **state) {
   free(squat);
   /* closing with a transaction open aborts it */
   assert_int_equal(eddy_store_begin(s, &t, err, sizeof err), EDDY_OK);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   assert_int_equal(count_prefix(mdir, ".tmp-"), 0);
-  eddy_store_close(ro);
+  eddy_store_destroy(ro);
   /* bad model names */
-  assert_null(eddy_store_open(root, "../x", EDDY_STORE_WRITER, err, sizeof err));
+  assert_null(eddy_store_new(root, "../x", EDDY_STORE_WRITER, err, sizeof err));
   assert_non_null(strstr(err, "../x"));
-  assert_null(eddy_store_open(root, "", EDDY_STORE_WRITER, err, sizeof err));
+  assert_null(eddy_store_new(root, "", EDDY_STORE_WRITER, err, sizeof err));
   free(tmpdir);
   free(deldir);
   free(mdir);
@@ -796,7 +796,7 @@ static void test_verify_damage(void **state) {
   free(cases);
   eddy_learner_destroy(l);
   eddy_learner_destroy(lo);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -841,7 +841,7 @@ static void test_publish_failure_fsize(void **state) {
   /* the number was not used up */
   assert_int_equal(publish(s, l, 1, EDDY_STATUS_PROMOTED, "F32"), 2);
   eddy_learner_destroy(l);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_test_rmdir(root);
 }
 
@@ -875,14 +875,14 @@ static void test_publish_failure_tmpfs(void **state) {
   assert_int_equal(eddy_store_txn_version(t), 1);
   eddy_store_abort(t);
   /* with F16 weights and room freed, the same store publishes fine: space was given back */
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   assert_int_equal(mount("tmpfs", dir, "tmpfs", MS_REMOUNT, "size=256k"), 0);
   s = open_writer(dir, "m");
   assert_int_equal(publish(s, l, 0, EDDY_STATUS_PROMOTED, "F16"), 1);
   char vdir[4096];
   assert_int_equal(eddy_store_path(s, 1, NULL, vdir, sizeof vdir), EDDY_OK);
   assert_int_equal(eddy_store_verify(vdir, NULL, err, sizeof err), EDDY_OK);
-  eddy_store_close(s);
+  eddy_store_destroy(s);
   eddy_learner_destroy(l);
   assert_int_equal(umount(dir), 0);
   eddy_test_rmdir(dir);

@@ -90,7 +90,7 @@ static void test_tiny_idx(void **state) {
   setenv("EDDY_FASHION_MNIST_DIR", dir, 1);
   eddy_event_schema_t s = fmnist_schema();
   char err[512] = "";
-  eddy_dataset_t *ds = eddy_dataset_open("fashion-mnist:train", &s, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new("fashion-mnist:train", &s, err, sizeof err);
   assert_non_null(ds);
   assert_int_equal(eddy_dataset_size(ds), 3);
   assert_true(eddy_dataset_progress(ds) == 0.0);
@@ -130,7 +130,7 @@ static void test_tiny_idx(void **state) {
   assert_true(eddy_dataset_progress(ds) == 1.0);
   eddy_dataset_destroy(ds);
   /* the test split comes from the t10k files; a NULL schema is accepted */
-  ds = eddy_dataset_open("fashion-mnist:test", NULL, err, sizeof err);
+  ds = eddy_dataset_new("fashion-mnist:test", NULL, err, sizeof err);
   assert_non_null(ds);
   assert_int_equal(eddy_dataset_size(ds), 5);
   bool eof = false;
@@ -195,7 +195,7 @@ static void test_corrupt_idx(void **state) {
     }
     setenv("EDDY_FASHION_MNIST_DIR", dir, 1);
     char err[512] = "";
-    eddy_dataset_t *ds = eddy_dataset_open("fashion-mnist:train", &s, err, sizeof err);
+    eddy_dataset_t *ds = eddy_dataset_new("fashion-mnist:train", &s, err, sizeof err);
     if (ds || !strstr(err, cases[i].file) || !strstr(err, cases[i].msg))
       print_error("case %d: \"%s\" should name %s and say \"%s\"\n", i, err, cases[i].file, cases[i].msg);
     assert_null(ds);
@@ -214,13 +214,13 @@ static void test_corrupt_idx(void **state) {
   free(eddy_test_write_file(dir, "train-images-idx3-ubyte.gz", bad_gz, sizeof bad_gz));
   setenv("EDDY_FASHION_MNIST_DIR", dir, 1);
   char err[512] = "";
-  assert_null(eddy_dataset_open("fashion-mnist:train", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:train", &s, err, sizeof err));
   assert_non_null(strstr(err, "train-images-idx3-ubyte.gz"));
   /* a missing file is NOT_FOUND-class and named */
   char path[1024];
   snprintf(path, sizeof path, "%s/train-labels-idx1-ubyte.gz", dir);
   remove(path);
-  assert_null(eddy_dataset_open("fashion-mnist:train", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:train", &s, err, sizeof err));
   assert_non_null(strstr(err, path));
   assert_non_null(strstr(err, "No such file"));
   unsetenv("EDDY_FASHION_MNIST_DIR");
@@ -232,21 +232,21 @@ static void test_fmnist_refuses_schema(void **state) {
   char err[512] = "";
   eddy_event_schema_t s = fmnist_schema();
   s.dense_dim = 100;
-  assert_null(eddy_dataset_open("fashion-mnist:train", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:train", &s, err, sizeof err));
   assert_non_null(strstr(err, "needs dense_dim = 784"));
   assert_non_null(strstr(err, "dense_dim = 100"));
   s = fmnist_schema();
   s.head = EDDY_HEAD_LOGISTIC;
-  assert_null(eddy_dataset_open("fashion-mnist:test", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:test", &s, err, sizeof err));
   assert_non_null(strstr(err, "head logistic"));
   s = fmnist_schema();
   s.classes = 5;
-  assert_null(eddy_dataset_open("fashion-mnist:test", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:test", &s, err, sizeof err));
   assert_non_null(strstr(err, "classes = 5"));
   s = fmnist_schema();
-  assert_null(eddy_dataset_open("fashion-mnist:valid", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("fashion-mnist:valid", &s, err, sizeof err));
   assert_non_null(strstr(err, "unknown split"));
-  assert_null(eddy_dataset_open("", &s, err, sizeof err));
+  assert_null(eddy_dataset_new("", &s, err, sizeof err));
 }
 
 /* Expected outcome of one eddy_dataset_next call. */
@@ -332,7 +332,7 @@ static void test_jsonl(void **state) {
   char *dir = eddy_test_tmpdir();
   char *path = eddy_test_write_file(dir, "events.jsonl", text, strlen(text));
   char err[512] = "";
-  eddy_dataset_t *ds = eddy_dataset_open(path, &s, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(path, &s, err, sizeof err);
   assert_non_null(ds);
   assert_int_equal(eddy_dataset_size(ds), -1);
   assert_true(eddy_dataset_progress(ds) == 0.0);
@@ -344,24 +344,24 @@ static void test_jsonl(void **state) {
   write_gz(dir, "events.jsonl.gz", text, strlen(text));
   char gz_path[1024];
   snprintf(gz_path, sizeof gz_path, "%s/events.jsonl.gz", dir);
-  ds = eddy_dataset_open(gz_path, &s, err, sizeof err);
+  ds = eddy_dataset_new(gz_path, &s, err, sizeof err);
   assert_non_null(ds);
   expect_steps(ds, gz_path, steps, sizeof steps / sizeof steps[0]);
   eddy_dataset_destroy(ds);
   /* an empty file has no events */
   char *empty = eddy_test_write_file(dir, "empty.jsonl", "", 0);
-  ds = eddy_dataset_open(empty, &s, err, sizeof err);
+  ds = eddy_dataset_new(empty, &s, err, sizeof err);
   assert_non_null(ds);
   expect_steps(ds, empty, NULL, 0);
   eddy_dataset_destroy(ds);
   /* opening errors name the file */
   char missing[1024];
   snprintf(missing, sizeof missing, "%s/nope.jsonl", dir);
-  assert_null(eddy_dataset_open(missing, &s, err, sizeof err));
+  assert_null(eddy_dataset_new(missing, &s, err, sizeof err));
   assert_non_null(strstr(err, missing));
-  assert_null(eddy_dataset_open(path, NULL, err, sizeof err));
+  assert_null(eddy_dataset_new(path, NULL, err, sizeof err));
   assert_non_null(strstr(err, "needs an event schema"));
-  assert_null(eddy_dataset_open(dir, &s, err, sizeof err));
+  assert_null(eddy_dataset_new(dir, &s, err, sizeof err));
   assert_non_null(strstr(err, "is a directory"));
   free(empty);
   free(path);
@@ -436,7 +436,7 @@ static void test_jsonl_lines(void **state) {
   char *dir = eddy_test_tmpdir();
   char *path = eddy_test_write_file(dir, "lines.jsonl", text, strlen(text));
   char err[512] = "";
-  eddy_dataset_t *ds = eddy_dataset_open_lines(path, 100, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new_lines(path, 100, err, sizeof err);
   assert_non_null(ds);
   assert_int_equal(eddy_dataset_lineno(ds), 0);
   assert_int_equal(eddy_dataset_size(ds), -1);
@@ -453,7 +453,7 @@ static void test_jsonl_lines(void **state) {
   write_gz(dir, "lines.jsonl.gz", text, strlen(text));
   char gz_path[1024];
   snprintf(gz_path, sizeof gz_path, "%s/lines.jsonl.gz", dir);
-  ds = eddy_dataset_open_lines(gz_path, 100, err, sizeof err);
+  ds = eddy_dataset_new_lines(gz_path, 100, err, sizeof err);
   assert_non_null(ds);
   expect_lines(ds, gz_path, steps, n_steps);
   eddy_dataset_destroy(ds);
@@ -462,7 +462,7 @@ static void test_jsonl_lines(void **state) {
   int saved = dup(STDIN_FILENO);
   assert_true(saved >= 0);
   assert_non_null(freopen(gz_path, "rb", stdin));
-  ds = eddy_dataset_open_lines("-", 100, err, sizeof err);
+  ds = eddy_dataset_new_lines("-", 100, err, sizeof err);
   assert_non_null(ds);
   expect_lines(ds, "-", steps, n_steps);
   eddy_dataset_destroy(ds);
@@ -477,7 +477,7 @@ static void test_jsonl_lines(void **state) {
   big[big_len] = '\n';
   memcpy(big + big_len + 1, "{}\n", 3);
   char *big_path = eddy_test_write_file(dir, "big.jsonl", big, big_len + 4);
-  ds = eddy_dataset_open_lines(big_path, 1u << 20, err, sizeof err);
+  ds = eddy_dataset_new_lines(big_path, 1u << 20, err, sizeof err);
   assert_non_null(ds);
   const char *line = NULL;
   size_t len = 0;
@@ -506,7 +506,7 @@ static void test_jsonl_lines(void **state) {
   fclose(f);
   assert_true(gz_len > 100 && gz_len < sizeof gz_bytes);
   char *cut_path = eddy_test_write_file(dir, "cut.jsonl.gz", gz_bytes, gz_len / 2);
-  ds = eddy_dataset_open_lines(cut_path, 100, err, sizeof err);
+  ds = eddy_dataset_new_lines(cut_path, 100, err, sizeof err);
   assert_non_null(ds);
   eddy_err_t rc;
   uint64_t good = 0;
@@ -525,12 +525,12 @@ static void test_jsonl_lines(void **state) {
   /* opening errors name the file */
   char missing[1024];
   snprintf(missing, sizeof missing, "%s/nope.jsonl", dir);
-  assert_null(eddy_dataset_open_lines(missing, 100, err, sizeof err));
+  assert_null(eddy_dataset_new_lines(missing, 100, err, sizeof err));
   assert_non_null(strstr(err, missing));
   assert_non_null(strstr(err, "No such file"));
-  assert_null(eddy_dataset_open_lines(dir, 100, err, sizeof err));
+  assert_null(eddy_dataset_new_lines(dir, 100, err, sizeof err));
   assert_non_null(strstr(err, "is a directory"));
-  assert_null(eddy_dataset_open_lines(path, 0, err, sizeof err));
+  assert_null(eddy_dataset_new_lines(path, 0, err, sizeof err));
   assert_non_null(strstr(err, "line cap 0"));
   free(cut_path);
   free(big_path);
@@ -555,7 +555,7 @@ static void test_jsonl_progress_large(void **state) {
   char *path = eddy_test_write_file(dir, "big.jsonl", text, len);
   eddy_event_schema_t s = {.dense_dim = 1, .head = EDDY_HEAD_LOGISTIC};
   char err[512] = "";
-  eddy_dataset_t *ds = eddy_dataset_open(path, &s, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(path, &s, err, sizeof err);
   assert_non_null(ds);
   eddy_event_t ev;
   eddy_event_init(&ev);
@@ -582,7 +582,7 @@ static void test_streams_samples(void **state) {
   /* streams/README.md: the samples fit dense_dim 2, hash_bits 18, logistic head */
   eddy_event_schema_t s = {.dense_dim = 2, .hash_bits = 18, .head = EDDY_HEAD_LOGISTIC};
   char err[512] = "";
-  eddy_dataset_t *ds = eddy_dataset_open(STREAMS_DIR "/sample-events.jsonl", &s, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(STREAMS_DIR "/sample-events.jsonl", &s, err, sizeof err);
   if (!ds) print_error("%s\n", err);
   assert_non_null(ds);
   eddy_event_t ev;
@@ -605,7 +605,7 @@ static void test_streams_samples(void **state) {
                              EDDY_ERR_EVENT_LABEL_NAN, EDDY_ERR_EVENT_LABEL_RANGE,
                              EDDY_ERR_EVENT_DENSE_LEN, EDDY_ERR_EVENT_NONFINITE,
                              EDDY_ERR_EVENT_TOO_LARGE, EDDY_ERR_EVENT_TYPE};
-  ds = eddy_dataset_open(STREAMS_DIR "/bad-events.jsonl", &s, err, sizeof err);
+  ds = eddy_dataset_new(STREAMS_DIR "/bad-events.jsonl", &s, err, sizeof err);
   assert_non_null(ds);
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     bool eof = false;

@@ -40,7 +40,7 @@ static void check_split(const split_facts_t *f) {
   eddy_event_schema_t s = fmnist_schema();
   char err[512] = "";
   double t0 = eddy_clock_mono_s();
-  eddy_dataset_t *ds = eddy_dataset_open(f->name, &s, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(f->name, &s, err, sizeof err);
   if (!ds) print_error("%s\n", err);
   assert_non_null(ds);
   assert_int_equal(eddy_dataset_size(ds), f->count);

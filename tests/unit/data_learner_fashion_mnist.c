@@ -37,7 +37,7 @@ static double run_pass(eddy_learner_t *l, const char *name, bool train, eddy_pre
   eddy_model_spec_t spec = fmnist_spec();
   eddy_event_schema_t schema = eddy_model_event_schema(&spec);
   char err[256];
-  eddy_dataset_t *ds = eddy_dataset_open(name, &schema, err, sizeof err);
+  eddy_dataset_t *ds = eddy_dataset_new(name, &schema, err, sizeof err);
   if (!ds) fail_msg("%s: %s", name, err);
   eddy_batch_t *b = eddy_batch_new(784, BATCH);
   float pred[BATCH * 10];

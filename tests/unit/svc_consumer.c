@@ -116,7 +116,7 @@ static eddy_replay_t *open_buffer(const char *dir, const char *name, uint64_t ca
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   eddy_replay_opts_t o = {.path = path, .capacity_events = cap_events, .evict = evict};
-  eddy_replay_t *r = eddy_replay_open(&o, errstr, sizeof errstr);
+  eddy_replay_t *r = eddy_replay_new(&o, errstr, sizeof errstr);
   if (!r) print_error("buffer: %s\n", errstr);
   assert_non_null(r);
   return r;
@@ -279,7 +279,7 @@ static void test_flow_and_metrics(void **state) {
   assert_null(strstr(text, "eddy_kafka_consumer_lag{"));
   free(text);
   eddy_registry_destroy(reg);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg);
   teardown_fixture(&f);
 }
@@ -449,7 +449,7 @@ static void test_bad_events(void **state) {
   assert_int_equal(too_large, 2);
 
   eddy_registry_destroy(reg);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg);
   teardown_fixture(&f);
 }
@@ -468,7 +468,7 @@ static void test_restart_new_group(void **state) {
   produce(&f, 800);
   pump_until(&ing, 1, r, 800, 30);
   eddy_ingest_destroy(ing);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   produce(&f, 700);
   r = open_buffer(f.dir, "buf", 0, true);
   ing = new_ingest(&cfg2, r, NULL, NULL);
@@ -477,7 +477,7 @@ static void test_restart_new_group(void **state) {
   assert_int_equal(stored_count(r), 1500);
   verify_buffer(&f, r);
   eddy_ingest_destroy(ing);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg1);
   eddy_config_free(&cfg2);
   teardown_fixture(&f);
@@ -522,7 +522,7 @@ static void test_faults(void **state) {
   verify_buffer(&f, r);
   assert_int_equal(eddy_ingest_stats(ing).skipped, 0);
   eddy_ingest_destroy(ing);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg);
   teardown_fixture(&f);
 }
@@ -579,7 +579,7 @@ static void second_consumer(const char *assignor, const char *group) {
   assert_int_equal(stored_count(r), (uint64_t)f.produced);
   verify_buffer(&f, r);
   eddy_ingest_destroy(ings[0]);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg);
   teardown_fixture(&f);
 }
@@ -627,7 +627,7 @@ static void test_backpressure(void **state) {
   }
   assert_int_equal(sum, 20);
   eddy_ingest_destroy(ing);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   r = open_buffer(f.dir, "buf", 0, false);
   ing = new_ingest(&cfg, r, NULL, &opts);
@@ -637,7 +637,7 @@ static void test_backpressure(void **state) {
   verify_buffer(&f, r);
   eddy_ingest_destroy(ing);
   eddy_registry_destroy(reg);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_config_free(&cfg);
   teardown_fixture(&f);
 }
@@ -661,7 +661,7 @@ static void test_config_errors(void **state) {
   eddy_config_free(&cfg);
   assert_null(eddy_ingest_new(NULL, r, NULL, NULL, errstr, sizeof errstr));
   eddy_ingest_destroy(NULL);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 

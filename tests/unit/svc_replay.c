@@ -75,7 +75,7 @@ static eddy_replay_t *open_buf(const char *dir, uint64_t cap_events, uint64_t ca
   eddy_replay_opts_t o = {.path = dir, .capacity_events = cap_events, .capacity_bytes = cap_bytes,
                           .evict = evict, .reservoir_size = 0, .classes = 10, .seed = 42};
   char err[512] = "";
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   if (!r) fprintf(stderr, "open: %s\n", err);
   assert_non_null(r);
   return r;
@@ -168,7 +168,7 @@ static void test_round_trip(void **state) {
   assert_int_equal(got, 0);
 
   /* Seqs continue across a reopen; the stats persist. */
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   r = open_buf(dir, 0, 0, true);
   st = eddy_replay_stats(r);
   assert_int_equal(st.next_seq, 80);
@@ -182,7 +182,7 @@ static void test_round_trip(void **state) {
   events_free(out, 100);
   batch_free(&b1);
   batch_free(&b2);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -212,7 +212,7 @@ static void test_offsets_atomic(void **state) {
   /* A later batch moves one partition. */
   eddy_replay_offset_t again = {"clicks", 2, 1005};
   assert_int_equal(eddy_replay_append(r, b.ptr, 3, NULL, 0, &again, 1, NULL, err, sizeof err), EDDY_OK);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   r = open_buf(dir, 0, 0, true);
   int64_t next = -1;
@@ -236,7 +236,7 @@ static void test_offsets_atomic(void **state) {
   assert_int_equal(seen[4].topic[0], 0);
   assert_int_equal(eddy_replay_stats(r).events, 13);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -292,12 +292,12 @@ static void test_evict_by_events(void **state) {
   assert_int_equal(first, 450);
 
   /* The stats survive a reopen and match the stored events. */
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   r = open_buf(dir, 100, 0, true);
   eddy_replay_stats_t st2 = eddy_replay_stats(r);
   assert_memory_equal(&st, &st2, sizeof st);
   events_free(out, 4);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -327,7 +327,7 @@ static void test_evict_by_bytes(void **state) {
   make_event(&ev, st.first_seq - 1, 0);
   assert_true(st.bytes + eddy_event_encoded_size(&ev) > cap);
   eddy_event_free(&ev);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -349,7 +349,7 @@ static void test_no_evict_refuses(void **state) {
   assert_memory_equal(&before, &after, sizeof before);
   int64_t next;
   assert_int_equal(eddy_replay_offset(r, "t", 0, &next), EDDY_ERR_NOT_FOUND);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   /* Nothing of it reached the disk either; a batch that fits still goes in. */
   r = open_buf(dir, 50, 0, false);
@@ -364,7 +364,7 @@ static void test_no_evict_refuses(void **state) {
   assert_int_equal(eddy_replay_append(r, NULL, 0, &dl, 1, &off, 1, NULL, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_replay_stats(r).dead_letters, 2);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   /* By bytes too. */
   eddy_test_rmdir(dir);
@@ -376,7 +376,7 @@ static void test_no_evict_refuses(void **state) {
   assert_int_equal(eddy_replay_stats(r).events, 0);
   assert_int_equal(eddy_replay_append(r, b.ptr, 5, NULL, 0, NULL, 0, NULL, err, sizeof err), EDDY_OK);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -400,7 +400,7 @@ static eddy_replay_t *open_res(const char *dir, uint32_t size, uint64_t cap_even
   eddy_replay_opts_t o = {.path = dir, .capacity_events = cap_events, .evict = true, .reservoir_size = size,
                           .classes = 2, .seed = 7};
   char err[512] = "";
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   if (!r) fprintf(stderr, "open: %s\n", err);
   assert_non_null(r);
   return r;
@@ -452,7 +452,7 @@ static void test_reservoir_balance(void **state) {
   for (size_t i = 0; i < N; i++) minority += out[i].label == 1.0;
   assert_in_range(minority, N * 5 / 100, N * 15 / 100);
   events_free(out, N);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   /* A changed reservoir size restarts it. */
   r = open_res(dir, 20, 200);
@@ -463,7 +463,7 @@ static void test_reservoir_balance(void **state) {
   eddy_replay_reservoir_counts(r, collect_res, &c);
   assert_int_equal(c.kept[0], 20);
   assert_int_equal(c.seen[0], 90);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -478,7 +478,7 @@ static void test_reservoir_persists(void **state) {
     append_skewed(ra, (uint64_t)k * 60, 60);
     append_skewed(rb, (uint64_t)k * 60, 60);
     if (k == 4) {
-      eddy_replay_close(ra);
+      eddy_replay_destroy(ra);
       ra = open_res(a, 30, 0);
     }
   }
@@ -504,9 +504,9 @@ static void test_reservoir_persists(void **state) {
   events_free(x, N);
   events_free(y, N);
   events_free(z, N);
-  eddy_replay_close(ra);
-  eddy_replay_close(rb);
-  eddy_replay_close(rc);
+  eddy_replay_destroy(ra);
+  eddy_replay_destroy(rb);
+  eddy_replay_destroy(rc);
   eddy_test_rmdir(a);
   eddy_test_rmdir(b);
   eddy_test_rmdir(c);
@@ -562,7 +562,7 @@ static void test_sampling(void **state) {
   assert_int_equal(eddy_replay_sample(r, EDDY_SAMPLE_BALANCED, &s, 10, again, &got), EDDY_OK);
   assert_int_equal(got, 0);
   assert_int_equal(eddy_replay_sample(r, (eddy_sample_t)7, &s, 10, again, &got), EDDY_ERR_INVALID_ARG);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
   dir = eddy_test_tmpdir();
   r = open_buf(dir, 0, 0, true);
@@ -570,7 +570,7 @@ static void test_sampling(void **state) {
   assert_int_equal(got, 0);
   assert_int_equal(eddy_replay_sample(r, EDDY_SAMPLE_RECENT, &s, 10, again, &got), EDDY_OK);
   assert_int_equal(got, 0);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   events_free(u, N);
   events_free(rec, N);
   events_free(again, N);
@@ -630,7 +630,7 @@ static void test_concurrent_reader(void **state) {
   eddy_replay_stats_t st = eddy_replay_stats(r);
   assert_int_equal(st.events, RACE_CAP);
   assert_int_equal(st.next_seq, RACE_BATCH * RACE_BATCHES);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -659,7 +659,7 @@ static void test_dead_letters(void **state) {
   char *dir = eddy_test_tmpdir();
   eddy_replay_opts_t o = {.path = dir, .evict = true, .dlq_raw_cap = 16};
   char err[256];
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   assert_non_null(r);
   const char *long_raw = "{\"label\": 12, \"dense\": [1, 2, 3, 4, 5, 6, 7, 8]}";
   eddy_dead_letter_t dls[] = {
@@ -673,10 +673,10 @@ static void test_dead_letters(void **state) {
   eddy_replay_offset_t off = {"clicks", 1, 102};
   assert_int_equal(eddy_replay_append(r, b.ptr, 5, dls, 2, &off, 1, NULL, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_replay_append(r, NULL, 0, dls + 2, 1, NULL, 0, NULL, err, sizeof err), EDDY_OK);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   o.read_only = true; /* everything is there after a reopen, read-only too */
-  r = eddy_replay_open(&o, err, sizeof err);
+  r = eddy_replay_new(&o, err, sizeof err);
   assert_non_null(r);
   eddy_replay_stats_t st = eddy_replay_stats(r);
   assert_int_equal(st.dead_letters, 3);
@@ -704,7 +704,7 @@ static void test_dead_letters(void **state) {
   assert_int_equal(eddy_replay_offset(r, "clicks", 1, &next), EDDY_OK);
   assert_int_equal(next, 102);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -729,7 +729,7 @@ static void test_dead_letter_cap(void **state) {
   assert_int_equal(by_reason[EDDY_ERR_EVENT_TYPE], EDDY_REPLAY_DLQ_KEEP);
   assert_int_equal(seen.dl[0].offset, (int64_t)n - 1);
   free(dls);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -754,16 +754,16 @@ static void test_open_creates_parents(void **state) {
   char path[4200], err[256];
   snprintf(path, sizeof path, "%s/a/b/buffer", dir);
   eddy_replay_opts_t ro = {.path = path, .read_only = true};
-  assert_null(eddy_replay_open(&ro, err, sizeof err));
+  assert_null(eddy_replay_new(&ro, err, sizeof err));
   struct stat st;
   assert_int_not_equal(stat(path, &st), 0);
   eddy_replay_opts_t o = {.path = path, .evict = true};
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   if (!r) fprintf(stderr, "open: %s\n", err);
   assert_non_null(r);
   assert_int_equal(stat(path, &st), 0);
   assert_true(S_ISDIR(st.st_mode));
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
@@ -779,7 +779,7 @@ static void test_meta_labels_read_only(void **state) {
   /* A read-only open while the writer is open; then the writer goes on. */
   eddy_replay_opts_t ro = {.path = dir, .read_only = true};
   char err[256];
-  eddy_replay_t *rd = eddy_replay_open(&ro, err, sizeof err);
+  eddy_replay_t *rd = eddy_replay_new(&ro, err, sizeof err);
   if (!rd) fprintf(stderr, "read-only open: %s\n", err);
   assert_non_null(rd);
   assert_int_equal(eddy_replay_stats(rd).events, 95);
@@ -798,22 +798,22 @@ static void test_meta_labels_read_only(void **state) {
   assert_int_equal(eddy_replay_meta_put(rd, "trained", 1), EDDY_ERR_STATE);
   append_range(r, 95, 5, NULL);
   assert_int_equal(eddy_replay_stats(r).events, 100);
-  eddy_replay_close(rd);
+  eddy_replay_destroy(rd);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 
   /* Read-only on a missing folder fails and creates nothing. */
   char missing[600];
   snprintf(missing, sizeof missing, "%s/nope", dir);
   ro.path = missing;
   err[0] = 0;
-  assert_null(eddy_replay_open(&ro, err, sizeof err));
+  assert_null(eddy_replay_new(&ro, err, sizeof err));
   assert_non_null(strstr(err, missing));
   struct stat sb;
   assert_int_not_equal(stat(missing, &sb), 0);
   /* Read-only on a folder that is not a buffer. */
   mkdir(missing, 0755);
-  assert_null(eddy_replay_open(&ro, err, sizeof err));
+  assert_null(eddy_replay_new(&ro, err, sizeof err));
   eddy_test_rmdir(dir);
 }
 
@@ -852,7 +852,7 @@ static void test_disk_full(void **state) {
   snprintf(filler, sizeof filler, "%s/filler", dir);
   eddy_replay_opts_t o = {.path = db, .evict = true};
   char err[512] = "";
-  eddy_replay_t *r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_t *r = eddy_replay_new(&o, err, sizeof err);
   assert_non_null(r);
   append_range(r, 0, 10, NULL);
   /* Fill the file system. */
@@ -890,14 +890,14 @@ static void test_disk_full(void **state) {
   assert_int_equal(eddy_replay_stats(r).next_seq, st.next_seq + 500);
   assert_int_equal(stored_bytes(r, &count, &first), eddy_replay_stats(r).bytes);
   st = eddy_replay_stats(r);
-  eddy_replay_close(r);
-  r = eddy_replay_open(&o, err, sizeof err);
+  eddy_replay_destroy(r);
+  r = eddy_replay_new(&o, err, sizeof err);
   assert_non_null(r);
   eddy_replay_stats_t st2 = eddy_replay_stats(r);
   assert_memory_equal(&st, &st2, sizeof st);
   assert_int_equal(stored_bytes(r, &count, &first), st2.bytes);
   batch_free(&b);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
 }
 
 int main(void) {
