@@ -7,31 +7,26 @@
 #include <stdint.h>
 #include <time.h>
 
-/* CLOCK_MONOTONIC in milliseconds / seconds. */
-static inline int64_t eddy_clock_mono_ms(void) {
+/* clock's time in milliseconds / seconds; the four helpers below are what callers use. */
+static inline int64_t eddy_clock_ms_(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static inline double eddy_clock_mono_s(void) {
+static inline double eddy_clock_s_(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* CLOCK_MONOTONIC in milliseconds / seconds. */
+static inline int64_t eddy_clock_mono_ms(void) { return eddy_clock_ms_(CLOCK_MONOTONIC); }
+static inline double eddy_clock_mono_s(void) { return eddy_clock_s_(CLOCK_MONOTONIC); }
 
 /* CLOCK_REALTIME (Unix epoch) in milliseconds / seconds. */
-static inline int64_t eddy_clock_wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline double eddy_clock_wall_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static inline int64_t eddy_clock_wall_ms(void) { return eddy_clock_ms_(CLOCK_REALTIME); }
+static inline double eddy_clock_wall_s(void) { return eddy_clock_s_(CLOCK_REALTIME); }
 
 /* A struct timespec ms milliseconds from now on clock (CLOCK_MONOTONIC for condition variables
  * set up with pthread_condattr_setclock, CLOCK_REALTIME otherwise): for timed waits. */
