@@ -14,4 +14,8 @@ const eddy_learner_backend_t *eddy_cuda_backend(void);
  * device). Never fails otherwise. */
 int eddy_cuda_device_count(char *why, size_t why_size);
 
+/* For tests: the nth device allocation (1 = the next) that learner l makes from now on fails as out
+ * of memory, as on a full GPU; 0 cancels. EDDY_ERR_INVALID_ARG when l is not a CUDA learner. */
+eddy_err_t eddy_cuda_fail_alloc(eddy_learner_t *l, unsigned nth);
+
 #endif

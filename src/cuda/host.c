@@ -146,17 +146,34 @@ void eddy_cuda_rows_free(eddy_cuda_rows_t *r) {
   memset(r, 0, sizeof *r);
 }
 
-eddy_err_t eddy_cuda_rows_add_batch(eddy_cuda_rows_t *r, const eddy_batch_t *b) {
+/* Forgets the rows added after the first `keep`. */
+static void rows_truncate(eddy_cuda_rows_t *r, size_t keep) {
+  for (size_t i = keep; i < r->n; i++)
+    r->mark[r->rows[i] >> 6] &= ~(1ull << (r->rows[i] & 63));
+  r->n = keep;
+}
+
+eddy_err_t eddy_cuda_rows_add_batch(eddy_cuda_rows_t *r, const eddy_batch_t *b, char *errstr, size_t errstr_size) {
+  const size_t before = r->n;
   for (size_t j = b->sparse_off[0]; j < b->sparse_off[b->n]; j++) {
     const uint32_t row = b->sparse_idx[j];
-    if (row >= r->max_rows) return EDDY_ERR_SHAPE;
+    if (row >= r->max_rows) {
+      rows_truncate(r, before);
+      return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size,
+                       "sparse index %u (entry %zu of the batch): outside the embedding table's %zu rows", row, j,
+                       r->max_rows);
+    }
     const uint64_t bit = 1ull << (row & 63);
     if (r->mark[row >> 6] & bit) continue;
     if (r->n == r->cap) {
       size_t cap = r->cap * 2;
       if (cap > r->max_rows) cap = r->max_rows;
       uint32_t *rows = realloc(r->rows, cap * sizeof *rows);
-      if (!rows) return EDDY_ERR_NOMEM;
+      if (!rows) {
+        rows_truncate(r, before);
+        return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a list of %zu touched embedding rows",
+                         cap);
+      }
       r->rows = rows;
       r->cap = cap;
     }

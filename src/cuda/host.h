@@ -1,11 +1,10 @@
 /* Host-side logic of the CUDA backend in plain C (no CUDA types), unit-tested without a GPU
  * (tests/unit/cuda_host.c): device strings, the pinned staging layout a micro-batch is packed into,
  * the touched-embedding-row set, splitting a batch over devices, the CUDA-graph cache keyed by
- * batch shape, and the optimizer-step scalars (the same formula runs in the optimizer kernel). */
+ * batch shape. */
 #ifndef EDDY_CUDA_HOST_H
 #define EDDY_CUDA_HOST_H
 
-#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,41 +60,15 @@ typedef struct {
 
 eddy_err_t eddy_cuda_rows_init(eddy_cuda_rows_t *r, size_t max_rows);
 void eddy_cuda_rows_free(eddy_cuda_rows_t *r);
-/* Adds every index of b's sparse entries [sparse_off[0], sparse_off[n]). */
-eddy_err_t eddy_cuda_rows_add_batch(eddy_cuda_rows_t *r, const eddy_batch_t *b);
+/* Adds every index of b's sparse entries [sparse_off[0], sparse_off[n]). All or nothing: on an error
+ * the set is as it was, and errstr names the problem (EDDY_ERR_SHAPE: an index outside the table,
+ * EDDY_ERR_NOMEM: no memory to grow the list). */
+eddy_err_t eddy_cuda_rows_add_batch(eddy_cuda_rows_t *r, const eddy_batch_t *b, char *errstr, size_t errstr_size);
 void eddy_cuda_rows_clear(eddy_cuda_rows_t *r);
 
 /* Contiguous share of n examples for device i of devices: sizes differ by at most one, the first
  * devices take the extra ones; a device may get none. */
 void eddy_cuda_shard(size_t n, int devices, int i, size_t *begin, size_t *end);
-
-/* The step arithmetic shared with the optimizer kernel: the gradient sum over `examples` examples
- * (all devices together) at loss scale `scale`, its sum of squares `sumsq`, clipping at clip_norm
- * (0 = off). */
-typedef struct {
-  bool nonfinite; /* skip the step */
-  double inv;     /* 1 / (examples × scale) */
-  double norm;    /* global norm of the averaged, unscaled gradient */
-  float gmul;     /* multiplies each raw gradient: inv × clip coefficient */
-} eddy_cuda_step_t;
-
-#if defined(__CUDACC__)
-#define EDDY_HD __host__ __device__
-#else
-#define EDDY_HD
-#endif
-
-static inline EDDY_HD eddy_cuda_step_t eddy_cuda_step_scalars(uint64_t examples, double scale, double sumsq,
-                                                              float clip_norm) {
-  eddy_cuda_step_t s;
-  s.inv = 1.0 / ((double)(examples ? examples : 1) * scale);
-  s.nonfinite = !(sumsq - sumsq == 0.0); /* Inf or NaN (isfinite without the math headers) */
-  s.norm = sqrt(sumsq) * s.inv;
-  double coef = 1.0;
-  if (clip_norm > 0 && s.norm > clip_norm) coef = clip_norm / (s.norm + 1e-6);
-  s.gmul = (float)(s.inv * coef);
-  return s;
-}
 
 /* CUDA-graph cache: one entry per key (batch size, staging slot, kind, buffer generation). The
  * first sighting of a key runs eagerly (it warms up cuBLAS), the second captures, later ones

@@ -222,7 +222,7 @@ __global__ void k_sumsq_final(const double *part, int n, double *out) {
 }
 
 // The CPU's update rules (src/model/kernels.c), element by element.
-__device__ __forceinline__ float optim_elem(const eddy_k_optim_t &a, float gmul, float w, float g, float *s1,
+__device__ __forceinline__ float optim_elem(const eddy_optim_consts_t &a, float gmul, float w, float g, float *s1,
                                             float *s2) {
   switch (a.kind) {
   case EDDY_OPT_SGD: {
@@ -261,11 +261,11 @@ __device__ __forceinline__ float optim_elem(const eddy_k_optim_t &a, float gmul,
 template <typename T>
 __global__ void k_optim_dense(eddy_k_optim_t a, size_t n, float *w, float *g, float *s1, float *s2, T *wh,
                               const double *stat) {
-  const eddy_cuda_step_t st = eddy_cuda_step_scalars(a.examples, a.scale, stat[0], a.clip_norm);
+  const eddy_optim_scalars_t st = eddy_optim_step_scalars(a.examples, a.scale, stat[0], a.clip_norm);
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     if (!st.nonfinite) {
       float m = s1 ? s1[i] : 0.0f, v = s2 ? s2[i] : 0.0f;
-      const float nw = optim_elem(a, st.gmul, w[i], g[i], s1 ? &m : nullptr, s2 ? &v : nullptr);
+      const float nw = optim_elem(a.c, st.gmul, w[i], g[i], s1 ? &m : nullptr, s2 ? &v : nullptr);
       w[i] = nw;
       if (s1) s1[i] = m;
       if (s2) s2[i] = v;
@@ -277,13 +277,13 @@ __global__ void k_optim_dense(eddy_k_optim_t a, size_t n, float *w, float *g, fl
 
 __global__ void k_optim_rows(eddy_k_optim_t a, const uint32_t *rows, size_t n_rows, int E, float *w, float *g,
                              float *s1, float *s2, const double *stat) {
-  const eddy_cuda_step_t st = eddy_cuda_step_scalars(a.examples, a.scale, stat[0], a.clip_norm);
+  const eddy_optim_scalars_t st = eddy_optim_step_scalars(a.examples, a.scale, stat[0], a.clip_norm);
   const size_t total = n_rows * (size_t)E;
   for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
     const size_t i = (size_t)rows[t / E] * E + t % E;
     if (!st.nonfinite) {
       float m = s1 ? s1[i] : 0.0f, v = s2 ? s2[i] : 0.0f;
-      w[i] = optim_elem(a, st.gmul, w[i], g[i], s1 ? &m : nullptr, s2 ? &v : nullptr);
+      w[i] = optim_elem(a.c, st.gmul, w[i], g[i], s1 ? &m : nullptr, s2 ? &v : nullptr);
       if (s1) s1[i] = m;
       if (s2) s2[i] = v;
     }

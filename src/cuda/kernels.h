@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/optim.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -48,12 +50,10 @@ cudaError_t eddy_k_to_op(cudaStream_t s, int op, size_t n, const float *src, voi
 cudaError_t eddy_k_sumsq(cudaStream_t s, const float *dense, size_t n_dense, const float *emb_g, const uint32_t *rows,
                          size_t n_rows, int E, double *part, double *out);
 
-/* One optimizer step's constants (the CPU's eddy_optim_step_t, with what the kernel needs to
- * derive the gradient multiplier from the sum of squares itself). */
+/* One optimizer step: the constants (eddy_optim_consts, as on the CPU) and what the kernel needs to
+ * derive the gradient multiplier from the sum of squares itself (eddy_optim_step_scalars). */
 typedef struct {
-  int kind; /* eddy_optim_t */
-  float lr, momentum, beta1, beta2, eps, weight_decay;
-  float step_size, bc2_sqrt; /* adam/adamw bias corrections for this step */
+  eddy_optim_consts_t c;
   float clip_norm;
   uint64_t examples; /* accumulated examples, all devices */
   double scale;      /* loss scale the gradients carry */

@@ -21,6 +21,7 @@
 #include "cuda/host.h"
 #include "cuda/kernels.h"
 #include "model/learner_backend.h"
+#include "model/optim.h"
 
 #define MAX_LAYERS (EDDY_MAX_HIDDEN + 1)
 #define CUDA_MAX_BATCH ((size_t)1 << 20)
@@ -28,11 +29,7 @@
 #define STAGE_CHUNK ((size_t)2 << 20) /* dense bytes packed and copied at a time */
 #define GRAPH_KIND_TRAIN 0
 
-typedef struct {
-  uint32_t in, out;
-  size_t w_off, b_off;
-  bool relu;
-} layer_t;
+typedef eddy_layer_geometry_t layer_t;
 
 typedef struct {
   int ordinal;
@@ -59,7 +56,6 @@ typedef struct {
 
   uint32_t *rows_dev; /* touched embedding rows of this step */
   float *rows_pack;   /* their gradients packed for the all-reduce */
-  size_t rows_cap;
 
   eddy_cuda_graph_cache_t graphs;
   uint32_t generation; /* bumped when the buffers a graph points at are reallocated */
@@ -71,10 +67,7 @@ typedef struct {
 typedef struct cuda_learner {
   eddy_model_spec_t spec;
   eddy_train_opts_t opts;
-  eddy_tensor_info_t tensors[EDDY_MAX_TENSORS];
-  size_t n_tensors, total, dense_begin, emb_rows;
-  uint32_t n_layers, outputs, emb_dim, dense_dim, in0, max_width;
-  layer_t layer[MAX_LAYERS];
+  eddy_model_geometry_t geo; /* layer widths, tensor offsets, the dense region */
   int op;         /* eddy_op_type_t of GEMM operands */
   size_t op_size; /* bytes per operand element */
 
@@ -98,9 +91,10 @@ typedef struct cuda_learner {
   double *loss_host; /* pinned, host_cap */
   size_t host_cap;
   uint32_t *rows_host; /* pinned copy of the touched rows */
-  size_t rows_host_cap;
+  size_t rows_host_cap; /* rows that rows_host and every replica's rows_dev (rows_pack) hold */
   float *view_w, *view_s1, *view_s2; /* host mirrors while a file view is out */
 
+  unsigned fail_alloc_in; /* eddy_cuda_fail_alloc: the device allocation that fails (counts down) */
   char name[32];
   char info[256];
   char last_error[512];
@@ -144,12 +138,15 @@ static eddy_err_t sync_all(cuda_learner_t *l) {
 
 static void *operand_of(const cuda_learner_t *l, const replica_t *r, size_t flat_off) {
   if (l->op == EDDY_OP_F32) return r->w + flat_off;
-  return (char *)r->wh + (flat_off - l->dense_begin) * l->op_size;
+  return (char *)r->wh + (flat_off - l->geo.dense_begin) * l->op_size;
 }
 
 /* ---- allocation ---- */
 
 static eddy_err_t dev_alloc(cuda_learner_t *l, void **p, size_t bytes) {
+  if (l->fail_alloc_in && --l->fail_alloc_in == 0)
+    return eddy_cuda_record(l->last_error, sizeof l->last_error, __FILE__, __LINE__, "cudaMalloc",
+                            "out of memory (injected by eddy_cuda_fail_alloc)");
   EDDY_CUDA_CHECK(l->last_error, cudaMalloc(p, bytes ? bytes : 16));
   return EDDY_OK;
 }
@@ -217,22 +214,22 @@ static eddy_err_t reserve_batch(cuda_learner_t *l, replica_t *r, size_t n, size_
   graphs_clear(r);
   free_batch_buffers(r);
   const size_t f = sizeof(float);
-  err = dev_alloc(l, (void **)&r->act[0], cap * l->in0 * f);
-  for (uint32_t i = 0; !err && i < l->n_layers; i++) {
-    err = dev_alloc(l, (void **)&r->act[i + 1], cap * l->layer[i].out * f);
-    if (!err && l->op != EDDY_OP_F32) err = dev_alloc(l, &r->acth[i], cap * l->layer[i].in * l->op_size);
+  err = dev_alloc(l, (void **)&r->act[0], cap * l->geo.in0 * f);
+  for (uint32_t i = 0; !err && i < l->geo.n_layers; i++) {
+    err = dev_alloc(l, (void **)&r->act[i + 1], cap * l->geo.layer[i].out * f);
+    if (!err && l->op != EDDY_OP_F32) err = dev_alloc(l, &r->acth[i], cap * l->geo.layer[i].in * l->op_size);
   }
-  if (!err) err = dev_alloc(l, (void **)&r->dx, cap * l->max_width * f);
-  if (!err) err = dev_alloc(l, (void **)&r->dz32, cap * l->max_width * f);
-  if (!err && l->op != EDDY_OP_F32) err = dev_alloc(l, &r->dzh, cap * l->max_width * l->op_size);
-  if (!err) err = dev_alloc(l, (void **)&r->colpart, eddy_k_colsum_scratch((int)l->max_width) * f);
-  if (!err) err = dev_alloc(l, (void **)&r->pred, cap * l->outputs * f);
+  if (!err) err = dev_alloc(l, (void **)&r->dx, cap * l->geo.max_width * f);
+  if (!err) err = dev_alloc(l, (void **)&r->dz32, cap * l->geo.max_width * f);
+  if (!err && l->op != EDDY_OP_F32) err = dev_alloc(l, &r->dzh, cap * l->geo.max_width * l->op_size);
+  if (!err) err = dev_alloc(l, (void **)&r->colpart, eddy_k_colsum_scratch((int)l->geo.max_width) * f);
+  if (!err) err = dev_alloc(l, (void **)&r->pred, cap * l->geo.outputs * f);
   if (!err) err = dev_alloc(l, (void **)&r->loss, cap * sizeof(double));
   if (err) {
     free_batch_buffers(r);
     return err;
   }
-  eddy_cuda_stage_layout(&r->stage, cap, cap_nnz, l->dense_dim);
+  eddy_cuda_stage_layout(&r->stage, cap, cap_nnz, l->geo.dense_dim);
   for (int s = 0; s < 2; s++) {
     EDDY_CUDA_CHECK(l->last_error, cudaMalloc((void **)&r->stage_dev[s], r->stage.bytes));
     EDDY_CUDA_CHECK(l->last_error, cudaHostAlloc((void **)&r->stage_host[s], r->stage.bytes, cudaHostAllocPortable));
@@ -253,23 +250,23 @@ static eddy_err_t reserve_host(cuda_learner_t *l, size_t n) {
   l->loss_host = NULL;
   l->host_cap = 0;
   EDDY_CUDA_CHECK(l->last_error,
-                  cudaHostAlloc((void **)&l->pred_host, cap * l->outputs * sizeof(float), cudaHostAllocPortable));
+                  cudaHostAlloc((void **)&l->pred_host, cap * l->geo.outputs * sizeof(float), cudaHostAllocPortable));
   EDDY_CUDA_CHECK(l->last_error, cudaHostAlloc((void **)&l->loss_host, cap * sizeof(double), cudaHostAllocPortable));
   l->host_cap = cap;
   return EDDY_OK;
 }
 
-/* Device (and pinned) room for n touched rows on every replica. */
+/* Device (and pinned) room for n touched rows on every replica. The capacity is recorded only once
+ * every buffer exists: after a failure (out of memory) nothing claims room that is not there, and
+ * the next step tries again. */
 static eddy_err_t reserve_rows(cuda_learner_t *l, size_t n) {
   if (n <= l->rows_host_cap) return EDDY_OK;
   eddy_err_t err = sync_all(l);
   if (err) return err;
-  size_t cap = pow2_at_least(n, 1024);
+  const size_t cap = pow2_at_least(n, 1024);
+  l->rows_host_cap = 0;
   cudaFreeHost(l->rows_host);
   l->rows_host = NULL;
-  l->rows_host_cap = 0;
-  EDDY_CUDA_CHECK(l->last_error, cudaHostAlloc((void **)&l->rows_host, cap * sizeof(uint32_t), cudaHostAllocPortable));
-  l->rows_host_cap = cap;
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if ((err = set_device(l, r))) return err;
@@ -277,11 +274,15 @@ static eddy_err_t reserve_rows(cuda_learner_t *l, size_t n) {
     cudaFree(r->rows_pack);
     r->rows_dev = NULL;
     r->rows_pack = NULL;
-    r->rows_cap = 0;
-    if ((err = dev_alloc(l, (void **)&r->rows_dev, cap * sizeof(uint32_t)))) return err;
-    if (l->nccl && (err = dev_alloc(l, (void **)&r->rows_pack, cap * l->emb_dim * sizeof(float)))) return err;
-    r->rows_cap = cap;
   }
+  EDDY_CUDA_CHECK(l->last_error, cudaHostAlloc((void **)&l->rows_host, cap * sizeof(uint32_t), cudaHostAllocPortable));
+  for (int d = 0; d < l->n_dev; d++) {
+    replica_t *r = &l->dev[d];
+    if ((err = set_device(l, r))) return err;
+    if ((err = dev_alloc(l, (void **)&r->rows_dev, cap * sizeof(uint32_t)))) return err;
+    if (l->nccl && (err = dev_alloc(l, (void **)&r->rows_pack, cap * l->geo.emb_dim * sizeof(float)))) return err;
+  }
+  l->rows_host_cap = cap;
   return EDDY_OK;
 }
 
@@ -323,7 +324,7 @@ static eddy_err_t refresh_operands(cuda_learner_t *l) {
     eddy_err_t err = set_device(l, r);
     if (err) return err;
     EDDY_CUDA_CHECK(l->last_error,
-                    eddy_k_to_op(r->compute, l->op, l->total - l->dense_begin, r->w + l->dense_begin, r->wh));
+                    eddy_k_to_op(r->compute, l->op, l->geo.total - l->geo.dense_begin, r->w + l->geo.dense_begin, r->wh));
   }
   return EDDY_OK;
 }
@@ -333,7 +334,7 @@ static eddy_err_t clear_gradients(cuda_learner_t *l) {
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     eddy_err_t err = set_device(l, r);
-    if (!err) err = dev_zero(l, r, r->g, l->total * sizeof(float));
+    if (!err) err = dev_zero(l, r, r->g, l->geo.total * sizeof(float));
     if (err) return err;
   }
   eddy_cuda_rows_clear(&l->rows);
@@ -358,16 +359,15 @@ static eddy_err_t setup_replica(cuda_learner_t *l, replica_t *r, const float *w0
   /* After cublasSetStream (which resets it): our own workspace, so capture allocates nothing. */
   if ((err = dev_alloc(l, &r->blas_ws, BLAS_WORKSPACE))) return err;
   EDDY_CUBLAS_CHECK(l->last_error, cublasSetWorkspace(r->blas, r->blas_ws, BLAS_WORKSPACE));
-  const size_t bytes = l->total * sizeof(float);
-  const eddy_optim_t o = l->opts.optimizer;
-  bool need_s1 = o == EDDY_OPT_ADAM || o == EDDY_OPT_ADAMW || (o == EDDY_OPT_SGD && l->opts.momentum != 0.0f);
-  bool need_s2 = o != EDDY_OPT_SGD;
+  const size_t bytes = l->geo.total * sizeof(float);
+  bool need_s1, need_s2;
+  eddy_optim_state(&l->opts, &need_s1, &need_s2);
   if ((err = dev_alloc(l, (void **)&r->w, bytes))) return err;
   if ((err = dev_alloc(l, (void **)&r->g, bytes))) return err;
   if ((err = dev_zero(l, r, r->g, bytes))) return err;
   if (need_s1 && ((err = dev_alloc(l, (void **)&r->s1, bytes)) || (err = dev_zero(l, r, r->s1, bytes)))) return err;
   if (need_s2 && ((err = dev_alloc(l, (void **)&r->s2, bytes)) || (err = dev_zero(l, r, r->s2, bytes)))) return err;
-  if (l->op != EDDY_OP_F32 && (err = dev_alloc(l, &r->wh, (l->total - l->dense_begin) * l->op_size))) return err;
+  if (l->op != EDDY_OP_F32 && (err = dev_alloc(l, &r->wh, (l->geo.total - l->geo.dense_begin) * l->op_size))) return err;
   if ((err = dev_alloc(l, (void **)&r->scale, sizeof(float)))) return err;
   if ((err = dev_alloc(l, (void **)&r->stat, sizeof(double)))) return err;
   if ((err = dev_alloc(l, (void **)&r->part, EDDY_K_SUMSQ_BLOCKS * sizeof(double)))) return err;
@@ -418,9 +418,9 @@ static eddy_err_t setup(cuda_learner_t *l, const char *device) {
   snprintf(l->info, sizeof l->info, "%s; %.96s, sm_%d%d%s)", what, prop.name, prop.major, prop.minor,
            l->n_dev > 1 ? ", data parallel over NCCL" : "");
 
-  float *w0 = calloc(l->total ? l->total : 1, sizeof(float));
+  float *w0 = calloc(l->geo.total ? l->geo.total : 1, sizeof(float));
   if (!w0) {
-    snprintf(l->last_error, sizeof l->last_error, "out of memory for %zu initial weights", l->total);
+    snprintf(l->last_error, sizeof l->last_error, "out of memory for %zu initial weights", l->geo.total);
     return EDDY_ERR_NOMEM;
   }
   eddy_learner_init_weights(&l->spec, l->opts.seed, w0, l->rng);
@@ -441,8 +441,8 @@ static eddy_err_t setup(cuda_learner_t *l, const char *device) {
       l->dev[d].comm = comms[d];
   }
 #endif
-  if ((err = eddy_cuda_rows_init(&l->rows, l->emb_rows))) {
-    snprintf(l->last_error, sizeof l->last_error, "out of memory for the touched-row set of %zu rows", l->emb_rows);
+  if ((err = eddy_cuda_rows_init(&l->rows, l->geo.emb_rows))) {
+    snprintf(l->last_error, sizeof l->last_error, "out of memory for the touched-row set of %zu rows", l->geo.emb_rows);
     return err;
   }
   EDDY_CUDA_CHECK(l->last_error, cudaHostAlloc((void **)&l->stat_host, sizeof(double), cudaHostAllocPortable));
@@ -458,27 +458,7 @@ static void *cuda_create(const eddy_model_spec_t *spec, const eddy_train_opts_t 
   }
   l->spec = *spec;
   l->opts = *opts;
-  l->n_tensors = eddy_model_layout(spec, l->tensors, &l->total);
-  l->emb_dim = spec->embed_dim;
-  l->dense_dim = spec->dense_dim;
-  l->in0 = spec->embed_dim + spec->dense_dim;
-  l->outputs = eddy_model_outputs(spec);
-  l->emb_rows = spec->embed_dim ? (size_t)1 << spec->hash_bits : 0;
-  size_t t = spec->embed_dim ? 1 : 0;
-  l->dense_begin = l->tensors[t].offset;
-  l->n_layers = spec->n_hidden + 1;
-  uint32_t in = l->in0;
-  l->max_width = l->in0;
-  for (uint32_t i = 0; i < l->n_layers; i++, t += 2) {
-    layer_t *ly = &l->layer[i];
-    ly->in = in;
-    ly->out = i < spec->n_hidden ? spec->hidden[i] : l->outputs;
-    ly->w_off = l->tensors[t].offset;
-    ly->b_off = l->tensors[t + 1].offset;
-    ly->relu = i < spec->n_hidden;
-    if (ly->out > l->max_width) l->max_width = ly->out;
-    in = ly->out;
-  }
+  eddy_model_geometry(spec, &l->geo);
   l->op = opts->precision == EDDY_PREC_BF16   ? EDDY_OP_BF16
           : opts->precision == EDDY_PREC_FP16 ? EDDY_OP_F16
                                               : EDDY_OP_F32;
@@ -585,21 +565,21 @@ static staged_t staged(const replica_t *r, int slot) {
 static eddy_err_t enqueue_forward(cuda_learner_t *l, replica_t *r, int slot, int n, bool train) {
   const staged_t in = staged(r, slot);
   const bool half = l->op != EDDY_OP_F32;
-  EDDY_CUDA_CHECK(l->last_error, eddy_k_embed_bag(r->compute, l->op, n, (int)l->emb_dim, (int)l->dense_dim, in.csr,
+  EDDY_CUDA_CHECK(l->last_error, eddy_k_embed_bag(r->compute, l->op, n, (int)l->geo.emb_dim, (int)l->geo.dense_dim, in.csr,
                                                   in.idx, in.val, r->w, in.dense, r->act[0], half ? r->acth[0] : NULL));
-  for (uint32_t i = 0; i < l->n_layers; i++) {
-    const layer_t *ly = &l->layer[i];
+  for (uint32_t i = 0; i < l->geo.n_layers; i++) {
+    const layer_t *ly = &l->geo.layer[i];
     const void *x = half ? r->acth[i] : (const void *)r->act[i];
     eddy_err_t err = gemm(l, r, CUBLAS_OP_T, CUBLAS_OP_N, (int)ly->out, n, (int)ly->in, 1.0f,
                           operand_of(l, r, ly->w_off), (int)ly->in, x, (int)ly->in, 0.0f, r->act[i + 1], (int)ly->out);
     if (err) return err;
-    void *next = half && i + 1 < l->n_layers ? r->acth[i + 1] : NULL;
+    void *next = half && i + 1 < l->geo.n_layers ? r->acth[i + 1] : NULL;
     EDDY_CUDA_CHECK(l->last_error, eddy_k_bias_act(r->compute, l->op, n, (int)ly->out, r->act[i + 1], r->w + ly->b_off,
                                                    ly->relu, next));
   }
   const int scaled = l->opts.precision == EDDY_PREC_FP16;
-  EDDY_CUDA_CHECK(l->last_error, eddy_k_head(r->compute, l->op, (int)l->spec.head, n, (int)l->outputs,
-                                             r->act[l->n_layers], train ? in.label : NULL, in.weight, r->scale, scaled,
+  EDDY_CUDA_CHECK(l->last_error, eddy_k_head(r->compute, l->op, (int)l->spec.head, n, (int)l->geo.outputs,
+                                             r->act[l->geo.n_layers], train ? in.label : NULL, in.weight, r->scale, scaled,
                                              r->dz32, half ? r->dzh : NULL, r->pred, r->loss));
   return EDDY_OK;
 }
@@ -611,17 +591,17 @@ static eddy_err_t enqueue_backward(cuda_learner_t *l, replica_t *r, int slot, in
   const bool half = l->op != EDDY_OP_F32;
   const float bscale = l->opts.precision == EDDY_PREC_FP16 ? (float)n : 1.0f;
   void *dz = half ? r->dzh : (void *)r->dz32;
-  const layer_t *head = &l->layer[l->n_layers - 1];
+  const layer_t *head = &l->geo.layer[l->geo.n_layers - 1];
   EDDY_CUDA_CHECK(l->last_error, eddy_k_relu_bwd_colsum(r->compute, l->op, n, (int)head->out, r->dz32, NULL, NULL,
                                                         r->colpart, bscale, r->g + head->b_off));
-  for (uint32_t i = l->n_layers; i-- > 0;) {
-    const layer_t *ly = &l->layer[i];
+  for (uint32_t i = l->geo.n_layers; i-- > 0;) {
+    const layer_t *ly = &l->geo.layer[i];
     const void *x = half ? r->acth[i] : (const void *)r->act[i];
     /* dW^T [in, out] += bscale × X^T [in, n] × dZ [n, out] */
     eddy_err_t err = gemm(l, r, CUBLAS_OP_N, CUBLAS_OP_T, (int)ly->in, (int)ly->out, n, bscale, x, (int)ly->in, dz,
                           (int)ly->out, 1.0f, r->g + ly->w_off, (int)ly->in);
     if (err) return err;
-    const uint32_t need = i > 0 ? ly->in : l->emb_dim; /* layer 0: dX only for the embedding columns */
+    const uint32_t need = i > 0 ? ly->in : l->geo.emb_dim; /* layer 0: dX only for the embedding columns */
     if (!need) continue;
     /* dX^T [need, n] = W^T [need of in, out] × dZ^T [out, n] */
     err = gemm(l, r, CUBLAS_OP_N, CUBLAS_OP_N, (int)need, n, (int)ly->out, 1.0f, operand_of(l, r, ly->w_off),
@@ -629,11 +609,11 @@ static eddy_err_t enqueue_backward(cuda_learner_t *l, replica_t *r, int slot, in
     if (err) return err;
     if (i > 0)
       EDDY_CUDA_CHECK(l->last_error, eddy_k_relu_bwd_colsum(r->compute, l->op, n, (int)ly->in, r->dx, r->act[i], dz,
-                                                            r->colpart, bscale, r->g + l->layer[i - 1].b_off));
+                                                            r->colpart, bscale, r->g + l->geo.layer[i - 1].b_off));
   }
-  if (l->emb_dim)
+  if (l->geo.emb_dim)
     EDDY_CUDA_CHECK(l->last_error,
-                    eddy_k_embed_bag_bwd(r->compute, n, (int)l->emb_dim, in.csr, in.idx, in.val, bscale, r->dx, r->g));
+                    eddy_k_embed_bag_bwd(r->compute, n, (int)l->geo.emb_dim, in.csr, in.idx, in.val, bscale, r->dx, r->g));
   return EDDY_OK;
 }
 
@@ -705,7 +685,7 @@ static eddy_err_t stage_in(cuda_learner_t *l, replica_t *r, int slot, const eddy
       EDDY_CUDA_CHECK(l->last_error,
                       cudaMemcpyAsync(dev + off, host + off, used, cudaMemcpyHostToDevice, r->copy));
   }
-  const size_t row_bytes = (size_t)l->dense_dim * sizeof(float);
+  const size_t row_bytes = (size_t)l->geo.dense_dim * sizeof(float);
   if (row_bytes) {
     size_t rows = STAGE_CHUNK / row_bytes;
     if (rows < 1) rows = 1;
@@ -725,8 +705,8 @@ static eddy_err_t stage_in(cuda_learner_t *l, replica_t *r, int slot, const eddy
 static eddy_err_t fetch_outputs(cuda_learner_t *l, replica_t *r, size_t begin, size_t end, bool pred, bool loss) {
   const size_t n = end - begin;
   if (pred)
-    EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->pred_host + begin * l->outputs, r->pred,
-                                                   n * l->outputs * sizeof(float), cudaMemcpyDeviceToHost, r->compute));
+    EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->pred_host + begin * l->geo.outputs, r->pred,
+                                                   n * l->geo.outputs * sizeof(float), cudaMemcpyDeviceToHost, r->compute));
   if (loss)
     EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->loss_host + begin, r->loss, n * sizeof(double),
                                                    cudaMemcpyDeviceToHost, r->compute));
@@ -745,10 +725,8 @@ static eddy_err_t cuda_accumulate(void *impl, const eddy_batch_t *b, float *pred
   }
   const bool want = pred || loss_sum;
   if (want && (err = reserve_host(l, b->n))) return err;
-  if (l->emb_dim && (err = eddy_cuda_rows_add_batch(&l->rows, b))) {
-    snprintf(l->last_error, sizeof l->last_error, "out of memory for the touched embedding rows");
+  if (l->geo.emb_dim && (err = eddy_cuda_rows_add_batch(&l->rows, b, l->last_error, sizeof l->last_error)))
     return err;
-  }
   const int slot = l->slot;
   l->slot ^= 1;
   for (int d = 0; !err && d < l->n_dev; d++) {
@@ -776,7 +754,7 @@ static eddy_err_t cuda_accumulate(void *impl, const eddy_batch_t *b, float *pred
     return err;
   }
   l->pending += b->n;
-  if (pred) memcpy(pred, l->pred_host, b->n * l->outputs * sizeof(float));
+  if (pred) memcpy(pred, l->pred_host, b->n * l->geo.outputs * sizeof(float));
   if (loss_sum) {
     double s = 0;
     for (size_t i = 0; i < b->n; i++)
@@ -815,7 +793,7 @@ static eddy_err_t cuda_predict(void *impl, const eddy_batch_t *b, float *pred) {
   }
   if (!err) err = sync_all(l);
   if (err) return err;
-  memcpy(pred, l->pred_host, b->n * l->outputs * sizeof(float));
+  memcpy(pred, l->pred_host, b->n * l->geo.outputs * sizeof(float));
   return EDDY_OK;
 }
 
@@ -825,7 +803,7 @@ static eddy_err_t cuda_predict(void *impl, const eddy_batch_t *b, float *pred) {
  * group; afterwards every replica holds the same sums. */
 static eddy_err_t all_reduce(cuda_learner_t *l) {
 #ifdef EDDY_NCCL
-  const size_t n_rows = l->rows.n, E = l->emb_dim;
+  const size_t n_rows = l->rows.n, E = l->geo.emb_dim;
   eddy_err_t err;
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
@@ -836,8 +814,8 @@ static eddy_err_t all_reduce(cuda_learner_t *l) {
   EDDY_NCCL_CHECK(l->last_error, ncclGroupStart());
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
-    float *dense = r->g + l->dense_begin;
-    ncclResult_t nr = ncclAllReduce(dense, dense, l->total - l->dense_begin, ncclFloat, ncclSum, r->comm, r->compute);
+    float *dense = r->g + l->geo.dense_begin;
+    ncclResult_t nr = ncclAllReduce(dense, dense, l->geo.total - l->geo.dense_begin, ncclFloat, ncclSum, r->comm, r->compute);
     if (nr == ncclSuccess && n_rows)
       nr = ncclAllReduce(r->rows_pack, r->rows_pack, n_rows * E, ncclFloat, ncclSum, r->comm, r->compute);
     if (nr != ncclSuccess) {
@@ -864,37 +842,24 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
     if (info) *info = out;
     return EDDY_OK;
   }
-  const eddy_train_opts_t *o = &l->opts;
-  const size_t n_rows = l->rows.n, db = l->dense_begin;
-  eddy_k_optim_t a = {.kind = (int)o->optimizer,
-                      .lr = o->lr,
-                      .momentum = o->momentum,
-                      .beta1 = o->beta1,
-                      .beta2 = o->beta2,
-                      .eps = o->eps,
-                      .weight_decay = o->weight_decay,
-                      .step_size = o->lr,
-                      .bc2_sqrt = 1.0f,
-                      .clip_norm = o->clip_norm,
-                      .examples = l->pending,
-                      .scale = (double)l->scaler.scale};
-  if (o->optimizer == EDDY_OPT_ADAM || o->optimizer == EDDY_OPT_ADAMW) {
-    double t = (double)(l->steps + 1); /* used only if the step applies */
-    a.step_size = (float)(o->lr / (1.0 - pow(o->beta1, t)));
-    a.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, t));
-  }
+  const size_t n_rows = l->rows.n, db = l->geo.dense_begin;
+  /* The constants of step steps + 1, used only if the step applies (the kernels decide). */
+  const eddy_k_optim_t a = {.c = eddy_optim_consts(&l->opts, l->steps + 1),
+                            .clip_norm = l->opts.clip_norm,
+                            .examples = l->pending,
+                            .scale = (double)l->scaler.scale};
   eddy_err_t err = upload_rows(l);
   if (!err && l->nccl) err = all_reduce(l);
   for (int d = 0; !err && d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if ((err = set_device(l, r))) break;
-    cudaError_t ce = eddy_k_sumsq(r->compute, r->g + db, l->total - db, r->g, r->rows_dev, n_rows, (int)l->emb_dim,
+    cudaError_t ce = eddy_k_sumsq(r->compute, r->g + db, l->geo.total - db, r->g, r->rows_dev, n_rows, (int)l->geo.emb_dim,
                                   r->part, r->stat);
     if (ce == cudaSuccess)
-      ce = eddy_k_optim_dense(r->compute, l->op, &a, l->total - db, r->w + db, r->g + db, r->s1 ? r->s1 + db : NULL,
+      ce = eddy_k_optim_dense(r->compute, l->op, &a, l->geo.total - db, r->w + db, r->g + db, r->s1 ? r->s1 + db : NULL,
                               r->s2 ? r->s2 + db : NULL, r->wh, r->stat);
     if (ce == cudaSuccess)
-      ce = eddy_k_optim_rows(r->compute, &a, r->rows_dev, n_rows, (int)l->emb_dim, r->w, r->g, r->s1, r->s2, r->stat);
+      ce = eddy_k_optim_rows(r->compute, &a, r->rows_dev, n_rows, (int)l->geo.emb_dim, r->w, r->g, r->s1, r->s2, r->stat);
     if (ce == cudaSuccess && d == 0)
       ce = cudaMemcpyAsync(l->stat_host, r->stat, sizeof(double), cudaMemcpyDeviceToHost, r->compute);
     if (ce != cudaSuccess)
@@ -909,8 +874,8 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
     memcpy(l->last_error, saved, sizeof saved);
     return err;
   }
-  const eddy_cuda_step_t st =
-      eddy_cuda_step_scalars(l->pending, (double)l->scaler.scale, l->stat_host[0], o->clip_norm);
+  const eddy_optim_scalars_t st =
+      eddy_optim_step_scalars(l->pending, (double)l->scaler.scale, l->stat_host[0], l->opts.clip_norm);
   out.grad_norm = st.norm;
   const bool applied = eddy_scaler_update(&l->scaler, st.nonfinite);
   eddy_cuda_rows_clear(&l->rows); /* the kernels zeroed every gradient they visited */
@@ -934,8 +899,8 @@ static void cuda_poison(void *impl, float value) {
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if (set_device(l, r)) return;
-    if (eddy_k_fill(r->compute, r->g + l->dense_begin, l->total - l->dense_begin, value) != cudaSuccess) return;
-    if (eddy_k_fill_rows(r->compute, r->g, r->rows_dev, l->rows.n, (int)l->emb_dim, value) != cudaSuccess) return;
+    if (eddy_k_fill(r->compute, r->g + l->geo.dense_begin, l->geo.total - l->geo.dense_begin, value) != cudaSuccess) return;
+    if (eddy_k_fill_rows(r->compute, r->g, r->rows_dev, l->rows.n, (int)l->geo.emb_dim, value) != cudaSuccess) return;
   }
   l->poisoned = true;
   (void)sync_all(l);
@@ -945,20 +910,20 @@ static void cuda_poison(void *impl, float value) {
 
 static size_t cuda_tensors(const void *impl, const eddy_tensor_info_t **tensors) {
   const cuda_learner_t *l = impl;
-  if (tensors) *tensors = l->tensors;
-  return l->n_tensors;
+  if (tensors) *tensors = l->geo.tensors;
+  return l->geo.n_tensors;
 }
 
 static const eddy_tensor_info_t *find_tensor(cuda_learner_t *l, const char *name, size_t numel, eddy_err_t *err) {
-  for (size_t i = 0; name && i < l->n_tensors; i++) {
-    if (strcmp(l->tensors[i].name, name) != 0) continue;
-    if (l->tensors[i].numel != numel) {
-      snprintf(l->last_error, sizeof l->last_error, "tensor %s has %zu elements, not %zu", name, l->tensors[i].numel,
+  for (size_t i = 0; name && i < l->geo.n_tensors; i++) {
+    if (strcmp(l->geo.tensors[i].name, name) != 0) continue;
+    if (l->geo.tensors[i].numel != numel) {
+      snprintf(l->last_error, sizeof l->last_error, "tensor %s has %zu elements, not %zu", name, l->geo.tensors[i].numel,
                numel);
       *err = EDDY_ERR_SHAPE;
       return NULL;
     }
-    return &l->tensors[i];
+    return &l->geo.tensors[i];
   }
   snprintf(l->last_error, sizeof l->last_error, "no tensor \"%s\"", name ? name : "(null)");
   *err = EDDY_ERR_NOT_FOUND;
@@ -1028,25 +993,25 @@ static eddy_err_t cuda_view_get(void *impl, eddy_learner_view_t *v, char *errstr
   cuda_learner_t *l = impl;
   replica_t *r = &l->dev[0];
   cuda_view_release(l);
-  const size_t n = l->total ? l->total : 1;
+  const size_t n = l->geo.total ? l->geo.total : 1;
   l->view_w = malloc(n * sizeof(float));
   l->view_s1 = r->s1 ? malloc(n * sizeof(float)) : NULL;
   l->view_s2 = r->s2 ? malloc(n * sizeof(float)) : NULL;
   if (!l->view_w || (r->s1 && !l->view_s1) || (r->s2 && !l->view_s2)) {
     cuda_view_release(l);
-    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a host copy of %zu parameters", l->total);
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a host copy of %zu parameters", l->geo.total);
   }
-  eddy_err_t err = download(l, l->view_w, r->w, l->total);
-  if (!err && r->s1) err = download(l, l->view_s1, r->s1, l->total);
-  if (!err && r->s2) err = download(l, l->view_s2, r->s2, l->total);
+  eddy_err_t err = download(l, l->view_w, r->w, l->geo.total);
+  if (!err && r->s1) err = download(l, l->view_s1, r->s1, l->geo.total);
+  if (!err && r->s2) err = download(l, l->view_s2, r->s2, l->geo.total);
   if (err) {
     cuda_view_release(l);
     return eddy_errf(err, errstr, errstr_size, "%s", l->last_error);
   }
   *v = (eddy_learner_view_t){.spec = &l->spec,
                              .opts = &l->opts,
-                             .tensors = l->tensors,
-                             .n_tensors = l->n_tensors,
+                             .tensors = l->geo.tensors,
+                             .n_tensors = l->geo.n_tensors,
                              .w = l->view_w,
                              .s1 = l->view_s1,
                              .s2 = l->view_s2,
@@ -1060,9 +1025,9 @@ static eddy_err_t cuda_view_get(void *impl, eddy_learner_view_t *v, char *errstr
 
 static eddy_err_t cuda_view_loaded(void *impl, char *errstr, size_t errstr_size) {
   cuda_learner_t *l = impl;
-  eddy_err_t err = upload(l, 0, 0, l->view_w, l->total);
-  if (!err && l->view_s1) err = upload(l, 1, 0, l->view_s1, l->total);
-  if (!err && l->view_s2) err = upload(l, 2, 0, l->view_s2, l->total);
+  eddy_err_t err = upload(l, 0, 0, l->view_w, l->geo.total);
+  if (!err && l->view_s1) err = upload(l, 1, 0, l->view_s1, l->geo.total);
+  if (!err && l->view_s2) err = upload(l, 2, 0, l->view_s2, l->geo.total);
   if (!err) err = refresh_operands(l);
   if (!err) err = clear_gradients(l);
   if (!err) {
@@ -1099,3 +1064,9 @@ static const eddy_learner_backend_t cuda_backend_table = {
 };
 
 const eddy_learner_backend_t *eddy_cuda_backend(void) { return &cuda_backend_table; }
+
+eddy_err_t eddy_cuda_fail_alloc(eddy_learner_t *learner, unsigned nth) {
+  if (!learner || learner->vt != &cuda_backend_table) return EDDY_ERR_INVALID_ARG;
+  ((cuda_learner_t *)learner->impl)->fail_alloc_in = nth;
+  return EDDY_OK;
+}

@@ -95,8 +95,10 @@ eddy_infer_t *eddy_infer_new(const eddy_model_spec_t *spec, const eddy_st_reader
     return NULL;
   }
   if (eddy_model_spec_validate(spec, errstr, errstr_size) != EDDY_OK) return NULL;
-  eddy_tensor_info_t ti[EDDY_MAX_TENSORS];
-  size_t nt = eddy_model_layout(spec, ti, NULL);
+  eddy_model_geometry_t geo;
+  eddy_model_geometry(spec, &geo);
+  const eddy_tensor_info_t *ti = geo.tensors;
+  const size_t nt = geo.n_tensors;
   if (eddy_st_count(weights) != nt) {
     for (size_t i = 0; i < eddy_st_count(weights); i++) {
       const char *name = eddy_st_at(weights, i)->name;
@@ -117,23 +119,23 @@ eddy_infer_t *eddy_infer_new(const eddy_model_spec_t *spec, const eddy_st_reader
   }
   m->spec = *spec;
   m->precision = precision;
-  m->outputs = eddy_model_outputs(spec);
-  m->emb_dim = spec->embed_dim;
-  m->dense_dim = spec->dense_dim;
-  m->in0 = spec->embed_dim + spec->dense_dim;
-  m->emb_rows = spec->embed_dim ? (size_t)1 << spec->hash_bits : 0;
-  m->n_layers = spec->n_hidden + 1;
-  m->max_width = m->in0;
+  m->outputs = geo.outputs;
+  m->emb_dim = geo.emb_dim;
+  m->dense_dim = geo.dense_dim;
+  m->in0 = geo.in0;
+  m->emb_rows = geo.emb_rows;
+  m->n_layers = geo.n_layers;
+  m->max_width = geo.max_width;
   const size_t esize = precision == EDDY_INFER_BF16 ? sizeof(uint16_t) : sizeof(float);
-  size_t t = 0, max_numel = 0;
-  for (size_t k = 0; k < nt; k++)
-    if (ti[k].numel > max_numel && strcmp(ti[k].name, "emb.weight") != 0) max_numel = ti[k].numel;
+  size_t max_numel = 0;
+  for (size_t k = geo.emb_dim ? 1 : 0; k < nt; k++) /* every tensor but emb.weight (tensor 0) */
+    if (ti[k].numel > max_numel) max_numel = ti[k].numel;
   float *tmp = malloc((max_numel ? max_numel : 1) * sizeof(float));
   eddy_err_t err = tmp ? EDDY_OK : EDDY_ERR_NOMEM;
   if (!tmp) eddy_errf(err, errstr, errstr_size, "out of memory");
   if (!err && m->emb_dim) {
     /* The embedding is read row by row so a big table needs no second fp32 copy. */
-    const eddy_tensor_info_t *e = &ti[t++];
+    const eddy_tensor_info_t *e = &ti[0];
     m->emb = malloc(e->numel * esize);
     float *row = malloc(m->emb_dim * sizeof(float));
     const eddy_st_tensor_t *st = eddy_st_find(weights, e->name);
@@ -164,11 +166,10 @@ eddy_infer_t *eddy_infer_new(const eddy_model_spec_t *spec, const eddy_st_reader
     free(row);
   }
   for (uint32_t i = 0; !err && i < m->n_layers; i++) {
-    const eddy_tensor_info_t *w = &ti[t++], *b = &ti[t++];
+    const eddy_tensor_info_t *w = &ti[geo.layer[i].w_tensor], *b = &ti[geo.layer[i].b_tensor];
     layer_t *ly = &m->layers[i];
-    ly->out = (uint32_t)w->shape[0];
-    ly->in = (uint32_t)w->shape[1];
-    if (ly->out > m->max_width) m->max_width = ly->out;
+    ly->out = geo.layer[i].out;
+    ly->in = geo.layer[i].in;
     ly->wt = malloc(w->numel * esize);
     ly->bias = malloc(b->numel * sizeof(float));
     if (!ly->wt || !ly->bias) {

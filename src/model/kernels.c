@@ -30,9 +30,9 @@ static inline float u2f(uint32_t u) {
 }
 
 EDDY_CLONES
-static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
+static void optim_sgd(const eddy_optim_consts_t *p, float gmul, float *restrict w, const float *restrict g,
                       float *restrict buf, size_t n) {
-  const float gmul = p->gmul, wd = p->weight_decay, lr = p->lr, mom = p->momentum;
+  const float wd = p->weight_decay, lr = p->lr, mom = p->momentum;
   if (buf) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) {
@@ -53,9 +53,9 @@ static void optim_sgd(const eddy_optim_step_t *p, float *restrict w, const float
 /* torch's update w -= lr / bc1 * m / (sqrt(v) / bc2 + eps), rewritten with one division:
  * w -= (lr * bc2 / bc1) * m / (sqrt(v) + eps * bc2). The FP divider is this loop's bottleneck. */
 EDDY_CLONES
-static void optim_adam(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
+static void optim_adam(const eddy_optim_consts_t *p, float gmul, float *restrict w, const float *restrict g,
                        float *restrict m, float *restrict v, size_t n) {
-  const float gmul = p->gmul, b1 = p->beta1, b2 = p->beta2, c1 = 1.0f - p->beta1, c2 = 1.0f - p->beta2;
+  const float b1 = p->beta1, b2 = p->beta2, c1 = 1.0f - p->beta1, c2 = 1.0f - p->beta2;
   const float ss = p->step_size * p->bc2_sqrt, eps = p->eps * p->bc2_sqrt;
   const float wd = p->kind == EDDY_OPT_ADAM ? p->weight_decay : 0.0f;
   const float decay = p->kind == EDDY_OPT_ADAMW ? 1.0f - p->lr * p->weight_decay : 1.0f;
@@ -72,9 +72,9 @@ static void optim_adam(const eddy_optim_step_t *p, float *restrict w, const floa
 }
 
 EDDY_CLONES
-static void optim_adagrad(const eddy_optim_step_t *p, float *restrict w, const float *restrict g,
+static void optim_adagrad(const eddy_optim_consts_t *p, float gmul, float *restrict w, const float *restrict g,
                           float *restrict sum, size_t n) {
-  const float gmul = p->gmul, wd = p->weight_decay, lr = p->lr, eps = p->eps;
+  const float wd = p->weight_decay, lr = p->lr, eps = p->eps;
 #pragma omp simd
   for (size_t i = 0; i < n; i++) {
     float d = g[i] * gmul + wd * w[i];
@@ -84,22 +84,23 @@ static void optim_adagrad(const eddy_optim_step_t *p, float *restrict w, const f
   }
 }
 
-void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, const float *g, float *s1, float *s2, size_t n) {
+void eddy_kernel_optim(const eddy_optim_consts_t *p, float gmul, float *w, const float *g, float *s1, float *s2,
+                       size_t n) {
   switch (p->kind) {
   case EDDY_OPT_SGD:
-    optim_sgd(p, w, g, s1, n);
+    optim_sgd(p, gmul, w, g, s1, n);
     break;
   case EDDY_OPT_ADAM:
   case EDDY_OPT_ADAMW:
-    optim_adam(p, w, g, s1, s2, n);
+    optim_adam(p, gmul, w, g, s1, s2, n);
     break;
   case EDDY_OPT_ADAGRAD:
-    optim_adagrad(p, w, g, s2, n);
+    optim_adagrad(p, gmul, w, g, s2, n);
     break;
   }
 }
 
-void eddy_kernel_optim_rows(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2,
+void eddy_kernel_optim_rows(const eddy_optim_consts_t *p, float gmul, float *w, float *g, float *s1, float *s2,
                             const uint32_t *rows, size_t n_rows, uint32_t dim) {
   const size_t ahead = 4;
   for (size_t i = 0; i < n_rows; i++) {
@@ -110,7 +111,7 @@ void eddy_kernel_optim_rows(const eddy_optim_step_t *p, float *w, float *g, floa
       if (s2) __builtin_prefetch(s2 + next, 1);
     }
     size_t off = (size_t)rows[i] * dim;
-    eddy_kernel_optim(p, w + off, g + off, s1 ? s1 + off : NULL, s2 ? s2 + off : NULL, dim);
+    eddy_kernel_optim(p, gmul, w + off, g + off, s1 ? s1 + off : NULL, s2 ? s2 + off : NULL, dim);
     memset(g + off, 0, dim * sizeof *g);
   }
 }

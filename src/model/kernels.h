@@ -8,23 +8,17 @@
 #include <stdint.h>
 
 #include "model/learner.h"
+#include "model/optim.h"
 
-/* One optimizer step's constants, shared by the dense and the sparse (row) updates. */
-typedef struct {
-  eddy_optim_t kind;
-  float lr, momentum, beta1, beta2, eps, weight_decay;
-  float step_size; /* adam/adamw: lr / (1 - beta1^t); otherwise lr */
-  float bc2_sqrt;  /* adam/adamw: sqrt(1 - beta2^t) */
-  float gmul;      /* multiplies the raw gradient: 1 / (examples × loss scale) × clip coefficient */
-} eddy_optim_step_t;
-
-/* Updates w[0..n) from g (times p->gmul) and the state s1/s2 (NULL where the optimizer keeps none:
- * s1 = momentum buffer or Adam m, s2 = Adam v or Adagrad sum). g is left as it was. */
-void eddy_kernel_optim(const eddy_optim_step_t *p, float *w, const float *g, float *s1, float *s2, size_t n);
+/* Updates w[0..n) from g (times gmul: eddy_optim_step_scalars) with step constants p and the state
+ * s1/s2 (NULL where the optimizer keeps none: s1 = momentum buffer or Adam m, s2 = Adam v or
+ * Adagrad sum). g is left as it was. */
+void eddy_kernel_optim(const eddy_optim_consts_t *p, float gmul, float *w, const float *g, float *s1, float *s2,
+                       size_t n);
 
 /* The same update over embedding rows: for each rows[i], the dim floats at rows[i] * dim of w, g,
  * s1, s2. Zeroes those gradient rows afterwards. Prefetches ahead: rows are scattered. */
-void eddy_kernel_optim_rows(const eddy_optim_step_t *p, float *w, float *g, float *s1, float *s2,
+void eddy_kernel_optim_rows(const eddy_optim_consts_t *p, float gmul, float *w, float *g, float *s1, float *s2,
                             const uint32_t *rows, size_t n_rows, uint32_t dim);
 
 /* Sum of squares in double (no overflow for finite floats); Inf/NaN propagate. */

@@ -21,28 +21,21 @@
 #include "model/kernels.h"
 #include "model/learner_backend.h"
 #include "model/mm.h"
+#include "model/optim.h"
 
 #define LEARNER_MAX_BATCH ((size_t)1 << 20)
 #define LEARNER_MAX_LAYERS (EDDY_MAX_HIDDEN + 1)
 
 typedef enum { OPS_F32 = 0, OPS_BF16, OPS_BF16_EMU, OPS_F16_EMU } ops_mode_t;
 
-typedef struct {
-  uint32_t in, out;
-  size_t w_off, b_off;
-  bool relu;
-} layer_t;
+typedef eddy_layer_geometry_t layer_t;
 
 typedef struct cpu_learner cpu_learner_t;
 
 struct cpu_learner {
   eddy_model_spec_t spec;
   eddy_train_opts_t opts;
-  eddy_tensor_info_t tensors[EDDY_MAX_TENSORS];
-  size_t n_tensors, total, dense_begin;
-  uint32_t n_layers, outputs, emb_dim, dense_dim, in0, max_width;
-  layer_t layer[LEARNER_MAX_LAYERS];
-  size_t emb_rows;
+  eddy_model_geometry_t geo; /* layer widths, tensor offsets, the dense region */
 
   float *w, *g, *s1, *s2; /* weights, gradient sums, optimizer state (NULL where unused) */
   ops_mode_t ops;
@@ -98,11 +91,11 @@ static void *alloc_zeroed(size_t n, size_t size) { return calloc(n ? n : 1, size
 /* ---- buffers ---- */
 
 static void free_batch_buffers(cpu_learner_t *l) {
-  for (uint32_t i = 0; i <= l->n_layers; i++) {
+  for (uint32_t i = 0; i <= l->geo.n_layers; i++) {
     free(l->act[i]);
     l->act[i] = NULL;
   }
-  for (uint32_t i = 0; i < l->n_layers; i++) {
+  for (uint32_t i = 0; i < l->geo.n_layers; i++) {
     free(l->xop[i]);
     l->xop[i] = NULL;
   }
@@ -123,21 +116,21 @@ static eddy_err_t reserve_batch(cpu_learner_t *l, size_t n) {
   while (cap < n) cap *= 2;
   free_batch_buffers(l);
   bool ok = true;
-  l->act[0] = alloc_floats(cap * l->in0, false);
+  l->act[0] = alloc_floats(cap * l->geo.in0, false);
   ok = ok && l->act[0];
-  for (uint32_t i = 0; i < l->n_layers; i++) {
-    l->act[i + 1] = alloc_floats(cap * l->layer[i].out, false);
+  for (uint32_t i = 0; i < l->geo.n_layers; i++) {
+    l->act[i + 1] = alloc_floats(cap * l->geo.layer[i].out, false);
     ok = ok && l->act[i + 1];
     if (l->ops != OPS_F32) {
-      l->xop[i] = alloc_floats((cap * l->layer[i].in * l->op_size + 3) / 4, false);
+      l->xop[i] = alloc_floats((cap * l->geo.layer[i].in * l->op_size + 3) / 4, false);
       ok = ok && l->xop[i];
     }
   }
-  l->dz = alloc_floats(cap * l->max_width, false);
-  l->dx = alloc_floats(cap * l->max_width, false);
+  l->dz = alloc_floats(cap * l->geo.max_width, false);
+  l->dx = alloc_floats(cap * l->geo.max_width, false);
   ok = ok && l->dz && l->dx;
   if (l->ops != OPS_F32) {
-    l->dzop = alloc_floats((cap * l->max_width * l->op_size + 3) / 4, false);
+    l->dzop = alloc_floats((cap * l->geo.max_width * l->op_size + 3) / 4, false);
     ok = ok && l->dzop;
   }
   if (!ok) {
@@ -160,13 +153,13 @@ static void to_operand(const cpu_learner_t *l, void *dst, const float *src, size
 
 static void refresh_weight_operands(cpu_learner_t *l) {
   if (l->ops == OPS_F32 || l->wop_valid) return;
-  to_operand(l, l->wop, l->w + l->dense_begin, l->total - l->dense_begin);
+  to_operand(l, l->wop, l->w + l->geo.dense_begin, l->geo.total - l->geo.dense_begin);
   l->wop_valid = true;
 }
 
 static const void *weight_operand(const cpu_learner_t *l, const layer_t *ly) {
   if (l->ops == OPS_F32) return l->w + ly->w_off;
-  return (const char *)l->wop + (ly->w_off - l->dense_begin) * l->op_size;
+  return (const char *)l->wop + (ly->w_off - l->geo.dense_begin) * l->op_size;
 }
 
 /* ---- construction ---- */
@@ -224,27 +217,7 @@ static void *cpu_create(const eddy_model_spec_t *spec, const eddy_train_opts_t *
   l->spec = *spec;
   l->opts = *opts;
   if (l->opts.threads <= 0) l->opts.threads = 1;
-  l->n_tensors = eddy_model_layout(spec, l->tensors, &l->total);
-  l->emb_dim = spec->embed_dim;
-  l->dense_dim = spec->dense_dim;
-  l->in0 = spec->embed_dim + spec->dense_dim;
-  l->outputs = eddy_model_outputs(spec);
-  l->emb_rows = spec->embed_dim ? (size_t)1 << spec->hash_bits : 0;
-  size_t t = spec->embed_dim ? 1 : 0;
-  l->dense_begin = l->tensors[t].offset;
-  l->n_layers = spec->n_hidden + 1;
-  uint32_t in = l->in0;
-  l->max_width = l->in0;
-  for (uint32_t i = 0; i < l->n_layers; i++, t += 2) {
-    layer_t *ly = &l->layer[i];
-    ly->in = in;
-    ly->out = i < spec->n_hidden ? spec->hidden[i] : l->outputs;
-    ly->w_off = l->tensors[t].offset;
-    ly->b_off = l->tensors[t + 1].offset;
-    ly->relu = i < spec->n_hidden;
-    if (ly->out > l->max_width) l->max_width = ly->out;
-    in = ly->out;
-  }
+  eddy_model_geometry(spec, &l->geo);
 
   l->mm = eddy_mm_new(l->opts.threads, errstr, errstr_size);
   if (!l->mm) {
@@ -254,24 +227,23 @@ static void *cpu_create(const eddy_model_spec_t *spec, const eddy_train_opts_t *
   set_precision(l);
 
   bool ok = true;
-  l->w = alloc_floats(l->total, true);
-  l->g = alloc_zeroed(l->total, sizeof(float));
+  l->w = alloc_floats(l->geo.total, true);
+  l->g = alloc_zeroed(l->geo.total, sizeof(float));
   ok = l->w && l->g;
-  bool need_s1 = opts->optimizer == EDDY_OPT_ADAM || opts->optimizer == EDDY_OPT_ADAMW ||
-                 (opts->optimizer == EDDY_OPT_SGD && opts->momentum != 0.0f);
-  bool need_s2 = opts->optimizer != EDDY_OPT_SGD;
-  if (ok && need_s1) ok = (l->s1 = alloc_zeroed(l->total, sizeof(float))) != NULL;
-  if (ok && need_s2) ok = (l->s2 = alloc_zeroed(l->total, sizeof(float))) != NULL;
+  bool need_s1, need_s2;
+  eddy_optim_state(opts, &need_s1, &need_s2);
+  if (ok && need_s1) ok = (l->s1 = alloc_zeroed(l->geo.total, sizeof(float))) != NULL;
+  if (ok && need_s2) ok = (l->s2 = alloc_zeroed(l->geo.total, sizeof(float))) != NULL;
   if (ok && l->ops != OPS_F32)
-    ok = (l->wop = alloc_floats(((l->total - l->dense_begin) * l->op_size + 3) / 4, true)) != NULL;
-  if (ok && l->emb_rows) {
-    l->mark = alloc_zeroed((l->emb_rows + 63) / 64, sizeof(uint64_t));
-    l->touched_cap = l->emb_rows < 1024 ? l->emb_rows : 1024;
+    ok = (l->wop = alloc_floats(((l->geo.total - l->geo.dense_begin) * l->op_size + 3) / 4, true)) != NULL;
+  if (ok && l->geo.emb_rows) {
+    l->mark = alloc_zeroed((l->geo.emb_rows + 63) / 64, sizeof(uint64_t));
+    l->touched_cap = l->geo.emb_rows < 1024 ? l->geo.emb_rows : 1024;
     l->touched = malloc(l->touched_cap * sizeof *l->touched);
     ok = l->mark && l->touched;
   }
   if (!ok) {
-    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "learner: out of memory for %zu parameters", l->total);
+    eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "learner: out of memory for %zu parameters", l->geo.total);
     cpu_destroy(l);
     return NULL;
   }
@@ -315,7 +287,7 @@ static eddy_err_t check_batch(cpu_learner_t *l, const eddy_batch_t *b, bool labe
  * act[n_layers]. Records each layer's GEMM input in xin[] for the backward pass. */
 static eddy_err_t forward(cpu_learner_t *l, const eddy_batch_t *b) {
   const size_t n = b->n;
-  const uint32_t E = l->emb_dim, D = l->dense_dim, in0 = l->in0;
+  const uint32_t E = l->geo.emb_dim, D = l->geo.dense_dim, in0 = l->geo.in0;
   const float *x0 = b->dense;
   if (E) {
     float *x = l->act[0];
@@ -331,8 +303,8 @@ static eddy_err_t forward(cpu_learner_t *l, const eddy_batch_t *b) {
     x0 = l->act[0];
   }
   refresh_weight_operands(l);
-  for (uint32_t i = 0; i < l->n_layers; i++) {
-    const layer_t *ly = &l->layer[i];
+  for (uint32_t i = 0; i < l->geo.n_layers; i++) {
+    const layer_t *ly = &l->geo.layer[i];
     const float *x = i == 0 ? x0 : l->act[i];
     if (l->ops == OPS_F32) {
       l->xin[i] = x;
@@ -366,8 +338,8 @@ static double softmax(const float *z, float *p, uint32_t O) {
 
 /* Probabilities (or values) from the logits into pred (n × outputs). */
 static void head_predict(const cpu_learner_t *l, size_t n, float *pred) {
-  const uint32_t O = l->outputs;
-  const float *z = l->act[l->n_layers];
+  const uint32_t O = l->geo.outputs;
+  const float *z = l->act[l->geo.n_layers];
   for (size_t i = 0; i < n; i++) {
     const float *zi = z + i * O;
     float *pi = pred + i * O;
@@ -383,8 +355,8 @@ static void head_predict(const cpu_learner_t *l, size_t n, float *pred) {
 
 /* Loss, predictions and dL/dlogits (times weight × factor) into l->dz. */
 static double head_loss_grad(cpu_learner_t *l, const eddy_batch_t *b, float *pred, float factor) {
-  const uint32_t O = l->outputs;
-  const float *z = l->act[l->n_layers];
+  const uint32_t O = l->geo.outputs;
+  const float *z = l->act[l->geo.n_layers];
   double loss = 0;
   for (size_t i = 0; i < b->n; i++) {
     const float *zi = z + i * O;
@@ -421,7 +393,7 @@ static eddy_err_t touch_row(cpu_learner_t *l, uint32_t row) {
   if (l->mark[row >> 6] & bit) return EDDY_OK;
   if (l->n_touched == l->touched_cap) {
     size_t cap = l->touched_cap * 2;
-    if (cap > l->emb_rows) cap = l->emb_rows;
+    if (cap > l->geo.emb_rows) cap = l->geo.emb_rows;
     uint32_t *t = realloc(l->touched, cap * sizeof *t);
     if (!t) return fail(l, EDDY_ERR_NOMEM, "out of memory for %zu touched embedding rows", cap);
     l->touched = t;
@@ -439,8 +411,8 @@ static eddy_err_t backward(cpu_learner_t *l, const eddy_batch_t *b, float bscale
   const int32_t type = l->ops == OPS_BF16 ? EDDY_MM_BF16 : EDDY_MM_F32;
   const bool scaled = bscale != 1.0f;
   const bool fresh = !l->grad_live; /* first micro-batch since the step: overwrite, no zeroing pass */
-  for (uint32_t i = l->n_layers; i-- > 0;) {
-    const layer_t *ly = &l->layer[i];
+  for (uint32_t i = l->geo.n_layers; i-- > 0;) {
+    const layer_t *ly = &l->geo.layer[i];
     const void *dzop = l->dz;
     if (l->ops != OPS_F32) {
       to_operand(l, l->dzop, l->dz, n * ly->out);
@@ -454,7 +426,7 @@ static eddy_err_t backward(cpu_learner_t *l, const eddy_batch_t *b, float bscale
                                  sizeof l->last_error);
     if (err) return err;
     eddy_kernel_colsum(l->g + ly->b_off, l->dz, n, ly->out, bscale, fresh);
-    uint32_t need = i > 0 ? ly->in : l->emb_dim; /* layer 0 needs dX only for the embedding columns */
+    uint32_t need = i > 0 ? ly->in : l->geo.emb_dim; /* layer 0 needs dX only for the embedding columns */
     if (!need) continue;
     /* dX = dZ W: [n, out] x [out, need] */
     eddy_mm_shape_t sx = {.m = (int64_t)n, .k = ly->out, .n = need,
@@ -466,8 +438,8 @@ static eddy_err_t backward(cpu_learner_t *l, const eddy_batch_t *b, float bscale
     if (i > 0) eddy_kernel_relu_mask(l->dz, l->dx, l->act[i], n * ly->in);
   }
   l->grad_live = true;
-  if (!l->emb_dim) return EDDY_OK;
-  const uint32_t E = l->emb_dim;
+  if (!l->geo.emb_dim) return EDDY_OK;
+  const uint32_t E = l->geo.emb_dim;
   for (size_t i = 0; i < n; i++) {
     const float *dxe = l->dx + i * E;
     for (size_t j = b->sparse_off[i]; j < b->sparse_off[i + 1]; j++) {
@@ -528,7 +500,7 @@ static eddy_err_t cpu_predict(void *impl, const eddy_batch_t *b, float *pred) {
 static void clear_gradients(cpu_learner_t *l) {
   for (size_t i = 0; i < l->n_touched; i++) {
     uint32_t row = l->touched[i];
-    memset(l->g + (size_t)row * l->emb_dim, 0, l->emb_dim * sizeof(float));
+    memset(l->g + (size_t)row * l->geo.emb_dim, 0, l->geo.emb_dim * sizeof(float));
     l->mark[row >> 6] = 0;
   }
   l->n_touched = 0;
@@ -545,37 +517,24 @@ static eddy_err_t cpu_step(void *impl, eddy_step_info_t *info) {
     if (info) *info = out;
     return EDDY_OK;
   }
-  const uint32_t E = l->emb_dim;
-  const double scale = l->scaler.scale;
-  const double inv = 1.0 / ((double)(l->pending ? l->pending : 1) * scale);
-  double sumsq = eddy_kernel_sumsq(l->g + l->dense_begin, l->total - l->dense_begin) +
+  const uint32_t E = l->geo.emb_dim;
+  double sumsq = eddy_kernel_sumsq(l->g + l->geo.dense_begin, l->geo.total - l->geo.dense_begin) +
                  eddy_kernel_sumsq_rows(l->g, l->touched, l->n_touched, E);
-  bool nonfinite = !isfinite(sumsq);
-  double norm = sqrt(sumsq) * inv;
-  out.grad_norm = norm;
-  if (!eddy_scaler_update(&l->scaler, nonfinite)) {
+  const eddy_optim_scalars_t st = eddy_optim_step_scalars(l->pending, l->scaler.scale, sumsq, l->opts.clip_norm);
+  out.grad_norm = st.norm;
+  if (!eddy_scaler_update(&l->scaler, st.nonfinite)) {
     EDDY_DEBUG("learner", "step skipped: non-finite gradients (loss scale now %g)", l->scaler.scale);
     clear_gradients(l);
     out.loss_scale = l->scaler.scale;
     if (info) *info = out;
     return EDDY_OK;
   }
-  double coef = 1.0;
-  if (l->opts.clip_norm > 0 && norm > l->opts.clip_norm) coef = l->opts.clip_norm / (norm + 1e-6);
   l->steps++;
-  const eddy_train_opts_t *o = &l->opts;
-  eddy_optim_step_t p = {.kind = o->optimizer, .lr = o->lr, .momentum = o->momentum, .beta1 = o->beta1,
-                         .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
-                         .step_size = o->lr, .bc2_sqrt = 1.0f, .gmul = (float)(inv * coef)};
-  if (o->optimizer == EDDY_OPT_ADAM || o->optimizer == EDDY_OPT_ADAMW) {
-    double t = (double)l->steps;
-    p.step_size = (float)(o->lr / (1.0 - pow(o->beta1, t)));
-    p.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, t));
-  }
-  size_t db = l->dense_begin;
-  eddy_kernel_optim(&p, l->w + db, l->g + db, l->s1 ? l->s1 + db : NULL, l->s2 ? l->s2 + db : NULL,
-                    l->total - db);
-  eddy_kernel_optim_rows(&p, l->w, l->g, l->s1, l->s2, l->touched, l->n_touched, E);
+  const eddy_optim_consts_t p = eddy_optim_consts(&l->opts, l->steps);
+  size_t db = l->geo.dense_begin;
+  eddy_kernel_optim(&p, st.gmul, l->w + db, l->g + db, l->s1 ? l->s1 + db : NULL, l->s2 ? l->s2 + db : NULL,
+                    l->geo.total - db);
+  eddy_kernel_optim_rows(&p, st.gmul, l->w, l->g, l->s1, l->s2, l->touched, l->n_touched, E);
   for (size_t i = 0; i < l->n_touched; i++) l->mark[l->touched[i] >> 6] = 0;
   l->n_touched = 0;
   clear_gradients(l);
@@ -589,15 +548,15 @@ static eddy_err_t cpu_step(void *impl, eddy_step_info_t *info) {
 
 static void cpu_poison(void *impl, float value) {
   cpu_learner_t *l = impl;
-  for (size_t t = 0; t < l->n_tensors; t++) {
-    const eddy_tensor_info_t *ti = &l->tensors[t];
-    if (ti->offset < l->dense_begin) continue;
+  for (size_t t = 0; t < l->geo.n_tensors; t++) {
+    const eddy_tensor_info_t *ti = &l->geo.tensors[t];
+    if (ti->offset < l->geo.dense_begin) continue;
     for (size_t i = 0; i < ti->numel; i++) l->g[ti->offset + i] = value;
   }
   l->grad_live = true;
   for (size_t i = 0; i < l->n_touched; i++) {
-    float *row = l->g + (size_t)l->touched[i] * l->emb_dim;
-    for (uint32_t k = 0; k < l->emb_dim; k++) row[k] = value;
+    float *row = l->g + (size_t)l->touched[i] * l->geo.emb_dim;
+    for (uint32_t k = 0; k < l->geo.emb_dim; k++) row[k] = value;
   }
   l->poisoned = true;
 }
@@ -606,13 +565,13 @@ static void cpu_poison(void *impl, float value) {
 
 static size_t cpu_tensors(const void *impl, const eddy_tensor_info_t **tensors) {
   const cpu_learner_t *l = impl;
-  if (tensors) *tensors = l->tensors;
-  return l->n_tensors;
+  if (tensors) *tensors = l->geo.tensors;
+  return l->geo.n_tensors;
 }
 
 static const eddy_tensor_info_t *find_tensor(const cpu_learner_t *l, const char *name) {
-  for (size_t i = 0; name && i < l->n_tensors; i++)
-    if (!strcmp(l->tensors[i].name, name)) return &l->tensors[i];
+  for (size_t i = 0; name && i < l->geo.n_tensors; i++)
+    if (!strcmp(l->geo.tensors[i].name, name)) return &l->geo.tensors[i];
   return NULL;
 }
 
@@ -640,7 +599,7 @@ static eddy_err_t cpu_export_grad(void *impl, const char *name, float *dst, size
   const eddy_tensor_info_t *t = find_tensor(l, name);
   if (!t) return fail(l, EDDY_ERR_NOT_FOUND, "no tensor \"%s\"", name ? name : "(null)");
   if (numel != t->numel) return fail(l, EDDY_ERR_SHAPE, "tensor %s has %zu elements, not %zu", name, t->numel, numel);
-  if (t->offset >= l->dense_begin && !l->grad_live) memset(dst, 0, numel * sizeof(float));
+  if (t->offset >= l->geo.dense_begin && !l->grad_live) memset(dst, 0, numel * sizeof(float));
   else memcpy(dst, l->g + t->offset, numel * sizeof(float));
   return EDDY_OK;
 }
@@ -649,7 +608,7 @@ static eddy_err_t cpu_export_grad(void *impl, const char *name, float *dst, size
 
 static eddy_err_t cpu_view_get(void *impl, eddy_learner_view_t *v, char *errstr, size_t errstr_size) {
   cpu_learner_t *l = impl;
-  *v = (eddy_learner_view_t){.spec = &l->spec, .opts = &l->opts, .tensors = l->tensors, .n_tensors = l->n_tensors,
+  *v = (eddy_learner_view_t){.spec = &l->spec, .opts = &l->opts, .tensors = l->geo.tensors, .n_tensors = l->geo.n_tensors,
                              .w = l->w, .s1 = l->s1, .s2 = l->s2, .steps = &l->steps, .scaler = &l->scaler,
                              .rng = l->rng, .pending = l->pending, .poisoned = l->poisoned};
   return EDDY_OK;

@@ -92,6 +92,33 @@ size_t eddy_model_layout(const eddy_model_spec_t *spec, eddy_tensor_info_t *out,
   return n;
 }
 
+void eddy_model_geometry(const eddy_model_spec_t *spec, eddy_model_geometry_t *g) {
+  memset(g, 0, sizeof *g);
+  g->n_tensors = eddy_model_layout(spec, g->tensors, &g->total);
+  g->emb_dim = spec->embed_dim;
+  g->dense_dim = spec->dense_dim;
+  g->in0 = spec->embed_dim + spec->dense_dim;
+  g->outputs = eddy_model_outputs(spec);
+  g->emb_rows = spec->embed_dim ? (size_t)1 << spec->hash_bits : 0;
+  size_t t = spec->embed_dim ? 1 : 0;
+  g->dense_begin = g->tensors[t].offset;
+  g->n_layers = spec->n_hidden + 1;
+  g->max_width = g->in0;
+  uint32_t in = g->in0;
+  for (uint32_t i = 0; i < g->n_layers; i++, t += 2) {
+    eddy_layer_geometry_t *ly = &g->layer[i];
+    ly->in = in;
+    ly->out = i < spec->n_hidden ? spec->hidden[i] : g->outputs;
+    ly->w_tensor = t;
+    ly->b_tensor = t + 1;
+    ly->w_off = g->tensors[t].offset;
+    ly->b_off = g->tensors[t + 1].offset;
+    ly->relu = i < spec->n_hidden;
+    if (ly->out > g->max_width) g->max_width = ly->out;
+    in = ly->out;
+  }
+}
+
 /* The keys that shape the largest tensor (the ones to shrink when the model is too large), in f;
  * its name in name. */
 static void largest_tensor(const eddy_model_spec_t *spec, eddy_fault_t *f, char *name,

@@ -7,6 +7,7 @@
 #ifndef EDDY_SPEC_H
 #define EDDY_SPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,33 @@ uint32_t eddy_model_outputs(const eddy_model_spec_t *spec);
 /* Fills out[] (room for EDDY_MAX_TENSORS) with the layout; returns the tensor count.
  * *total (optional) gets the flat buffer length in floats, padding included. */
 size_t eddy_model_layout(const eddy_model_spec_t *spec, eddy_tensor_info_t *out, size_t *total);
+
+/* One layer of the MLP (the head is the last): y = x W^T + b, W [out, in] at w_off, b [out] at
+ * b_off (floats into the flat buffer); w_tensor and b_tensor index the layout's tensor table. */
+typedef struct {
+  uint32_t in, out;
+  size_t w_off, b_off;
+  size_t w_tensor, b_tensor;
+  bool relu; /* hidden layers; the head has none */
+} eddy_layer_geometry_t;
+
+/* Everything a backend derives from the spec, computed in one place (eddy_model_geometry) for the
+ * CPU and CUDA learners and the inference model. */
+typedef struct {
+  eddy_tensor_info_t tensors[EDDY_MAX_TENSORS]; /* the layout (eddy_model_layout) */
+  size_t n_tensors, total;                       /* tensors; flat buffer length in floats */
+  size_t emb_rows;    /* 2^hash_bits rows of emb.weight (tensor 0), or 0 without an embedding */
+  size_t dense_begin; /* offset of the first MLP tensor: [dense_begin, total) holds every MLP tensor */
+  uint32_t emb_dim, dense_dim;
+  uint32_t in0;       /* MLP input width: emb_dim + dense_dim */
+  uint32_t outputs;   /* eddy_model_outputs */
+  uint32_t max_width; /* widest of in0 and every layer's out */
+  uint32_t n_layers;  /* n_hidden + 1 (the head) */
+  eddy_layer_geometry_t layer[EDDY_MAX_HIDDEN + 1];
+} eddy_model_geometry_t;
+
+/* Fills g from spec (which eddy_model_spec_validate accepted). */
+void eddy_model_geometry(const eddy_model_spec_t *spec, eddy_model_geometry_t *g);
 
 /* Event schema implied by the spec (dense_dim, hash_bits or 0, head, classes). */
 eddy_event_schema_t eddy_model_event_schema(const eddy_model_spec_t *spec);

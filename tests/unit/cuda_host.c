@@ -17,6 +17,7 @@
 #include "cuda/host.h"
 #include "model/learner.h"
 #include "model/learner_backend.h"
+#include "model/optim.h"
 
 static void test_parse_device(void **state) {
   int index;
@@ -165,18 +166,42 @@ static void test_rows(void **state) {
     ev.weight = 1;
     assert_int_equal(eddy_batch_push(b, &ev), EDDY_OK);
   }
-  assert_int_equal(eddy_cuda_rows_add_batch(&r, b), EDDY_OK);
+  char err[256] = "";
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, b, err, sizeof err), EDDY_OK);
   assert_int_equal(r.n, 3000);
   for (uint32_t i = 0; i < 10; i++)
     assert_int_equal(r.rows[i], i); /* first-seen order */
-  assert_int_equal(eddy_cuda_rows_add_batch(&r, b), EDDY_OK);
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, b, err, sizeof err), EDDY_OK);
   assert_int_equal(r.n, 3000);
   eddy_cuda_rows_clear(&r);
   assert_int_equal(r.n, 0);
   for (size_t w = 0; w < (5000 + 63) / 64; w++)
     assert_int_equal(r.mark[w], 0);
-  b->sparse_idx[0] = 5000; /* out of the table */
-  assert_int_equal(eddy_cuda_rows_add_batch(&r, b), EDDY_ERR_SHAPE);
+  /* An index out of the table, after 2000 new rows of the same batch: a shape error that names the
+   * index (not "out of memory"), and the set keeps only what it had before the batch. */
+  eddy_batch_t *one = eddy_batch_new(0, 1);
+  eddy_event_t ev;
+  eddy_event_init(&ev);
+  idx[0] = 4999;
+  ev.sparse_idx = idx;
+  ev.sparse_val = val;
+  ev.n_sparse = 1;
+  ev.label = 0;
+  ev.weight = 1;
+  assert_int_equal(eddy_batch_push(one, &ev), EDDY_OK);
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, one, err, sizeof err), EDDY_OK);
+  b->sparse_idx[4000] = 5000; /* entry 4000: example 2000's first index */
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, b, err, sizeof err), EDDY_ERR_SHAPE);
+  assert_non_null(strstr(err, "sparse index 5000 (entry 4000"));
+  assert_non_null(strstr(err, "5000 rows"));
+  assert_int_equal(r.n, 1);
+  assert_int_equal(r.rows[0], 4999);
+  for (size_t w = 0; w < (5000 + 63) / 64; w++)
+    assert_int_equal(r.mark[w], w == 4999 / 64 ? 1ull << (4999 % 64) : 0);
+  b->sparse_idx[4000] = 2000;
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, b, err, sizeof err), EDDY_OK);
+  assert_int_equal(r.n, 3001);
+  eddy_batch_destroy(one);
   eddy_batch_destroy(b);
   eddy_cuda_rows_free(&r);
 }
@@ -205,23 +230,23 @@ static void test_shard(void **state) {
 
 static void test_step_scalars(void **state) {
   /* Two devices: 3 and 5 examples; the all-reduced sum is divided by 8, not by a device count. */
-  eddy_cuda_step_t s = eddy_cuda_step_scalars(3 + 5, 1.0, 64.0, 0.0f);
+  eddy_optim_scalars_t s = eddy_optim_step_scalars(3 + 5, 1.0, 64.0, 0.0f);
   assert_false(s.nonfinite);
   assert_float_equal(s.inv, 1.0 / 8.0, 0);
   assert_float_equal(s.norm, 1.0, 1e-15);
   assert_float_equal(s.gmul, 0.125f, 0);
   /* Loss scale 1024 is divided out; clipping at 0.5 of a norm of 1 gives coefficient 0.5/(1+1e-6). */
-  s = eddy_cuda_step_scalars(8, 1024.0, 64.0 * 1024 * 1024, 0.5f);
+  s = eddy_optim_step_scalars(8, 1024.0, 64.0 * 1024 * 1024, 0.5f);
   assert_float_equal(s.norm, 1.0, 1e-12);
   assert_float_equal(s.gmul, (float)(1.0 / (8.0 * 1024.0) * (0.5 / (1.0 + 1e-6))), 0);
   /* Clipping does not act below the threshold. */
-  s = eddy_cuda_step_scalars(8, 1.0, 64.0, 2.0f);
+  s = eddy_optim_step_scalars(8, 1.0, 64.0, 2.0f);
   assert_float_equal(s.gmul, 0.125f, 0);
-  assert_true(eddy_cuda_step_scalars(8, 1.0, INFINITY, 0).nonfinite);
-  assert_true(eddy_cuda_step_scalars(8, 1.0, NAN, 0).nonfinite);
-  assert_false(eddy_cuda_step_scalars(8, 1.0, 1e300, 0).nonfinite);
+  assert_true(eddy_optim_step_scalars(8, 1.0, INFINITY, 0).nonfinite);
+  assert_true(eddy_optim_step_scalars(8, 1.0, NAN, 0).nonfinite);
+  assert_false(eddy_optim_step_scalars(8, 1.0, 1e300, 0).nonfinite);
   /* Nothing accumulated but poisoned: divides by 1, like the CPU. */
-  assert_float_equal(eddy_cuda_step_scalars(0, 2.0, 4.0, 0).inv, 0.5, 0);
+  assert_float_equal(eddy_optim_step_scalars(0, 2.0, 4.0, 0).inv, 0.5, 0);
 }
 
 static void test_graph_cache(void **state) {
