@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "model/batch.h"
+#include "model/optim.h"
 #include "model/prequential.h"
 #include "model/scaler.h"
 #include "model/spec.h"
@@ -60,6 +61,97 @@ static void test_layout(void **state) {
   assert_string_equal(t[0].name, "head.weight");
   assert_int_equal(t[0].shape[1], 5);
   assert_int_equal(t[0].offset, 0);
+}
+
+/* The geometry every backend derives from the spec: widths, offsets and the dense region. */
+static void test_geometry(void **state) {
+  eddy_model_spec_t s = spec_784();
+  eddy_model_geometry_t g;
+  eddy_model_geometry(&s, &g);
+  eddy_tensor_info_t t[EDDY_MAX_TENSORS];
+  size_t total = 0;
+  assert_int_equal(g.n_tensors, eddy_model_layout(&s, t, &total));
+  assert_int_equal(g.total, total);
+  for (size_t i = 0; i < g.n_tensors; i++) {
+    assert_string_equal(g.tensors[i].name, t[i].name);
+    assert_int_equal(g.tensors[i].offset, t[i].offset);
+  }
+  assert_int_equal(g.emb_rows, 16);
+  assert_int_equal(g.emb_dim, 3);
+  assert_int_equal(g.dense_dim, 5);
+  assert_int_equal(g.in0, 8);
+  assert_int_equal(g.outputs, 10);
+  assert_int_equal(g.n_layers, 3);
+  assert_int_equal(g.dense_begin, t[1].offset); /* mlp.0.weight: right after the embedding */
+  assert_int_equal(g.max_width, 10);            /* the head's 10 outputs beat in0 = 8 and 7, 2 */
+  const uint32_t in[] = {8, 7, 2}, out[] = {7, 2, 10};
+  for (uint32_t i = 0; i < 3; i++) {
+    assert_int_equal(g.layer[i].in, in[i]);
+    assert_int_equal(g.layer[i].out, out[i]);
+    assert_int_equal(g.layer[i].w_tensor, 1 + 2 * i);
+    assert_int_equal(g.layer[i].b_tensor, 2 + 2 * i);
+    assert_int_equal(g.layer[i].w_off, t[1 + 2 * i].offset);
+    assert_int_equal(g.layer[i].b_off, t[2 + 2 * i].offset);
+    assert_int_equal(t[1 + 2 * i].shape[0], out[i]);
+    assert_int_equal(t[1 + 2 * i].shape[1], in[i]);
+    assert_int_equal(g.layer[i].relu, i < 2);
+  }
+  /* No embedding, no hidden layer: the head reads the dense features; everything is dense. */
+  s.embed_dim = 0;
+  s.n_hidden = 0;
+  s.dense_dim = 40;
+  eddy_model_geometry(&s, &g);
+  assert_int_equal(g.emb_rows, 0);
+  assert_int_equal(g.dense_begin, 0);
+  assert_int_equal(g.n_layers, 1);
+  assert_int_equal(g.layer[0].in, 40);
+  assert_int_equal(g.layer[0].out, 10);
+  assert_int_equal(g.layer[0].w_tensor, 0);
+  assert_false(g.layer[0].relu);
+  assert_int_equal(g.max_width, 40);
+}
+
+/* Which state each optimizer keeps, and the constants of step t. */
+static void test_optim_consts(void **state) {
+  eddy_train_opts_t o = eddy_train_opts_defaults();
+  bool s1, s2;
+  o.optimizer = EDDY_OPT_SGD;
+  o.momentum = 0;
+  eddy_optim_state(&o, &s1, &s2);
+  assert_false(s1);
+  assert_false(s2);
+  o.momentum = 0.9f;
+  eddy_optim_state(&o, &s1, &s2);
+  assert_true(s1);
+  assert_false(s2);
+  o.optimizer = EDDY_OPT_ADAGRAD;
+  eddy_optim_state(&o, &s1, &s2);
+  assert_false(s1);
+  assert_true(s2);
+  o.optimizer = EDDY_OPT_ADAMW;
+  eddy_optim_state(&o, &s1, &s2);
+  assert_true(s1 && s2);
+  o.lr = 0.01f;
+  o.beta1 = 0.9f;
+  o.beta2 = 0.999f;
+  eddy_optim_consts_t c = eddy_optim_consts(&o, 1);
+  assert_int_equal(c.kind, EDDY_OPT_ADAMW);
+  assert_true(c.step_size == (float)(o.lr / (1.0 - o.beta1)));
+  assert_true(c.bc2_sqrt == (float)sqrt(1.0 - o.beta2));
+  c = eddy_optim_consts(&o, 1000); /* the corrections fade */
+  assert_float_equal(c.step_size, 0.01, 1e-6);
+  assert_float_equal(c.bc2_sqrt, sqrt(1 - pow(o.beta2, 1000)), 1e-6);
+  o.optimizer = EDDY_OPT_SGD;
+  c = eddy_optim_consts(&o, 3);
+  assert_true(c.step_size == o.lr && c.bc2_sqrt == 1.0f && c.momentum == o.momentum);
+  /* The step scalars: 8 examples at loss scale 4, sum of squares 64 × 16: norm 1. */
+  eddy_optim_scalars_t sc = eddy_optim_step_scalars(8, 4.0, 64.0 * 16, 0);
+  assert_false(sc.nonfinite);
+  assert_float_equal(sc.norm, 1.0, 1e-12);
+  assert_true(sc.gmul == (float)(1.0 / 32));
+  sc = eddy_optim_step_scalars(8, 4.0, 64.0 * 16, 0.25f);
+  assert_true(sc.gmul == (float)(1.0 / 32 * (0.25 / (1.0 + 1e-6))));
+  assert_true(eddy_optim_step_scalars(8, 1.0, NAN, 0).nonfinite);
 }
 
 static void test_validate(void **state) {
@@ -375,6 +467,8 @@ static void test_metrics_window_long_run(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layout),
+      cmocka_unit_test(test_geometry),
+      cmocka_unit_test(test_optim_consts),
       cmocka_unit_test(test_validate),
       cmocka_unit_test(test_check_faults),
       cmocka_unit_test(test_json_round_trip),

@@ -105,7 +105,7 @@ static void one_pass(eddy_precision_t precision) {
 static void test_fp32(void) { one_pass(EDDY_PREC_FP32); }
 static void test_bf16(void) { one_pass(EDDY_PREC_BF16); }
 
-int main(void) {
+int main(int argc, char **argv) {
   const char *dir = getenv("EDDY_FASHION_MNIST_DIR");
   char path[512];
   snprintf(path, sizeof path, "%s/train-images-idx3-ubyte.gz", dir && *dir ? dir : EDDY_FASHION_MNIST_DEFAULT_DIR);
@@ -118,5 +118,5 @@ int main(void) {
   const char *dev = getenv("EDDY_GPU_TEST_DEVICE");
   if (dev && *dev) GPU = dev;
   const gt_test_t tests[] = {GT_TEST(test_fp32), GT_TEST(test_bf16)};
-  return gt_main("gpu_data_fashion_mnist", tests, sizeof tests / sizeof tests[0]);
+  return gt_main("gpu_data_fashion_mnist", tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -4,7 +4,9 @@
  * full optimizer steps for every algorithm, finite-difference gradients in fp32, the loss scaler
  * (inf injected: weights bit-identical, scale halved, as on the CPU), accumulation equal to one big
  * batch, CUDA-graph replay equal to eager launches, cuda:all (NCCL) equal to one device, state files
- * across backends. Normalized error limits: 1e-5 fp32, 1e-2 bf16/fp16. */
+ * across backends, recovery from a failed device allocation. Normalized error limits: 1e-5 fp32,
+ * 1e-2 bf16/fp16. CTest and ops/gpu-check run test_nccl apart (--only test_nccl, test gpu_nccl) from
+ * the rest (--skip test_nccl): an NCCL that cannot initialise fails that row alone. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -535,6 +537,71 @@ static void test_state_across_backends(void) {
   eddy_learner_destroy(g2);
 }
 
+/* A device allocation that fails (a full GPU; injected with eddy_cuda_fail_alloc) fails that call
+ * with the reason and leaves the learner usable: the next calls allocate again and train as the CPU
+ * does. Both growth paths: the touched-row buffers (in a step) and the batch buffers (in accumulate).
+ * CPU against CPU nothing can be injected; the hook must refuse a CPU learner. */
+static void test_alloc_failure(void) {
+  eddy_model_spec_t s = small_spec(EDDY_HEAD_SOFTMAX);
+  s.hash_bits = 12; /* 4096 rows: one step can touch more than the 1024 the row buffers start with */
+  eddy_train_opts_t o = opts_with(EDDY_OPT_SGD, EDDY_PREC_FP32, 0.05f);
+  eddy_learner_t *g = make(&s, &o, GPU), *c = make(&s, &o, "cpu");
+  GT_CHECK(g && c, "learners");
+  GT_CHECK(eddy_cuda_fail_alloc(c, 1) == EDDY_ERR_INVALID_ARG, "the hook accepted a CPU learner");
+  const bool inject = eddy_cuda_fail_alloc(g, 0) == EDDY_OK;
+  eddy_batch_t *small = make_batch(&s, 48, 600), *wide = make_batch(&s, 3000, 601), *big = make_batch(&s, 5000, 602);
+  eddy_learner_t *both[2] = {g, c};
+  for (int k = 0; k < 2; k++) {
+    GT_OK(eddy_learner_accumulate(both[k], small, NULL, NULL));
+    GT_OK(eddy_learner_step(both[k], NULL));
+  }
+  /* wide touches about 2100 rows: the step grows the row buffers, and that allocation fails. */
+  if (inject) {
+    GT_OK(eddy_learner_accumulate(g, wide, NULL, NULL));
+    GT_OK(eddy_cuda_fail_alloc(g, 1));
+    eddy_step_info_t info = {0};
+    GT_CHECK(eddy_learner_step(g, &info) == EDDY_ERR_BACKEND, "step with a failing allocation did not fail");
+    GT_CHECK(strstr(eddy_learner_last_error(g), "out of memory") != NULL, "message: %s", eddy_learner_last_error(g));
+    GT_CHECK(eddy_learner_step_count(g) == 1, "failed step counted: %llu",
+             (unsigned long long)eddy_learner_step_count(g));
+  }
+  for (int k = 0; k < 2; k++) {
+    eddy_err_t err = eddy_learner_accumulate(both[k], wide, NULL, NULL);
+    GT_CHECK(err == EDDY_OK, "%s accumulate after the failure: %s", eddy_learner_backend(both[k]),
+             eddy_learner_last_error(both[k]));
+    err = eddy_learner_step(both[k], NULL);
+    GT_CHECK(err == EDDY_OK, "%s step after the failure: %s", eddy_learner_backend(both[k]),
+             eddy_learner_last_error(both[k]));
+  }
+  /* big needs larger batch buffers: that allocation fails in accumulate, the retry works. */
+  if (inject) {
+    GT_OK(eddy_cuda_fail_alloc(g, 1));
+    GT_CHECK(eddy_learner_accumulate(g, big, NULL, NULL) == EDDY_ERR_BACKEND, "accumulate did not fail");
+    GT_CHECK(strstr(eddy_learner_last_error(g), "out of memory") != NULL, "message: %s", eddy_learner_last_error(g));
+  }
+  for (int k = 0; k < 2; k++) {
+    eddy_err_t err = eddy_learner_accumulate(both[k], big, NULL, NULL);
+    GT_CHECK(err == EDDY_OK, "%s accumulate of the big batch: %s", eddy_learner_backend(both[k]),
+             eddy_learner_last_error(both[k]));
+    eddy_step_info_t info;
+    GT_OK(eddy_learner_step(both[k], &info));
+    GT_CHECK(info.applied && info.examples == 5000, "step: applied %d, %llu examples", info.applied,
+             (unsigned long long)info.examples);
+  }
+  GT_CHECK(eddy_learner_step_count(g) == 3 && eddy_learner_step_count(c) == 3, "steps %llu / %llu",
+           (unsigned long long)eddy_learner_step_count(g), (unsigned long long)eddy_learner_step_count(c));
+  char which[64] = "";
+  double ew = worst_tensor_err(g, c, false, which, sizeof which);
+  printf("  %s: weights vs cpu %.2e (%s)\n",
+         inject ? "after two injected out-of-memory failures" : "nothing injected (CPU self-check)", ew, which);
+  GT_CHECK(ew <= 1e-5, "weights of %s: %.3g", which, ew);
+  eddy_batch_destroy(small);
+  eddy_batch_destroy(wide);
+  eddy_batch_destroy(big);
+  eddy_learner_destroy(g);
+  eddy_learner_destroy(c);
+}
+
 static void test_errors(void) {
   eddy_model_spec_t s = small_spec(EDDY_HEAD_SOFTMAX);
   eddy_train_opts_t o = opts_with(EDDY_OPT_ADAM, EDDY_PREC_FP32, 1e-3f);
@@ -565,7 +632,7 @@ static void test_errors(void) {
   eddy_learner_destroy(g);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   const gt_test_t tests[] = {
       GT_TEST(test_init_identical),
       GT_TEST(test_ops_against_cpu),
@@ -576,9 +643,10 @@ int main(void) {
       GT_TEST(test_graphs),
       GT_TEST(test_nccl),
       GT_TEST(test_state_across_backends),
+      GT_TEST(test_alloc_failure),
       GT_TEST(test_errors),
   };
   const char *dev = getenv("EDDY_GPU_TEST_DEVICE");
   if (dev && *dev) GPU = GPU_ALL = dev;
-  return gt_main("gpu_learner", tests, sizeof tests / sizeof tests[0]);
+  return gt_main("gpu_learner", tests, sizeof tests / sizeof tests[0], argc, argv);
 }
