@@ -97,6 +97,7 @@ static void flops_per_example(const eddy_model_spec_t *s, double *train_flops) {
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* ops/gpu-check keeps what a crash leaves */
   eddy_learner_register(eddy_cuda_backend());
   size_t batch = 256;
   double seconds = 3.0;
