@@ -323,8 +323,8 @@ static eddy_err_t refresh_operands(cuda_learner_t *l) {
     replica_t *r = &l->dev[d];
     eddy_err_t err = set_device(l, r);
     if (err) return err;
-    EDDY_CUDA_CHECK(l->last_error,
-                    eddy_k_to_op(r->compute, l->op, l->geo.total - l->geo.dense_begin, r->w + l->geo.dense_begin, r->wh));
+    EDDY_CUDA_CHECK(l->last_error, eddy_k_to_op(r->compute, l->op, l->geo.total - l->geo.dense_begin,
+                                                r->w + l->geo.dense_begin, r->wh));
   }
   return EDDY_OK;
 }
@@ -367,7 +367,8 @@ static eddy_err_t setup_replica(cuda_learner_t *l, replica_t *r, const float *w0
   if ((err = dev_zero(l, r, r->g, bytes))) return err;
   if (need_s1 && ((err = dev_alloc(l, (void **)&r->s1, bytes)) || (err = dev_zero(l, r, r->s1, bytes)))) return err;
   if (need_s2 && ((err = dev_alloc(l, (void **)&r->s2, bytes)) || (err = dev_zero(l, r, r->s2, bytes)))) return err;
-  if (l->op != EDDY_OP_F32 && (err = dev_alloc(l, &r->wh, (l->geo.total - l->geo.dense_begin) * l->op_size))) return err;
+  if (l->op != EDDY_OP_F32 && (err = dev_alloc(l, &r->wh, (l->geo.total - l->geo.dense_begin) * l->op_size)))
+    return err;
   if ((err = dev_alloc(l, (void **)&r->scale, sizeof(float)))) return err;
   if ((err = dev_alloc(l, (void **)&r->stat, sizeof(double)))) return err;
   if ((err = dev_alloc(l, (void **)&r->part, EDDY_K_SUMSQ_BLOCKS * sizeof(double)))) return err;
@@ -565,8 +566,9 @@ static staged_t staged(const replica_t *r, int slot) {
 static eddy_err_t enqueue_forward(cuda_learner_t *l, replica_t *r, int slot, int n, bool train) {
   const staged_t in = staged(r, slot);
   const bool half = l->op != EDDY_OP_F32;
-  EDDY_CUDA_CHECK(l->last_error, eddy_k_embed_bag(r->compute, l->op, n, (int)l->geo.emb_dim, (int)l->geo.dense_dim, in.csr,
-                                                  in.idx, in.val, r->w, in.dense, r->act[0], half ? r->acth[0] : NULL));
+  EDDY_CUDA_CHECK(l->last_error,
+                  eddy_k_embed_bag(r->compute, l->op, n, (int)l->geo.emb_dim, (int)l->geo.dense_dim, in.csr, in.idx,
+                                   in.val, r->w, in.dense, r->act[0], half ? r->acth[0] : NULL));
   for (uint32_t i = 0; i < l->geo.n_layers; i++) {
     const layer_t *ly = &l->geo.layer[i];
     const void *x = half ? r->acth[i] : (const void *)r->act[i];
@@ -579,8 +581,8 @@ static eddy_err_t enqueue_forward(cuda_learner_t *l, replica_t *r, int slot, int
   }
   const int scaled = l->opts.precision == EDDY_PREC_FP16;
   EDDY_CUDA_CHECK(l->last_error, eddy_k_head(r->compute, l->op, (int)l->spec.head, n, (int)l->geo.outputs,
-                                             r->act[l->geo.n_layers], train ? in.label : NULL, in.weight, r->scale, scaled,
-                                             r->dz32, half ? r->dzh : NULL, r->pred, r->loss));
+                                             r->act[l->geo.n_layers], train ? in.label : NULL, in.weight, r->scale,
+                                             scaled, r->dz32, half ? r->dzh : NULL, r->pred, r->loss));
   return EDDY_OK;
 }
 
@@ -612,8 +614,8 @@ static eddy_err_t enqueue_backward(cuda_learner_t *l, replica_t *r, int slot, in
                                                             r->colpart, bscale, r->g + l->geo.layer[i - 1].b_off));
   }
   if (l->geo.emb_dim)
-    EDDY_CUDA_CHECK(l->last_error,
-                    eddy_k_embed_bag_bwd(r->compute, n, (int)l->geo.emb_dim, in.csr, in.idx, in.val, bscale, r->dx, r->g));
+    EDDY_CUDA_CHECK(l->last_error, eddy_k_embed_bag_bwd(r->compute, n, (int)l->geo.emb_dim, in.csr, in.idx, in.val,
+                                                        bscale, r->dx, r->g));
   return EDDY_OK;
 }
 
@@ -705,8 +707,9 @@ static eddy_err_t stage_in(cuda_learner_t *l, replica_t *r, int slot, const eddy
 static eddy_err_t fetch_outputs(cuda_learner_t *l, replica_t *r, size_t begin, size_t end, bool pred, bool loss) {
   const size_t n = end - begin;
   if (pred)
-    EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->pred_host + begin * l->geo.outputs, r->pred,
-                                                   n * l->geo.outputs * sizeof(float), cudaMemcpyDeviceToHost, r->compute));
+    EDDY_CUDA_CHECK(l->last_error,
+                    cudaMemcpyAsync(l->pred_host + begin * l->geo.outputs, r->pred, n * l->geo.outputs * sizeof(float),
+                                    cudaMemcpyDeviceToHost, r->compute));
   if (loss)
     EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->loss_host + begin, r->loss, n * sizeof(double),
                                                    cudaMemcpyDeviceToHost, r->compute));
@@ -815,7 +818,8 @@ static eddy_err_t all_reduce(cuda_learner_t *l) {
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     float *dense = r->g + l->geo.dense_begin;
-    ncclResult_t nr = ncclAllReduce(dense, dense, l->geo.total - l->geo.dense_begin, ncclFloat, ncclSum, r->comm, r->compute);
+    ncclResult_t nr =
+        ncclAllReduce(dense, dense, l->geo.total - l->geo.dense_begin, ncclFloat, ncclSum, r->comm, r->compute);
     if (nr == ncclSuccess && n_rows)
       nr = ncclAllReduce(r->rows_pack, r->rows_pack, n_rows * E, ncclFloat, ncclSum, r->comm, r->compute);
     if (nr != ncclSuccess) {
@@ -853,13 +857,14 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
   for (int d = 0; !err && d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if ((err = set_device(l, r))) break;
-    cudaError_t ce = eddy_k_sumsq(r->compute, r->g + db, l->geo.total - db, r->g, r->rows_dev, n_rows, (int)l->geo.emb_dim,
-                                  r->part, r->stat);
+    cudaError_t ce = eddy_k_sumsq(r->compute, r->g + db, l->geo.total - db, r->g, r->rows_dev, n_rows,
+                                  (int)l->geo.emb_dim, r->part, r->stat);
     if (ce == cudaSuccess)
       ce = eddy_k_optim_dense(r->compute, l->op, &a, l->geo.total - db, r->w + db, r->g + db, r->s1 ? r->s1 + db : NULL,
                               r->s2 ? r->s2 + db : NULL, r->wh, r->stat);
     if (ce == cudaSuccess)
-      ce = eddy_k_optim_rows(r->compute, &a, r->rows_dev, n_rows, (int)l->geo.emb_dim, r->w, r->g, r->s1, r->s2, r->stat);
+      ce = eddy_k_optim_rows(r->compute, &a, r->rows_dev, n_rows, (int)l->geo.emb_dim, r->w, r->g, r->s1, r->s2,
+                             r->stat);
     if (ce == cudaSuccess && d == 0)
       ce = cudaMemcpyAsync(l->stat_host, r->stat, sizeof(double), cudaMemcpyDeviceToHost, r->compute);
     if (ce != cudaSuccess)
@@ -899,7 +904,8 @@ static void cuda_poison(void *impl, float value) {
   for (int d = 0; d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if (set_device(l, r)) return;
-    if (eddy_k_fill(r->compute, r->g + l->geo.dense_begin, l->geo.total - l->geo.dense_begin, value) != cudaSuccess) return;
+    if (eddy_k_fill(r->compute, r->g + l->geo.dense_begin, l->geo.total - l->geo.dense_begin, value) != cudaSuccess)
+      return;
     if (eddy_k_fill_rows(r->compute, r->g, r->rows_dev, l->rows.n, (int)l->geo.emb_dim, value) != cudaSuccess) return;
   }
   l->poisoned = true;
@@ -918,8 +924,8 @@ static const eddy_tensor_info_t *find_tensor(cuda_learner_t *l, const char *name
   for (size_t i = 0; name && i < l->geo.n_tensors; i++) {
     if (strcmp(l->geo.tensors[i].name, name) != 0) continue;
     if (l->geo.tensors[i].numel != numel) {
-      snprintf(l->last_error, sizeof l->last_error, "tensor %s has %zu elements, not %zu", name, l->geo.tensors[i].numel,
-               numel);
+      snprintf(l->last_error, sizeof l->last_error, "tensor %s has %zu elements, not %zu", name,
+               l->geo.tensors[i].numel, numel);
       *err = EDDY_ERR_SHAPE;
       return NULL;
     }
@@ -999,7 +1005,8 @@ static eddy_err_t cuda_view_get(void *impl, eddy_learner_view_t *v, char *errstr
   l->view_s2 = r->s2 ? malloc(n * sizeof(float)) : NULL;
   if (!l->view_w || (r->s1 && !l->view_s1) || (r->s2 && !l->view_s2)) {
     cuda_view_release(l);
-    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a host copy of %zu parameters", l->geo.total);
+    return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a host copy of %zu parameters",
+                     l->geo.total);
   }
   eddy_err_t err = download(l, l->view_w, r->w, l->geo.total);
   if (!err && r->s1) err = download(l, l->view_s1, r->s1, l->geo.total);

@@ -608,9 +608,9 @@ static eddy_err_t cpu_export_grad(void *impl, const char *name, float *dst, size
 
 static eddy_err_t cpu_view_get(void *impl, eddy_learner_view_t *v, char *errstr, size_t errstr_size) {
   cpu_learner_t *l = impl;
-  *v = (eddy_learner_view_t){.spec = &l->spec, .opts = &l->opts, .tensors = l->geo.tensors, .n_tensors = l->geo.n_tensors,
-                             .w = l->w, .s1 = l->s1, .s2 = l->s2, .steps = &l->steps, .scaler = &l->scaler,
-                             .rng = l->rng, .pending = l->pending, .poisoned = l->poisoned};
+  *v = (eddy_learner_view_t){.spec = &l->spec, .opts = &l->opts, .tensors = l->geo.tensors,
+                             .n_tensors = l->geo.n_tensors, .w = l->w, .s1 = l->s1, .s2 = l->s2, .steps = &l->steps,
+                             .scaler = &l->scaler, .rng = l->rng, .pending = l->pending, .poisoned = l->poisoned};
   return EDDY_OK;
 }
 
