@@ -5,6 +5,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 const eddy_scaler_limits_t eddy_scaler_limits = {
     .init_scale = {1, 1e9, 0},
@@ -15,14 +16,14 @@ const eddy_scaler_limits_t eddy_scaler_limits = {
 };
 
 eddy_scaler_opts_t eddy_scaler_defaults(void) {
-  eddy_scaler_opts_t o = {
-      .enabled = true,
-      .init_scale = 65536.0f,
-      .growth = 2.0f,
-      .backoff = 0.5f,
-      .interval = 2000,
-      .min_scale = 1.0f,
-  };
+  eddy_scaler_opts_t o;
+  memset(&o, 0, sizeof o); /* padding too: configs holding these are compared byte for byte */
+  o.enabled = true;
+  o.init_scale = 65536.0f;
+  o.growth = 2.0f;
+  o.backoff = 0.5f;
+  o.interval = 2000;
+  o.min_scale = 1.0f;
   return o;
 }
 

@@ -21,8 +21,14 @@ const eddy_spec_limits_t eddy_spec_limits = {
 };
 
 eddy_model_spec_t eddy_model_spec_defaults(void) {
-  eddy_model_spec_t s = {.hash_bits = 18, .embed_dim = 16, .dense_dim = 0, .n_hidden = 1,
-                         .hidden = {64}, .head = EDDY_HEAD_LOGISTIC, .classes = 2};
+  eddy_model_spec_t s;
+  memset(&s, 0, sizeof s); /* padding too: configs holding a spec are compared byte for byte */
+  s.hash_bits = 18;
+  s.embed_dim = 16;
+  s.n_hidden = 1;
+  s.hidden[0] = 64;
+  s.head = EDDY_HEAD_LOGISTIC;
+  s.classes = 2;
   return s;
 }
 

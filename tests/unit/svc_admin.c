@@ -456,14 +456,15 @@ static void test_timeseries(void **state) {
     t = cJSON_GetObjectItemCaseSensitive(j, "t");
     assert_true(cJSON_IsArray(t));
     /* Ready once there are 3 points and the newest shows the whole stream stored, its lag known
-     * and fresh events scored. */
+     * and fresh events scored, after the first version was published. */
     const cJSON *sr = cJSON_GetObjectItemCaseSensitive(j, "series");
     int k = cJSON_GetArraySize(t) - 1;
     const cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "buffer_events"), k);
     const cJSON *lag = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "consumer_lag"), k);
     const cJSON *ll = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "logloss"), k);
+    const cJSON *ver = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(sr, "version"), k);
     bool ready = k >= 2 && cJSON_IsNumber(ev) && ev->valuedouble == N_EVENTS && cJSON_IsNumber(lag) &&
-                 cJSON_IsNumber(ll);
+                 cJSON_IsNumber(ll) && cJSON_IsNumber(ver) && ver->valuedouble >= 1;
     if (ready || eddy_clock_mono_s() > deadline) break;
     usleep(200 * 1000);
   }
