@@ -54,7 +54,7 @@ for name in replica-1 replica-2 trainer; do
 done
 
 # ---- --keep-running ----
-env EDDY_DEMO_TEST=keep "$EDDY" demo --events 2000 --keep-running --port 0 --dir "$TMP/keep" >"$TMP/keep.out" 2>"$TMP/keep.err" &
+env EDDY_DEMO_TEST=keep "$EDDY" demo --events 6000 --keep-running --port 0 --dir "$TMP/keep" >"$TMP/keep.out" 2>"$TMP/keep.err" &
 DEMO=$!
 PIDS+=("$DEMO")
 for _ in $(seq 900); do grep -q "still running" "$TMP/keep.out" && break; kill -0 "$DEMO" 2>/dev/null || break; sleep 0.1; done
