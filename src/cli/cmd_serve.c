@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "metrics/registry.h"
 #include "http/server.h"
+#include "serve/oip_grpc.h"
 #include "serve/replica.h"
 #include "stream/kafka_conf.h"
 
@@ -31,12 +32,17 @@ static const char serve_usage[] =
     "the replica keeps serving what it had. Without kafka.bootstrap.servers it only polls.\n\n"
     "HTTP on http.bind (serve.threads threads): POST /v1/predict (one event as on the stream, label\n"
     "optional, or {\"instances\": [...]}) answers {\"model\", \"version\", \"predictions\"} with header\n"
-    "X-Eddy-Version; GET /v1/model, /healthz (503 until a version is loaded), /metrics.\n"
+    "X-Eddy-Version; GET /v1/model, /healthz (503 until a version is loaded), /metrics. The Open\n"
+    "Inference Protocol (KServe v2, as Triton speaks it) under /v2: health, metadata and\n"
+    "POST /v2/models/MODEL[/versions/V]/infer with JSON or binary tensors (inputs dense FP32 and\n"
+    "sparse BYTES, outputs scores FP32 and label INT64); and over gRPC on serve.grpc_bind when set\n"
+    "(inference.GRPCInferenceService, grpc.health.v1.Health).\n"
     "With http.token_file set, the replica reports itself to the trainer every\n"
     "serve.heartbeat_seconds (POST serve.trainer_url/v1/replicas/heartbeat).\n\n"
     EDDY_CLI_HELP_CONFIG EDDY_CLI_HELP_SET EDDY_CLI_HELP_BOOTSTRAP
     EDDY_CLI_HELP_HELP "\n"
-    "With http.bind port 0 the chosen port is logged (\"replica API listening on port N\").\n"
+    "With http.bind port 0 the chosen port is logged (\"replica API listening on port N\"); with\n"
+    "serve.grpc_bind port 0, \"gRPC listening on port N\".\n"
     "Exit: 0 after SIGINT/SIGTERM; 1 on a runtime failure (HTTP port taken, bad token file);\n"
     "2 usage or config error.\n";
 
@@ -57,6 +63,7 @@ int eddy_cmd_serve(int argc, char **argv) {
   rc = EDDY_EXIT_FAILURE;
   eddy_replica_t *replica = NULL;
   eddy_http_t *http = NULL;
+  eddy_grpc_t *grpc = NULL;
   eddy_registry_t *reg = eddy_registry_new();
   if (!reg) {
     fprintf(stderr, "eddy serve: out of memory\n");
@@ -77,9 +84,22 @@ int eddy_cmd_serve(int argc, char **argv) {
     fprintf(stderr, "eddy serve: http: %s\n", errstr);
     goto out;
   }
+  if (cfg.serve_grpc_bind[0]) {
+    eddy_grpc_opts_t gopts = {.bind = cfg.serve_grpc_bind,
+                              .threads = cfg.serve_threads,
+                              .max_message_bytes = cfg.http_max_body_bytes};
+    if (!(grpc = eddy_grpc_new(replica, reg, &gopts, errstr, sizeof errstr))) {
+      fprintf(stderr, "eddy serve: grpc: %s\n", errstr);
+      goto out;
+    }
+  }
   eddy_cli_catch_stop_signals();
   if (eddy_http_start(http, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy serve: http: %s\n", errstr);
+    goto out;
+  }
+  if (grpc && eddy_grpc_start(grpc, errstr, sizeof errstr) != EDDY_OK) {
+    fprintf(stderr, "eddy serve: grpc: %s\n", errstr);
     goto out;
   }
   /* The address the trainer lists this replica under: the bind host (a wildcard becomes this
@@ -98,6 +118,8 @@ int eddy_cmd_serve(int argc, char **argv) {
   }
   EDDY_INFO("serve", "replica API listening on port %u (http.bind %s, model %s)", eddy_http_port(http),
             cfg.http_bind, cfg.model_name);
+  if (grpc)
+    EDDY_INFO("serve", "gRPC listening on port %u (serve.grpc_bind %s)", eddy_grpc_port(grpc), cfg.serve_grpc_bind);
   rc = EDDY_EXIT_OK;
   while (!eddy_cli_stop_signal()) {
     struct timespec ts = {0, 100 * 1000000L};
@@ -106,6 +128,7 @@ int eddy_cmd_serve(int argc, char **argv) {
   EDDY_INFO("serve", "signal %d: stopping", eddy_cli_stop_signal());
 
 out:
+  eddy_grpc_destroy(grpc);
   eddy_http_destroy(http);
   eddy_replica_destroy(replica);
   eddy_registry_destroy(reg);

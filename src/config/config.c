@@ -29,6 +29,7 @@ typedef enum {
   K_SPREC,  /* serve.precision: fp32 | bf16 */
   K_URL,    /* http:// or https:// */
   K_BIND,   /* host:port */
+  K_BIND_OPT, /* host:port, or "" for none */
   K_INT,    /* int field, non-negative */
   K_U32,
   K_U64,
@@ -136,6 +137,7 @@ static const key_def_t keys[] = {
     NUM("serve", "threads", K_U32, serve_threads, RANGE(1, 1024, 0)),
     NUM("serve", "heartbeat_seconds", K_U32, serve_heartbeat_seconds, RANGE(1, 3600, 0)),
     STR("serve", "precision", K_SPREC, serve_precision),
+    STR("serve", "grpc_bind", K_BIND_OPT, serve_grpc_bind),
 
     STR("http", "bind", K_BIND, http_bind),
     STR("http", "token_file", K_STR, http_token_file),
@@ -484,11 +486,15 @@ static const char *check_text(const key_def_t *k, const char *value, char *why, 
           (strncmp(value, "https://", 8) != 0 || len == 8))
         return "expected an http:// or https:// URL";
       break;
+    case K_BIND_OPT:
+      if (!*value) break;
+      /* fall through */
     case K_BIND: {
       const char *colon = strrchr(value, ':');
       uint64_t port;
       if (!colon || colon == value || !parse_u64(colon + 1, &port) || port > 65535)
-        return "expected host:port (port 0..65535)";
+        return k->kind == K_BIND_OPT ? "expected host:port (port 0..65535), or nothing for none"
+                                     : "expected host:port (port 0..65535)";
       break;
     }
     default:
@@ -515,6 +521,7 @@ static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *va
     case K_SPREC:
     case K_URL:
     case K_BIND:
+    case K_BIND_OPT:
       if (!(reason = check_text(k, value, why, n))) snprintf(field, k->size, "%s", value);
       break;
     case K_INT:

@@ -78,6 +78,7 @@ typedef struct {
   uint32_t serve_threads;
   uint32_t serve_heartbeat_seconds; /* replica -> trainer heartbeat period */
   char serve_precision[8];       /* fp32 | bf16: how a replica keeps the weights */
+  char serve_grpc_bind[EDDY_CONFIG_STR]; /* host:port of the replica's gRPC server; "" = none */
 
   /* [http] */
   char http_bind[EDDY_CONFIG_STR];  /* host:port, default 127.0.0.1:8080 */

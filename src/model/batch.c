@@ -57,21 +57,30 @@ static eddy_err_t grow_sparse(eddy_batch_t *b, size_t need) {
   return EDDY_OK;
 }
 
+eddy_err_t eddy_batch_push_parts(eddy_batch_t *b, const void *dense, const uint32_t *sparse_idx,
+                                 const float *sparse_val, uint32_t n_sparse) {
+  if (b->n >= b->cap) return EDDY_ERR_TOO_LARGE;
+  size_t start = b->sparse_off[b->n];
+  eddy_err_t err = grow_sparse(b, start + n_sparse);
+  if (err) return err;
+  if (b->dense_dim) memcpy(b->dense + b->n * b->dense_dim, dense, b->dense_dim * sizeof *b->dense);
+  if (n_sparse) {
+    memcpy(b->sparse_idx + start, sparse_idx, n_sparse * sizeof *b->sparse_idx);
+    memcpy(b->sparse_val + start, sparse_val, n_sparse * sizeof *b->sparse_val);
+  }
+  b->label[b->n] = 0.0f;
+  b->weight[b->n] = 1.0f;
+  b->n++;
+  b->sparse_off[b->n] = start + n_sparse;
+  return EDDY_OK;
+}
+
 eddy_err_t eddy_batch_push(eddy_batch_t *b, const eddy_event_t *ev) {
   if (b->n >= b->cap) return EDDY_ERR_TOO_LARGE;
   if (ev->n_dense != b->dense_dim) return EDDY_ERR_SHAPE;
-  size_t start = b->sparse_off[b->n];
-  eddy_err_t err = grow_sparse(b, start + ev->n_sparse);
+  eddy_err_t err = eddy_batch_push_parts(b, ev->dense, ev->sparse_idx, ev->sparse_val, ev->n_sparse);
   if (err) return err;
-  if (b->dense_dim)
-    memcpy(b->dense + b->n * b->dense_dim, ev->dense, b->dense_dim * sizeof *b->dense);
-  if (ev->n_sparse) {
-    memcpy(b->sparse_idx + start, ev->sparse_idx, ev->n_sparse * sizeof *b->sparse_idx);
-    memcpy(b->sparse_val + start, ev->sparse_val, ev->n_sparse * sizeof *b->sparse_val);
-  }
-  b->label[b->n] = (float)ev->label;
-  b->weight[b->n] = ev->weight;
-  b->n++;
-  b->sparse_off[b->n] = start + ev->n_sparse;
+  b->label[b->n - 1] = (float)ev->label;
+  b->weight[b->n - 1] = ev->weight;
   return EDDY_OK;
 }

@@ -26,5 +26,9 @@ void eddy_batch_destroy(eddy_batch_t *b);
 void eddy_batch_clear(eddy_batch_t *b);
 /* Appends a copy of ev. EDDY_ERR_TOO_LARGE when full, EDDY_ERR_SHAPE on a dense length mismatch. */
 eddy_err_t eddy_batch_push(eddy_batch_t *b, const eddy_event_t *ev);
+/* Appends an unlabeled event (label 0, weight 1) from its parts: dense_dim floats at dense (any
+ * alignment; NULL only when dense_dim is 0) and n_sparse features. EDDY_ERR_TOO_LARGE when full. */
+eddy_err_t eddy_batch_push_parts(eddy_batch_t *b, const void *dense, const uint32_t *sparse_idx,
+                                 const float *sparse_val, uint32_t n_sparse);
 
 #endif

@@ -26,6 +26,8 @@
 #include "http/client.h"
 #include "model/batch.h"
 #include "model/infer.h"
+#include "serve/oip.h"
+#include "serve/replica_internal.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
 #include "stream/follower.h"
@@ -76,14 +78,17 @@ struct eddy_replica {
 
   /* metrics */
   eddy_series_t *m_version, *m_swaps, *m_refuse_fetch, *m_refuse_verify, *m_last_swap, *m_announcements,
-      *m_beat_errors, *m_instances, *m_event_to_serve, *m_announce_to_serve, *m_load_seconds, *m_model_bytes;
-  eddy_metric_t *m_requests, *m_latency, *m_http_total, *m_http_duration;
-  eddy_series_t *m_latency_predict;
+      *m_beat_errors, *m_event_to_serve, *m_announce_to_serve, *m_load_seconds, *m_model_bytes;
+  eddy_metric_t *m_requests, *m_latency, *m_instances, *m_http_total, *m_http_duration;
+  /* by protocol; read-only after eddy_replica_new */
+  eddy_series_t *m_latency_by[EDDY_PROTO__COUNT], *m_instances_by[EDDY_PROTO__COUNT];
   struct {
     int code;
     eddy_series_t *s;
-  } predict_codes[PREDICT_CODES]; /* read-only after eddy_replica_new */
+  } predict_codes[EDDY_PROTO__COUNT][PREDICT_CODES];
 };
+
+static const char *const proto_names[EDDY_PROTO__COUNT] = {"v1", "v2", "grpc"};
 
 /* Sleeps up to ms unless the replica is stopping; false when it is. */
 static bool nap(eddy_replica_t *r, int ms) {
@@ -122,6 +127,20 @@ static served_t *acquire(eddy_replica_t *r) {
 
 static void release(served_t *s) {
   if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) served_free(s);
+}
+
+eddy_served_t *eddy_replica_acquire(eddy_replica_t *r) { return acquire(r); }
+void eddy_replica_release(eddy_served_t *s) { release(s); }
+uint64_t eddy_served_version(const eddy_served_t *s) { return s->version; }
+const char *eddy_served_version_text(const eddy_served_t *s) { return s->version_text; }
+const eddy_model_spec_t *eddy_served_spec(const eddy_served_t *s) { return eddy_infer_spec(s->model); }
+uint32_t eddy_served_outputs(const eddy_served_t *s) { return s->outputs; }
+const char *eddy_replica_model_name(const eddy_replica_t *r) { return r->cfg.model_name; }
+
+void eddy_replica_waiting(eddy_replica_t *r, char *buf, size_t size) {
+  pthread_mutex_lock(&r->why_mu);
+  snprintf(buf, size, "%s", r->why_waiting);
+  pthread_mutex_unlock(&r->why_mu);
 }
 
 /* ---- HTTP ---- */
@@ -564,7 +583,7 @@ static void *beat_main(void *arg) {
   return NULL;
 }
 
-/* Per pool thread: reused across requests. */
+/* Per pool thread (HTTP or gRPC): reused across requests. */
 typedef struct {
   eddy_batch_t *batch;
   uint32_t dense_dim;
@@ -612,6 +631,42 @@ static bool grow_floats(float **p, size_t *have, size_t need) {
   return true;
 }
 
+eddy_batch_t *eddy_replica_batch(eddy_replica_t *r, const eddy_served_t *s, size_t n) {
+  work_t *w = work_get(r);
+  if (!w) return NULL;
+  const uint32_t dense_dim = eddy_infer_spec(s->model)->dense_dim;
+  if (!w->batch || w->dense_dim != dense_dim || w->batch_cap < n) {
+    size_t cap = n < 64 ? 64 : n;
+    eddy_batch_destroy(w->batch);
+    w->batch = eddy_batch_new(dense_dim, cap);
+    w->dense_dim = dense_dim;
+    w->batch_cap = w->batch ? cap : 0;
+    if (!w->batch) return NULL;
+  }
+  eddy_batch_clear(w->batch);
+  return w->batch;
+}
+
+eddy_event_t *eddy_replica_event(eddy_replica_t *r) {
+  work_t *w = work_get(r);
+  return w ? &w->ev : NULL;
+}
+
+const float *eddy_replica_predict(eddy_replica_t *r, eddy_served_t *s, const eddy_batch_t *b, eddy_proto_t proto,
+                                  eddy_err_t *err, char *errstr, size_t errstr_size) {
+  work_t *w = work_get(r);
+  const size_t n = b->n;
+  if (!w || !grow_floats(&w->scratch, &w->scratch_n, eddy_infer_scratch_floats(s->model, n)) ||
+      !grow_floats(&w->pred, &w->pred_n, n * s->outputs)) {
+    *err = eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  if ((*err = eddy_infer_predict(s->model, b, w->scratch, w->pred, errstr, errstr_size)) != EDDY_OK) return NULL;
+  atomic_fetch_add_explicit(&r->predictions, (uint64_t)n, memory_order_relaxed);
+  eddy_series_add(r->m_instances_by[proto], (double)n);
+  return w->pred;
+}
+
 static eddy_err_t send_json_error(eddy_http_resp_t *resp, int status, const char *msg, const char *version) {
   if (version) eddy_http_resp_header(resp, "X-Eddy-Version", version);
   return eddy_http_resp_error(resp, status, "%s", msg);
@@ -647,23 +702,16 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     goto out;
   }
   const bool single = !wrapped;
-  if (!w->batch || w->dense_dim != spec->dense_dim || w->batch_cap < (size_t)n) {
-    size_t cap = (size_t)n < 64 ? 64 : (size_t)n;
-    eddy_batch_destroy(w->batch);
-    w->batch = eddy_batch_new(spec->dense_dim, cap);
-    w->dense_dim = spec->dense_dim;
-    w->batch_cap = w->batch ? cap : 0;
-    if (!w->batch) {
-      send_json_error(resp, 500, "out of memory", s->version_text);
-      goto out;
-    }
+  eddy_batch_t *batch = eddy_replica_batch(r, s, (size_t)n);
+  if (!batch) {
+    send_json_error(resp, 500, "out of memory", s->version_text);
+    goto out;
   }
-  eddy_batch_clear(w->batch);
   for (long i = 0; i < n; i++) {
     const char *a = w->spans[2 * i];
     size_t alen = (size_t)(w->spans[2 * i + 1] - a);
     eddy_err_t err = eddy_event_from_json(a, alen, &schema, &w->ev, msg, sizeof msg);
-    if (!err) err = eddy_batch_push(w->batch, &w->ev);
+    if (!err) err = eddy_batch_push(batch, &w->ev);
     if (err) {
       if (single) snprintf(why, sizeof why, "%s", msg);
       else snprintf(why, sizeof why, "instances[%ld]: %s", i, msg);
@@ -672,13 +720,10 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     }
   }
   const size_t k = s->outputs;
-  if (!grow_floats(&w->scratch, &w->scratch_n, eddy_infer_scratch_floats(s->model, (size_t)n)) ||
-      !grow_floats(&w->pred, &w->pred_n, (size_t)n * k)) {
-    send_json_error(resp, 500, "out of memory", s->version_text);
-    goto out;
-  }
-  if (eddy_infer_predict(s->model, w->batch, w->scratch, w->pred, msg, sizeof msg) != EDDY_OK) {
-    send_json_error(resp, 400, msg, s->version_text);
+  eddy_err_t perr;
+  const float *pred = eddy_replica_predict(r, s, batch, EDDY_PROTO_V1, &perr, msg, sizeof msg);
+  if (!pred) {
+    send_json_error(resp, perr == EDDY_ERR_NOMEM ? 500 : 400, msg, s->version_text);
     goto out;
   }
   /* {"model":"m","version":N,"predictions":[[p,...],...]} (a number per event for one output). */
@@ -697,7 +742,7 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
                                s->version_text);
   for (long i = 0; i < n; i++) {
     if (i) o[at++] = ',';
-    const float *p = w->pred + (size_t)i * k;
+    const float *p = pred + (size_t)i * k;
     if (s->head == EDDY_HEAD_SOFTMAX) o[at++] = '[';
     for (size_t j = 0; j < k; j++) {
       if (j) o[at++] = ',';
@@ -708,8 +753,6 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
   at += (size_t)snprintf(o + at, need - at, "]}");
   eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
   if (eddy_http_resp_body(resp, "application/json", o, at) != EDDY_OK) rc = EDDY_ERR_NOMEM;
-  atomic_fetch_add_explicit(&r->predictions, (uint64_t)n, memory_order_relaxed);
-  eddy_series_add(r->m_instances, (double)n);
 out:
   release(s);
   return rc;
@@ -773,6 +816,20 @@ static int h_metrics(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
 
 /* ---- metrics and lifecycle ---- */
 
+void eddy_replica_count_predict(eddy_replica_t *r, eddy_proto_t proto, int status, double seconds) {
+  eddy_series_t *s = NULL;
+  for (int i = 0; i < PREDICT_CODES && !s; i++)
+    if (r->predict_codes[proto][i].code == status) s = r->predict_codes[proto][i].s;
+  if (!s) {
+    char code[8];
+    snprintf(code, sizeof code, "%d", status);
+    const char *v[] = {proto_names[proto], code};
+    s = eddy_metric_series(r->m_requests, v);
+  }
+  eddy_series_add(s, 1);
+  eddy_series_observe(r->m_latency_by[proto], seconds);
+}
+
 void eddy_replica_on_request(void *replica, const char *method, const char *route, int status, double seconds) {
   (void)method;
   eddy_replica_t *r = replica;
@@ -780,17 +837,10 @@ void eddy_replica_on_request(void *replica, const char *method, const char *rout
   const char *rt = route ? route : "unmatched";
   char code[8];
   snprintf(code, sizeof code, "%d", status);
-  if (route && strcmp(route, "/v1/predict") == 0) {
-    eddy_series_t *s = NULL;
-    for (int i = 0; i < PREDICT_CODES && !s; i++)
-      if (r->predict_codes[i].code == status) s = r->predict_codes[i].s;
-    if (!s) {
-      const char *v[] = {code};
-      s = eddy_metric_series(r->m_requests, v);
-    }
-    eddy_series_add(s, 1);
-    eddy_series_observe(r->m_latency_predict, seconds);
-    return; /* predict has its own families; the generic ones cover the other routes */
+  const bool predict_v1 = route && strcmp(route, "/v1/predict") == 0;
+  if (predict_v1 || (route && eddy_oip_is_infer_route(route))) {
+    eddy_replica_count_predict(r, predict_v1 ? EDDY_PROTO_V1 : EDDY_PROTO_V2, status, seconds);
+    return; /* predictions have their own families; the generic ones cover the other routes */
   }
   const char *v2[] = {rt, code};
   eddy_series_add(eddy_metric_series(r->m_http_total, v2), 1);
@@ -832,20 +882,28 @@ static int add_metrics(eddy_replica_t *r, char *errstr, size_t errstr_size) {
   r->m_event_to_serve = ONE(ADD(EDDY_METRIC_HISTOGRAM, "eddy_event_to_serve_seconds",
                                 "Newest trained event's timestamp to this replica serving the version", NULL, fresh,
                                 sizeof fresh / sizeof fresh[0]));
-  r->m_requests = ADD(EDDY_METRIC_COUNTER, "eddy_predict_requests_total", "POST /v1/predict requests by status code",
-                      "code", NULL, 0);
-  r->m_instances = ONE(ADD(EDDY_METRIC_COUNTER, "eddy_predict_instances_total", "Events predicted", NULL, NULL, 0));
+  r->m_requests = ADD(EDDY_METRIC_COUNTER, "eddy_predict_requests_total",
+                      "Prediction requests by protocol (v1: POST /v1/predict, v2: POST /v2/.../infer, grpc: "
+                      "ModelInfer) and status code (gRPC statuses as their HTTP equivalents)",
+                      "protocol,code", NULL, 0);
+  r->m_instances = ADD(EDDY_METRIC_COUNTER, "eddy_predict_instances_total", "Events predicted, by protocol",
+                       "protocol", NULL, 0);
   r->m_latency = ADD(EDDY_METRIC_HISTOGRAM, "eddy_predict_latency_seconds",
-                     "POST /v1/predict time from the first byte of the request to the answer", NULL, lat,
+                     "Prediction request time from its first byte to the answer, by protocol", "protocol", lat,
                      sizeof lat / sizeof lat[0]);
-  r->m_latency_predict = ONE(r->m_latency);
   static const int codes[PREDICT_CODES] = {200, 400, 404, 405, 413, 500, 503};
-  for (int i = 0; i < PREDICT_CODES && r->m_requests; i++) {
-    char text[8];
-    snprintf(text, sizeof text, "%d", codes[i]);
-    const char *v[] = {text};
-    r->predict_codes[i].code = codes[i];
-    r->predict_codes[i].s = eddy_metric_series(r->m_requests, v);
+  for (int p = 0; p < EDDY_PROTO__COUNT; p++) {
+    const char *pv[] = {proto_names[p]};
+    r->m_latency_by[p] = r->m_latency ? eddy_metric_series(r->m_latency, pv) : NULL;
+    r->m_instances_by[p] = r->m_instances ? eddy_metric_series(r->m_instances, pv) : NULL;
+    if (!r->m_latency_by[p] || !r->m_instances_by[p]) return -1;
+    for (int i = 0; i < PREDICT_CODES && r->m_requests; i++) {
+      char text[8];
+      snprintf(text, sizeof text, "%d", codes[i]);
+      const char *v[] = {proto_names[p], text};
+      r->predict_codes[p][i].code = codes[i];
+      r->predict_codes[p][i].s = eddy_metric_series(r->m_requests, v);
+    }
   }
   r->m_http_total = ADD(EDDY_METRIC_COUNTER, "eddy_http_requests_total",
                         "HTTP requests answered, by route pattern and status code (predict: "
@@ -858,8 +916,8 @@ static int add_metrics(eddy_replica_t *r, char *errstr, size_t errstr_size) {
 #undef ADD
   if (!r->m_version || !r->m_swaps || !r->m_refuse_fetch || !r->m_refuse_verify || !r->m_last_swap ||
       !r->m_announcements || !r->m_beat_errors || !r->m_model_bytes || !r->m_load_seconds ||
-      !r->m_announce_to_serve || !r->m_event_to_serve || !r->m_requests || !r->m_instances ||
-      !r->m_latency_predict || !r->m_http_total || !r->m_http_duration)
+      !r->m_announce_to_serve || !r->m_event_to_serve || !r->m_requests || !r->m_instances || !r->m_latency ||
+      !r->m_http_total || !r->m_http_duration)
     return -1;
   return 0;
 }
@@ -919,7 +977,7 @@ eddy_err_t eddy_replica_register(eddy_replica_t *r, eddy_http_t *http, char *err
     eddy_err_t err = eddy_http_route(http, routes[i].method, routes[i].pattern, 0, routes[i].fn, r, errstr, errstr_size);
     if (err) return err;
   }
-  return EDDY_OK;
+  return eddy_oip_http_register(r, http, errstr, errstr_size);
 }
 
 eddy_err_t eddy_replica_start(eddy_replica_t *r, const char *advertise, char *errstr, size_t errstr_size) {

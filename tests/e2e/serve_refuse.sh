@@ -271,7 +271,7 @@ for r in store web; do
   check_serving $r $v 10
   check_rc 0 "$r: metrics" -- curl -sf "http://127.0.0.1:${!port_var}/metrics"
   check_grep "$TMP/out" "eddy_replica_model_version $v" "$r: eddy_replica_model_version is $v"
-  check_grep "$TMP/out" 'eddy_predict_requests_total{code="200"}' "$r: predict requests counted by code"
+  check_grep "$TMP/out" 'eddy_predict_requests_total{protocol="v1",code="200"}' "$r: predict requests counted by protocol and code"
   if command -v promtool >/dev/null; then
     check_rc 0 "$r: promtool check metrics" -- promtool check metrics <"$TMP/out"
   fi

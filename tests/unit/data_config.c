@@ -102,6 +102,7 @@ static void assert_same_config(const eddy_config_t *a, const eddy_config_t *b) {
   assert_string_equal(a->serve_store, b->serve_store);
   assert_int_equal(a->serve_poll_seconds, b->serve_poll_seconds);
   assert_int_equal(a->serve_threads, b->serve_threads);
+  assert_string_equal(a->serve_grpc_bind, b->serve_grpc_bind);
   assert_string_equal(a->http_bind, b->http_bind);
   assert_string_equal(a->http_token_file, b->http_token_file);
   assert_int_equal(a->http_max_body_bytes, b->http_max_body_bytes);
@@ -212,6 +213,7 @@ static void test_reference_lists_every_key(void **state) {
                                          "serve.threads",
                                          "serve.heartbeat_seconds",
                                          "serve.precision",
+                                         "serve.grpc_bind",
                                          "http.bind",
                                          "http.token_file",
                                          "http.max_body_bytes"};
@@ -354,6 +356,8 @@ static void test_errors_per_key(void **state) {
                "t.ini:2: http.bind = \"localhost\": expected host:port (port 0..65535)");
   expect_error("[http]\nbind = :80\n", NULL, 0,
                "t.ini:2: http.bind = \":80\": expected host:port (port 0..65535)");
+  expect_error("[serve]\ngrpc_bind = 8001\n", NULL, 0,
+               "t.ini:2: serve.grpc_bind = \"8001\": expected host:port (port 0..65535), or nothing for none");
   expect_error("[serve]\ntrainer_url = ftp://x\n", NULL, 0,
                "t.ini:2: serve.trainer_url = \"ftp://x\": expected an http:// or https:// URL");
   expect_error(
@@ -711,6 +715,8 @@ static void test_value_forms(void **state) {
             "[http]\n"
             "max_body_bytes = 4k\n"
             "bind = [::1]:0\n"
+            "[serve]\n"
+            "grpc_bind = 0.0.0.0:8001\n"
             "[stream]\n"
             "dlq_topic = dead.letters_1\n",
             NULL, 0);
@@ -726,6 +732,7 @@ static void test_value_forms(void **state) {
   assert_int_equal(cfg.buffer_capacity_bytes, 512ull << 20);
   assert_int_equal(cfg.http_max_body_bytes, 4096);
   assert_string_equal(cfg.http_bind, "[::1]:0");
+  assert_string_equal(cfg.serve_grpc_bind, "0.0.0.0:8001");
   assert_string_equal(cfg.dlq_topic, "dead.letters_1");
   eddy_config_free(&cfg);
 
