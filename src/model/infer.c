@@ -11,7 +11,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EDDY_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define EDDY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EDDY_CLONES
 #endif
