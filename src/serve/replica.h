@@ -3,7 +3,8 @@
  * serve.poll_seconds), fetches and verifies each version (size, SHA-256, safetensors structure,
  * shapes against the manifest's spec, finite values) and swaps it in atomically: a request runs on
  * the version it started with; a refused version changes nothing. Serves /v1/predict, /v1/model,
- * /healthz and /metrics on an src/http server, and reports itself to the trainer by heartbeat. */
+ * /healthz, /metrics and the Open Inference Protocol's /v2 routes (serve/oip.h) on an src/http
+ * server, and reports itself to the trainer by heartbeat. */
 #ifndef EDDY_REPLICA_H
 #define EDDY_REPLICA_H
 
@@ -15,7 +16,7 @@
 #include "metrics/registry.h"
 #include "http/server.h"
 
-#define EDDY_REPLICA_MAX_INSTANCES 10000     /* events per /v1/predict request */
+#define EDDY_REPLICA_MAX_INSTANCES 10000     /* events per prediction request, on every protocol */
 #define EDDY_REPLICA_MAX_HEADER (1u << 20)   /* safetensors header cap of a weights file */
 #define EDDY_REPLICA_MAX_WEIGHTS (16ull << 30) /* largest weights file fetched */
 
@@ -26,7 +27,8 @@ typedef struct eddy_replica eddy_replica_t;
 eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metrics, char *errstr,
                                  size_t errstr_size);
 
-/* Registers GET /healthz, /metrics, /v1/model and POST /v1/predict on http (before it starts). */
+/* Registers GET /healthz, /metrics, /v1/model, POST /v1/predict and the /v2 routes on http (before
+ * it starts). */
 eddy_err_t eddy_replica_register(eddy_replica_t *r, eddy_http_t *http, char *errstr, size_t errstr_size);
 
 /* An eddy_http_on_request_fn for the replica's server (ctx = the replica): eddy_predict_* and
