@@ -322,6 +322,14 @@ static eddy_err_t parse_outputs(request_t *q, const eddy_served_t *s, char *errs
   return EDDY_OK;
 }
 
+/* Elements of a (nested) JSON array, counting the leaves. */
+static size_t count_leaves(const cJSON *a) {
+  size_t n = 0;
+  const cJSON *x;
+  cJSON_ArrayForEach(x, a) n += cJSON_IsArray(x) ? count_leaves(x) : 1;
+  return n;
+}
+
 /* Flattens a (nested) JSON array of numbers into dst (room for cap); *n gets the count. */
 static eddy_err_t flatten_f32(const cJSON *a, const char *name, float *dst, size_t cap, size_t *n, char *errstr,
                               size_t errstr_size) {
@@ -366,6 +374,9 @@ static eddy_err_t convert_json(request_t *q, const eddy_served_t *s, const eddy_
   eddy_err_t err = EDDY_OK;
   if (plan->dense >= 0 && q->data[plan->dense]) {
     eddy_oip_input_t *t = &q->in[plan->dense];
+    const size_t given = count_leaves(q->data[plan->dense]); /* checked before the shape's size is allocated */
+    if (given != n * dim)
+      return bad(errstr, errstr_size, "input %s: %zu values, its shape takes %zu", t->name, given, n * dim);
     if (!(q->f32 = malloc(n * dim * sizeof *q->f32))) return EDDY_ERR_NOMEM;
     t->kind = EDDY_OIP_DATA_F32;
     t->f32 = q->f32;
@@ -396,10 +407,13 @@ static eddy_err_t parse_request(request_t *q, const eddy_served_t *s, const eddy
       return bad(errstr, errstr_size, HEADER_LENGTH " \"%.40s\" is not a length within the body of %zu bytes", hdr, len);
     json_len = (size_t)v;
   }
-  q->root = cJSON_ParseWithLength(body, json_len);
-  if (!cJSON_IsObject(q->root))
-    return bad(errstr, errstr_size, "the %s is not a JSON object (an inference request)",
-               hdr ? "JSON header (" HEADER_LENGTH " bytes)" : "body");
+  const char *end = NULL;
+  q->root = cJSON_ParseWithLengthOpts(body, json_len, &end, 0);
+  while (q->root && end < body + json_len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
+  if (!cJSON_IsObject(q->root) || end != body + json_len)
+    return bad(errstr, errstr_size, "the %s is not a JSON object (an inference request)%s",
+               hdr ? "JSON header (" HEADER_LENGTH " bytes)" : "body",
+               q->root && end != body + json_len ? ": there is more after it" : "");
   const cJSON *id = cJSON_GetObjectItemCaseSensitive(q->root, "id");
   if (id && !cJSON_IsString(id)) return bad(errstr, errstr_size, "\"id\" is not a string");
   q->id = id ? id->valuestring : NULL;

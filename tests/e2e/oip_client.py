@@ -299,6 +299,8 @@ v2_json({"inputs": [dense_in([1, D])], "outputs": [{"name": "probabilities"}]}, 
 v2_json({"inputs": [dense_in([1, D])], "outputs": [{"name": "label", "parameters": {"classification": 2}}]}, 400,
         "the classification extension", "not supported")
 v2_json(b'{"inputs": [', 400, "malformed JSON", "not a JSON object")
+v2_json(json.dumps({"inputs": [dense_in([1, D])]}).encode() + b"{}", 400, "JSON with more after it",
+        "there is more after it")
 big = MAX_BODY // (4 * D) + 1
 head = json.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [big, D],
                                "parameters": {"binary_data_size": big * D * 4}}]}).encode()
