@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "grpc_service.pb-c.h"
 #include "health.pb-c.h"
@@ -95,7 +96,7 @@ struct call {
   bool has_status_text;
   grpc_status_code status;
   int cancelled;
-  struct timespec t0;
+  double t0;                 /* monotonic seconds when the call arrived */
   /* health watch */
   call_t *next;
   bool sending; /* a send is in flight */
@@ -444,12 +445,6 @@ static void do_simple(eddy_grpc_t *g, call_t *c, const uint8_t *in, size_t len) 
 
 /* ---- calls ---- */
 
-static double since(const struct timespec *t0) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
-}
-
 static void call_free(call_t *c) {
   if (c->call) grpc_call_unref(c->call);
   grpc_metadata_array_destroy(&c->md);
@@ -500,7 +495,7 @@ static void count_call(eddy_grpc_t *g, const call_t *c) {
   eddy_series_add(s, 1);
   if (c->method == M_INFER)
     eddy_replica_count_predict(g->r, EDDY_PROTO_GRPC, (size_t)c->status < N_CODES ? code_http[c->status] : 500,
-                               since(&c->t0));
+                               eddy_clock_mono_s() - c->t0);
 }
 
 /* Answers c in one batch: initial metadata, the reply (when OK) and the status. */
@@ -625,7 +620,7 @@ static void on_event(worker_t *w, tag_t *t, bool ok) {
         call_free(c);
         return;
       }
-      clock_gettime(CLOCK_MONOTONIC, &c->t0);
+      c->t0 = eddy_clock_mono_s();
       request_call(w, c->method);
       if (c->method == M_UNKNOWN) {
         char msg[MSG_MAX];
