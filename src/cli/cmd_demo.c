@@ -263,7 +263,7 @@ static int write_files(demo_t *d) {
           "classes = 10\n\n"
           "[train]\ndevice = %s\noptimizer = adagrad\nlr = 0.02\nbatch_size = 16\nholdout_fraction = 0.02\n\n"
           "[stream]\ntopic = events\n\n"
-          "[kafka]\nbootstrap.servers = %s\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 500\n\n"
+          "[kafka]\nbootstrap.servers = %s\n\n"
           "[buffer]\npath = %s/buffer\nsync = false\n\n"
           "[replay]\nratio = 0.2\n\n"
           "[snapshot]\nstore = %s/snapshots\nevery_steps = 500\nevery_seconds = 5\nkeep = 20\n"

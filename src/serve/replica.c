@@ -432,15 +432,12 @@ static void *follow_main(void *arg) {
   }
   const bool kafka = eddy_config_kafka(&r->cfg, "bootstrap.servers") || eddy_config_kafka(&r->cfg, "metadata.broker.list");
   if (kafka) {
-    char group[512];
-    snprintf(group, sizeof group, "eddy-replica-%s-%s", r->cfg.model_name, r->advertise);
-    for (char *p = group; *p; p++)
-      if (*p == ':' || *p == '[' || *p == ']' || *p == '/') *p = '_';
-    if (!(fol = eddy_follower_new(&r->cfg, r->cfg.snapshot_topic, group, errstr, sizeof errstr)))
+    if (!(fol = eddy_follower_new(&r->cfg, r->cfg.snapshot_topic, errstr, sizeof errstr)))
       EDDY_WARN(LOG_MOD, "announcements on %s not followed (%s); polling every %u s", r->cfg.snapshot_topic, errstr,
                 r->cfg.serve_poll_seconds);
     else
-      EDDY_INFO(LOG_MOD, "following announcements on %s (group %s)", r->cfg.snapshot_topic, group);
+      EDDY_INFO(LOG_MOD, "following announcements on %s (every partition, from its last message)",
+                r->cfg.snapshot_topic);
   } else {
     EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: following versions by polling %s every %u s", r->source,
               r->cfg.serve_poll_seconds);

@@ -2,11 +2,12 @@
  *  - a message is appended at most once: each poll batch is ONE eddy_replay_append together with
  *    the next offset of every partition in it, and a message below the next offset expected for
  *    its partition (stored or pending) is never appended again;
- *  - nothing is skipped: every assignment starts at the offset stored in the buffer (or, for a
+ *  - nothing is skipped: every partition starts at the offset stored in the buffer (or, for a
  *    partition the buffer has never seen, at the group's committed offset, else the earliest), and
  *    a batch the buffer refused is re-read after a seek back to the first unstored offset;
- *  - a batch is never written after its partitions were revoked: the revoke callback writes the
- *    in-flight batch while the partitions are still ours (drops it when the assignment was lost).
+ *  - ownership never moves while the process lives: ingest assigns its partitions itself (rank r of
+ *    R owns the partitions p with p mod R = r, found by a topic watch) and joins no consumer group,
+ *    so no partition is ever taken away with a batch in flight.
  * The in-flight batch lives only inside eddy_ingest_poll_once and the callbacks it triggers. */
 #include "stream/consumer.h"
 
@@ -24,13 +25,15 @@
 #include "core/log.h"
 #include "model/spec.h"
 #include "stream/kafka_conf_internal.h"
+#include "stream/topic_watch_internal.h"
 
 #define LOG_MOD "ingest"
 #define MAX_PARTITIONS 65536  /* assigned partitions tracked at once */
 #define DL_TEXT 256           /* bytes of a dead letter's message */
 #define BAD_LOGGED 10         /* bad events logged one by one; later ones only counted */
 #define WARN_EVERY_MS 10000   /* repeated warnings of one kind at most this often */
-#define REVOKE_COMMIT_MS 5000 /* wait for the commit of revoked partitions */
+#define CLOSE_COMMIT_MS 2000  /* wait for the last commit at exit */
+#define ASSIGN_CHECK_MS 200   /* longest consumer poll between looks at the topic watch */
 #define SEEK_TIMEOUT_MS 5000
 #define LAG_EVERY_MS 1000
 #define COMMIT_EVERY_MS 1000 /* Kafka commits are informational: coalesced, once a second */
@@ -63,6 +66,12 @@ struct eddy_ingest {
   eddy_ingest_opts_t opts;
   char group[EDDY_CONFIG_STR];
   char topic[EDDY_CONFIG_STR];
+  uint32_t rank, ranks;      /* this ingest owns the partitions p with p mod ranks = rank */
+  eddy_topic_watch_t *watch; /* the topic's partition count */
+  int32_t topic_parts;       /* partitions of the topic looked at so far (owned ones assigned) */
+  rd_kafka_resp_err_t watch_err; /* the watch's outcome last logged */
+  int64_t start_ms;              /* CLOCK_MONOTONIC ms of eddy_ingest_new */
+  bool stored_any;               /* a batch was stored since start (logged once) */
 
   part_t *parts;
   size_t n_parts, parts_cap;
@@ -359,6 +368,11 @@ static eddy_err_t pending_flush(eddy_ingest_t *ing, size_t *stored, char *errstr
   eddy_series_add(ing->m.invalid, (double)n_bad);
   eddy_series_add(ing->m.bytes, (double)bytes);
   if (stored) *stored = ing->n_msgs;
+  if (!ing->stored_any) {
+    ing->stored_any = true;
+    EDDY_INFO(LOG_MOD, "first batch stored %.2f s after start (%zu messages)",
+              (double)(eddy_clock_mono_ms() - ing->start_ms) / 1000.0, ing->n_msgs);
+  }
   for (size_t i = 0; i < ing->n_msgs; i++) rd_kafka_message_destroy(ing->msgs[i]);
   ing->n_msgs = ing->n_events = ing->n_dls = 0;
   ing->pending_bytes = 0;
@@ -369,11 +383,8 @@ static eddy_err_t pending_flush(eddy_ingest_t *ing, size_t *stored, char *errstr
   return EDDY_OK;
 }
 
-/* Commits the stored offsets that changed since the last commit (async). Kafka commits only
- * mirror the buffer so that lag shows in Kafka tools; they are coalesced to one a second because
- * every commit racing a rebalance can fail with ILLEGAL_GENERATION, which makes librdkafka
- * declare the assignment lost. */
-static void commit_stored(eddy_ingest_t *ing) {
+/* The stored offsets that changed since the last commit, marked as committed; NULL when none. */
+static rd_kafka_topic_partition_list_t *commit_list(eddy_ingest_t *ing) {
   rd_kafka_topic_partition_list_t *list = NULL;
   for (size_t i = 0; i < ing->n_parts; i++) {
     part_t *p = &ing->parts[i];
@@ -382,14 +393,53 @@ static void commit_stored(eddy_ingest_t *ing) {
     rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = p->stored;
     p->committed = p->stored;
   }
+  return list;
+}
+
+static void commit_failed(eddy_ingest_t *ing, const rd_kafka_topic_partition_list_t *list) {
+  for (int i = 0; i < list->cnt; i++) {
+    part_t *p = part_find(ing, list->elems[i].topic, list->elems[i].partition);
+    if (p) p->committed = -1;
+  }
+  STATS_UPDATE(ing, ing->stats.commit_failed++);
+  eddy_series_add(ing->m.commit_failed, 1);
+}
+
+/* Commits the stored offsets that changed since the last commit to group.id (async; the answer
+ * goes to commit_cb). Kafka commits only mirror the buffer, so that lag shows in Kafka tools
+ * (kafka-consumer-groups, kcat): coalesced to one a second, which is all those tools need. */
+static void commit_stored(eddy_ingest_t *ing) {
+  rd_kafka_topic_partition_list_t *list = commit_list(ing);
   ing->last_commit_ms = eddy_clock_mono_ms();
   if (!list) return;
-  rd_kafka_resp_err_t err = rd_kafka_commit(ing->rk, list, 1 /* async */);
+  if (rd_kafka_commit(ing->rk, list, 1 /* async */)) commit_failed(ing, list);
   rd_kafka_topic_partition_list_destroy(list);
-  if (err) {
-    STATS_UPDATE(ing, ing->stats.commit_failed++);
-    eddy_series_add(ing->m.commit_failed, 1);
+}
+
+/* The last commit, at exit: waits for the answer (CLOSE_COMMIT_MS at most), so that lag tools
+ * show where this buffer stops. */
+static void commit_final(eddy_ingest_t *ing) {
+  rd_kafka_topic_partition_list_t *list = commit_list(ing);
+  if (!list) return;
+  rd_kafka_queue_t *q = rd_kafka_queue_new(ing->rk);
+  rd_kafka_resp_err_t err = rd_kafka_commit_queue(ing->rk, list, q, NULL, NULL);
+  if (!err) {
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, CLOSE_COMMIT_MS);
+    err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    const rd_kafka_topic_partition_list_t *answer =
+        ev ? rd_kafka_event_topic_partition_list(ev) : NULL;
+    for (int i = 0; !err && answer && i < answer->cnt; i++) err = answer->elems[i].err;
+    if (ev) rd_kafka_event_destroy(ev);
   }
+  rd_kafka_queue_destroy(q);
+  if (err) {
+    commit_failed(ing, list);
+    EDDY_WARN(LOG_MOD,
+              "last offset commit of %d partition%s to group %s failed: %s (lag tools "
+              "show older positions; the buffer holds the right ones)",
+              list->cnt, list->cnt == 1 ? "" : "s", ing->group, rd_kafka_err2str(err));
+  }
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
 /* Decodes msg into the in-flight batch (event or dead letter) and takes ownership of it. */
@@ -434,143 +484,94 @@ static void pending_add(eddy_ingest_t *ing, part_t *p, rd_kafka_message_t *msg) 
   p->eof = false;
 }
 
-/* ---- librdkafka callbacks (run inside rd_kafka_consumer_poll / consumer_close) ---- */
+/* ---- partition ownership ---- */
 
-/* Commits the stored offsets of the revoked partitions and waits for the answer (bounded), so that
- * the next owner of a partition, whose own buffer has no position for it, starts right after what
- * this buffer holds. */
-static void commit_revoked(eddy_ingest_t *ing, const rd_kafka_topic_partition_list_t *revoked) {
-  rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(revoked->cnt);
-  for (int i = 0; i < revoked->cnt; i++) {
-    const part_t *p = part_find(ing, revoked->elems[i].topic, revoked->elems[i].partition);
-    if (p && p->stored >= 0)
-      rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = p->stored;
+/* Assigns the partitions the topic watch found since the last look that this rank owns, each at
+ * the offset stored in the buffer, else RD_KAFKA_OFFSET_INVALID (the group's committed offset,
+ * else auto.offset.reset). Incremental: the partitions read already keep their positions. */
+static void assign_new(eddy_ingest_t *ing) {
+  rd_kafka_resp_err_t werr;
+  int32_t n = eddy_topic_watch_partitions(ing->watch, &werr);
+  if (werr != ing->watch_err && werr != RD_KAFKA_RESP_ERR__IN_PROGRESS) {
+    if (werr && warn_due(ing, WARN_KAFKA))
+      EDDY_WARN(LOG_MOD, "metadata of %s: %s (%s; asking again)", ing->topic,
+                rd_kafka_err2str(werr),
+                n > 0 ? "reading the partitions known" : "no partition to read yet");
+    ing->watch_err = werr;
   }
-  if (list->cnt > 0) {
-    rd_kafka_queue_t *q = rd_kafka_queue_new(ing->rk);
-    rd_kafka_resp_err_t err = rd_kafka_commit_queue(ing->rk, list, q, NULL, NULL);
-    if (!err) {
-      rd_kafka_event_t *ev = rd_kafka_queue_poll(q, REVOKE_COMMIT_MS);
-      err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
-      if (ev) rd_kafka_event_destroy(ev);
-    }
-    rd_kafka_queue_destroy(q);
-    if (err) {
-      STATS_UPDATE(ing, ing->stats.commit_failed++);
-      eddy_series_add(ing->m.commit_failed, 1);
-      EDDY_WARN(LOG_MOD,
-                "commit of %d revoked partitions failed: %s (the buffer keeps them; "
-                "another group member may re-read some)",
-                list->cnt, rd_kafka_err2str(err));
-    }
-  }
-  rd_kafka_topic_partition_list_destroy(list);
-}
-
-static void on_assign(eddy_ingest_t *ing, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
-                      bool cooperative) {
+  if (n <= ing->topic_parts) return;
+  rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n - ing->topic_parts);
   char desc[512];
   size_t dlen = 0;
   desc[0] = '\0';
-  for (int i = 0; i < parts->cnt; i++) {
-    rd_kafka_topic_partition_t *tp = &parts->elems[i];
-    part_t *p = part_add(ing, tp->topic, tp->partition);
+  for (int32_t partition = ing->topic_parts; partition < n; partition++) {
+    if ((uint32_t)partition % ing->ranks != ing->rank) continue;
+    part_t *p = part_add(ing, ing->topic, partition);
     if (!p) {
       set_fatal(ing, EDDY_ERR_NOMEM, "%s", "out of memory tracking assigned partitions");
       break;
     }
+    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, ing->topic, partition);
     int64_t next;
-    if (eddy_replay_offset(ing->buffer, tp->topic, tp->partition, &next) == EDDY_OK) {
+    if (eddy_replay_offset(ing->buffer, ing->topic, partition, &next) == EDDY_OK) {
       tp->offset = next;
       p->stored = p->floor = next;
     } else {
       tp->offset = RD_KAFKA_OFFSET_INVALID; /* committed offset, else auto.offset.reset */
-      p->stored = p->floor = -1;
     }
-    p->pending_next = -1;
-    p->eof = false;
     if (dlen < sizeof desc - 64) {
-      int w = p->stored >= 0
-                  ? snprintf(desc + dlen, sizeof desc - dlen, " %s[%" PRId32 "]@%" PRId64,
-                             tp->topic, tp->partition, p->stored)
-                  : snprintf(desc + dlen, sizeof desc - dlen, " %s[%" PRId32 "]@committed",
-                             tp->topic, tp->partition);
+      int w = p->stored >= 0 ? snprintf(desc + dlen, sizeof desc - dlen, " [%" PRId32 "]@%" PRId64,
+                                        partition, p->stored)
+                             : snprintf(desc + dlen, sizeof desc - dlen, " [%" PRId32 "]@committed",
+                                        partition);
       dlen += w > 0 ? (size_t)w : 0;
     }
   }
-  rd_kafka_error_t *error = NULL;
-  rd_kafka_resp_err_t err = 0;
-  if (cooperative)
-    error = rd_kafka_incremental_assign(rk, parts);
-  else
-    err = rd_kafka_assign(rk, parts);
-  if (error || err) {
-    EDDY_ERROR(LOG_MOD, "assign failed: %s",
-               error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
-    if (error) rd_kafka_error_destroy(error);
-  }
-  if (ing->paused) rd_kafka_pause_partitions(rk, parts); /* the buffer still refuses */
-  update_assigned_stats(ing);
-  EDDY_INFO(LOG_MOD, "assigned %d partition%s (%s):%s%s", parts->cnt, parts->cnt == 1 ? "" : "s",
-            cooperative ? "cooperative" : "eager", desc, dlen >= sizeof desc - 64 ? " ..." : "");
-}
-
-static void on_revoke(eddy_ingest_t *ing, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
-                      bool cooperative) {
-  bool lost = rd_kafka_assignment_lost(rk);
-  if (ing->n_msgs) {
-    if (lost) { /* someone else may own them already: writing now could duplicate */
-      EDDY_WARN(LOG_MOD, "assignment lost: dropping %zu unwritten messages (re-read later)",
-                ing->n_msgs);
-      pending_drop(ing);
-    } else {
-      char why[512];
-      eddy_err_t err = pending_flush(ing, NULL, why, sizeof why);
-      if (err) set_fatal(ing, err, "%s", why);
+  int32_t seen = ing->topic_parts;
+  ing->topic_parts = n;
+  if (list->cnt > 0 && !ing->fatal) {
+    rd_kafka_error_t *error = rd_kafka_incremental_assign(ing->rk, list);
+    if (error) {
+      set_fatal(ing, EDDY_ERR_BACKEND, "assigning partitions failed: %s",
+                rd_kafka_error_string(error));
+      rd_kafka_error_destroy(error);
+    } else if (ing->paused) {
+      rd_kafka_pause_partitions(ing->rk, list); /* the buffer still refuses */
     }
   }
-  if (!lost) commit_revoked(ing, parts);
-  for (int i = 0; i < parts->cnt; i++)
-    part_remove(ing, parts->elems[i].topic, parts->elems[i].partition);
-  rd_kafka_error_t *error = NULL;
-  if (cooperative)
-    error = rd_kafka_incremental_unassign(rk, parts);
-  else {
-    rd_kafka_assign(rk, NULL);
-    parts_clear(ing);
-  }
-  if (error) {
-    EDDY_ERROR(LOG_MOD, "unassign failed: %s", rd_kafka_error_string(error));
-    rd_kafka_error_destroy(error);
-  }
   update_assigned_stats(ing);
-  EDDY_INFO(LOG_MOD, "%s %d partition%s", lost ? "lost" : "revoked", parts->cnt,
-            parts->cnt == 1 ? "" : "s");
+  if (list->cnt > 0)
+    EDDY_INFO(LOG_MOD, "rank %u of %u: assigned %d partition%s of %s (%d in all):%s%s", ing->rank,
+              ing->ranks, list->cnt, list->cnt == 1 ? "" : "s", ing->topic, n, desc,
+              dlen >= sizeof desc - 64 ? " ..." : "");
+  else if (seen == 0)
+    EDDY_WARN(LOG_MOD,
+              "rank %u of %u owns none of the %d partitions of %s (partition p belongs to "
+              "rank p mod %u)",
+              ing->rank, ing->ranks, n, ing->topic, ing->ranks);
+  rd_kafka_topic_partition_list_destroy(list);
 }
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-  eddy_ingest_t *ing = opaque;
-  bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    on_assign(ing, rk, parts, cooperative);
-  } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    on_revoke(ing, rk, parts, cooperative);
-  } else {
-    EDDY_ERROR(LOG_MOD, "rebalance failed: %s", rd_kafka_err2str(err));
-    pending_drop(ing);
-    rd_kafka_assign(rk, NULL);
-    parts_clear(ing);
-    update_assigned_stats(ing);
-  }
-}
+/* ---- librdkafka callbacks (run inside rd_kafka_consumer_poll) ---- */
 
+/* A commit answer. A partition whose commit failed is committed again at the next round (its
+ * position is forgotten), so that lag tools catch up once Kafka takes commits again: it refuses
+ * them, for one, while another client is an active member of the group. */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   eddy_ingest_t *ing = opaque;
-  if (!err && offsets)
-    for (int i = 0; i < offsets->cnt && !err; i++) err = offsets->elems[i].err;
-  if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+  rd_kafka_resp_err_t first = err;
+  for (int i = 0; offsets && i < offsets->cnt; i++) {
+    const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+    rd_kafka_resp_err_t e = err ? err : tp->err;
+    if (!e) continue;
+    part_t *p = part_find(ing, tp->topic, tp->partition);
+    if (p && p->committed == tp->offset) p->committed = -1;
+    if (!first) first = e;
+  }
+  if (!first) return;
+  err = first;
   STATS_UPDATE(ing, ing->stats.commit_failed++);
   eddy_series_add(ing->m.commit_failed, 1);
   if (warn_due(ing, WARN_COMMIT))
@@ -733,7 +734,6 @@ static rd_kafka_conf_t *consumer_conf(eddy_ingest_t *ing, const eddy_config_t *c
     return NULL;
   }
   rd_kafka_conf_set_opaque(conf, ing);
-  rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
   rd_kafka_conf_set_log_cb(conf, log_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -788,11 +788,20 @@ eddy_ingest_t *eddy_ingest_new(const eddy_config_t *cfg, eddy_replay_t *buffer,
   }
   pthread_mutex_init(&ing->stats_lock, NULL);
   ing->stats.lag = -1;
+  ing->start_ms = eddy_clock_mono_ms();
   ing->buffer = buffer;
   snprintf(ing->topic, sizeof ing->topic, "%s", cfg->topic);
   ing->schema = eddy_model_event_schema(&cfg->spec);
   ing->schema.max_bytes = cfg->max_event_bytes;
   if (opts) ing->opts = *opts;
+  ing->ranks = ing->opts.ranks ? ing->opts.ranks : 1;
+  ing->rank = ing->opts.rank;
+  if (ing->rank >= ing->ranks) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "ingest: rank %u is not below ranks %u",
+              ing->rank, ing->ranks);
+    eddy_ingest_destroy(ing);
+    return NULL;
+  }
   if (!ing->opts.max_batch) ing->opts.max_batch = 1000;
   if (!ing->opts.max_batch_bytes) ing->opts.max_batch_bytes = 16u << 20;
   if (ing->opts.linger_ms <= 0) ing->opts.linger_ms = 100;
@@ -835,35 +844,36 @@ eddy_ingest_t *eddy_ingest_new(const eddy_config_t *cfg, eddy_replay_t *buffer,
     return NULL;
   }
   rd_kafka_poll_set_consumer(ing->rk);
-  rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, cfg->topic, RD_KAFKA_PARTITION_UA);
-  rd_kafka_resp_err_t err = rd_kafka_subscribe(ing->rk, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (err) {
-    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "ingest: subscribe to %s: %s", cfg->topic,
-              rd_kafka_err2str(err));
+  ing->watch_err = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+  if (!(ing->watch = eddy_topic_watch_new(ing->rk, cfg->topic, EDDY_TOPIC_WATCH_EVERY_MS, errstr,
+                                          errstr_size))) {
     eddy_ingest_destroy(ing);
     return NULL;
   }
   refresh_buffer_metrics(ing);
-  EDDY_INFO(LOG_MOD, "consuming %s in group %s", cfg->topic, ing->group);
+  EDDY_INFO(LOG_MOD,
+            "consuming %s as rank %u of %u (the partitions p with p mod %u = %u); offsets "
+            "committed to group %s for lag tools",
+            cfg->topic, ing->rank, ing->ranks, ing->ranks, ing->rank, ing->group);
   return ing;
 }
 
 void eddy_ingest_destroy(eddy_ingest_t *ing) {
   if (!ing) return;
+  eddy_topic_watch_destroy(ing->watch);
   if (ing->rk) {
-    rd_kafka_consumer_close(ing->rk); /* revoke callback: flush (nothing in flight) + commit */
-    pending_drop(ing);
+    pending_drop(ing); /* nothing is in flight between polls; a fatal error may leave some */
+    commit_final(ing);
+    rd_kafka_consumer_close(ing->rk);
     rd_kafka_destroy(ing->rk);
   }
+  parts_clear(ing); /* also removes the lag series */
   if (ing->dlq) {
     if (rd_kafka_flush(ing->dlq, DLQ_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
       EDDY_WARN(LOG_MOD, "dead-letter topic %s: %d messages not delivered at exit", ing->dlq_topic,
                 rd_kafka_outq_len(ing->dlq));
     rd_kafka_destroy(ing->dlq);
   }
-  for (size_t i = 0; i < ing->n_parts; i++) free(ing->parts[i].topic);
   free(ing->parts);
   if (ing->events)
     for (size_t i = 0; i < ing->opts.max_batch; i++) eddy_event_free(&ing->events[i]);
@@ -964,11 +974,14 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
   if (ing->paused && start >= ing->retry_at_ms) backpressure_retry(ing);
 
   for (;;) {
+    if (ing->n_msgs == 0) assign_new(ing);
+    if (ing->fatal) break;
     int64_t t = eddy_clock_mono_ms();
     if (ing->paused && t >= ing->retry_at_ms) break;
     int64_t until = ing->n_msgs ? batch_deadline : deadline;
     if (ing->paused && ing->retry_at_ms < until) until = ing->retry_at_ms;
     int wait = until > t ? (int)(until - t) : 0;
+    if (wait > ASSIGN_CHECK_MS) wait = ASSIGN_CHECK_MS;
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(ing->rk, wait);
     if (ing->fatal) {
       if (msg) rd_kafka_message_destroy(msg);

@@ -1,6 +1,6 @@
-/* The announcement follower (see follower.h): subscribe, and on each assignment start every
- * partition at its last message (RD_KAFKA_OFFSET_TAIL(1)); eager and cooperative rebalancing are
- * both handled. */
+/* The announcement follower (see follower.h): every partition of the topic, found by a topic
+ * watch, is assigned at its last message (RD_KAFKA_OFFSET_TAIL(1): the high watermark - 1, looked
+ * up by librdkafka). No group is joined and nothing committed. */
 #include "stream/follower.h"
 
 #include <librdkafka/rdkafka.h>
@@ -9,39 +9,50 @@
 
 #include "core/log.h"
 #include "stream/kafka_conf_internal.h"
+#include "stream/topic_watch_internal.h"
 
 #define LOG_MOD "follow"
+#define ASSIGN_CHECK_MS 200 /* longest consumer poll between looks at the topic watch */
 
 struct eddy_follower {
   rd_kafka_t *rk;
+  eddy_topic_watch_t *watch;
+  int32_t topic_parts;           /* partitions assigned (0 .. topic_parts-1) */
+  rd_kafka_resp_err_t watch_err; /* the watch's outcome last reported */
   char topic[EDDY_CONFIG_STR];
 };
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
-                         void *opaque) {
-  (void)opaque;
-  const int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    for (int i = 0; i < parts->cnt; i++) parts->elems[i].offset = RD_KAFKA_OFFSET_TAIL(1);
-    if (cooperative) {
-      rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
-      if (e) {
-        EDDY_WARN(LOG_MOD, "assign: %s", rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-      }
-    } else {
-      rd_kafka_resp_err_t r = rd_kafka_assign(rk, parts);
-      if (r) EDDY_WARN(LOG_MOD, "assign: %s", rd_kafka_err2str(r));
-    }
-    EDDY_INFO(LOG_MOD, "following %d partition(s) from their last message", parts->cnt);
-  } else {
-    if (cooperative) {
-      rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
-      if (e) rd_kafka_error_destroy(e);
-    } else {
-      rd_kafka_assign(rk, NULL);
+/* Assigns the partitions the watch found since the last look, each at its last message. 0, or -1
+ * with errstr when the watch's outcome changed to an error or the assignment failed. */
+static int assign_new(eddy_follower_t *f, char *errstr, size_t errstr_size) {
+  rd_kafka_resp_err_t werr;
+  int32_t n = eddy_topic_watch_partitions(f->watch, &werr);
+  int rc = 0;
+  if (werr != f->watch_err && werr != RD_KAFKA_RESP_ERR__IN_PROGRESS) {
+    f->watch_err = werr;
+    if (werr) {
+      eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "follower: metadata of %s: %s (asking again)",
+                f->topic, rd_kafka_err2str(werr));
+      rc = -1;
     }
   }
+  if (n <= f->topic_parts) return rc;
+  rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n - f->topic_parts);
+  for (int32_t p = f->topic_parts; p < n; p++)
+    rd_kafka_topic_partition_list_add(list, f->topic, p)->offset = RD_KAFKA_OFFSET_TAIL(1);
+  rd_kafka_error_t *error = rd_kafka_incremental_assign(f->rk, list);
+  if (error) {
+    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "follower: assigning %d partition(s) of %s: %s",
+              list->cnt, f->topic, rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    rc = -1;
+  } else {
+    EDDY_INFO(LOG_MOD, "following %d more partition(s) of %s (%d in all) from their last message",
+              list->cnt, f->topic, n);
+    f->topic_parts = n;
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return rc;
 }
 
 static int set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr, size_t errstr_size) {
@@ -51,10 +62,10 @@ static int set(rd_kafka_conf_t *conf, const char *key, const char *value, char *
   return -1;
 }
 
-eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, const char *group,
-                                   char *errstr, size_t errstr_size) {
-  if (!cfg || !topic || !topic[0] || !group || !group[0]) {
-    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "follower: a config, a topic and a group are required");
+eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, char *errstr,
+                                   size_t errstr_size) {
+  if (!cfg || !topic || !topic[0]) {
+    eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "follower: a config and a topic are required");
     return NULL;
   }
   eddy_follower_t *f = calloc(1, sizeof *f);
@@ -63,9 +74,13 @@ eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, 
     return NULL;
   }
   snprintf(f->topic, sizeof f->topic, "%s", topic);
+  f->watch_err = RD_KAFKA_RESP_ERR__IN_PROGRESS;
   rd_kafka_conf_t *conf = eddy_kafka_conf_new(cfg, errstr, errstr_size);
   if (!conf) goto fail;
-  if (set(conf, "group.id", group, errstr, errstr_size) || set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+  /* librdkafka's consumer API needs a group.id even when the application assigns: this one is
+   * never joined and nothing is committed to it. */
+  if (set(conf, "group.id", EDDY_FOLLOWER_GROUP, errstr, errstr_size) ||
+      set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
       set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
       set(conf, "auto.offset.reset", "latest", errstr, errstr_size)) {
     rd_kafka_conf_destroy(conf);
@@ -77,7 +92,6 @@ eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, 
     rd_kafka_conf_destroy(conf);
     goto fail;
   }
-  rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   char why[512];
   f->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
   if (!f->rk) {
@@ -86,14 +100,7 @@ eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, 
     goto fail;
   }
   rd_kafka_poll_set_consumer(f->rk);
-  rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
-  rd_kafka_resp_err_t err = rd_kafka_subscribe(f->rk, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (err) {
-    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "follower: subscribe to %s: %s", topic, rd_kafka_err2str(err));
-    goto fail;
-  }
+  if (!(f->watch = eddy_topic_watch_new(f->rk, topic, EDDY_TOPIC_WATCH_EVERY_MS, errstr, errstr_size))) goto fail;
   return f;
 fail:
   eddy_follower_destroy(f);
@@ -102,6 +109,7 @@ fail:
 
 void eddy_follower_destroy(eddy_follower_t *f) {
   if (!f) return;
+  eddy_topic_watch_destroy(f->watch);
   if (f->rk) {
     rd_kafka_consumer_close(f->rk);
     rd_kafka_destroy(f->rk);
@@ -120,7 +128,9 @@ static char *copy(const void *p, size_t n) {
 int eddy_follower_poll(eddy_follower_t *f, int timeout_ms, eddy_follower_msg_t *msg, char *errstr,
                        size_t errstr_size) {
   memset(msg, 0, sizeof *msg);
-  rd_kafka_message_t *m = rd_kafka_consumer_poll(f->rk, timeout_ms);
+  if (assign_new(f, errstr, errstr_size) < 0) return -1;
+  int wait = timeout_ms < ASSIGN_CHECK_MS ? timeout_ms : ASSIGN_CHECK_MS;
+  rd_kafka_message_t *m = rd_kafka_consumer_poll(f->rk, wait);
   if (!m) return 0;
   int rc = 0;
   if (m->err) {

@@ -60,11 +60,7 @@ static void load_config(eddy_config_t *cfg, const char *dir, const char *bootstr
   snprintf(sets[n++], sizeof sets[0], "snapshot.store=%s/store", dir);
   snprintf(sets[n++], sizeof sets[0], "snapshot.every_seconds=%d", every_seconds);
   snprintf(sets[n++], sizeof sets[0], "kafka.bootstrap.servers=%s", bootstrap);
-  if (ingest) {
-    snprintf(sets[n++], sizeof sets[0], "kafka.session.timeout.ms=3000");
-    snprintf(sets[n++], sizeof sets[0], "kafka.heartbeat.interval.ms=200");
-    snprintf(sets[n++], sizeof sets[0], "kafka.fetch.wait.max.ms=20");
-  }
+  if (ingest) snprintf(sets[n++], sizeof sets[0], "kafka.fetch.wait.max.ms=20");
   for (size_t i = 0; i < n; i++) p[i] = sets[i];
   char err[1024];
   if (eddy_config_load_string(cfg, "bench.ini", text, strlen(text), p, n, err, sizeof err)) die("config", err);

@@ -554,15 +554,13 @@ static void test_kafka_end_to_end(void **state) {
   const char *bs = eddy_broker_bootstrap(broker);
   char sets[8][256];
   snprintf(sets[0], sizeof sets[0], "kafka.bootstrap.servers=%s", bs);
-  snprintf(sets[1], sizeof sets[1], "kafka.session.timeout.ms=3000");
-  snprintf(sets[2], sizeof sets[2], "kafka.heartbeat.interval.ms=200");
-  snprintf(sets[3], sizeof sets[3], "kafka.fetch.wait.max.ms=50");
-  snprintf(sets[4], sizeof sets[4], "snapshot.topic=snaps");
-  snprintf(sets[5], sizeof sets[5], "snapshot.every_steps=20");
-  snprintf(sets[6], sizeof sets[6], "stream.topic=events");
-  const char *extra[] = {sets[0], sets[1], sets[2], sets[3], sets[4], sets[5], sets[6]};
+  snprintf(sets[1], sizeof sets[1], "kafka.fetch.wait.max.ms=50");
+  snprintf(sets[2], sizeof sets[2], "snapshot.topic=snaps");
+  snprintf(sets[3], sizeof sets[3], "snapshot.every_steps=20");
+  snprintf(sets[4], sizeof sets[4], "stream.topic=events");
+  const char *extra[] = {sets[0], sets[1], sets[2], sets[3], sets[4]};
   eddy_config_t cfg;
-  load_config(&cfg, dir, extra, 7);
+  load_config(&cfg, dir, extra, 5);
   eddy_registry_t *reg = eddy_registry_new();
   eddy_trainer_t *t = new_trainer(&cfg, false, false, reg);
 
