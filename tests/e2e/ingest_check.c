@@ -4,7 +4,10 @@
  *    "out_of_order":O,"dead_letters":L,"offsets":{"TOPIC/P":NEXT,...}}
  * --ids PREFIX:N expects ids PREFIX0 .. PREFIX(N-1); --expect FILE (repeatable) expects the JSONL
  * events of FILE, byte-exact (binary encoding equal to decoding the line with the model of -c),
- * stored in file order (one file per partition). Exit 0 when it could read the buffer. */
+ * stored in file order (one file per partition). --group G (with -c, for its [kafka] section) adds
+ * "committed":{"TOPIC/P":OFFSET,...}: group G's committed offsets of the partitions the buffer has
+ * offsets for, as Kafka's lag tools see them (-1001 where none). Exit 0 when it could read the
+ * buffer (and, with --group, ask Kafka). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -15,6 +18,7 @@
 #include "buffer/replay.h"
 #include "config/config.h"
 #include "model/spec.h"
+#include "stream/kafka_conf_internal.h"
 
 #define MAX_FILES 64
 #define CHUNK 512
@@ -54,17 +58,57 @@ static void print_offset(void *ctx, const char *topic, int32_t partition, int64_
   printf("%s\"%s/%" PRId32 "\":%" PRId64, (*n)++ ? "," : "", topic, partition, next);
 }
 
+static void add_partition(void *ctx, const char *topic, int32_t partition, int64_t next) {
+  (void)next;
+  rd_kafka_topic_partition_list_add(ctx, topic, partition);
+}
+
+/* Prints ,"committed":{...} for group's committed offsets of parts; 1 on failure (message on
+ * stderr). */
+static int print_committed(const eddy_config_t *cfg, const char *group,
+                           rd_kafka_topic_partition_list_t *parts) {
+  char why[512];
+  rd_kafka_conf_t *conf = eddy_kafka_conf_new(cfg, why, sizeof why);
+  if (!conf || rd_kafka_conf_set(conf, "group.id", group, why, sizeof why) != RD_KAFKA_CONF_OK) {
+    fprintf(stderr, "ingest_check: kafka config: %s\n", why);
+    return 1;
+  }
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+  if (!rk) {
+    fprintf(stderr, "ingest_check: %s\n", why);
+    rd_kafka_conf_destroy(conf);
+    return 1;
+  }
+  rd_kafka_resp_err_t err = rd_kafka_committed(rk, parts, 10000);
+  if (err) {
+    fprintf(stderr, "ingest_check: committed offsets of group %s: %s\n", group,
+            rd_kafka_err2str(err));
+    rd_kafka_destroy(rk);
+    return 1;
+  }
+  printf(",\"committed\":{");
+  for (int i = 0; i < parts->cnt; i++)
+    printf("%s\"%s/%" PRId32 "\":%" PRId64, i ? "," : "", parts->elems[i].topic,
+           parts->elems[i].partition, parts->elems[i].offset);
+  printf("}");
+  rd_kafka_destroy(rk);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"path", required_argument, NULL, 'p'},
                                        {"config", required_argument, NULL, 'c'},
                                        {"ids", required_argument, NULL, 'i'},
                                        {"expect", required_argument, NULL, 'e'},
+                                       {"group", required_argument, NULL, 'g'},
                                        {NULL, 0, NULL, 0}};
-  const char *path = NULL, *config = NULL, *ids = NULL;
+  const char *path = NULL, *config = NULL, *ids = NULL, *group = NULL;
   const char *files[MAX_FILES];
   int n_files = 0, c;
-  while ((c = getopt_long(argc, argv, "p:c:i:e:", opts, NULL)) != -1) {
-    if (c == 'p')
+  while ((c = getopt_long(argc, argv, "p:c:i:e:g:", opts, NULL)) != -1) {
+    if (c == 'g')
+      group = optarg;
+    else if (c == 'p')
       path = optarg;
     else if (c == 'c')
       config = optarg;
@@ -73,25 +117,26 @@ int main(int argc, char **argv) {
     else if (c == 'e' && n_files < MAX_FILES)
       files[n_files++] = optarg;
     else {
-      fprintf(stderr, "usage: ingest_check --path DIR [-c CONFIG --expect FILE]... [--ids P:N]\n");
+      fprintf(stderr,
+              "usage: ingest_check --path DIR [-c CONFIG [--expect FILE]... [--group G]] "
+              "[--ids P:N]\n");
       return 2;
     }
   }
-  if (!path || (n_files && !config)) {
-    fprintf(stderr, "ingest_check: --path is required, and -c with --expect\n");
+  if (!path || ((n_files || group) && !config)) {
+    fprintf(stderr, "ingest_check: --path is required, and -c with --expect or --group\n");
     return 2;
   }
   char errstr[1024];
   eddy_event_schema_t schema = {0};
+  eddy_config_t cfg = {0};
   if (config) {
-    eddy_config_t cfg;
     if (eddy_config_load(&cfg, config, NULL, 0, errstr, sizeof errstr)) {
       fprintf(stderr, "ingest_check: %s\n", errstr);
       return 1;
     }
     schema = eddy_model_event_schema(&cfg.spec);
     schema.max_bytes = cfg.max_event_bytes;
-    eddy_config_free(&cfg);
   }
   eddy_event_t ev;
   eddy_event_init(&ev);
@@ -211,8 +256,17 @@ int main(int argc, char **argv) {
          st.dead_letters);
   int n = 0;
   eddy_replay_offsets_each(r, print_offset, &n);
-  printf("}}\n");
+  printf("}");
+  int rc = 0;
+  if (group) {
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+    eddy_replay_offsets_each(r, add_partition, parts);
+    rc = print_committed(&cfg, group, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+  }
+  printf("}\n");
   eddy_replay_destroy(r);
+  if (config) eddy_config_free(&cfg);
   for (int i = 0; i < CHUNK; i++) eddy_event_free(&evs[i]);
   eddy_event_free(&ev);
   for (size_t i = 0; i < n_exp; i++) {
@@ -221,5 +275,5 @@ int main(int argc, char **argv) {
   }
   free(exp_list);
   free(buf);
-  return 0;
+  return rc;
 }

@@ -60,6 +60,31 @@ wait_for_line() {
   return 1
 }
 
+# seconds_to_line T0 FILE FIXED-STRING PID TIMEOUT: polls FILE every 0.05 s until it holds
+# FIXED-STRING and prints the seconds from T0 (a `date +%s.%N` value) to then, with 2 decimals.
+# Returns 1 once PID has exited without writing it, or after TIMEOUT seconds.
+seconds_to_line() {
+  local end=$((SECONDS + $5))
+  while ((SECONDS <= end)); do
+    if grep -qF -- "$3" "$2" 2>/dev/null; then
+      awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+      return 0
+    fi
+    kill -0 "$4" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# check_seconds DESCRIPTION SECONDS LIMIT: a check that SECONDS (a number, or empty when it never
+# happened) is below LIMIT.
+check_seconds() {
+  CHECKS=$((CHECKS + 1))
+  if [[ -n $2 ]] && awk -v t="$2" -v l="$3" 'BEGIN { exit !(t < l) }'; then pass "$1: $2 s (< $3 s)"; else
+    fail "$1: ${2:-never} s, want < $3 s"
+  fi
+}
+
 # spawn OUT ERR CMD...: runs CMD in the background, stdout to OUT and stderr to ERR, killed when
 # the test exits; sets SPAWNED_PID.
 spawn() {

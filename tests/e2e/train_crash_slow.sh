@@ -19,7 +19,7 @@ require_broker --topic events --partitions 8 --topic eddy-snapshots --partitions
 write_token crash-token
 MODEL_DIR=$TMP/store/fmnist
 write_trainer_config "$TMP/train.ini" model.hidden=512,512 train.holdout_fraction=0 \
-  replay.ratio=0.95 replay.idle_steps=1000000000 kafka.session.timeout.ms=3000 kafka.heartbeat.interval.ms=200 \
+  replay.ratio=0.95 replay.idle_steps=1000000000 \
   snapshot.every_steps=2 snapshot.keep=4 -snapshot.gate.max_regression
 
 # The first life only ingests: it is paused as soon as its admin API answers, fills the buffer
