@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #include "core/event_internal.h"
+#include "core/json.h"
 
 #define EVENT_BINARY_VERSION 1
 #define EVENT_FLAG_HAS_TS 0x01u
@@ -110,26 +111,6 @@ static bool to_finite_float(double v, float *out) {
   if (!isfinite(v) || fabs(v) >= 0x1.ffffffp+127) return false;
   *out = (float)v;
   return isfinite(*out);
-}
-
-/* True when a JSON string in json[0..len) contains the escape \u0000, which cJSON would silently
- * turn into a truncated C string (ids and feature names must not change meaning that way). */
-static bool has_nul_escape(const char *json, size_t len) {
-  bool in_string = false;
-  for (size_t i = 0; i < len; i++) {
-    char c = json[i];
-    if (!in_string) {
-      if (c == '"') in_string = true;
-      continue;
-    }
-    if (c == '"') {
-      in_string = false;
-    } else if (c == '\\' && i + 1 < len) {
-      if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0) return true;
-      i++; /* skip the escaped character */
-    }
-  }
-  return false;
 }
 
 /* The checks of a label, weight or ts value, shared by the cJSON decoder and the scanner. */
@@ -365,7 +346,8 @@ static bool scan_char(scan_t *s, char c) {
   return true;
 }
 
-/* A string without escapes or control bytes (those are left to cJSON): its bytes are the value. */
+/* A string without escapes or control bytes, in well-formed UTF-8 (anything else is left to
+ * cJSON's path, which refuses a NUL and invalid UTF-8): its bytes are the value. */
 static bool scan_string(scan_t *s, const char **str, size_t *len) {
   if (s->p >= s->end || *s->p != '"') return false;
   const char *start = ++s->p;
@@ -377,6 +359,11 @@ static bool scan_string(scan_t *s, const char **str, size_t *len) {
       return true;
     }
     if (c == '\\' || c < 0x20) return false;
+    if (c >= 0x80) {
+      size_t k = eddy_utf8_len((const unsigned char *)s->p, (size_t)(s->end - s->p));
+      if (k == 0) return false;
+      s->p += k - 1;
+    }
   }
   return false;
 }
@@ -657,27 +644,16 @@ static eddy_err_t event_from_json(const char *json, size_t len, const eddy_event
     if (event_scan(json, len, schema, ev)) return EDDY_OK;
     event_clear(ev);
   }
-  if (has_nul_escape(json, len))
-    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "a string contains \\u0000 (not supported)");
-
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (!root) {
-    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-    return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "not valid JSON (error near byte %zu)",
-                     at);
-  }
-  /* cJSON's own require_null_terminated check needs a NUL inside the buffer; allow only
-   * whitespace after the value instead. */
-  size_t used = end && end >= json && end <= json + len ? (size_t)(end - json) : len;
-  for (size_t i = used; i < len; i++) {
-    char c = json[i];
-    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-      cJSON_Delete(root);
-      return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size,
-                       "trailing data after the JSON value at byte %zu", i);
-    }
-  }
+  /* cJSON would turn a NUL into a truncated C string (ids and feature names must not change
+   * meaning that way) and copy invalid UTF-8 as it is. */
+  size_t at = 0;
+  const char *what = NULL;
+  if (eddy_json_bad_string(json, len, &at, &what))
+    return eddy_errf(EDDY_ERR_EVENT_TYPE, errstr, errstr_size, "a string holds %s at byte %zu (not supported)",
+                     what, at);
+  char why[128];
+  cJSON *root = eddy_json_parse(json, len, why, sizeof why);
+  if (!root) return eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "%s", why);
   if (!cJSON_IsObject(root)) {
     err = eddy_errf(EDDY_ERR_EVENT_NOT_JSON, errstr, errstr_size, "event is a JSON %s, not an object",
                     json_type_name(root));

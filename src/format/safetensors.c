@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/json.h"
+
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors.c assumes a little-endian host");
 
 #define ST_MAX_INT (1ull << 53)        /* largest dim / offset accepted (exact in a JSON double) */
@@ -119,35 +121,10 @@ float eddy_f16_to_f32(uint16_t h) {
 
 /* ---- shared helpers ---- */
 
-/* Length of a valid UTF-8 sequence at s (n bytes left), or 0 when it is not valid UTF-8
- * (overlong forms, surrogates and code points past U+10FFFF are invalid). */
-static size_t utf8_seq(const uint8_t *s, size_t n) {
-  uint8_t c = s[0];
-  if (c < 0x80) return 1;
-  size_t len;
-  uint32_t cp, min;
-  if ((c & 0xe0) == 0xc0) {
-    len = 2, cp = c & 0x1f, min = 0x80;
-  } else if ((c & 0xf0) == 0xe0) {
-    len = 3, cp = c & 0x0f, min = 0x800;
-  } else if ((c & 0xf8) == 0xf0) {
-    len = 4, cp = c & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
 static int utf8_valid(const char *s) {
   size_t n = strlen(s);
   for (size_t i = 0; i < n;) {
-    size_t k = utf8_seq((const uint8_t *)s + i, n - i);
+    size_t k = eddy_utf8_len((const unsigned char *)s + i, n - i);
     if (!k) return 0;
     i += k;
   }
@@ -556,7 +533,7 @@ static int header_prescan(const uint8_t *h, size_t n, char *msg, size_t msg_size
       return -1;
     }
     if (c >= 0x80) {
-      size_t k = utf8_seq(h + i, n - i);
+      size_t k = eddy_utf8_len(h + i, n - i);
       if (!k) {
         snprintf(msg, msg_size, "header is not valid UTF-8 at byte %zu", i);
         return -1;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "format/sha256.h"
 
@@ -163,15 +164,6 @@ eddy_err_t eddy_http_resp_body(eddy_http_resp_t *resp, const char *content_type,
   return eddy_http_resp_body_owned(resp, content_type, copy, len);
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *p) {
-  size_t n = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-           : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
-  for (size_t i = 1; i < n; i++)
-    if ((p[i] & 0xc0) != 0x80) return 0;
-  return n;
-}
-
 /* {"error": "<message>"} with the message escaped for JSON (invalid UTF-8, e.g. from a
  * percent-decoded path, becomes U+FFFD); malloc'ed. */
 static char *json_error_body(const char *message, size_t *len) {
@@ -192,7 +184,7 @@ static char *json_error_body(const char *message, size_t *len) {
     } else if (c < 0x80) {
       out[o++] = (char)c;
     } else {
-      size_t k = utf8_len((const unsigned char *)message + i);
+      size_t k = eddy_utf8_len((const unsigned char *)message + i, n - i);
       if (k == 0) {
         o += (size_t)sprintf(out + o, "\\ufffd");
       } else {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
+
 #define SPEC_MAX_PARAMS (1ull << 32) /* floats in the whole flat buffer (16 GiB) */
 
 const eddy_spec_limits_t eddy_spec_limits = {
@@ -276,6 +278,16 @@ char *eddy_model_spec_to_json(const eddy_model_spec_t *spec) {
   return text;
 }
 
+/* v is a JSON number holding an integer in [lo, hi]: *out gets it. The range is checked before
+ * the conversion: casting a double outside the target type's range is undefined. */
+static bool json_int_in(const cJSON *v, uint32_t lo, uint32_t hi, uint32_t *out) {
+  if (!cJSON_IsNumber(v)) return false;
+  double d = v->valuedouble;
+  if (!(d >= lo && d <= hi) || d != floor(d)) return false;
+  *out = (uint32_t)d;
+  return true;
+}
+
 /* Reads an integer field in [lo, hi]; absent fields keep *out when optional. */
 static eddy_err_t json_uint(const cJSON *o, const char *key, bool required, uint32_t lo, uint32_t hi,
                             uint32_t *out, char *errstr, size_t errstr_size) {
@@ -285,18 +297,16 @@ static eddy_err_t json_uint(const cJSON *o, const char *key, bool required, uint
       return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "model spec JSON: \"%s\" missing", key);
     return EDDY_OK;
   }
-  double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-  if (!cJSON_IsNumber(v) || !(d >= lo && d <= hi) || d != floor(d))
+  if (!json_int_in(v, lo, hi, out))
     return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
                      "model spec JSON: \"%s\" must be an integer %u..%u", key, lo, hi);
-  *out = (uint32_t)d;
   return EDDY_OK;
 }
 
 eddy_err_t eddy_model_spec_from_json(const char *json, eddy_model_spec_t *spec, char *errstr,
                                      size_t errstr_size) {
   if (!json || !spec) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "model spec JSON is NULL");
-  cJSON *o = cJSON_Parse(json);
+  cJSON *o = eddy_json_parse(json, strlen(json), NULL, 0);
   if (!o || !cJSON_IsObject(o)) {
     cJSON_Delete(o);
     return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "model spec is not a JSON object");
@@ -330,14 +340,11 @@ eddy_err_t eddy_model_spec_from_json(const char *json, eddy_model_spec_t *spec, 
       } else {
         s.n_hidden = (uint32_t)count;
         for (int i = 0; i < count && !err; i++) {
-          const cJSON *v = cJSON_GetArrayItem(hidden, i);
-          double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-          if (!cJSON_IsNumber(v) || !eddy_range_holds(&lim->hidden, d) || d != floor(d))
+          if (!json_int_in(cJSON_GetArrayItem(hidden, i), (uint32_t)lim->hidden.min, (uint32_t)lim->hidden.max,
+                           &s.hidden[i]))
             err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
                             "model spec JSON: hidden[%d] must be an integer %.0f..%.0f", i, lim->hidden.min,
                             lim->hidden.max);
-          else
-            s.hidden[i] = (uint32_t)d;
         }
       }
     }

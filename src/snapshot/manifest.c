@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/json.h"
+
 #define MAX_OBJECT_KEYS 256
 
 static const char *const status_names[] = {"candidate", "promoted", "rejected"};
@@ -512,12 +514,9 @@ eddy_err_t eddy_manifest_parse(const char *json, size_t len, eddy_manifest_t *m,
   if (len > EDDY_MANIFEST_MAX_BYTES)
     return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "manifest: %zu bytes, over the cap of %u", len,
                      (unsigned)EDDY_MANIFEST_MAX_BYTES);
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (!root) {
-    size_t at = end && end >= json ? (size_t)(end - json) : 0;
-    return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "manifest: not valid JSON (error near byte %zu)", at);
-  }
+  char why[128];
+  cJSON *root = eddy_json_parse(json, len, why, sizeof why);
+  if (!root) return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "manifest: %s", why);
   pctx_t p = {errstr, errstr_size};
   eddy_err_t err = parse_root(&p, root, m);
   cJSON_Delete(root);

@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/clock.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "http/assets.h"
 #include "snapshot/manifest.h"
@@ -91,28 +92,12 @@ static cJSON *parse_body(const eddy_http_req_t *req, eddy_http_resp_t *resp,
   size_t i = 0;
   while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n')) i++;
   if (i == len) return cJSON_CreateObject();
-  if (memchr(body, '\0', len)) {
-    *answered = 1;
-    eddy_http_resp_error(resp, 400, "request body is not JSON: it contains a NUL byte");
-    return NULL;
-  }
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-  if (root) {
-    size_t used = (size_t)(end - body);
-    while (used < len &&
-           (body[used] == ' ' || body[used] == '\t' || body[used] == '\r' || body[used] == '\n'))
-      used++;
-    if (used != len) {
-      cJSON_Delete(root);
-      root = NULL;
-      end = body + used;
-    }
-  }
+  char bad[128];
+  cJSON *root = eddy_json_parse(body, len, bad, sizeof bad);
   if (!root) {
     *answered = 1;
-    size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
-    eddy_http_resp_error(resp, 400, "request body is not valid JSON (near byte %zu)", at);
+    bool plain = strncmp(bad, "not valid JSON", 14) == 0; /* else: trailing data, a NUL in a string */
+    eddy_http_resp_error(resp, 400, "request body is %s%s", plain ? "" : "not valid JSON: ", bad);
     return NULL;
   }
   if (!cJSON_IsObject(root)) {

@@ -244,6 +244,45 @@ static void test_bad_events(void **state) {
   eddy_event_free(&ev);
 }
 
+/* A raw NUL or invalid UTF-8 inside a string is refused like \u0000 (cJSON would truncate at the
+ * NUL or copy the bytes as they are); well-formed UTF-8 is kept. Lengths are explicit: the texts
+ * hold NULs. */
+static void test_raw_nul_and_bad_utf8_refused(void **state) {
+  (void)state;
+  const eddy_event_schema_t lg = schema_of(0, 16, EDDY_HEAD_LOGISTIC, 0);
+#define T(text) text, sizeof text - 1
+  static const struct {
+    const char *json;
+    size_t len;
+    const char *msg;
+  } bad[] = {
+      {T("{\"label\":1,\"id\":\"a\0b\"}"), "a raw NUL byte at byte 18"},
+      {T("{\"label\":1,\"sparse\":{\"u\0\":\"x\"}}"), "a raw NUL byte"},
+      {T("{\"label\":1,\"id\":\"a\xff" "b\"}"), "invalid UTF-8 at byte 18"},
+      {T("{\"label\":1,\"id\":\"\xc3\"}"), "invalid UTF-8"},            /* cut sequence */
+      {T("{\"label\":1,\"id\":\"\xc0\x80\"}"), "invalid UTF-8"},        /* overlong NUL */
+      {T("{\"label\":1,\"id\":\"\xed\xa0\x80\"}"), "invalid UTF-8"},    /* surrogate */
+      {T("{\"label\":1,\"id\":\"\xf4\x90\x80\x80\"}"), "invalid UTF-8"}, /* past U+10FFFF */
+      {T("{\"label\":1,\"sparse\":{\"u\":\"\xfe\"}}"), "invalid UTF-8"},
+  };
+#undef T
+  eddy_event_t ev;
+  eddy_event_init(&ev);
+  char err[256];
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    eddy_err_t got = eddy_event_from_json(bad[i].json, bad[i].len, &lg, &ev, err, sizeof err);
+    if (got != EDDY_ERR_EVENT_TYPE || !strstr(err, bad[i].msg))
+      print_error("case %zu: got %s \"%s\", want EVENT_TYPE \"%s\"\n", i, eddy_err_name(got), err, bad[i].msg);
+    assert_int_equal(got, EDDY_ERR_EVENT_TYPE);
+    assert_non_null(strstr(err, bad[i].msg));
+    assert_event_empty(&ev);
+  }
+  const char ok[] = "{\"label\":1,\"id\":\"\xc3\xa9\xf0\x9f\x98\x80\"}";
+  assert_int_equal(eddy_event_from_json(ok, sizeof ok - 1, &lg, &ev, err, sizeof err), EDDY_OK);
+  assert_string_equal(ev.id, "\xc3\xa9\xf0\x9f\x98\x80");
+  eddy_event_free(&ev);
+}
+
 static void test_escaped_backslash_u0000_is_fine(void **state) {
   (void)state;
   /* "\\u0000" is a backslash followed by the text u0000, not a NUL */
@@ -613,6 +652,7 @@ int main(void) {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_hashing_rule),
       cmocka_unit_test(test_bad_events),
+      cmocka_unit_test(test_raw_nul_and_bad_utf8_refused),
       cmocka_unit_test(test_escaped_backslash_u0000_is_fine),
       cmocka_unit_test(test_id_cap),
       cmocka_unit_test(test_size_cap),

@@ -242,9 +242,10 @@ static void put_ws(text_t *t) {
 }
 
 static void put_string(text_t *t) {
-  static const char *const pieces[] = {"a", "user", "=", " ", "-", "1", "\xc3\xa9", "\xf0\x9f\x98\x80", "\xff"};
+  static const char *const pieces[] = {"a", "user", "=", " ", "-", "1", "\xc3\xa9", "\xf0\x9f\x98\x80"};
+  /* Escapes, control bytes and invalid UTF-8 (refused in a string): none is plain. */
   static const char *const escapes[] = {"\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\ud83d\\ude00", "\\u0000",
-                                        "\\ud83d", "\\x", "\\u12", "\x01"};
+                                        "\\ud83d", "\\x", "\\u12", "\x01", "\xff", "\xc3", "\xed\xa0\x80"};
   put(t, "\"");
   int n = (int)rnd(rnd(20) ? 12 : 150);
   for (int i = 0; i < n; i++) {

@@ -245,6 +245,22 @@ static void test_wrong_types(void **state) {
   assert_non_null(strstr(err, "not valid JSON"));
   assert_int_equal(eddy_manifest_parse("[1]", 3, &m, err, sizeof err), EDDY_ERR_FORMAT);
   eddy_manifest_clear(&m);
+  /* A valid manifest followed by anything but whitespace is refused; whitespace is fine. */
+  sample(&m);
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_OK);
+  eddy_manifest_clear(&m);
+  size_t n = strlen(json);
+  char *longer = malloc(n + 8);
+  assert_non_null(longer);
+  memcpy(longer, json, n);
+  memcpy(longer + n, " \n}junk", 8);
+  assert_int_equal(eddy_manifest_parse(longer, n + 8, &m, err, sizeof err), EDDY_ERR_FORMAT);
+  assert_non_null(strstr(err, "trailing data after the JSON value"));
+  eddy_manifest_clear(&m);
+  assert_int_equal(eddy_manifest_parse(longer, n + 2, &m, err, sizeof err), EDDY_OK);
+  eddy_manifest_clear(&m);
+  free(longer);
+  free(json);
 }
 
 static void test_writer_checks(void **state) {

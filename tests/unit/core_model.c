@@ -296,6 +296,16 @@ static void test_json_round_trip(void **state) {
       EDDY_ERR_FORMAT);
   assert_int_equal(eddy_model_spec_from_json("{\"dense_dim\":0,\"head\":\"squared\"}", &back, err, sizeof err),
                    EDDY_ERR_FORMAT);
+  /* Numbers out of any integer type's range are refused before a conversion (UBSan checks it). */
+  static const char *const huge[] = {
+      "{\"dense_dim\":1e300,\"head\":\"squared\"}", "{\"dense_dim\":-1e300,\"head\":\"squared\"}",
+      "{\"dense_dim\":3,\"hidden\":[1e20],\"head\":\"squared\"}",
+      "{\"dense_dim\":3,\"hidden\":[-1e20],\"head\":\"squared\"}",
+      "{\"dense_dim\":3,\"head\":\"softmax\",\"classes\":18446744073709551616}"};
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++)
+    assert_int_equal(eddy_model_spec_from_json(huge[i], &back, err, sizeof err), EDDY_ERR_FORMAT);
+  assert_int_equal(eddy_model_spec_from_json("{\"dense_dim\":3,\"head\":\"squared\"} x", &back, err, sizeof err),
+                   EDDY_ERR_FORMAT);
   eddy_head_t h;
   assert_int_equal(eddy_head_parse("logistic", &h), 0);
   assert_int_equal(h, EDDY_HEAD_LOGISTIC);
