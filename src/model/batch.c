@@ -2,6 +2,7 @@
  * grow on demand up to a hard cap, so a full batch costs no allocation once it has grown. */
 #include "model/batch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,5 +83,27 @@ eddy_err_t eddy_batch_push(eddy_batch_t *b, const eddy_event_t *ev) {
   if (err) return err;
   b->label[b->n - 1] = (float)ev->label;
   b->weight[b->n - 1] = ev->weight;
+  return EDDY_OK;
+}
+
+eddy_err_t eddy_batch_push_instances(eddy_batch_t *b, const char *const *spans, size_t n, bool single,
+                                     const eddy_event_schema_t *schema, eddy_event_t *ev, char *why,
+                                     size_t why_size) {
+  eddy_batch_clear(b);
+  char msg[512];
+  for (size_t i = 0; i < n; i++) {
+    const char *text = spans[2 * i];
+    eddy_err_t err = eddy_event_from_json(text, (size_t)(spans[2 * i + 1] - text), schema, ev, msg, sizeof msg);
+    if (!err) {
+      err = eddy_batch_push(b, ev);
+      if (err) snprintf(msg, sizeof msg, "%s", err == EDDY_ERR_TOO_LARGE ? "more events than the batch holds"
+                                                                           : eddy_err_str(err));
+    }
+    if (err) {
+      if (single) eddy_errf(err, why, why_size, "%s", msg);
+      else eddy_errf(err, why, why_size, "instances[%zu]: %s", i, msg);
+      return err;
+    }
+  }
   return EDDY_OK;
 }

@@ -2,6 +2,7 @@
 #ifndef EDDY_BATCH_H
 #define EDDY_BATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,12 @@ eddy_err_t eddy_batch_push(eddy_batch_t *b, const eddy_event_t *ev);
  * alignment; NULL only when dense_dim is 0) and n_sparse features. EDDY_ERR_TOO_LARGE when full. */
 eddy_err_t eddy_batch_push_parts(eddy_batch_t *b, const void *dense, const uint32_t *sparse_idx,
                                  const float *sparse_val, uint32_t n_sparse);
+/* The events of a prediction request, as eddy_event_split_instances cut them into spans (n of
+ * them; single: the body was one event, not a wrapper), decoded against schema and appended to b
+ * (cleared first; room for n events). ev is scratch. On failure why names the instance and the
+ * problem ("instances[2]: dense[0] is NaN"; no prefix when single) and the error is returned. */
+eddy_err_t eddy_batch_push_instances(eddy_batch_t *b, const char *const *spans, size_t n, bool single,
+                                     const eddy_event_schema_t *schema, eddy_event_t *ev, char *why,
+                                     size_t why_size);
 
 #endif

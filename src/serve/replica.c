@@ -704,17 +704,10 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     send_json_error(resp, 500, "out of memory", s->version_text);
     goto out;
   }
-  for (long i = 0; i < n; i++) {
-    const char *a = w->spans[2 * i];
-    size_t alen = (size_t)(w->spans[2 * i + 1] - a);
-    eddy_err_t err = eddy_event_from_json(a, alen, &schema, &w->ev, msg, sizeof msg);
-    if (!err) err = eddy_batch_push(batch, &w->ev);
-    if (err) {
-      if (single) snprintf(why, sizeof why, "%s", msg);
-      else snprintf(why, sizeof why, "instances[%ld]: %s", i, msg);
-      send_json_error(resp, 400, why, s->version_text);
-      goto out;
-    }
+  if (eddy_batch_push_instances(batch, w->spans, (size_t)n, single, &schema, &w->ev, why, sizeof why) !=
+      EDDY_OK) {
+    send_json_error(resp, 400, why, s->version_text);
+    goto out;
   }
   const size_t k = s->outputs;
   eddy_err_t perr;
