@@ -1037,20 +1037,38 @@ void eddy_replay_offsets_each(eddy_replay_t *r,
 }
 
 eddy_err_t eddy_replay_meta_put(eddy_replay_t *r, const char *key, uint64_t value) {
-  if (!r || !key || strlen(key) > 200) return EDDY_ERR_INVALID_ARG;
-  if (r->opts.read_only) return EDDY_ERR_STATE;
+  const eddy_replay_meta_t one = {key, value};
+  char why[512];
+  eddy_err_t e = eddy_replay_meta_put_batch(r, &one, 1, why, sizeof why);
+  if (e == EDDY_ERR_IO) EDDY_ERROR(LOG_MOD, "%s", why);
+  return e;
+}
+
+eddy_err_t eddy_replay_meta_put_batch(eddy_replay_t *r, const eddy_replay_meta_t *meta, size_t n, char *why,
+                                      size_t why_size) {
+  if (!r || (!meta && n)) return eddy_errf(EDDY_ERR_INVALID_ARG, why, why_size, "buffer meta: NULL argument");
+  if (r->opts.read_only)
+    return eddy_errf(EDDY_ERR_STATE, why, why_size, "buffer %s: opened read-only", r->path);
+  for (size_t i = 0; i < n; i++)
+    if (!meta[i].key || strlen(meta[i].key) > 200)
+      return eddy_errf(EDDY_ERR_INVALID_ARG, why, why_size, "buffer meta: key %zu is missing or over 200 bytes", i);
+  if (!db_enter(r))
+    return eddy_errf(EDDY_ERR_IO, why, why_size, "buffer %s: not open (a reopen after a failed write failed)",
+                     r->path);
+  rocksdb_writebatch_t *b = rocksdb_writebatch_create();
   char name[256];
-  snprintf(name, sizeof name, META_CURSOR_PREFIX "%s", key);
-  uint8_t v[8];
-  put_be64(v, value);
+  for (size_t i = 0; i < n; i++) {
+    snprintf(name, sizeof name, META_CURSOR_PREFIX "%s", meta[i].key);
+    batch_put_meta(b, r->cf[CF_META], name, meta[i].value);
+  }
   char *err = NULL;
-  if (!db_enter(r)) return EDDY_ERR_IO;
-  rocksdb_put_cf(r->db, r->wopts_sync, r->cf[CF_META], name, strlen(name), (const char *)v, 8, &err);
+  rocksdb_write(r->db, r->wopts_sync, b, &err);
   db_leave(r);
+  rocksdb_writebatch_destroy(b);
   if (err) {
-    EDDY_ERROR(LOG_MOD, "buffer %s: writing cursor %s: %s", r->path, key, err);
+    eddy_err_t e = eddy_errf(EDDY_ERR_IO, why, why_size, "buffer %s: writing %zu cursors: %s", r->path, n, err);
     rocksdb_free(err);
-    return EDDY_ERR_IO;
+    return e;
   }
   return EDDY_OK;
 }

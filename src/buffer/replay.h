@@ -119,6 +119,15 @@ eddy_replay_stats_t eddy_replay_stats(eddy_replay_t *r);
 
 /* Named u64 cursors in the meta column family (e.g. "trained"), written with sync. */
 eddy_err_t eddy_replay_meta_put(eddy_replay_t *r, const char *key, uint64_t value);
+typedef struct {
+  const char *key;
+  uint64_t value;
+} eddy_replay_meta_t;
+/* Several cursors in ONE synced WriteBatch: after a crash all of them are stored or none.
+ * EDDY_ERR_IO (why names the buffer and the error) when the write fails, EDDY_ERR_STATE when
+ * opened read-only, EDDY_ERR_INVALID_ARG for a key over 200 bytes. */
+eddy_err_t eddy_replay_meta_put_batch(eddy_replay_t *r, const eddy_replay_meta_t *meta, size_t n, char *why,
+                                      size_t why_size);
 eddy_err_t eddy_replay_meta_get(eddy_replay_t *r, const char *key, uint64_t *value); /* NOT_FOUND */
 
 /* Per-label event counts over the stored events (labels rounded to integers; squared head, i.e.

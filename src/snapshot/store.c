@@ -508,6 +508,109 @@ eddy_err_t eddy_store_set_current(eddy_store_t *s, uint64_t version, const char 
   return err;
 }
 
+/* Whether version v is promoted and verifies; why gets the problem when not. */
+static bool servable(eddy_store_t *s, uint64_t v, char *why, size_t why_size) {
+  char dir[PATH_MAX], msg[1024];
+  eddy_store_path(s, v, NULL, dir, sizeof dir);
+  eddy_manifest_t m;
+  eddy_manifest_init(&m);
+  eddy_err_t err = eddy_store_verify(dir, &m, msg, sizeof msg);
+  bool ok = !err && m.status == EDDY_STATUS_PROMOTED;
+  if (err) {
+    struct stat st;
+    if (stat(dir, &st) != 0) snprintf(why, why_size, "v%06" PRIu64 " does not exist", v);
+    else snprintf(why, why_size, "v%06" PRIu64 " does not verify: %.560s", v, msg);
+  } else if (!ok) {
+    snprintf(why, why_size, "v%06" PRIu64 " is %s, not promoted%s%s", v, eddy_version_status_name(m.status),
+             m.reason[0] ? ": " : "", m.reason);
+  }
+  eddy_manifest_clear(&m);
+  return ok;
+}
+
+/* CURRENT's problem, if any, into out->why: absent while promoted versions may exist (the
+ * caller decides), malformed, or naming a version that is not servable. true when it is fine. */
+static bool current_fine(eddy_store_t *s, eddy_store_current_check_t *out, bool *absent) {
+  char msg[512];
+  uint64_t v = 0;
+  eddy_err_t err = current_read(s, &v, msg, sizeof msg);
+  *absent = err == EDDY_ERR_NOT_FOUND;
+  if (*absent) return false;
+  if (err) {
+    snprintf(out->why, sizeof out->why, "%s", msg);
+    return false;
+  }
+  out->previous = v;
+  if (servable(s, v, out->why, sizeof out->why)) {
+    out->version = v;
+    return true;
+  }
+  return false;
+}
+
+/* Records in events.log that CURRENT moved to version (0: removed) because of why. */
+static void record_repair(eddy_store_t *s, uint64_t version, const eddy_store_current_check_t *c) {
+  cJSON *ev = event_new(version ? "repair" : "clear", version);
+  if (!ev) return;
+  if (!version) cJSON_ReplaceItemInObject(ev, "version", cJSON_CreateNull());
+  if (c->previous) cJSON_AddNumberToObject(ev, "previous", (double)c->previous);
+  else cJSON_AddNullToObject(ev, "previous");
+  cJSON_AddStringToObject(ev, "reason", c->why);
+  event_append(s, ev);
+}
+
+eddy_err_t eddy_store_check_current(eddy_store_t *s, eddy_store_current_check_t *out, char *errstr,
+                                    size_t errstr_size) {
+  memset(out, 0, sizeof *out);
+  if (s->mode != EDDY_STORE_WRITER)
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "store %s: opened read-only", s->dir);
+  pthread_mutex_lock(&s->mu);
+  bool absent = false;
+  eddy_err_t err = EDDY_OK;
+  if (current_fine(s, out, &absent)) goto out;
+  uint64_t *list = NULL;
+  size_t n = 0;
+  err = scan_versions(s->dir, &list, &n, errstr, errstr_size);
+  if (err) goto out;
+  char skip[512];
+  for (size_t i = 0; i < n && !out->version; i++) {
+    if (list[i] == out->previous) continue; /* already judged */
+    if (servable(s, list[i], skip, sizeof skip)) out->version = list[i];
+    else if (!absent) EDDY_DEBUG("store", "%s: not a fallback for CURRENT: %s", s->model, skip);
+  }
+  free(list);
+  if (absent && !out->version) goto out; /* nothing promoted yet: no CURRENT is right */
+  if (absent) snprintf(out->why, sizeof out->why, "no CURRENT although promoted versions exist");
+  out->repaired = true;
+  if (out->version) {
+    char text[40];
+    vname(out->version, text);
+    strcat(text, "\n");
+    err = replace_file(s->dir, CURRENT_FILE, text, strlen(text), errstr, errstr_size);
+  } else {
+    char *path = join(s->dir, CURRENT_FILE);
+    if (!path) err = eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "store: out of memory");
+    else if (unlink(path) != 0 || fsync_dir(s->dir) != 0)
+      err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "remove %s: %s", path, strerror(errno));
+    free(path);
+  }
+  if (err) {
+    out->repaired = false;
+    goto out;
+  }
+  record_repair(s, out->version, out);
+  char was[32] = "none";
+  if (out->previous) vname(out->previous, was);
+  if (out->version)
+    EDDY_WARN("store", "%s: CURRENT = v%06" PRIu64 ", the newest promoted version that verifies (was %s: %s)",
+              s->model, out->version, was, out->why);
+  else
+    EDDY_WARN("store", "%s: CURRENT removed: no promoted version verifies (was %s: %s)", s->model, was, out->why);
+out:
+  pthread_mutex_unlock(&s->mu);
+  return err;
+}
+
 /* ---- verification ---- */
 
 typedef struct {

@@ -55,6 +55,22 @@ eddy_err_t eddy_store_current(eddy_store_t *s, uint64_t *version, char *errstr, 
 eddy_err_t eddy_store_set_current(eddy_store_t *s, uint64_t version, const char *action, char *errstr,
                                   size_t errstr_size);
 
+typedef struct {
+  uint64_t version;   /* the version CURRENT names afterwards; 0 = none */
+  uint64_t previous;  /* the version it named before, 0 when absent or malformed */
+  bool repaired;      /* CURRENT was rewritten or removed */
+  char why[640];      /* what was wrong with it (when repaired) */
+} eddy_store_current_check_t;
+
+/* Start-up check (writer only): CURRENT must name a promoted version that verifies (every
+ * eddy_store_verify check). When it does not -- malformed, a missing or rejected version, one
+ * that fails verification, or no CURRENT while promoted versions exist -- CURRENT is pointed at
+ * the newest promoted version that verifies, or removed when there is none, atomically, with
+ * {action "repair" | "clear", version, previous, reason} appended to events.log and a warning in
+ * the log. No versions and no CURRENT is fine. EDDY_ERR_IO when CURRENT cannot be rewritten. */
+eddy_err_t eddy_store_check_current(eddy_store_t *s, eddy_store_current_check_t *out, char *errstr,
+                                    size_t errstr_size);
+
 /* ---- publishing ----
  * begin reserves version = newest + 1 and creates <root>/<model>/.tmp-vNNNNNN-XXXXXX; the files
  * go there (eddy_store_txn_write, or written by the caller); commit checks them, writes the

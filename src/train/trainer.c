@@ -111,58 +111,102 @@ static eddy_err_t load_version(eddy_trainer_t *t, uint64_t v, eddy_manifest_t *m
   return EDDY_OK;
 }
 
+/* A new learner in place of one whose load may have failed half way. */
+static eddy_err_t renew_learner(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
+  eddy_learner_destroy(t->learner);
+  t->learner = eddy_learner_new(&t->cfg.spec, &t->cfg.train, t->cfg.device, errstr, errstr_size);
+  return t->learner ? EDDY_OK : EDDY_ERR_BACKEND;
+}
+
 /* New weights from seq first: no skip range, and no pending retrain rollback (a store that was
- * emptied must not resume a rollback recorded for its old versions). */
-static void start_new_lineage(eddy_trainer_t *t, uint64_t first) {
+ * emptied must not resume a rollback recorded for its old versions). One write. */
+static eddy_err_t start_new_lineage(eddy_trainer_t *t, uint64_t first, char *errstr, size_t errstr_size) {
   t->cursor = first;
   t->skip_from = 1, t->skip_to = 0;
-  eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_FROM, 1);
-  eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_TO, 0);
-  eddy_replay_meta_put(t->buffer, TRAINER_META_RB_LATEST, UINT64_MAX); /* matches no version */
+  const eddy_replay_meta_t meta[] = {{TRAINER_META_SKIP_FROM, 1},
+                                     {TRAINER_META_SKIP_TO, 0},
+                                     {TRAINER_META_RB_LATEST, UINT64_MAX}}; /* matches no version */
+  char why[512];
+  eddy_err_t err = eddy_replay_meta_put_batch(t->buffer, meta, sizeof meta / sizeof meta[0], why, sizeof why);
+  if (err) return eddy_errf(err, errstr, errstr_size, "starting a new lineage: %s", why);
+  return EDDY_OK;
+}
+
+/* The versions to restore from, in order: the target of a retrain rollback with no version
+ * published since (the lineage head), then every version newest first. *n gets the count. */
+static uint64_t *restore_order(eddy_trainer_t *t, const eddy_store_entry_t *e, size_t count, size_t *n) {
+  uint64_t *order = malloc((count + 1) * sizeof *order);
+  *n = 0;
+  if (!order) return NULL;
+  bool have_rb = false;
+  uint64_t rb_version = meta_or(t->buffer, TRAINER_META_RB_VERSION, 0, &have_rb);
+  uint64_t rb_latest = meta_or(t->buffer, TRAINER_META_RB_LATEST, 0, NULL);
+  if (have_rb && rb_latest == e[0].version && rb_version != e[0].version && version_exists(t->store, rb_version)) {
+    EDDY_INFO(LOG_MOD, "resuming the retrain rollback to v%06" PRIu64 " (no version published since)", rb_version);
+    order[(*n)++] = rb_version;
+  }
+  for (size_t i = 0; i < count; i++)
+    if (!*n || e[i].version != order[0]) order[(*n)++] = e[i].version;
+  return order;
+}
+
+/* Loads the first version of the restore order that verifies and loads, skipping the others
+ * with a warning each. *v gets it (0: none did; errstr then names the first problem). */
+static eddy_err_t restore_newest_good(eddy_trainer_t *t, const uint64_t *order, size_t n, uint64_t *v,
+                                      eddy_manifest_t *m, char *errstr, size_t errstr_size) {
+  char why[1536];
+  *v = 0;
+  for (size_t i = 0; i < n; i++) {
+    eddy_err_t err = load_version(t, order[i], m, i ? why : errstr, i ? sizeof why : errstr_size);
+    if (!err) {
+      *v = order[i];
+      return EDDY_OK;
+    }
+    eddy_manifest_clear(m);
+    EDDY_WARN(LOG_MOD, "v%06" PRIu64 " skipped at restore: %s", order[i], i ? why : errstr);
+    if ((err = renew_learner(t, errstr, errstr_size)) != EDDY_OK) return err;
+  }
+  if (n > 1) {
+    size_t used = strlen(errstr);
+    if (used + 1 < errstr_size)
+      snprintf(errstr + used, errstr_size - used, " (and the %zu older version(s) do not load either)", n - 1);
+  }
+  return EDDY_ERR_FORMAT;
 }
 
 static eddy_err_t restore(eddy_trainer_t *t, const eddy_trainer_opts_t *opts, char *errstr,
                           size_t errstr_size) {
   eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
-  uint64_t latest = 0;
+  eddy_store_entry_t *entries = NULL;
+  size_t count = 0, n = 0;
   char why[1024];
-  eddy_err_t err = eddy_store_latest(t->store, &latest, why, sizeof why);
-  if (err == EDDY_ERR_NOT_FOUND) {
+  eddy_err_t err = eddy_store_list(t->store, &entries, &count, why, sizeof why);
+  if (err) return eddy_errf(err, errstr, errstr_size, "%s", why);
+  if (count == 0) {
     EDDY_INFO(LOG_MOD, "%s: no versions in %s: starting from new weights at buffer seq %" PRIu64,
               t->cfg.model_name, eddy_store_dir(t->store), bs.first_seq);
-    start_new_lineage(t, bs.first_seq);
-    return EDDY_OK;
+    return start_new_lineage(t, bs.first_seq, errstr, errstr_size);
   }
-  if (err) return eddy_errf(err, errstr, errstr_size, "%s", why);
-  /* A retrain rollback with no version published since: its target is the lineage head. */
-  uint64_t v = latest;
-  bool have_rb = false;
-  uint64_t rb_version = meta_or(t->buffer, TRAINER_META_RB_VERSION, 0, &have_rb);
-  uint64_t rb_latest = meta_or(t->buffer, TRAINER_META_RB_LATEST, 0, NULL);
-  if (have_rb && rb_latest == latest && rb_version != latest && version_exists(t->store, rb_version)) {
-    EDDY_INFO(LOG_MOD, "resuming the retrain rollback to v%06" PRIu64 " (no version published since)",
-              rb_version);
-    v = rb_version;
-  }
+  uint64_t *order = restore_order(t, entries, count, &n);
+  eddy_store_list_free(entries, count);
+  if (!order) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "trainer: out of memory");
+  uint64_t v = 0;
   eddy_manifest_t m;
   eddy_manifest_init(&m);
-  err = load_version(t, v, &m, errstr, errstr_size);
+  err = restore_newest_good(t, order, n, &v, &m, errstr, errstr_size);
+  free(order);
   if (err) {
     eddy_manifest_clear(&m);
+    if (err != EDDY_ERR_FORMAT) return err;
     if (!opts || !opts->fresh) {
-      size_t n = strlen(errstr);
-      if (n + 1 < errstr_size)
-        snprintf(errstr + n, errstr_size - n, "; start with --fresh to begin from new weights");
-      return err;
+      size_t used = strlen(errstr);
+      if (used + 1 < errstr_size)
+        snprintf(errstr + used, errstr_size - used, "; start with --fresh to begin from new weights");
+      return EDDY_ERR_FORMAT;
     }
     EDDY_WARN(LOG_MOD, "%s; --fresh: starting from new weights at buffer seq %" PRIu64 " (new lineage)",
               errstr, bs.first_seq);
-    /* The load may have failed half way: start from a new learner. */
-    eddy_learner_destroy(t->learner);
-    t->learner = eddy_learner_new(&t->cfg.spec, &t->cfg.train, t->cfg.device, errstr, errstr_size);
-    if (!t->learner) return EDDY_ERR_BACKEND;
-    start_new_lineage(t, bs.first_seq);
-    return EDDY_OK;
+    return start_new_lineage(t, bs.first_seq, errstr, errstr_size);
   }
   if (opts && opts->fresh)
     EDDY_INFO(LOG_MOD, "--fresh ignored: v%06" PRIu64 " has a usable state", v);
@@ -184,6 +228,25 @@ static eddy_err_t restore(eddy_trainer_t *t, const eddy_trainer_opts_t *opts, ch
                      " examples, buffer cursor %" PRIu64 " of %" PRIu64 "%s",
             t->cfg.model_name, v, eddy_version_status_name(m.status), eddy_learner_step_count(t->learner),
             m.examples, t->cursor, bs.next_seq, skip);
+  eddy_manifest_clear(&m);
+  return EDDY_OK;
+}
+
+/* CURRENT must name a promoted version that verifies (else the store falls back to the newest
+ * that does, see eddy_store_check_current); a repair is announced like a rollback, so that
+ * replicas following snapshot.topic serve the version CURRENT names now. */
+static eddy_err_t check_current(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
+  eddy_store_current_check_t c;
+  eddy_err_t err = eddy_store_check_current(t->store, &c, errstr, errstr_size);
+  if (err || !c.repaired || !c.version) return err;
+  eddy_manifest_t m;
+  eddy_manifest_init(&m);
+  char why[512];
+  if (eddy_store_load_manifest(t->store, c.version, &m, why, sizeof why) == EDDY_OK) {
+    pthread_mutex_lock(&t->cur_mu);
+    trainer_announce(t, &m, "repair");
+    pthread_mutex_unlock(&t->cur_mu);
+  }
   eddy_manifest_clear(&m);
   return EDDY_OK;
 }
@@ -351,6 +414,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   } else {
     EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: promotions are not announced on %s", c->snapshot_topic);
   }
+  if (check_current(t, errstr, errstr_size) != EDDY_OK) goto fail;
   if (!(opts && opts->no_ingest)) {
     if (!(t->ingest = eddy_ingest_new(c, t->buffer, NULL, metrics, errstr, errstr_size))) goto fail;
   }
@@ -634,6 +698,23 @@ static eddy_err_t move_current(eddy_trainer_t *t, uint64_t version, const eddy_m
   return err;
 }
 
+/* The retrain rollback's record in the buffer's meta, ONE synced WriteBatch: a restart before
+ * the next publish resumes it (restore_order) with this skip range; a crash never leaves half
+ * of it. */
+static eddy_err_t record_rollback(eddy_trainer_t *t, uint64_t version, uint64_t latest, uint64_t skip_from,
+                                  uint64_t skip_to, char *errstr, size_t errstr_size) {
+  const eddy_replay_meta_t meta[] = {{TRAINER_META_RB_VERSION, version},
+                                     {TRAINER_META_RB_LATEST, latest},
+                                     {TRAINER_META_SKIP_FROM, skip_from},
+                                     {TRAINER_META_SKIP_TO, skip_to}};
+  char why[512];
+  eddy_err_t err = eddy_replay_meta_put_batch(t->buffer, meta, sizeof meta / sizeof meta[0], why, sizeof why);
+  if (err)
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "rollback to v%06" PRIu64 " not done: recording it: %s",
+                     version, why);
+  return EDDY_OK;
+}
+
 static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_manifest_t *m, uint64_t from,
                              uint64_t to, char *errstr, size_t errstr_size) {
   uint64_t latest = 0, cur = 0;
@@ -655,21 +736,20 @@ static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_man
     release_training(t);
     return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer stopping: rollback not done");
   }
-  /* The training thread is parked and nothing is being published: the learner is ours. */
+  /* The training thread is parked and nothing is being published: the learner is ours. The
+   * record goes first: when it cannot be written nothing has changed. */
+  if (eddy_store_latest(t->store, &latest, why, sizeof why) != EDDY_OK) latest = 0;
+  bool skip = to >= from;
+  err = record_rollback(t, version, latest, skip ? from : 1, skip ? to : 0, errstr, errstr_size);
+  if (err) {
+    release_training(t);
+    return err;
+  }
   err = eddy_learner_load_state(t->learner, state, why, sizeof why);
   if (err) {
     release_training(t);
     return eddy_errf(err, errstr, errstr_size, "rollback to v%06" PRIu64 ": %s", version, why);
   }
-  if (eddy_store_latest(t->store, &latest, why, sizeof why) != EDDY_OK) latest = 0;
-  bool skip = to >= from;
-  if (eddy_replay_meta_put(t->buffer, TRAINER_META_RB_VERSION, version) != EDDY_OK ||
-      eddy_replay_meta_put(t->buffer, TRAINER_META_RB_LATEST, latest) != EDDY_OK ||
-      eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_FROM, skip ? from : 1) != EDDY_OK ||
-      eddy_replay_meta_put(t->buffer, TRAINER_META_SKIP_TO, skip ? to : 0) != EDDY_OK)
-    EDDY_WARN(LOG_MOD, "rollback to v%06" PRIu64 ": could not record it in the buffer's meta: a restart "
-                       "before the next publish resumes from v%06" PRIu64 " instead",
-              version, latest);
   eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
   t->cursor = m->buffer_cursor <= bs.next_seq ? m->buffer_cursor : bs.first_seq;
   t->examples = m->examples;

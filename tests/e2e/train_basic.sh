@@ -6,8 +6,9 @@
 # promotions are announced on snapshot.topic; the newest weights are re-read by an independent
 # Python reader and equal the master weights of its state file; a download over HTTP matches the
 # manifest's sha256; /metrics has the trainer's series and passes `promtool check metrics` (when
-# installed). Then: SIGTERM exits 0, a restart resumes the newest version (examples continue),
-# corrupt state is refused (exit 1, file named) unless --fresh, and usage/config errors exit 2 (a
+# installed). Then: SIGTERM exits 0, a restart resumes the newest version (examples continue), a
+# corrupt newest state is skipped for the version before it, no loadable state at all is refused
+# (exit 1, file named) unless --fresh, and usage/config errors exit 2 (a
 # missing http.token_file too, named with its config line).
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
@@ -179,12 +180,23 @@ else
 fi
 check_trainer_stops INT "restarted run"
 
-# ---- corrupt state ----
+# ---- corrupt state: the newest version that loads is restored; none loads: refused unless --fresh ----
 NEWEST=$MODEL_DIR/v$(printf %06d "$NEW")
+PREV=$(ls -d "$MODEL_DIR"/v[0-9]* | sort | tail -n 2 | head -n 1)
 printf 'garbage' | dd of="$NEWEST/state.safetensors" bs=1 seek=100 conv=notrunc 2>/dev/null
-check_rc 1 "corrupt state: refused" -- timeout 30 "$EDDY" train -c "$TMP/train.ini"
-check_grep "$TMP/err" "$NEWEST/state.safetensors is corrupt" "the message names the state file"
+CHECKS=$((CHECKS + 1))
+if start_trainer "$TMP/train_skip.err" -c "$TMP/train.ini"; then pass "corrupt newest state: started without --fresh"; else fail "corrupt newest state: no start"; tail -n 20 "$TMP/train_skip.err" >&2; fi
+check_grep "$TMP/train_skip.err" "v$(printf %06d "$NEW") skipped at restore: state file $NEWEST/state.safetensors is corrupt" "the skipped version is named with its problem"
+check_grep "$TMP/train_skip.err" "restored ${PREV##*/}" "the version before it is restored"
+check_trainer_stops TERM "run from the older version"
+NEWEST=$(ls -d "$MODEL_DIR"/v[0-9]* | sort | tail -n 1) # (that run may have published)
+for v in "$MODEL_DIR"/v[0-9]*; do
+  printf 'garbage' | dd of="$v/state.safetensors" bs=1 seek=100 conv=notrunc 2>/dev/null
+done
+check_rc 1 "every state corrupt: refused" -- timeout 30 "$EDDY" train -c "$TMP/train.ini"
+check_grep "$TMP/err" "$NEWEST/state.safetensors is corrupt" "the message names the newest state file"
 check_grep "$TMP/err" "--fresh" "the message suggests --fresh"
+NEW=$(ls -d "$MODEL_DIR"/v[0-9]* | sort | tail -n 1 | sed 's/.*v0*//')
 CHECKS=$((CHECKS + 1))
 if start_trainer "$TMP/train3.err" -c "$TMP/train.ini" --fresh &&
   wait_status 30 "s['last_published'] is not None and s['last_published'] > $NEW" &&

@@ -49,11 +49,11 @@ static eddy_infer_t *model_new(eddy_infer_precision_t precision) {
   close(fd);
   if (eddy_st_writer_save(w, path, NULL, err, sizeof err) != EDDY_OK) fail(err);
   eddy_st_writer_destroy(w);
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   unlink(path);
   if (!r) fail(err);
   eddy_infer_t *m = eddy_infer_new(&spec, r, precision, err, sizeof err);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   if (!m) fail(err);
   return m;
 }

@@ -423,6 +423,104 @@ static void test_current_and_rollback(void **state) {
   eddy_test_rmdir(root);
 }
 
+/* Writes text into <store>/CURRENT as a hand edit or a bad copy would. */
+static void write_current(eddy_store_t *s, const char *text) {
+  char *path = pathf("%s/CURRENT", eddy_store_dir(s));
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  free(path);
+}
+
+/* Runs the start-up check; expects CURRENT to name want afterwards (0: no CURRENT file). */
+static void check_current_is(eddy_store_t *s, bool repaired, uint64_t want, const char *why) {
+  eddy_store_current_check_t c;
+  char err[1024] = "";
+  assert_int_equal(eddy_store_check_current(s, &c, err, sizeof err), EDDY_OK);
+  if (c.repaired != repaired || c.version != want || (why && !strstr(c.why, why)))
+    fail_msg("check: repaired %d version %llu why \"%s\"; want %d %llu \"%s\"", c.repaired,
+             (unsigned long long)c.version, c.why, repaired, (unsigned long long)want, why ? why : "");
+  uint64_t cur = 0;
+  eddy_err_t rc = eddy_store_current(s, &cur, err, sizeof err);
+  if (want) {
+    assert_int_equal(rc, EDDY_OK);
+    assert_int_equal(cur, want);
+  } else {
+    assert_int_equal(rc, EDDY_ERR_NOT_FOUND);
+  }
+}
+
+static void test_check_current(void **state) {
+  (void)state;
+  char *root = eddy_test_tmpdir(), err[1024] = "";
+  eddy_store_t *s = open_writer(root, "m");
+  check_current_is(s, false, 0, NULL); /* no versions, no CURRENT: fine */
+  eddy_model_spec_t spec = spec_with(5);
+  eddy_learner_t *l = learner_for(&spec);
+  train(l, 1);
+  assert_int_equal(publish(s, l, 0, EDDY_STATUS_PROMOTED, "F32"), 1);
+  train(l, 1);
+  assert_int_equal(publish(s, l, 1, EDDY_STATUS_PROMOTED, "F32"), 2);
+  train(l, 1);
+  assert_int_equal(publish(s, l, 2, EDDY_STATUS_REJECTED, "F32"), 3);
+  assert_int_equal(eddy_store_set_current(s, 2, NULL, err, sizeof err), EDDY_OK);
+  check_current_is(s, false, 2, NULL);
+  /* CURRENT naming a rejected version, a missing one, a path, garbage: back to v2 */
+  write_current(s, "v000003\n");
+  check_current_is(s, true, 2, "v000003 is rejected, not promoted");
+  write_current(s, "v000009\n");
+  check_current_is(s, true, 2, "v000009 does not exist");
+  write_current(s, "../../etc\n");
+  check_current_is(s, true, 2, "is not a version name");
+  char *cpath = pathf("%s/CURRENT", eddy_store_dir(s));
+  char *text = slurp(cpath, NULL);
+  assert_string_equal(text, "v000002\n");
+  free(text);
+  /* every repair is in events.log with the version it replaced and why */
+  char *epath = pathf("%s/events.log", eddy_store_dir(s));
+  text = slurp(epath, NULL);
+  assert_non_null(strstr(text, "\"action\":\"repair\",\"version\":2,\"previous\":3,\"reason\":\"v000003 is rejected"));
+  assert_non_null(strstr(text, "\"action\":\"repair\",\"version\":2,\"previous\":9,\"reason\":\"v000009 does not exist"));
+  assert_non_null(strstr(text, "\"action\":\"repair\",\"version\":2,\"previous\":null"));
+  free(text);
+  /* CURRENT's version fails verification (a flipped byte): the newest promoted one that verifies */
+  char wpath[4200];
+  assert_int_equal(eddy_store_path(s, 2, EDDY_STORE_WEIGHTS, wpath, sizeof wpath), EDDY_OK);
+  FILE *f = fopen(wpath, "r+b");
+  assert_non_null(f);
+  fseek(f, -2, SEEK_END);
+  fputc('X', f);
+  fclose(f);
+  check_current_is(s, true, 1, "v000002 does not verify");
+  /* an empty newest folder (an interrupted copy) and no CURRENT: v1 again */
+  char *empty = pathf("%s/v000004", eddy_store_dir(s));
+  assert_int_equal(mkdir(empty, 0755), 0);
+  assert_int_equal(unlink(cpath), 0);
+  check_current_is(s, true, 1, "no CURRENT although promoted versions exist");
+  check_current_is(s, false, 1, NULL); /* and then it is fine */
+  /* nothing promoted verifies: CURRENT goes, recorded as "clear" */
+  assert_int_equal(eddy_store_path(s, 1, EDDY_STORE_STATE, wpath, sizeof wpath), EDDY_OK);
+  assert_int_equal(truncate(wpath, 10), 0);
+  check_current_is(s, true, 0, "v000001 does not verify");
+  text = slurp(epath, NULL);
+  assert_non_null(strstr(text, "\"action\":\"clear\",\"version\":null,\"previous\":1"));
+  free(text);
+  check_current_is(s, false, 0, NULL);
+  /* a read-only opener does not check */
+  eddy_store_t *ro = eddy_store_new(root, "m", EDDY_STORE_READONLY, err, sizeof err);
+  assert_non_null(ro);
+  eddy_store_current_check_t c;
+  assert_int_equal(eddy_store_check_current(ro, &c, err, sizeof err), EDDY_ERR_STATE);
+  eddy_store_destroy(ro);
+  free(empty);
+  free(epath);
+  free(cpath);
+  eddy_learner_destroy(l);
+  eddy_store_destroy(s);
+  eddy_test_rmdir(root);
+}
+
 typedef struct {
   eddy_store_t *s;
   uint64_t version;
@@ -891,6 +989,7 @@ static void test_publish_failure_tmpfs(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_publish_verify_restore), cmocka_unit_test(test_current_and_rollback),
+      cmocka_unit_test(test_check_current),
       cmocka_unit_test(test_concurrent_set_current), cmocka_unit_test(test_retention),
       cmocka_unit_test(test_lock_and_leftovers),     cmocka_unit_test(test_verify_damage),
       cmocka_unit_test(test_publish_failure_fsize),  cmocka_unit_test(test_publish_failure_tmpfs),

@@ -774,6 +774,20 @@ static void test_meta_labels_read_only(void **state) {
   uint64_t v = 0;
   assert_int_equal(eddy_replay_meta_get(r, "trained", &v), EDDY_ERR_NOT_FOUND);
   assert_int_equal(eddy_replay_meta_put(r, "trained", 1234567890123ull), EDDY_OK);
+  /* Several cursors in one batch; a bad key fails the whole batch before anything is written. */
+  char why[256];
+  const eddy_replay_meta_t many[] = {{"a", 1}, {"b", UINT64_MAX}, {"trained", 1234567890123ull}};
+  assert_int_equal(eddy_replay_meta_put_batch(r, many, 3, why, sizeof why), EDDY_OK);
+  assert_int_equal(eddy_replay_meta_get(r, "b", &v), EDDY_OK);
+  assert_int_equal(v, UINT64_MAX);
+  char long_key[260];
+  memset(long_key, 'k', sizeof long_key - 1);
+  long_key[sizeof long_key - 1] = '\0';
+  const eddy_replay_meta_t bad[] = {{"a", 7}, {long_key, 8}};
+  assert_int_equal(eddy_replay_meta_put_batch(r, bad, 2, why, sizeof why), EDDY_ERR_INVALID_ARG);
+  assert_non_null(strstr(why, "key 1"));
+  assert_int_equal(eddy_replay_meta_get(r, "a", &v), EDDY_OK);
+  assert_int_equal(v, 1);
   append_range(r, 0, 95, NULL); /* labels i % 10: 10 of 0..4, 9 of 5..9 */
 
   /* A read-only open while the writer is open; then the writer goes on. */
@@ -796,6 +810,7 @@ static void test_meta_labels_read_only(void **state) {
   batch_make(&b, 0, 1, NULL);
   assert_int_equal(eddy_replay_append(rd, b.ptr, 1, NULL, 0, NULL, 0, NULL, err, sizeof err), EDDY_ERR_STATE);
   assert_int_equal(eddy_replay_meta_put(rd, "trained", 1), EDDY_ERR_STATE);
+  assert_int_equal(eddy_replay_meta_put_batch(rd, many, 3, why, sizeof why), EDDY_ERR_STATE);
   append_range(r, 95, 5, NULL);
   assert_int_equal(eddy_replay_stats(r).events, 100);
   eddy_replay_destroy(rd);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,6 +152,17 @@ static void wait_caught_up(eddy_trainer_t *t, double timeout_s) {
     }
     usleep(5000);
   }
+}
+
+/* Flips a byte near the end of the file at path. */
+static void corrupt_tail(const char *path) {
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  fseek(f, -3, SEEK_END);
+  int c = fgetc(f);
+  fseek(f, -3, SEEK_END);
+  fputc(c ^ 0x5a, f);
+  fclose(f);
 }
 
 static uint64_t snapshot(eddy_trainer_t *t) {
@@ -475,18 +487,40 @@ static void test_corrupt_state_and_faults(void **state) {
   assert_int_equal(snapshot(t), 3);
   eddy_trainer_destroy(t);
 
-  /* Corrupt newest state: refused, naming the file, unless fresh. */
+  /* Corrupt newest state: skipped, the newest version that loads (v2) is restored. */
   char path[4096];
   snprintf(path, sizeof path, "%s/store/toy/v000003/state.safetensors", dir);
-  FILE *f = fopen(path, "r+b");
-  assert_non_null(f);
-  fseek(f, -3, SEEK_END);
-  fputc('X', f);
-  fclose(f);
+  corrupt_tail(path);
   eddy_trainer_opts_t o = {.no_ingest = true};
+  t = eddy_trainer_new(&cfg, &o, NULL, errstr, sizeof errstr);
+  if (!t) print_error("restart with a corrupt newest state: %s\n", errstr);
+  assert_non_null(t);
+  assert_int_equal(status_num(t, "parent", NULL), 2);
+  eddy_manifest_t m2;
+  char mdir[4096];
+  snprintf(mdir, sizeof mdir, "%s/store/toy/v000002/manifest.json", dir);
+  assert_int_equal(eddy_manifest_load(mdir, &m2, errstr, sizeof errstr), EDDY_OK);
+  assert_int_equal(status_num(t, "examples", NULL), m2.examples);
+  eddy_manifest_clear(&m2);
+  eddy_trainer_destroy(t);
+  /* An empty newest folder (an interrupted copy) is skipped too. */
+  snprintf(mdir, sizeof mdir, "%s/store/toy/v000004", dir);
+  assert_int_equal(mkdir(mdir, 0755), 0);
+  t = eddy_trainer_new(&cfg, &o, NULL, errstr, sizeof errstr);
+  assert_non_null(t);
+  assert_int_equal(status_num(t, "parent", NULL), 2);
+  eddy_trainer_destroy(t);
+  assert_int_equal(rmdir(mdir), 0);
+  /* No version loads: refused, naming the newest state file, unless fresh. */
+  for (int older_v = 1; older_v <= 2; older_v++) {
+    char older[4096];
+    snprintf(older, sizeof older, "%s/store/toy/v%06d/state.safetensors", dir, older_v);
+    corrupt_tail(older);
+  }
   assert_null(eddy_trainer_new(&cfg, &o, NULL, errstr, sizeof errstr));
   assert_non_null(strstr(errstr, path));
   assert_non_null(strstr(errstr, "corrupt"));
+  assert_non_null(strstr(errstr, "2 older version(s) do not load either"));
   assert_non_null(strstr(errstr, "--fresh"));
   o.fresh = true;
   t = eddy_trainer_new(&cfg, &o, NULL, errstr, sizeof errstr);
