@@ -78,6 +78,9 @@ int eddy_cmd_serve(int argc, char **argv) {
   hopts.bind = cfg.http_bind;
   hopts.threads = cfg.serve_threads;
   hopts.max_body_bytes = cfg.http_max_body_bytes;
+  hopts.max_connections = cfg.http_max_connections;
+  hopts.max_per_client = cfg.http_max_connections_per_client;
+  hopts.header_timeout_s = cfg.http_header_timeout_seconds;
   hopts.on_request = eddy_replica_on_request;
   hopts.on_request_ctx = replica;
   if (!(http = eddy_http_new(&hopts, errstr, sizeof errstr)) ||

@@ -1,6 +1,7 @@
 /* The eddy command line: dispatches to one file per subcommand (src/cli/cmd_*.c). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #ifdef EDDY_CUDA
@@ -60,7 +61,18 @@ static void usage(FILE *out) {
           "Logging: EDDY_LOG=debug|info|warn|error (default info), on stderr.\n");
 }
 
+/* Raises the soft open-file limit to the hard one, as Go's runtime does: the services' connection
+ * limits (http.max_connections) and RocksDB need descriptors, and the soft default is often 1024. */
+static void raise_open_file_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 int main(int argc, char **argv) {
+  raise_open_file_limit();
 #ifdef EDDY_CUDA
   eddy_learner_register(eddy_cuda_backend()); /* "cuda..." devices; the CPU backend is built in */
 #endif

@@ -142,6 +142,9 @@ static const key_def_t keys[] = {
     STR("http", "bind", K_BIND, http_bind),
     STR("http", "token_file", K_STR, http_token_file),
     NUM("http", "max_body_bytes", K_SIZE, http_max_body_bytes, RANGE(1, 1073741824, 0)),
+    NUM("http", "max_connections", K_U32, http_max_connections, RANGE(16, 1000000, 0)),
+    NUM("http", "max_connections_per_client", K_U32, http_max_connections_per_client, RANGE(1, 1000000, 0)),
+    NUM("http", "header_timeout_seconds", K_U32, http_header_timeout_seconds, RANGE(1, 3600, 0)),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -226,6 +229,9 @@ void eddy_config_defaults(eddy_config_t *cfg) {
 
   snprintf(cfg->http_bind, sizeof cfg->http_bind, "127.0.0.1:8080");
   cfg->http_max_body_bytes = 1048576;
+  cfg->http_max_connections = 4096;
+  cfg->http_max_connections_per_client = 256;
+  cfg->http_header_timeout_seconds = 10;
 }
 
 void eddy_config_free(eddy_config_t *cfg) {

@@ -84,6 +84,9 @@ typedef struct {
   char http_bind[EDDY_CONFIG_STR];  /* host:port, default 127.0.0.1:8080 */
   char http_token_file[EDDY_CONFIG_STR];
   uint64_t http_max_body_bytes;
+  uint32_t http_max_connections;            /* open connections in all */
+  uint32_t http_max_connections_per_client; /* from one IP address */
+  uint32_t http_header_timeout_seconds;     /* accept to the end of the first request's headers */
 } eddy_config_t;
 
 /* Fills cfg with every default (the values configs/reference.ini documents): [model] and [train]

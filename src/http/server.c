@@ -11,10 +11,12 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -29,8 +31,10 @@
 #define DISCARD_MAX (64ull << 20)       /* body bytes swallowed past the cap before hanging up */
 #define ERROR_MESSAGE_MAX 1024
 #define TOKEN_FILE_MAX 4096
-#define LISTEN_BACKLOG 128
+#define LISTEN_BACKLOG 1024 /* a burst of connects must not overflow it (SYNs dropped: 1 s retries) */
 #define METHOD_MAX 15
+#define REAP_EVERY_MS 250               /* how often the header deadline is checked */
+#define REAP_LOG_EVERY_S 10.0           /* header-deadline closures are logged this often at most */
 
 typedef struct {
   char method[METHOD_MAX + 1];
@@ -44,11 +48,20 @@ typedef struct {
   void *ctx;
 } route_t;
 
+/* An open connection, from accept to close (MHD's connection notifications). */
+typedef struct conn_entry {
+  struct conn_entry *prev, *next;
+  int fd;
+  double accepted; /* eddy_clock_mono_s() */
+  bool headers;    /* the first request's headers are complete */
+  bool cut;        /* shut down by the reaper for its header deadline */
+} conn_entry_t;
+
 struct eddy_http {
   int listen_fd;
   unsigned port;
   char bind_text[320];
-  unsigned threads, timeout_s, grace_ms;
+  unsigned threads, timeout_s, grace_ms, max_connections, max_per_client, header_timeout_s;
   uint64_t max_body;
   int has_token;
   uint8_t token_digest[32];
@@ -62,6 +75,17 @@ struct eddy_http {
   _Atomic uint64_t in_flight;
   _Atomic uint64_t requests;
   _Atomic uint64_t by_class[6];
+  /* Open connections and the header deadline: the reaper thread shuts down (never closes: that
+   * stays libmicrohttpd's) the socket of a connection past its deadline, under conns_mu, which
+   * the close notification also takes before libmicrohttpd closes the socket. */
+  pthread_mutex_t conns_mu;
+  pthread_cond_t reaper_cv;
+  conn_entry_t *conns;
+  pthread_t reaper;
+  bool reaper_started, reaper_stop;
+  double reap_logged; /* eddy_clock_mono_s() of the last log line */
+  uint64_t reap_unlogged;
+  _Atomic uint64_t connections, header_timeouts;
 };
 
 struct eddy_http_req {
@@ -516,10 +540,19 @@ static enum MHD_Result send_resp(eddy_http_req_t *req, eddy_http_resp_t *resp) {
   return ok;
 }
 
+/* Whether body bytes wait in the connection's socket (peeked, not consumed). */
+static int body_arriving(const eddy_http_req_t *req) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  char byte;
+  return ci && recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 /* Whether the client will send a body right after the headers: then an error decided on the
- * headers waits until the body is read (up to DISCARD_MAX), since closing with unread data makes
- * the kernel reset the connection and the client may lose the response. A client that sent
- * "Expect: 100-continue" waits for us, so it is answered at once. */
+ * headers waits until the body is read, since closing with unread data makes the kernel reset
+ * the connection and the client may lose the response. A client that sent "Expect: 100-continue"
+ * waits for us, so it is answered at once. A declared Content-Length over the body cap waits
+ * only while the body is visibly arriving: a client that declares one and sends nothing gets its
+ * 413 at once instead of holding the connection. */
 static int defer_errors(const eddy_http_req_t *req) {
   const char *expect =
       MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
@@ -532,7 +565,9 @@ static int defer_errors(const eddy_http_req_t *req) {
   errno = 0;
   char *end = NULL;
   unsigned long long declared = strtoull(cl, &end, 10);
-  return end != cl && errno != ERANGE && declared > 0 && declared <= DISCARD_MAX;
+  if (end == cl || declared == 0) return 0;
+  if (errno == ERANGE || declared > req->h->max_body) return declared <= DISCARD_MAX && body_arriving(req);
+  return 1;
 }
 
 /* Answers with a JSON error now, or keeps it in req->pending until the body has been read. */
@@ -688,6 +723,87 @@ static enum MHD_Result run_handler(eddy_http_req_t *req) {
   return ok;
 }
 
+/* ---- connections: limits are libmicrohttpd's; the header deadline is ours ---- */
+
+/* libmicrohttpd's connection notifications: an entry per open connection. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  eddy_http_t *h = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    conn_entry_t *e = ci ? calloc(1, sizeof *e) : NULL;
+    *socket_context = e;
+    atomic_fetch_add(&h->connections, 1);
+    if (!e) return; /* untracked: only the idle timeout applies */
+    e->fd = ci->connect_fd;
+    e->accepted = eddy_clock_mono_s();
+    pthread_mutex_lock(&h->conns_mu);
+    e->next = h->conns;
+    if (h->conns) h->conns->prev = e;
+    h->conns = e;
+    pthread_mutex_unlock(&h->conns_mu);
+    return;
+  }
+  if (code != MHD_CONNECTION_NOTIFY_CLOSED) return;
+  atomic_fetch_sub(&h->connections, 1);
+  conn_entry_t *e = *socket_context;
+  *socket_context = NULL;
+  if (!e) return;
+  pthread_mutex_lock(&h->conns_mu); /* the reaper never touches the socket after this */
+  if (e->prev) e->prev->next = e->next;
+  else h->conns = e->next;
+  if (e->next) e->next->prev = e->prev;
+  pthread_mutex_unlock(&h->conns_mu);
+  free(e);
+}
+
+/* The first request of a connection has its headers: its deadline no longer applies. */
+static void headers_arrived(eddy_http_t *h, struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  conn_entry_t *e = ci ? ci->socket_context : NULL;
+  if (!e) return;
+  pthread_mutex_lock(&h->conns_mu);
+  e->headers = true;
+  pthread_mutex_unlock(&h->conns_mu);
+}
+
+/* Shuts down the connections past their header deadline (libmicrohttpd then sees the end of the
+ * stream and closes them); logs the count at most every REAP_LOG_EVERY_S. */
+static void *reaper_main(void *arg) {
+  eddy_http_t *h = arg;
+  pthread_mutex_lock(&h->conns_mu);
+  while (!h->reaper_stop) {
+    struct timespec dl = eddy_clock_deadline(CLOCK_MONOTONIC, REAP_EVERY_MS);
+    pthread_cond_timedwait(&h->reaper_cv, &h->conns_mu, &dl);
+    double now = eddy_clock_mono_s();
+    for (conn_entry_t *e = h->conns; e; e = e->next) {
+      if (e->headers || e->cut || now - e->accepted < (double)h->header_timeout_s) continue;
+      shutdown(e->fd, SHUT_RDWR);
+      e->cut = true;
+      h->reap_unlogged++;
+      atomic_fetch_add(&h->header_timeouts, 1);
+    }
+    if (h->reap_unlogged && now - h->reap_logged >= REAP_LOG_EVERY_S) {
+      EDDY_WARN("http", "%s: closed %llu connection(s) whose request headers were not complete %u s "
+                "after they opened (http.header_timeout_seconds)",
+                h->bind_text, (unsigned long long)h->reap_unlogged, h->header_timeout_s);
+      h->reap_unlogged = 0;
+      h->reap_logged = now;
+    }
+  }
+  pthread_mutex_unlock(&h->conns_mu);
+  return NULL;
+}
+
+/* The connection limit the open-file limit allows (the rest of the process keeps
+ * EDDY_HTTP_FD_RESERVE descriptors). */
+static unsigned fd_bound_limit(unsigned wanted) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return wanted;
+  rlim_t room = rl.rlim_cur > EDDY_HTTP_FD_RESERVE + 64 ? rl.rlim_cur - EDDY_HTTP_FD_RESERVE : 64;
+  return (rlim_t)wanted <= room ? wanted : (unsigned)room;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
@@ -710,6 +826,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     atomic_fetch_add(&h->in_flight, 1);
     pthread_mutex_unlock(&h->mu);
     *con_cls = req;
+    headers_arrived(h, conn);
     enum MHD_Result ok = begin_request(h, req);
     req->headers_done = 1;
     return ok;
@@ -896,6 +1013,13 @@ eddy_http_t *eddy_http_new(const eddy_http_opts_t *opts, char *errstr, size_t er
   h->max_body = opts->max_body_bytes ? opts->max_body_bytes : EDDY_HTTP_DEFAULT_MAX_BODY;
   h->timeout_s = opts->timeout_s ? opts->timeout_s : EDDY_HTTP_DEFAULT_TIMEOUT_S;
   h->grace_ms = opts->grace_ms ? opts->grace_ms : EDDY_HTTP_DEFAULT_GRACE_MS;
+  h->max_per_client = opts->max_per_client ? opts->max_per_client : EDDY_HTTP_DEFAULT_MAX_PER_CLIENT;
+  h->header_timeout_s = opts->header_timeout_s ? opts->header_timeout_s : EDDY_HTTP_DEFAULT_HEADER_TIMEOUT_S;
+  unsigned wanted = opts->max_connections ? opts->max_connections : EDDY_HTTP_DEFAULT_MAX_CONNECTIONS;
+  h->max_connections = fd_bound_limit(wanted);
+  if (h->max_connections < wanted)
+    EDDY_WARN("http", "http.max_connections = %u lowered to %u: the open-file limit (ulimit -n) leaves "
+              "no more; raise it (LimitNOFILE= in the systemd unit)", wanted, h->max_connections);
   h->on_request = opts->on_request;
   h->on_request_ctx = opts->on_request_ctx;
   if (token_len) {
@@ -906,8 +1030,10 @@ eddy_http_t *eddy_http_new(const eddy_http_opts_t *opts, char *errstr, size_t er
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&h->cv, &ca);
+  pthread_cond_init(&h->reaper_cv, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&h->mu, NULL);
+  pthread_mutex_init(&h->conns_mu, NULL);
   if (open_listener(h, spec, errstr, errstr_size) != EDDY_OK) {
     eddy_http_destroy(h);
     return NULL;
@@ -926,7 +1052,9 @@ eddy_err_t eddy_http_start(eddy_http_t *h, char *errstr, size_t errstr_size) {
       flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
       MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->listen_fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
       (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->timeout_s,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)h->max_per_client,
       h->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (unsigned)h->threads,
       MHD_OPTION_END);
   if (!h->daemon) {
@@ -936,8 +1064,18 @@ eddy_err_t eddy_http_start(eddy_http_t *h, char *errstr, size_t errstr_size) {
                      "http server on %s: libmicrohttpd failed to start (%u threads)", h->bind_text,
                      h->threads);
   }
-  EDDY_INFO("http", "listening on http://%s (%u threads, body cap %llu bytes%s)", h->bind_text,
-            h->threads, (unsigned long long)h->max_body,
+  int rc = pthread_create(&h->reaper, NULL, reaper_main, h);
+  if (rc != 0) {
+    MHD_stop_daemon(h->daemon);
+    h->daemon = NULL;
+    h->listen_fd = -1;
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "http server on %s: header deadline thread: %s",
+                     h->bind_text, strerror(rc));
+  }
+  h->reaper_started = true;
+  EDDY_INFO("http", "listening on http://%s (%u threads, body cap %llu bytes, %u connections, %u per client, "
+            "headers within %u s%s)", h->bind_text, h->threads, (unsigned long long)h->max_body,
+            h->max_connections, h->max_per_client, h->header_timeout_s,
             h->has_token ? "" : ", no bearer token: mutations disabled");
   return EDDY_OK;
 }
@@ -952,6 +1090,8 @@ void eddy_http_stats(const eddy_http_t *h, eddy_http_stats_t *out) {
   out->requests = atomic_load(&m->requests);
   for (int i = 0; i < 6; i++) out->by_class[i] = atomic_load(&m->by_class[i]);
   out->in_flight = atomic_load(&m->in_flight);
+  out->connections = atomic_load(&m->connections);
+  out->header_timeouts = atomic_load(&m->header_timeouts);
 }
 
 void eddy_http_destroy(eddy_http_t *h) {
@@ -973,10 +1113,19 @@ void eddy_http_destroy(eddy_http_t *h) {
     /* Unless quiesced, libmicrohttpd closed the listening socket itself. */
     if (quiesced == MHD_INVALID_SOCKET) h->listen_fd = -1;
   }
+  if (h->reaper_started) {
+    pthread_mutex_lock(&h->conns_mu);
+    h->reaper_stop = true;
+    pthread_cond_broadcast(&h->reaper_cv);
+    pthread_mutex_unlock(&h->conns_mu);
+    pthread_join(h->reaper, NULL);
+  }
   if (h->listen_fd >= 0) close(h->listen_fd);
   for (size_t i = 0; i < h->n_routes; i++) route_free(&h->routes[i]);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->conns_mu);
+  pthread_cond_destroy(&h->reaper_cv);
   explicit_bzero(h->token_digest, sizeof h->token_digest);
   free(h);
 }

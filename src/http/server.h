@@ -1,7 +1,9 @@
 /* Embedded HTTP/1.1 server for the admin and serving APIs, on libmicrohttpd with a thread pool.
  * Routes are matched by method and path pattern; errors are JSON {"error": "..."}. Checks run in
  * the order route (404) -> method (405 + Allow) -> bearer auth (403/401) -> body cap (413) ->
- * handler. Handlers run on the pool threads, several at once, so they must be thread-safe. */
+ * handler. Handlers run on the pool threads, several at once, so they must be thread-safe.
+ * Abusive clients are bounded: connections in all and per client IP, a deadline for the first
+ * headers, a 413 as soon as a declared body is over the cap, and an idle timeout. */
 #ifndef EDDY_HTTP_SERVER_H
 #define EDDY_HTTP_SERVER_H
 
@@ -15,6 +17,10 @@
 #define EDDY_HTTP_DEFAULT_MAX_BODY (1u << 20)  /* bytes; DESIGN's http.max_body_bytes default */
 #define EDDY_HTTP_DEFAULT_TIMEOUT_S 30         /* idle connection timeout */
 #define EDDY_HTTP_DEFAULT_GRACE_MS 5000        /* destroy waits this long for in-flight requests */
+#define EDDY_HTTP_DEFAULT_MAX_CONNECTIONS 4096 /* open connections in all (see eddy_http_opts_t) */
+#define EDDY_HTTP_DEFAULT_MAX_PER_CLIENT 256   /* open connections from one IP address */
+#define EDDY_HTTP_DEFAULT_HEADER_TIMEOUT_S 10  /* from accept to the end of the first headers */
+#define EDDY_HTTP_FD_RESERVE 256               /* descriptors left to the rest of the process */
 #define EDDY_HTTP_MAX_ROUTES 64
 #define EDDY_HTTP_MAX_PARAMS 8      /* {param} segments per route */
 #define EDDY_HTTP_MAX_HEADERS 16    /* extra response headers per response */
@@ -45,6 +51,14 @@ typedef struct {
   unsigned timeout_s;        /* idle connection timeout; 0 = EDDY_HTTP_DEFAULT_TIMEOUT_S */
   unsigned grace_ms;         /* shutdown wait for requests in flight;
                                 0 = EDDY_HTTP_DEFAULT_GRACE_MS */
+  unsigned max_connections;  /* open connections in all; more are closed at accept. 0 =
+                                EDDY_HTTP_DEFAULT_MAX_CONNECTIONS; never more than the open-file
+                                limit less EDDY_HTTP_FD_RESERVE (logged when that lowers it) */
+  unsigned max_per_client;   /* open connections from one IP address; 0 =
+                                EDDY_HTTP_DEFAULT_MAX_PER_CLIENT */
+  unsigned header_timeout_s; /* a connection whose first request's headers are not complete this
+                                long after accept is closed; 0 =
+                                EDDY_HTTP_DEFAULT_HEADER_TIMEOUT_S */
   eddy_http_on_request_fn on_request; /* optional */
   void *on_request_ctx;
 } eddy_http_opts_t;
@@ -83,6 +97,8 @@ typedef struct {
   uint64_t requests;     /* answered requests */
   uint64_t by_class[6];  /* by status / 100: [2] = 2xx ... [5] = 5xx */
   uint64_t in_flight;    /* requests started and not yet completed */
+  uint64_t connections;  /* connections open now */
+  uint64_t header_timeouts; /* connections closed for headers not complete in header_timeout_s */
 } eddy_http_stats_t;
 
 /* A consistent-enough snapshot of the counters (each read atomically). */

@@ -685,6 +685,9 @@ eddy_http_t *eddy_admin_server_new(const eddy_config_t *cfg, eddy_registry_t *me
   eddy_http_opts_t opts = {0};
   opts.bind = cfg->http_bind;
   opts.max_body_bytes = cfg->http_max_body_bytes;
+  opts.max_connections = cfg->http_max_connections;
+  opts.max_per_client = cfg->http_max_connections_per_client;
+  opts.header_timeout_s = cfg->http_header_timeout_seconds;
   opts.token = token;
   if (metrics) {
     opts.on_request = eddy_admin_on_request;

@@ -106,6 +106,9 @@ static void assert_same_config(const eddy_config_t *a, const eddy_config_t *b) {
   assert_string_equal(a->http_bind, b->http_bind);
   assert_string_equal(a->http_token_file, b->http_token_file);
   assert_int_equal(a->http_max_body_bytes, b->http_max_body_bytes);
+  assert_int_equal(a->http_max_connections, b->http_max_connections);
+  assert_int_equal(a->http_max_connections_per_client, b->http_max_connections_per_client);
+  assert_int_equal(a->http_header_timeout_seconds, b->http_header_timeout_seconds);
 }
 
 static void test_defaults_values(void **state) {
@@ -216,7 +219,10 @@ static void test_reference_lists_every_key(void **state) {
                                          "serve.grpc_bind",
                                          "http.bind",
                                          "http.token_file",
-                                         "http.max_body_bytes"};
+                                         "http.max_body_bytes",
+                                         "http.max_connections",
+                                         "http.max_connections_per_client",
+                                         "http.header_timeout_seconds"};
   size_t n_expected = sizeof expected / sizeof expected[0];
   bool seen[sizeof expected / sizeof expected[0]] = {0};
   FILE *f = fopen(CONFIGS_DIR "/reference.ini", "r");

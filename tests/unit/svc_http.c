@@ -2,6 +2,7 @@
  * 403 without a configured token), body caps on Content-Length and on chunked uploads (413),
  * bodies and streamed files delivered byte-exact, concurrent clients, bind errors, the token file
  * loader and a shutdown that waits for a request in flight. libcurl is the client, on loopback. */
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -915,6 +916,90 @@ static void test_idle_timeout(void **state) {
   eddy_test_rmdir(dir);
 }
 
+/* A raw TCP connection to port on loopback (the client address 127.0.0.1). */
+static int raw_connect(unsigned port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+/* Whether the server has closed fd (end of stream or reset) by now. */
+static int server_closed(int fd) {
+  char byte;
+  ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Connections per client and the header deadline (absolute: a client trickling its headers is
+ * cut too); a Content-Length over the cap with no body is answered 413 at once. */
+static void test_connection_limits(void **state) {
+  (void)state;
+  eddy_http_opts_t opts = {.bind = "127.0.0.1:0", .threads = 2, .max_body_bytes = CAP,
+                           .max_per_client = 4, .header_timeout_s = 1};
+  char *dir = eddy_test_tmpdir();
+  eddy_http_t *h = start_server(&opts, dir);
+  unsigned port = eddy_http_port(h);
+  int fds[6];
+  for (int i = 0; i < 6; i++) fds[i] = raw_connect(port);
+  usleep(300 * 1000);
+  int closed = 0;
+  for (int i = 0; i < 6; i++) closed += server_closed(fds[i]);
+  assert_int_equal(closed, 2); /* 4 per client */
+  eddy_http_stats_t st;
+  eddy_http_stats(h, &st);
+  assert_int_equal(st.connections, 4);
+  /* one of the four trickles a header byte every 200 ms: the deadline still comes */
+  int open_fd = -1;
+  for (int i = 0; i < 6; i++)
+    if (!server_closed(fds[i])) open_fd = fds[i];
+  double t0 = eddy_clock_mono_s();
+  const char *start = "GET /hello HTTP/1.1\r\n";
+  assert_int_equal(write(open_fd, start, strlen(start)), (ssize_t)strlen(start));
+  while (!server_closed(open_fd) && eddy_clock_mono_s() - t0 < 5) {
+    if (write(open_fd, "X", 1) != 1) break;
+    usleep(200 * 1000);
+  }
+  double waited = eddy_clock_mono_s() - t0;
+  assert_true(waited > 0.6 && waited < 2.5);
+  usleep(500 * 1000);
+  closed = 0;
+  for (int i = 0; i < 6; i++) closed += server_closed(fds[i]);
+  assert_int_equal(closed, 6);
+  eddy_http_stats(h, &st);
+  assert_int_equal(st.header_timeouts, 4);
+  assert_int_equal(st.connections, 0);
+  for (int i = 0; i < 6; i++) close(fds[i]);
+  /* a request that completes its headers in time is served, and its connection stays usable */
+  CURL *c = curl_easy_init();
+  call_t hello = {.method = "GET", .path = "/hello"};
+  result_t r = do_call(c, port, &hello);
+  assert_int_equal(r.status, 200);
+  result_free(&r);
+  /* 10 MB declared, nothing sent: 413 at once, then the connection is closed */
+  int fd = raw_connect(port);
+  const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n";
+  assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+  t0 = eddy_clock_mono_s();
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 2000), 1);
+  char buf[512] = "";
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  assert_true(n > 12);
+  assert_true(eddy_clock_mono_s() - t0 < 1.0);
+  assert_memory_equal(buf, "HTTP/1.1 413", 12);
+  assert_non_null(strstr(buf, "over the limit of 262144 bytes"));
+  close(fd);
+  curl_easy_cleanup(c);
+  eddy_http_destroy(h);
+  eddy_test_rmdir(dir);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
@@ -937,6 +1022,7 @@ int main(void) {
       cmocka_unit_test(test_load_token),
       cmocka_unit_test(test_hook_and_shutdown),
       cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_connection_limits),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();
