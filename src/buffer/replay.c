@@ -17,6 +17,7 @@
 
 #include <rocksdb/c.h>
 
+#include "core/clock.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -75,6 +76,9 @@ struct eddy_replay {
   uint32_t res_size, res_classes;
   uint64_t res_rng;
   uint64_t *res_seen; /* [res_classes] */
+  bool write_failing;   /* the last write failed (a full disk): cleared by the next that works */
+  double failing_since; /* eddy_clock_mono_s() */
+  char write_why[512];
 
   uint8_t *scratch; /* append: encoded event */
   size_t scratch_cap;
@@ -573,6 +577,21 @@ static eddy_err_t reopen(eddy_replay_t *r, char *errstr, size_t errstr_size) {
   return e;
 }
 
+/* Records the outcome of a write for eddy_replay_write_status: an EDDY_ERR_IO (why says what
+ * failed) starts or continues a failure, EDDY_OK ends it; other errors are no write failures. */
+static void note_write(eddy_replay_t *r, eddy_err_t e, const char *why) {
+  if (e != EDDY_OK && e != EDDY_ERR_IO) return;
+  pthread_mutex_lock(&r->stats_mu);
+  bool was = r->write_failing;
+  if (e) {
+    if (!was) r->failing_since = eddy_clock_mono_s();
+    snprintf(r->write_why, sizeof r->write_why, "%s", why && *why ? why : "write failed");
+  }
+  r->write_failing = e != EDDY_OK;
+  pthread_mutex_unlock(&r->stats_mu);
+  if (was && !e) EDDY_INFO(LOG_MOD, "buffer %s: writes work again", r->path);
+}
+
 /* ---- append ---- */
 
 static eddy_err_t scratch_reserve(eddy_replay_t *r, size_t need) {
@@ -954,6 +973,7 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
     eddy_err_t re = reopen(r, errstr, errstr_size);
     if (re) {
       pthread_mutex_unlock(&r->write_mu);
+      if (re != EDDY_ERR_NOMEM) note_write(r, EDDY_ERR_IO, errstr);
       return re == EDDY_ERR_NOMEM ? re : EDDY_ERR_IO;
     }
   }
@@ -976,7 +996,10 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
     append_evict(r, &a, b);
     e = append_meta(r, &a, b, n_dl, errstr, errstr_size);
   }
-  if (!e) e = append_write(r, &a, b, errstr, errstr_size);
+  if (!e) {
+    e = append_write(r, &a, b, errstr, errstr_size);
+    note_write(r, e, errstr);
+  }
   if (!e) {
     append_publish(r, &a);
     if (first_seq) *first_seq = a.seq0;
@@ -986,6 +1009,17 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
   free(a.res_puts);
   pthread_rwlock_unlock(&r->db_lock);
   pthread_mutex_unlock(&r->write_mu);
+  return e;
+}
+
+eddy_err_t eddy_replay_write_status(eddy_replay_t *r, char *why, size_t why_size) {
+  if (!r) return eddy_errf(EDDY_ERR_INVALID_ARG, why, why_size, "buffer: NULL");
+  pthread_mutex_lock(&r->stats_mu);
+  eddy_err_t e = EDDY_OK;
+  if (r->write_failing)
+    e = eddy_errf(EDDY_ERR_IO, why, why_size, "%s (failing for %.0f s)", r->write_why,
+                  eddy_clock_mono_s() - r->failing_since);
+  pthread_mutex_unlock(&r->stats_mu);
   return e;
 }
 
@@ -1068,8 +1102,10 @@ eddy_err_t eddy_replay_meta_put_batch(eddy_replay_t *r, const eddy_replay_meta_t
   if (err) {
     eddy_err_t e = eddy_errf(EDDY_ERR_IO, why, why_size, "buffer %s: writing %zu cursors: %s", r->path, n, err);
     rocksdb_free(err);
+    note_write(r, e, why);
     return e;
   }
+  note_write(r, EDDY_OK, NULL);
   return EDDY_OK;
 }
 

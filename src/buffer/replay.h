@@ -90,6 +90,11 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
                               const eddy_replay_offset_t *offsets, size_t n_off, uint64_t *first_seq,
                               char *errstr, size_t errstr_size);
 
+/* Whether the buffer takes writes: EDDY_OK, or EDDY_ERR_IO while they fail (a full disk; why:
+ * the last failure and for how long). The next write that works ends the failure: appends reopen
+ * the database by themselves once there is room (see eddy_replay_append). */
+eddy_err_t eddy_replay_write_status(eddy_replay_t *r, char *why, size_t why_size);
+
 /* Stored next offset for topic/partition: EDDY_OK, or EDDY_ERR_NOT_FOUND if none. */
 eddy_err_t eddy_replay_offset(eddy_replay_t *r, const char *topic, int32_t partition, int64_t *next);
 

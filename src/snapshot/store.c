@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,10 @@ struct eddy_store {
   pthread_mutex_t mu;
   eddy_store_txn_t *txn; /* the transaction in progress, if any */
   unsigned del_counter;
+  pthread_mutex_t health_mu; /* guards the three below */
+  bool write_failing;        /* the last write failed (a full disk): see eddy_store_write_status */
+  double failing_since;      /* eddy_clock_mono_s() */
+  char write_why[512];
 };
 
 struct eddy_store_txn {
@@ -278,6 +283,23 @@ static cJSON *event_new(const char *action, uint64_t version) {
   return ev;
 }
 
+/* Records a write's outcome for eddy_store_write_status: EDDY_ERR_IO starts or continues a
+ * failure (why: what failed), EDDY_OK (ok_ends: a version or CURRENT was written) ends it; other
+ * errors are no write failures. Returns err. */
+static eddy_err_t note_write(eddy_store_t *s, eddy_err_t err, const char *why, bool ok_ends) {
+  if (err != EDDY_ERR_IO && !(err == EDDY_OK && ok_ends)) return err;
+  pthread_mutex_lock(&s->health_mu);
+  bool was = s->write_failing;
+  if (err) {
+    if (!was) s->failing_since = eddy_clock_mono_s();
+    snprintf(s->write_why, sizeof s->write_why, "%s", why && *why ? why : "write failed");
+  }
+  s->write_failing = err != EDDY_OK;
+  pthread_mutex_unlock(&s->health_mu);
+  if (was && !err) EDDY_INFO("store", "store %s: writes work again", s->dir);
+  return err;
+}
+
 /* ---- open / close ---- */
 
 /* Removes .tmp-* and .del-* entries left by a crash. Writer only. */
@@ -323,7 +345,8 @@ eddy_store_t *eddy_store_new(const char *root, const char *model, eddy_store_mod
   s->root = strdup(root);
   s->model = strdup(model);
   s->dir = join(root, model);
-  if (!s->root || !s->model || !s->dir || pthread_mutex_init(&s->mu, NULL) != 0) {
+  if (!s->root || !s->model || !s->dir || pthread_mutex_init(&s->mu, NULL) != 0 ||
+      pthread_mutex_init(&s->health_mu, NULL) != 0) {
     free(s->root);
     free(s->model);
     free(s->dir);
@@ -373,6 +396,7 @@ void eddy_store_destroy(eddy_store_t *s) {
   }
   if (s->lock_fd >= 0) close(s->lock_fd); /* releases the flock */
   pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->health_mu);
   free(s->root);
   free(s->model);
   free(s->dir);
@@ -493,7 +517,7 @@ eddy_err_t eddy_store_set_current(eddy_store_t *s, uint64_t version, const char 
     char text[40];
     vname(version, text);
     strcat(text, "\n");
-    err = replace_file(s->dir, CURRENT_FILE, text, strlen(text), errstr, errstr_size);
+    err = note_write(s, replace_file(s->dir, CURRENT_FILE, text, strlen(text), errstr, errstr_size), errstr, true);
     if (!err) {
       cJSON *ev = event_new(action, version);
       if (ev && previous) cJSON_AddNumberToObject(ev, "previous", (double)previous);
@@ -505,6 +529,53 @@ eddy_err_t eddy_store_set_current(eddy_store_t *s, uint64_t version, const char 
     }
   }
   pthread_mutex_unlock(&s->mu);
+  return err;
+}
+
+eddy_err_t eddy_store_write_status(eddy_store_t *s, char *why, size_t why_size) {
+  pthread_mutex_lock(&s->health_mu);
+  eddy_err_t err = EDDY_OK;
+  if (s->write_failing)
+    err = eddy_errf(EDDY_ERR_IO, why, why_size, "%s (failing for %.0f s)", s->write_why,
+                    eddy_clock_mono_s() - s->failing_since);
+  pthread_mutex_unlock(&s->health_mu);
+  return err;
+}
+
+/* Bytes the newest version's files take (0 when there is none or its manifest is unreadable). */
+static uint64_t newest_version_bytes(eddy_store_t *s) {
+  uint64_t latest = 0, bytes = 0;
+  char ignore[256];
+  if (eddy_store_latest(s, &latest, ignore, sizeof ignore) != EDDY_OK) return 0;
+  eddy_manifest_t m;
+  if (eddy_store_load_manifest(s, latest, &m, ignore, sizeof ignore) == EDDY_OK)
+    for (size_t i = 0; i < m.n_files; i++) bytes += m.files[i].bytes;
+  eddy_manifest_clear(&m);
+  return bytes;
+}
+
+eddy_err_t eddy_store_probe_write(eddy_store_t *s, char *errstr, size_t errstr_size) {
+  if (s->mode != EDDY_STORE_WRITER)
+    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "store %s: opened read-only", s->dir);
+  pthread_mutex_lock(&s->health_mu);
+  bool failing = s->write_failing;
+  pthread_mutex_unlock(&s->health_mu);
+  if (!failing) return EDDY_OK;
+  uint64_t need = newest_version_bytes(s);
+  if (need < EDDY_STORE_PROBE_MIN_FREE) need = EDDY_STORE_PROBE_MIN_FREE;
+  struct statvfs vfs;
+  if (statvfs(s->dir, &vfs) != 0)
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "store %s: statvfs: %s", s->dir, strerror(errno));
+  uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  if (free_bytes < need)
+    return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "store %s: %" PRIu64 " bytes free, a version takes about %" PRIu64,
+                     s->dir, free_bytes, need);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/.tmp-probe-%d", s->dir, (int)getpid());
+  static const char block[4096];
+  eddy_err_t err = write_new_file(path, block, sizeof block, errstr, errstr_size);
+  unlink(path);
+  if (!err) note_write(s, EDDY_OK, NULL, true);
   return err;
 }
 
@@ -968,7 +1039,7 @@ eddy_err_t eddy_store_begin(eddy_store_t *s, eddy_store_txn_t **txn, char *errst
 out:
   pthread_mutex_unlock(&s->mu);
   *txn = t;
-  return err;
+  return note_write(s, err, errstr, false);
 }
 
 uint64_t eddy_store_txn_version(const eddy_store_txn_t *t) { return t->version; }
@@ -987,7 +1058,7 @@ eddy_err_t eddy_store_txn_write(eddy_store_txn_t *t, eddy_learner_t *l, const ch
   if (!err) err = eddy_learner_save_state(l, state, errstr, errstr_size);
   free(weights);
   free(state);
-  return err;
+  return note_write(t->store, err, errstr, false);
 }
 
 static void txn_free_locked(eddy_store_txn_t *t, int remove_dir) {
@@ -1139,7 +1210,7 @@ eddy_err_t eddy_store_commit(eddy_store_txn_t *t, eddy_manifest_t *m, char *errs
   if (err) {
     txn_free_locked(t, 1);
     pthread_mutex_unlock(&s->mu);
-    return err;
+    return note_write(s, err, errstr, false);
   }
   txn_free_locked(t, 0);
   /* The version is complete and visible; only the durability of the rename is left. */
@@ -1157,7 +1228,7 @@ eddy_err_t eddy_store_commit(eddy_store_txn_t *t, eddy_manifest_t *m, char *errs
   pthread_mutex_unlock(&s->mu);
   EDDY_INFO("store", "%s: published v%06" PRIu64 " (%s, step %" PRIu64 ", %" PRIu64 " + %" PRIu64 " bytes)", s->model,
             m->version, eddy_version_status_name(m->status), m->step, m->files[0].bytes, m->files[1].bytes);
-  return err;
+  return note_write(s, err, errstr, true);
 }
 
 eddy_err_t eddy_store_publish(eddy_store_t *s, eddy_learner_t *l, eddy_manifest_t *m, const char *dtype,

@@ -20,6 +20,7 @@
 #define EDDY_STORE_MANIFEST "manifest.json"
 #define EDDY_STORE_MAX_VERSIONS 100000 /* version folders per model, a hard cap on listings */
 #define EDDY_STORE_EVENTS_MAX (8u << 20) /* events.log is rotated to events.log.1 past this size */
+#define EDDY_STORE_PROBE_MIN_FREE (1u << 20) /* free bytes eddy_store_probe_write wants at least */
 
 typedef enum {
   EDDY_STORE_WRITER = 0, /* creates the folders, takes the lock, removes leftovers of crashes */
@@ -70,6 +71,18 @@ typedef struct {
  * the log. No versions and no CURRENT is fine. EDDY_ERR_IO when CURRENT cannot be rewritten. */
 eddy_err_t eddy_store_check_current(eddy_store_t *s, eddy_store_current_check_t *out, char *errstr,
                                     size_t errstr_size);
+
+/* ---- write failures (a full disk) ----
+ * A write of the store that fails with EDDY_ERR_IO (begin, txn_write, commit, set_current)
+ * starts a failure; a committed version or a CURRENT written ends it. */
+
+/* EDDY_OK while writes work; EDDY_ERR_IO with the last failure and for how long while they fail. */
+eddy_err_t eddy_store_write_status(eddy_store_t *s, char *why, size_t why_size);
+/* While writes fail: ends the failure when the store's file system has room for another version
+ * like the newest (EDDY_STORE_PROBE_MIN_FREE at least) and a small file can be written and
+ * fsynced there (and removed); otherwise EDDY_ERR_IO says why. EDDY_OK at once when writes are
+ * not failing. For a caller that must notice the space coming back without publishing. */
+eddy_err_t eddy_store_probe_write(eddy_store_t *s, char *errstr, size_t errstr_size);
 
 /* ---- publishing ----
  * begin reserves version = newest + 1 and creates <root>/<model>/.tmp-vNNNNNN-XXXXXX; the files

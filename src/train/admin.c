@@ -171,6 +171,11 @@ static int h_healthz(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
   eddy_err_t err = eddy_trainer_health(ctx, why, sizeof why);
   cJSON *o = cJSON_CreateObject();
   if (!o) return EDDY_ERR_NOMEM;
+  if (err == EDDY_OK && eddy_trainer_storage(ctx, why, sizeof why) != EDDY_OK) {
+    cJSON_AddStringToObject(o, "status", "degraded"); /* a full disk: not fatal, retried */
+    cJSON_AddStringToObject(o, "error", why);
+    return send_json(resp, 503, o);
+  }
   if (err == EDDY_OK) {
     cJSON_AddStringToObject(o, "status", "ok");
     return send_json(resp, 200, o);

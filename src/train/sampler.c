@@ -72,6 +72,7 @@ static void sample(eddy_trainer_t *t, sampler_prev_t *prev) {
   eddy_series_set(t->mx.replicas_fresh, (double)rs.fresh);
   eddy_series_set(t->mx.replicas_stale, (double)rs.stale);
   eddy_timeseries_add(t->series, &p);
+  trainer_storage_sample(t);
 }
 
 void *trainer_sample_main(void *arg) {

@@ -371,6 +371,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   const eddy_config_t *c = &t->cfg;
   if (metrics && !register_metrics(t, errstr, errstr_size)) goto fail;
   if (!trainer_sampler_init(t, errstr, errstr_size)) goto fail;
+  if (!trainer_storage_init(t, errstr, errstr_size)) goto fail;
 
   uint32_t outputs = eddy_model_outputs(&c->spec);
   double ratio = c->replay_ratio;
@@ -530,13 +531,23 @@ char *eddy_trainer_status_json(eddy_trainer_t *t) {
   uint64_t cur = 0;
   char why[256];
   if (eddy_store_current(t->store, &cur, why, sizeof why) != EDDY_OK) cur = 0;
+  char storage[1400];
+  bool storage_bad = eddy_trainer_storage(t, storage, sizeof storage) != EDDY_OK;
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   pthread_mutex_lock(&t->mu);
-  const char *state = t->fatal ? "failed" : t->degraded ? "degraded" : t->paused ? "paused" : "running";
+  const char *state = t->fatal                      ? "failed"
+                      : t->degraded || storage_bad ? "degraded"
+                      : t->paused                   ? "paused"
+                                                    : "running";
   cJSON_AddStringToObject(o, "model", t->cfg.model_name);
   cJSON_AddStringToObject(o, "state", state);
-  if (t->degraded) cJSON_AddStringToObject(o, "degraded_reason", t->degraded_why);
+  if (t->degraded || storage_bad) {
+    char reason[1700];
+    snprintf(reason, sizeof reason, "%s%s%s", t->degraded ? t->degraded_why : "",
+             t->degraded && storage_bad ? "; " : "", storage_bad ? storage : "");
+    cJSON_AddStringToObject(o, "degraded_reason", reason);
+  }
   if (t->fatal) cJSON_AddStringToObject(o, "error", t->fatal_msg);
   cJSON_AddNumberToObject(o, "step", (double)t->st_step);
   cJSON_AddNumberToObject(o, "examples", (double)t->st_examples);

@@ -35,6 +35,11 @@ eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_siz
 void eddy_trainer_destroy(eddy_trainer_t *t);
 /* A fatal error stopped a thread: EDDY_OK while healthy; errstr gets the reason. */
 eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_size);
+/* Whether the replay buffer and the snapshot store take writes: EDDY_OK, or EDDY_ERR_IO with the
+ * reason ("buffer: ... No space left on device (failing for 12 s)") while one refuses them (a full
+ * disk). Not fatal: ingest pauses and retries, publishing fails and retries, and both recover by
+ * themselves when space returns; meanwhile /healthz answers 503 and the status is degraded. */
+eddy_err_t eddy_trainer_storage(eddy_trainer_t *t, char *why, size_t why_size);
 
 /* Status as a JSON object (caller frees): model, state (running|paused|degraded), step, examples,
  * buffer {events, cursor, next_seq}, ingest {ok, invalid, lag}, prequential {logloss, accuracy,

@@ -1,7 +1,7 @@
 /* The trainer's shared state: the struct its threads share, which lock guards what, and the few
  * transitions every part makes (fatal, degraded, status). Below the parts that use it: holdout.c
  * (the gate's ring), publish.c (candidates, gate, CURRENT, announcements), train_loop.c (the
- * training thread), sampler.c (the time series); trainer.c (lifecycle, restore, the public calls,
+ * training thread), sampler.c (the time series), storage.c (full disks); trainer.c (lifecycle, restore, the public calls,
  * rollback) sits on top of them all. Not for use outside src/train. */
 #ifndef EDDY_TRAINER_STATE_H
 #define EDDY_TRAINER_STATE_H
@@ -31,6 +31,7 @@ typedef struct eddy_trainer eddy_trainer_t;
 #define TRAINER_HOLDOUT_SCAN 20000   /* events before the cursor scanned at start to refill it */
 #define TRAINER_IDLE_WAIT_MS 20      /* wait for fresh events when there is nothing to train */
 #define TRAINER_SAMPLE_TRIES 4       /* draws per wanted replay sample before giving up */
+#define TRAINER_STORE_PROBE_S 5.0    /* a failing store is probed this often (storage.c) */
 
 /* Buffer meta keys (u64 cursors) the trainer keeps. */
 #define TRAINER_META_RB_VERSION "rollback_version"     /* retrain-rollback target ... */
@@ -54,6 +55,7 @@ typedef struct {
   eddy_series_t *version, *published, *rejected, *publish_errors, *announce_errors, *rollbacks;
   eddy_series_t *publish_seconds;
   eddy_series_t *replicas_fresh, *replicas_stale;
+  eddy_series_t *storage_buffer, *storage_store; /* eddy_storage_write_failing{part} */
 } trainer_metrics_t;
 
 /* Locks. Three mutexes of the trainer, which may be nested only in this order:
@@ -144,6 +146,11 @@ struct eddy_trainer {
   bool rb_valid;              /* the last retrain rollback, for idempotency */
   uint64_t rb_version, rb_from, rb_to, rb_latest;
 
+  /* Storage health (storage.c), touched by the sampler thread only; the buffer and the store
+   * keep their own failure state (thread-safe), which the public calls read. */
+  bool storage_logged[2];     /* a failure of the buffer [0] / store [1] was logged */
+  double store_probed;        /* eddy_clock_mono_s() of the last store probe */
+
   /* Dashboard data (sampler.c): both objects are thread-safe themselves. */
   eddy_replicas_t *replicas;  /* heartbeats of the inference replicas */
   eddy_timeseries_t *series;  /* one point a second, written by the sampler thread */
@@ -177,6 +184,13 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket);
 void *trainer_publish_main(void *arg);
 /* Sends m on snapshot.topic (key = model); failures are counted and logged. Caller holds cur_mu. */
 void trainer_announce(eddy_trainer_t *t, const eddy_manifest_t *m, const char *why);
+
+/* storage.c */
+/* Registers eddy_storage_write_failing{part="buffer"|"store"} (at 0). */
+bool trainer_storage_init(eddy_trainer_t *t, char *errstr, size_t errstr_size);
+/* Sampler thread, once a second: the gauges, a log line when a failure starts or ends, and a
+ * probe of the store every TRAINER_STORE_PROBE_S while its writes fail. */
+void trainer_storage_sample(eddy_trainer_t *t);
 
 /* train_loop.c */
 void *trainer_train_main(void *arg);
