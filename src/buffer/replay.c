@@ -18,6 +18,7 @@
 #include <rocksdb/c.h>
 
 #include "core/clock.h"
+#include "core/health.h"
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -76,9 +77,7 @@ struct eddy_replay {
   uint32_t res_size, res_classes;
   uint64_t res_rng;
   uint64_t *res_seen; /* [res_classes] */
-  bool write_failing;   /* the last write failed (a full disk): cleared by the next that works */
-  double failing_since; /* eddy_clock_mono_s() */
-  char write_why[512];
+  eddy_health_t health; /* its own lock: writes failing (a full disk), eddy_replay_write_status */
 
   uint8_t *scratch; /* append: encoded event */
   size_t scratch_cap;
@@ -215,6 +214,7 @@ static void replay_free(eddy_replay_t *r) {
   if (r->ropts) rocksdb_readoptions_destroy(r->ropts);
   pthread_mutex_destroy(&r->write_mu);
   pthread_mutex_destroy(&r->stats_mu);
+  eddy_health_destroy(&r->health);
   pthread_rwlock_destroy(&r->db_lock);
   free(r->res_seen);
   free(r->seen_scratch);
@@ -492,6 +492,7 @@ eddy_replay_t *eddy_replay_new(const eddy_replay_opts_t *opts, char *errstr, siz
   }
   pthread_mutex_init(&r->write_mu, NULL);
   pthread_mutex_init(&r->stats_mu, NULL);
+  eddy_health_init(&r->health);
   pthread_rwlockattr_t rwa;
   pthread_rwlockattr_init(&rwa);
   pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -581,15 +582,7 @@ static eddy_err_t reopen(eddy_replay_t *r, char *errstr, size_t errstr_size) {
  * failed) starts or continues a failure, EDDY_OK ends it; other errors are no write failures. */
 static void note_write(eddy_replay_t *r, eddy_err_t e, const char *why) {
   if (e != EDDY_OK && e != EDDY_ERR_IO) return;
-  pthread_mutex_lock(&r->stats_mu);
-  bool was = r->write_failing;
-  if (e) {
-    if (!was) r->failing_since = eddy_clock_mono_s();
-    snprintf(r->write_why, sizeof r->write_why, "%s", why && *why ? why : "write failed");
-  }
-  r->write_failing = e != EDDY_OK;
-  pthread_mutex_unlock(&r->stats_mu);
-  if (was && !e) EDDY_INFO(LOG_MOD, "buffer %s: writes work again", r->path);
+  if (eddy_health_note(&r->health, e != EDDY_OK, why)) EDDY_INFO(LOG_MOD, "buffer %s: writes work again", r->path);
 }
 
 /* ---- append ---- */
@@ -1014,13 +1007,7 @@ eddy_err_t eddy_replay_append(eddy_replay_t *r, const eddy_event_t *const *event
 
 eddy_err_t eddy_replay_write_status(eddy_replay_t *r, char *why, size_t why_size) {
   if (!r) return eddy_errf(EDDY_ERR_INVALID_ARG, why, why_size, "buffer: NULL");
-  pthread_mutex_lock(&r->stats_mu);
-  eddy_err_t e = EDDY_OK;
-  if (r->write_failing)
-    e = eddy_errf(EDDY_ERR_IO, why, why_size, "%s (failing for %.0f s)", r->write_why,
-                  eddy_clock_mono_s() - r->failing_since);
-  pthread_mutex_unlock(&r->stats_mu);
-  return e;
+  return eddy_health_status(&r->health, why, why_size);
 }
 
 /* ---- offsets and meta ---- */

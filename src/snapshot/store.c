@@ -26,6 +26,7 @@
 
 #include "core/clock.h"
 #include "core/fsutil.h"
+#include "core/health.h"
 #include "core/log.h"
 #include "format/safetensors.h"
 #include "format/sha256.h"
@@ -43,10 +44,7 @@ struct eddy_store {
   pthread_mutex_t mu;
   eddy_store_txn_t *txn; /* the transaction in progress, if any */
   unsigned del_counter;
-  pthread_mutex_t health_mu; /* guards the three below */
-  bool write_failing;        /* the last write failed (a full disk): see eddy_store_write_status */
-  double failing_since;      /* eddy_clock_mono_s() */
-  char write_why[512];
+  eddy_health_t health;  /* writes failing (a full disk): eddy_store_write_status */
 };
 
 struct eddy_store_txn {
@@ -288,15 +286,7 @@ static cJSON *event_new(const char *action, uint64_t version) {
  * errors are no write failures. Returns err. */
 static eddy_err_t note_write(eddy_store_t *s, eddy_err_t err, const char *why, bool ok_ends) {
   if (err != EDDY_ERR_IO && !(err == EDDY_OK && ok_ends)) return err;
-  pthread_mutex_lock(&s->health_mu);
-  bool was = s->write_failing;
-  if (err) {
-    if (!was) s->failing_since = eddy_clock_mono_s();
-    snprintf(s->write_why, sizeof s->write_why, "%s", why && *why ? why : "write failed");
-  }
-  s->write_failing = err != EDDY_OK;
-  pthread_mutex_unlock(&s->health_mu);
-  if (was && !err) EDDY_INFO("store", "store %s: writes work again", s->dir);
+  if (eddy_health_note(&s->health, err != EDDY_OK, why)) EDDY_INFO("store", "store %s: writes work again", s->dir);
   return err;
 }
 
@@ -346,7 +336,7 @@ eddy_store_t *eddy_store_new(const char *root, const char *model, eddy_store_mod
   s->model = strdup(model);
   s->dir = join(root, model);
   if (!s->root || !s->model || !s->dir || pthread_mutex_init(&s->mu, NULL) != 0 ||
-      pthread_mutex_init(&s->health_mu, NULL) != 0) {
+      eddy_health_init(&s->health) != 0) {
     free(s->root);
     free(s->model);
     free(s->dir);
@@ -396,7 +386,7 @@ void eddy_store_destroy(eddy_store_t *s) {
   }
   if (s->lock_fd >= 0) close(s->lock_fd); /* releases the flock */
   pthread_mutex_destroy(&s->mu);
-  pthread_mutex_destroy(&s->health_mu);
+  eddy_health_destroy(&s->health);
   free(s->root);
   free(s->model);
   free(s->dir);
@@ -533,13 +523,7 @@ eddy_err_t eddy_store_set_current(eddy_store_t *s, uint64_t version, const char 
 }
 
 eddy_err_t eddy_store_write_status(eddy_store_t *s, char *why, size_t why_size) {
-  pthread_mutex_lock(&s->health_mu);
-  eddy_err_t err = EDDY_OK;
-  if (s->write_failing)
-    err = eddy_errf(EDDY_ERR_IO, why, why_size, "%s (failing for %.0f s)", s->write_why,
-                    eddy_clock_mono_s() - s->failing_since);
-  pthread_mutex_unlock(&s->health_mu);
-  return err;
+  return eddy_health_status(&s->health, why, why_size);
 }
 
 /* Bytes the newest version's files take (0 when there is none or its manifest is unreadable). */
@@ -557,10 +541,7 @@ static uint64_t newest_version_bytes(eddy_store_t *s) {
 eddy_err_t eddy_store_probe_write(eddy_store_t *s, char *errstr, size_t errstr_size) {
   if (s->mode != EDDY_STORE_WRITER)
     return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "store %s: opened read-only", s->dir);
-  pthread_mutex_lock(&s->health_mu);
-  bool failing = s->write_failing;
-  pthread_mutex_unlock(&s->health_mu);
-  if (!failing) return EDDY_OK;
+  if (!eddy_health_failing(&s->health)) return EDDY_OK;
   uint64_t need = newest_version_bytes(s);
   if (need < EDDY_STORE_PROBE_MIN_FREE) need = EDDY_STORE_PROBE_MIN_FREE;
   struct statvfs vfs;

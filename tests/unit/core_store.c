@@ -119,6 +119,16 @@ static uint64_t publish(eddy_store_t *s, eddy_learner_t *l, uint64_t parent, edd
   return v;
 }
 
+/* v1 and v2 promoted, v3 rejected (a step of training before each). */
+static void publish_two_promoted_one_rejected(eddy_store_t *s, eddy_learner_t *l) {
+  train(l, 1);
+  assert_int_equal(publish(s, l, 0, EDDY_STATUS_PROMOTED, "F32"), 1);
+  train(l, 1);
+  assert_int_equal(publish(s, l, 1, EDDY_STATUS_PROMOTED, "F32"), 2);
+  train(l, 1);
+  assert_int_equal(publish(s, l, 2, EDDY_STATUS_REJECTED, "F32"), 3);
+}
+
 static char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *pathf(const char *fmt, ...) {
   char *p = NULL;
@@ -352,12 +362,7 @@ static void test_current_and_rollback(void **state) {
   eddy_learner_t *l = learner_for(&spec);
   uint64_t cur = 0;
   assert_int_equal(eddy_store_current(s, &cur, err, sizeof err), EDDY_ERR_NOT_FOUND);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 0, EDDY_STATUS_PROMOTED, "F32"), 1);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 1, EDDY_STATUS_PROMOTED, "F32"), 2);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 2, EDDY_STATUS_REJECTED, "F32"), 3);
+  publish_two_promoted_one_rejected(s, l);
 
   assert_int_equal(eddy_store_set_current(s, 1, NULL, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_store_current(s, &cur, err, sizeof err), EDDY_OK);
@@ -458,12 +463,7 @@ static void test_check_current(void **state) {
   check_current_is(s, false, 0, NULL); /* no versions, no CURRENT: fine */
   eddy_model_spec_t spec = spec_with(5);
   eddy_learner_t *l = learner_for(&spec);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 0, EDDY_STATUS_PROMOTED, "F32"), 1);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 1, EDDY_STATUS_PROMOTED, "F32"), 2);
-  train(l, 1);
-  assert_int_equal(publish(s, l, 2, EDDY_STATUS_REJECTED, "F32"), 3);
+  publish_two_promoted_one_rejected(s, l);
   assert_int_equal(eddy_store_set_current(s, 2, NULL, err, sizeof err), EDDY_OK);
   check_current_is(s, false, 2, NULL);
   /* CURRENT naming a rejected version, a missing one, a path, garbage: back to v2 */
