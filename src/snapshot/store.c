@@ -560,24 +560,27 @@ eddy_err_t eddy_store_probe_write(eddy_store_t *s, char *errstr, size_t errstr_s
   return err;
 }
 
-/* Whether version v is promoted and verifies; why gets the problem when not. */
+/* Whether version v is promoted and verifies; why gets the problem when not. The status is read
+ * first: only a promoted version's files are checksummed. */
 static bool servable(eddy_store_t *s, uint64_t v, char *why, size_t why_size) {
   char dir[PATH_MAX], msg[1024];
   eddy_store_path(s, v, NULL, dir, sizeof dir);
-  eddy_manifest_t m;
-  eddy_manifest_init(&m);
-  eddy_err_t err = eddy_store_verify(dir, &m, msg, sizeof msg);
-  bool ok = !err && m.status == EDDY_STATUS_PROMOTED;
-  if (err) {
-    struct stat st;
-    if (stat(dir, &st) != 0) snprintf(why, why_size, "v%06" PRIu64 " does not exist", v);
-    else snprintf(why, why_size, "v%06" PRIu64 " does not verify: %.560s", v, msg);
-  } else if (!ok) {
-    snprintf(why, why_size, "v%06" PRIu64 " is %s, not promoted%s%s", v, eddy_version_status_name(m.status),
-             m.reason[0] ? ": " : "", m.reason);
+  struct stat st;
+  if (stat(dir, &st) != 0) {
+    snprintf(why, why_size, "v%06" PRIu64 " does not exist", v);
+    return false;
   }
+  eddy_manifest_t m;
+  eddy_err_t err = eddy_store_load_manifest(s, v, &m, msg, sizeof msg);
+  bool promoted = !err && m.status == EDDY_STATUS_PROMOTED;
+  if (!err && !promoted)
+    snprintf(why, why_size, "v%06" PRIu64 " is %s, not promoted%s%.400s", v, eddy_version_status_name(m.status),
+             m.reason[0] ? ": " : "", m.reason);
   eddy_manifest_clear(&m);
-  return ok;
+  if (!err && !promoted) return false;
+  if (!err) err = eddy_store_verify(dir, NULL, msg, sizeof msg);
+  if (err) snprintf(why, why_size, "v%06" PRIu64 " does not verify: %.560s", v, msg);
+  return !err;
 }
 
 /* CURRENT's problem, if any, into out->why: absent while promoted versions may exist (the
