@@ -96,6 +96,8 @@ static const key_def_t keys[] = {
     NUM("train", "holdout_fraction", K_F64, holdout_fraction, RANGE(0, 0.5, 0)),
     NUM("train", "max_skipped_steps", K_U32, max_skipped_steps, RANGE(1, 1000000000, 0)),
     NUM("train", "metrics_window", K_U32, metrics_window, RANGE(1, 1000000000, 0)),
+    NUM("train", "drift.threshold", K_F64, drift_threshold, RANGE(0, 1e6, 0)),
+    NUM("train", "drift.slack", K_F64, drift_slack, RANGE(0, 100, OPEN_MIN)),
     NUM("train", "loss_scale.init", K_F32, train.loss_scale.init_scale,
         &eddy_scaler_limits.init_scale),
     NUM("train", "loss_scale.growth", K_F32, train.loss_scale.growth, &eddy_scaler_limits.growth),
@@ -130,6 +132,13 @@ static const key_def_t keys[] = {
     NUM("snapshot", "keep", K_U32, snapshot_keep, RANGE(1, 1000000, 0)),
     TOPIC("snapshot", "topic", snapshot_topic, 1),
     NUM("snapshot", "gate.max_regression", K_F64, gate_max_regression, RANGE(0, 1e6, 0)),
+    NUM("snapshot", "gate.noise_z", K_F64, gate_noise_z, RANGE(0, 100, 0)),
+    NUM("snapshot", "gate.prior_margin", K_F64, gate_prior_margin, RANGE(0, 1, 0)),
+    NUM("snapshot", "gate.min_events", K_U32, gate_min_events, RANGE(1, 10000000, 0)),
+    NUM("snapshot", "gate.holdout_events", K_U32, gate_holdout_events, RANGE(1, 10000000, 0)),
+    NUM("snapshot", "gate.holdout_max_age", K_U32, gate_holdout_max_age, RANGE(0, 1000000000, 0)),
+    STR("snapshot", "gate.validation", K_STR, gate_validation),
+    NUM("snapshot", "gate.validation_max_regression", K_F64, gate_validation_max_regression, RANGE(0, 1e6, 0)),
 
     STR("serve", "trainer_url", K_URL, serve_trainer_url),
     STR("serve", "store", K_STR, serve_store),
@@ -198,6 +207,8 @@ void eddy_config_defaults(eddy_config_t *cfg) {
   cfg->holdout_fraction = 0.02;
   cfg->max_skipped_steps = 100;
   cfg->metrics_window = 10000;
+  cfg->drift_threshold = 50;
+  cfg->drift_slack = 0.5;
 
   snprintf(cfg->topic, sizeof cfg->topic, "events");
   snprintf(cfg->format, sizeof cfg->format, "json");
@@ -220,6 +231,12 @@ void eddy_config_defaults(eddy_config_t *cfg) {
   cfg->snapshot_keep = 10;
   snprintf(cfg->snapshot_topic, sizeof cfg->snapshot_topic, "eddy-snapshots");
   cfg->gate_max_regression = 0.02;
+  cfg->gate_noise_z = 2;
+  cfg->gate_prior_margin = 0.01;
+  cfg->gate_min_events = 50;
+  cfg->gate_holdout_events = 2000;
+  cfg->gate_holdout_max_age = 3600;
+  cfg->gate_validation_max_regression = 0.02;
 
   snprintf(cfg->serve_trainer_url, sizeof cfg->serve_trainer_url, "http://127.0.0.1:8080");
   cfg->serve_poll_seconds = 5;
@@ -746,6 +763,14 @@ static eddy_err_t check_cross(load_ctx_t *c) {
   if (eddy_model_spec_check(&cfg->spec, &fault) != EDDY_OK) return fault_fail(c, &fault);
   if (eddy_scaler_opts_check(&cfg->train.loss_scale, &fault) != EDDY_OK)
     return fault_fail(c, &fault);
+  if (cfg->gate_min_events > cfg->gate_holdout_events) {
+    eddy_fault_clear(&fault);
+    eddy_fault_key(&fault, "snapshot.gate.min_events", "%u", cfg->gate_min_events);
+    eddy_fault_key(&fault, "snapshot.gate.holdout_events", "%u", cfg->gate_holdout_events);
+    eddy_fault_why(&fault, "snapshot.gate.min_events must not exceed snapshot.gate.holdout_events (the "
+                           "holdout window could never hold enough events for a verdict)");
+    return fault_fail(c, &fault);
+  }
   return EDDY_OK;
 }
 

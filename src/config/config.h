@@ -39,6 +39,8 @@ typedef struct {
   double holdout_fraction;       /* 0..0.5 */
   uint32_t max_skipped_steps;    /* consecutive skipped steps before training stops with an error */
   uint32_t metrics_window;       /* prequential window, events */
+  double drift_threshold;        /* drift detector (model/drift.h): h, 0 = off */
+  double drift_slack;            /* ... and k */
 
   /* [stream] */
   char topic[EDDY_CONFIG_STR];
@@ -70,6 +72,13 @@ typedef struct {
   uint32_t snapshot_keep;
   char snapshot_topic[EDDY_CONFIG_STR];
   double gate_max_regression;
+  double gate_noise_z;           /* standard errors of the paired difference left to noise */
+  double gate_prior_margin;      /* relative gain over the label prior the candidate must show */
+  uint32_t gate_min_events;      /* holdout events needed for a verdict */
+  uint32_t gate_holdout_events;  /* the holdout window: newest held-out events kept and scored */
+  uint32_t gate_holdout_max_age; /* ... and their age bound, seconds of event time (0 = none) */
+  char gate_validation[EDDY_CONFIG_STR]; /* trusted validation DATASET; "" = none */
+  double gate_validation_max_regression;
 
   /* [serve] */
   char serve_trainer_url[EDDY_CONFIG_STR];

@@ -17,6 +17,7 @@ typedef struct {
 
 typedef struct {
   float w, ll, acc, se;
+  int32_t cls; /* class of the label, -1: none */
 } metric_rec_t;
 
 struct eddy_prequential {
@@ -27,7 +28,14 @@ struct eddy_prequential {
   metric_rec_t *ring;
   size_t window, ring_n, ring_pos, since_rebuild;
   metric_sums_t win;
+  uint32_t classes;     /* per-class window counts below; 0 = none */
+  double *class_w, *class_acc; /* [classes] weight and weighted hits of the window's events */
+  int64_t *class_n;             /* [classes] events of the window */
 };
+
+static uint32_t head_classes(eddy_head_t head, uint32_t outputs) {
+  return head == EDDY_HEAD_SOFTMAX ? outputs : head == EDDY_HEAD_LOGISTIC ? 2 : 0;
+}
 
 eddy_prequential_t *eddy_prequential_new(eddy_head_t head, uint32_t outputs, size_t window) {
   if (outputs == 0 || window > METRICS_MAX_WINDOW) return NULL;
@@ -38,8 +46,14 @@ eddy_prequential_t *eddy_prequential_new(eddy_head_t head, uint32_t outputs, siz
   m->window = window;
   if (window) {
     m->ring = calloc(window, sizeof *m->ring);
-    if (!m->ring) {
-      free(m);
+    m->classes = head_classes(head, outputs);
+    if (m->classes) {
+      m->class_w = calloc(m->classes, sizeof *m->class_w);
+      m->class_acc = calloc(m->classes, sizeof *m->class_acc);
+      m->class_n = calloc(m->classes, sizeof *m->class_n);
+    }
+    if (!m->ring || (m->classes && (!m->class_w || !m->class_acc || !m->class_n))) {
+      eddy_prequential_destroy(m);
       return NULL;
     }
   }
@@ -49,6 +63,9 @@ eddy_prequential_t *eddy_prequential_new(eddy_head_t head, uint32_t outputs, siz
 void eddy_prequential_destroy(eddy_prequential_t *m) {
   if (!m) return;
   free(m->ring);
+  free(m->class_w);
+  free(m->class_acc);
+  free(m->class_n);
   free(m);
 }
 
@@ -57,6 +74,11 @@ void eddy_prequential_reset(eddy_prequential_t *m) {
   memset(&m->win, 0, sizeof m->win);
   m->cum_n = 0;
   m->ring_n = m->ring_pos = m->since_rebuild = 0;
+  if (m->classes) {
+    memset(m->class_w, 0, m->classes * sizeof *m->class_w);
+    memset(m->class_acc, 0, m->classes * sizeof *m->class_acc);
+    memset(m->class_n, 0, m->classes * sizeof *m->class_n);
+  }
 }
 
 static double clamp_p(double p) {
@@ -65,26 +87,54 @@ static double clamp_p(double p) {
   return p;
 }
 
-static metric_rec_t score(const eddy_prequential_t *m, const float *pred, float label, float weight) {
-  metric_rec_t r = {.w = weight, .ll = 0, .acc = 0, .se = 0};
-  if (m->head == EDDY_HEAD_LOGISTIC) {
+double eddy_prequential_loss(eddy_head_t head, uint32_t outputs, const float *pred, float label, int *correct,
+                             int32_t *cls) {
+  double loss;
+  int hit = -1;
+  int32_t c = -1;
+  if (head == EDDY_HEAD_LOGISTIC) {
     double p = clamp_p(pred[0]);
     bool positive = label >= 0.5f;
-    r.ll = (float)(positive ? -log(p) : -log(1.0 - p));
-    r.acc = ((pred[0] >= 0.5f) == positive) ? 1.0f : 0.0f;
-  } else if (m->head == EDDY_HEAD_SOFTMAX) {
+    loss = positive ? -log(p) : -log(1.0 - p);
+    hit = (pred[0] >= 0.5f) == positive;
+    c = positive;
+  } else if (head == EDDY_HEAD_SOFTMAX) {
     uint32_t best = 0;
-    for (uint32_t c = 1; c < m->outputs; c++)
-      if (pred[c] > pred[best]) best = c;
-    bool in_range = label >= 0 && label < (float)m->outputs;
+    for (uint32_t k = 1; k < outputs; k++)
+      if (pred[k] > pred[best]) best = k;
+    bool in_range = label >= 0 && label < (float)outputs;
     uint32_t y = in_range ? (uint32_t)label : 0;
-    r.ll = (float)-log(in_range ? clamp_p(pred[y]) : METRICS_P_MIN);
-    r.acc = (in_range && best == y) ? 1.0f : 0.0f;
+    loss = -log(in_range ? clamp_p(pred[y]) : METRICS_P_MIN);
+    hit = in_range && best == y;
+    c = in_range ? (int32_t)y : -1;
   } else {
     double d = (double)pred[0] - label;
-    r.se = (float)(d * d);
+    loss = d * d;
   }
+  if (correct) *correct = hit;
+  if (cls) *cls = c;
+  return loss;
+}
+
+static metric_rec_t score(const eddy_prequential_t *m, const float *pred, float label, float weight) {
+  metric_rec_t r = {.w = weight, .ll = 0, .acc = 0, .se = 0, .cls = -1};
+  int hit = 0;
+  double loss = eddy_prequential_loss(m->head, m->outputs, pred, label, &hit, &r.cls);
+  if (m->head == EDDY_HEAD_SQUARED) {
+    r.se = (float)loss;
+  } else {
+    r.ll = (float)loss;
+    r.acc = hit ? 1.0f : 0.0f;
+  }
+  if (r.cls >= 0 && (uint32_t)r.cls >= m->classes) r.cls = -1;
   return r;
+}
+
+static void class_add(eddy_prequential_t *m, const metric_rec_t *r, double sign) {
+  if (r->cls < 0) return;
+  m->class_w[r->cls] += sign * r->w;
+  m->class_acc[r->cls] += sign * (double)r->w * r->acc;
+  m->class_n[r->cls] += sign > 0 ? 1 : -1;
 }
 
 static void sums_add(metric_sums_t *s, const metric_rec_t *r, double sign) {
@@ -101,14 +151,27 @@ void eddy_prequential_add(eddy_prequential_t *m, const float *pred, const float 
     sums_add(&m->cum, &r, 1.0);
     m->cum_n++;
     if (!m->window) continue;
-    if (m->ring_n == m->window) sums_add(&m->win, &m->ring[m->ring_pos], -1.0);
-    else m->ring_n++;
+    if (m->ring_n == m->window) {
+      sums_add(&m->win, &m->ring[m->ring_pos], -1.0);
+      class_add(m, &m->ring[m->ring_pos], -1.0);
+    } else {
+      m->ring_n++;
+    }
     m->ring[m->ring_pos] = r;
     sums_add(&m->win, &r, 1.0);
+    class_add(m, &r, 1.0);
     m->ring_pos = (m->ring_pos + 1) % m->window;
     if (++m->since_rebuild >= m->window) {
       memset(&m->win, 0, sizeof m->win);
-      for (size_t j = 0; j < m->ring_n; j++) sums_add(&m->win, &m->ring[j], 1.0);
+      if (m->classes) {
+        memset(m->class_w, 0, m->classes * sizeof *m->class_w);
+        memset(m->class_acc, 0, m->classes * sizeof *m->class_acc);
+        memset(m->class_n, 0, m->classes * sizeof *m->class_n);
+      }
+      for (size_t j = 0; j < m->ring_n; j++) {
+        sums_add(&m->win, &m->ring[j], 1.0);
+        class_add(m, &m->ring[j], 1.0);
+      }
       m->since_rebuild = 0;
     }
   }
@@ -132,4 +195,17 @@ eddy_metric_values_t eddy_prequential_cumulative(const eddy_prequential_t *m) {
 
 eddy_metric_values_t eddy_prequential_window(const eddy_prequential_t *m) {
   return values(m, &m->win, m->ring_n);
+}
+
+uint32_t eddy_prequential_classes(const eddy_prequential_t *m) { return m->classes; }
+
+double eddy_prequential_class_accuracy(const eddy_prequential_t *m, uint32_t cls, uint64_t *n) {
+  uint64_t count = 0;
+  double acc = NAN;
+  if (cls < m->classes && m->class_n[cls] > 0) {
+    count = (uint64_t)m->class_n[cls];
+    if (m->class_w[cls] > 0) acc = m->class_acc[cls] / m->class_w[cls];
+  }
+  if (n) *n = count;
+  return acc;
 }

@@ -22,11 +22,30 @@
 #define MAX_OBJECT_KEYS 256
 
 static const char *const status_names[] = {"candidate", "promoted", "rejected"};
+static const char *const criterion_results[] = {"skipped", "passed", "failed"};
+static const char *const gate_metrics[] = {"logloss", "mse"};
 static const char *const precisions[] = {"fp32", "bf16", "fp16"};
 static const char *const weight_dtypes[] = {"F32", "F16", "BF16"};
 
 const char *eddy_version_status_name(eddy_version_status_t status) {
   return (unsigned)status < 3 ? status_names[status] : "unknown";
+}
+
+const char *eddy_criterion_result_name(eddy_criterion_result_t r) {
+  return (unsigned)r < 3 ? criterion_results[r] : "unknown";
+}
+
+void eddy_manifest_add_criterion(eddy_manifest_t *m, const char *name, eddy_criterion_result_t result,
+                                 double candidate, double reference, double value, double limit) {
+  m->gate.present = true;
+  if (m->gate.n_criteria >= EDDY_MANIFEST_MAX_CRITERIA) return;
+  eddy_gate_criterion_t *c = &m->gate.criteria[m->gate.n_criteria++];
+  snprintf(c->name, sizeof c->name, "%s", name);
+  c->result = result;
+  c->candidate = candidate;
+  c->reference = reference;
+  c->value = value;
+  c->limit = limit;
 }
 
 int eddy_version_status_parse(const char *text, eddy_version_status_t *status) {
@@ -230,6 +249,37 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
   }
   if ((unsigned)m->status > EDDY_STATUS_REJECTED)
     return eddy_errf(code, errstr, errstr_size, "manifest: \"status\" = %d: unknown", (int)m->status);
+  if (m->gate.present) {
+    const eddy_gate_verdict_t *g = &m->gate;
+    if (!in_list(g->metric, gate_metrics, 2))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"gate.metric\" = \"%.16s\": must be logloss or mse",
+                       g->metric);
+    if (g->current >= m->version && g->current)
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"gate.current\" = %" PRIu64 ": must be below \"version\" (%" PRIu64 ")",
+                       g->current, m->version);
+    if (g->events > max || g->from_seq > max || g->to_seq > max || g->from_seq > g->to_seq)
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"gate\": events %" PRIu64 ", holdout_seqs [%" PRIu64 ", %" PRIu64
+                       "]: out of range",
+                       g->events, g->from_seq, g->to_seq);
+    if (g->n_criteria > EDDY_MANIFEST_MAX_CRITERIA)
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"gate.criteria\" has %zu entries: at most %d",
+                       g->n_criteria, EDDY_MANIFEST_MAX_CRITERIA);
+    for (size_t i = 0; i < g->n_criteria; i++) {
+      const eddy_gate_criterion_t *c = &g->criteria[i];
+      size_t len = strnlen(c->name, sizeof c->name);
+      bool name_ok = len > 0 && len < sizeof c->name;
+      for (size_t j = 0; name_ok && j < len; j++)
+        name_ok = (c->name[j] >= 'a' && c->name[j] <= 'z') || c->name[j] == '_';
+      if (!name_ok)
+        return eddy_errf(code, errstr, errstr_size,
+                         "manifest: \"gate.criteria[%zu].name\": must be 1..23 characters of a-z and _", i);
+      if ((unsigned)c->result > EDDY_CRITERION_FAILED)
+        return eddy_errf(code, errstr, errstr_size, "manifest: \"gate.criteria[%zu].result\" = %d: unknown", i,
+                         (int)c->result);
+    }
+  }
   if (memchr(m->reason, 0, sizeof m->reason) == NULL)
     return eddy_errf(code, errstr, errstr_size, "manifest: \"reason\" is not terminated");
   return EDDY_OK;
@@ -259,6 +309,59 @@ static cJSON *metrics_json(const eddy_metric_values_t *v) {
   return o;
 }
 
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+/* The "gate" object (NULL when out of memory). */
+static cJSON *gate_json(const eddy_gate_verdict_t *g) {
+  cJSON *o = cJSON_CreateObject();
+  bool ok = o && cJSON_AddStringToObject(o, "metric", g->metric);
+  if (ok) ok = g->current ? cJSON_AddNumberToObject(o, "current", (double)g->current) != NULL
+                          : cJSON_AddNullToObject(o, "current") != NULL;
+  ok = ok && cJSON_AddNumberToObject(o, "events", (double)g->events);
+  cJSON *seqs = ok ? cJSON_AddArrayToObject(o, "holdout_seqs") : NULL;
+  ok = seqs != NULL;
+  if (ok) {
+    cJSON_AddItemToArray(seqs, cJSON_CreateNumber((double)g->from_seq));
+    cJSON_AddItemToArray(seqs, cJSON_CreateNumber((double)g->to_seq));
+  }
+  cJSON *list = ok ? cJSON_AddArrayToObject(o, "criteria") : NULL;
+  ok = list != NULL;
+  for (size_t i = 0; ok && i < g->n_criteria; i++) {
+    const eddy_gate_criterion_t *c = &g->criteria[i];
+    cJSON *e = cJSON_CreateObject();
+    ok = e != NULL;
+    if (ok) cJSON_AddItemToArray(list, e);
+    ok = ok && cJSON_AddStringToObject(e, "name", c->name);
+    ok = ok && cJSON_AddStringToObject(e, "result", eddy_criterion_result_name(c->result));
+    const struct {
+      const char *key;
+      double v;
+    } nums[] = {{"candidate", c->candidate}, {"reference", c->reference}, {"value", c->value}, {"limit", c->limit}};
+    for (size_t k = 0; ok && k < 4; k++) {
+      cJSON *x = num_or_null(nums[k].v);
+      ok = x != NULL;
+      if (ok) cJSON_AddItemToObject(e, nums[k].key, x);
+    }
+  }
+  if (!ok) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  return o;
+}
+
+char *eddy_manifest_gate_json(const eddy_manifest_t *m) {
+  if (!m->gate.present) {
+    char *s = malloc(5);
+    if (s) memcpy(s, "null", 5);
+    return s;
+  }
+  cJSON *o = gate_json(&m->gate);
+  char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
+  return text;
+}
+
 eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *errstr, size_t errstr_size) {
   *json = NULL;
   eddy_err_t err = manifest_check(m, EDDY_ERR_INVALID_ARG, errstr, errstr_size);
@@ -277,6 +380,11 @@ eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *er
                          : cJSON_AddNullToObject(o, "parent") != NULL;
   ok = ok && cJSON_AddStringToObject(o, "status", eddy_version_status_name(m->status));
   ok = ok && cJSON_AddStringToObject(o, "reason", m->reason);
+  if (ok && m->gate.present) {
+    cJSON *g = gate_json(&m->gate);
+    ok = g != NULL;
+    if (ok) cJSON_AddItemToObject(o, "gate", g);
+  }
   ok = ok && cJSON_AddStringToObject(o, "created_at", when);
   ok = ok && cJSON_AddNumberToObject(o, "created_at_ms", (double)m->created_at_ms);
   ok = ok && cJSON_AddNumberToObject(o, "step", (double)m->step);
@@ -450,6 +558,68 @@ static eddy_err_t parse_files(pctx_t *p, const cJSON *files, eddy_manifest_t *m)
   return err;
 }
 
+/* A number or null (NaN) at o.key, name being its path. */
+static eddy_err_t get_num_or_null(pctx_t *p, const cJSON *o, const char *key, const char *name, double *out) {
+  const cJSON *v = field(o, key);
+  if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
+  if (cJSON_IsNull(v)) {
+    *out = NAN;
+    return EDDY_OK;
+  }
+  if (!cJSON_IsNumber(v)) return bad(p, "\"%s\" must be a number or null%s", name, NULL);
+  *out = v->valuedouble;
+  return EDDY_OK;
+}
+
+static eddy_err_t parse_gate(pctx_t *p, const cJSON *o, eddy_gate_verdict_t *g) {
+  eddy_err_t err = check_object(p, o, "gate");
+  if (err) return err;
+  g->present = true;
+  if ((err = get_string(p, o, "metric", "gate.metric", g->metric, sizeof g->metric))) return err;
+  const cJSON *cur = field(o, "current");
+  if (!cur) return bad(p, "\"%s\" missing%s", "gate.current", NULL);
+  if (!cJSON_IsNull(cur) && (err = get_uint(p, o, "current", "gate.current", &g->current))) return err;
+  if ((err = get_uint(p, o, "events", "gate.events", &g->events))) return err;
+  const cJSON *seqs = field(o, "holdout_seqs");
+  if (!cJSON_IsArray(seqs) || cJSON_GetArraySize(seqs) != 2)
+    return bad(p, "\"%s\" must be an array of two seqs%s", "gate.holdout_seqs", NULL);
+  uint64_t *ends[2] = {&g->from_seq, &g->to_seq};
+  for (int i = 0; i < 2; i++) {
+    const cJSON *v = cJSON_GetArrayItem(seqs, i);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > (double)EDDY_MANIFEST_MAX_INT ||
+        v->valuedouble != floor(v->valuedouble))
+      return bad(p, "\"%s\" must hold integers in 0..2^53%s", "gate.holdout_seqs", NULL);
+    *ends[i] = (uint64_t)v->valuedouble;
+  }
+  const cJSON *list = field(o, "criteria");
+  if (!cJSON_IsArray(list)) return bad(p, "\"%s\" must be an array%s", "gate.criteria", NULL);
+  size_t i = 0;
+  for (const cJSON *e = list->child; e; e = e->next, i++) {
+    if (i >= EDDY_MANIFEST_MAX_CRITERIA) return bad(p, "\"%s\" has more than 8 entries%s", "gate.criteria", NULL);
+    eddy_gate_criterion_t *c = &g->criteria[i];
+    char name[64], sub[96], result[16];
+    snprintf(name, sizeof name, "gate.criteria[%zu]", i);
+    if ((err = check_object(p, e, name))) return err;
+    snprintf(sub, sizeof sub, "%s.name", name);
+    if ((err = get_string(p, e, "name", sub, c->name, sizeof c->name))) return err;
+    snprintf(sub, sizeof sub, "%s.result", name);
+    if ((err = get_string(p, e, "result", sub, result, sizeof result))) return err;
+    int r = -1;
+    for (int k = 0; k < 3; k++)
+      if (!strcmp(result, criterion_results[k])) r = k;
+    if (r < 0) return bad(p, "\"%s\" must be \"skipped\", \"passed\" or \"failed\"%s", sub, NULL);
+    c->result = (eddy_criterion_result_t)r;
+    const char *keys[4] = {"candidate", "reference", "value", "limit"};
+    double *dst[4] = {&c->candidate, &c->reference, &c->value, &c->limit};
+    for (int k = 0; k < 4; k++) {
+      snprintf(sub, sizeof sub, "%s.%s", name, keys[k]);
+      if ((err = get_num_or_null(p, e, keys[k], sub, dst[k]))) return err;
+    }
+    g->n_criteria = i + 1;
+  }
+  return EDDY_OK;
+}
+
 static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
   eddy_err_t err = check_object(p, o, "(top level)");
   if (err) return err;
@@ -471,6 +641,9 @@ static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
   if (eddy_version_status_parse(status, &m->status) != 0)
     return bad(p, "\"%s\" must be \"candidate\", \"promoted\" or \"rejected\"%s", "status", NULL);
   if ((err = get_string(p, o, "reason", "reason", m->reason, sizeof m->reason))) return err;
+  /* Optional (manifests written before the champion/challenger gate have none). */
+  const cJSON *gate = field(o, "gate");
+  if (gate && !cJSON_IsNull(gate) && (err = parse_gate(p, gate, &m->gate))) return err;
   char when[40], expect[40];
   if ((err = get_string(p, o, "created_at", "created_at", when, sizeof when))) return err;
   if ((err = get_uint(p, o, "created_at_ms", "created_at_ms", &created))) return err;

@@ -21,6 +21,8 @@
 #define EDDY_MANIFEST_TOPIC_MAX 256           /* Kafka topic names are at most 249 bytes */
 #define EDDY_MANIFEST_REASON_MAX 512
 #define EDDY_MANIFEST_MAX_INT 9007199254740992ull /* 2^53: integers above do not survive JSON */
+#define EDDY_MANIFEST_MAX_CRITERIA 8
+#define EDDY_CRITERION_NAME_MAX 24
 
 /* The gate's verdict, fixed when the version is written (see snapshots/README.md). */
 typedef enum { EDDY_STATUS_CANDIDATE = 0, EDDY_STATUS_PROMOTED, EDDY_STATUS_REJECTED } eddy_version_status_t;
@@ -36,6 +38,30 @@ typedef struct {
   uint64_t bytes;
   char sha256[65];                   /* lowercase hex */
 } eddy_manifest_file_t;
+
+/* One criterion of the gate's verdict ("finite", "holdout_events", "vs_current", "vs_prior",
+ * "validation"; docs/trainer.md): the numbers it compared and the outcome. NaN = none (null). */
+typedef enum { EDDY_CRITERION_SKIPPED = 0, EDDY_CRITERION_PASSED, EDDY_CRITERION_FAILED } eddy_criterion_result_t;
+
+typedef struct {
+  char name[EDDY_CRITERION_NAME_MAX];
+  eddy_criterion_result_t result;
+  double candidate;  /* the candidate's number (its mean loss, its count) */
+  double reference;  /* what it was compared with (CURRENT's or the prior's mean loss, ...) */
+  double value;      /* the quantity tested against limit */
+  double limit;
+} eddy_gate_criterion_t;
+
+/* The gate's record: absent (present = false) in manifests written before it existed. */
+typedef struct {
+  bool present;
+  char metric[16];         /* "logloss" | "mse" */
+  uint64_t current;        /* the CURRENT version compared with; 0 = none */
+  uint64_t events;         /* holdout events scored by both */
+  uint64_t from_seq, to_seq; /* their buffer seq range (0, 0 when none) */
+  eddy_gate_criterion_t criteria[EDDY_MANIFEST_MAX_CRITERIA];
+  size_t n_criteria;
+} eddy_gate_verdict_t;
 
 typedef struct {
   uint64_t version;      /* >= 1 */
@@ -58,6 +84,7 @@ typedef struct {
   size_t n_files;
   eddy_version_status_t status;
   char reason[EDDY_MANIFEST_REASON_MAX]; /* why rejected (or any note); "" = none */
+  eddy_gate_verdict_t gate;              /* JSON "gate"; optional */
 } eddy_manifest_t;
 
 /* Zeroes m: status candidate, metrics NaN, precision "fp32", weights_dtype "F32". */
@@ -72,6 +99,12 @@ eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32
 const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name);
 
 const char *eddy_version_status_name(eddy_version_status_t status); /* "candidate", ... */
+const char *eddy_criterion_result_name(eddy_criterion_result_t r); /* "skipped", "passed", "failed" */
+/* Appends a criterion to m->gate (sets present); ignored beyond EDDY_MANIFEST_MAX_CRITERIA. */
+void eddy_manifest_add_criterion(eddy_manifest_t *m, const char *name, eddy_criterion_result_t result,
+                                 double candidate, double reference, double value, double limit);
+/* m->gate as compact JSON text (caller frees), "null" when absent; NULL when out of memory. */
+char *eddy_manifest_gate_json(const eddy_manifest_t *m);
 int eddy_version_status_parse(const char *text, eddy_version_status_t *status); /* 0 ok, -1 unknown */
 
 /* Pretty-printed JSON (caller frees *json). Checks the fields first (the same rules as parsing):

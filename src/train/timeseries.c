@@ -11,11 +11,20 @@
 
 #include <cjson/cJSON.h>
 
+typedef struct {
+  int64_t t_ms;
+  char kind[12];
+  uint64_t version;
+  char text[EDDY_MARKER_TEXT_MAX];
+} marker_t;
+
 struct eddy_timeseries {
   pthread_mutex_t mu;
   eddy_ts_point_t *ring;
   size_t capacity, head, n; /* next write at head; n points held */
   unsigned interval_ms;
+  marker_t marks[EDDY_TIMESERIES_MARKERS];
+  size_t mark_head, mark_n; /* the same scheme */
 };
 
 static const char *const series_names[EDDY_TS_COUNT] = {
@@ -61,6 +70,20 @@ void eddy_timeseries_add(eddy_timeseries_t *ts, const eddy_ts_point_t *p) {
   pthread_mutex_unlock(&ts->mu);
 }
 
+void eddy_timeseries_mark(eddy_timeseries_t *ts, int64_t t_ms, const char *kind, uint64_t version,
+                          const char *text) {
+  if (!ts || !kind) return;
+  pthread_mutex_lock(&ts->mu);
+  marker_t *mk = &ts->marks[ts->mark_head];
+  mk->t_ms = t_ms;
+  snprintf(mk->kind, sizeof mk->kind, "%s", kind);
+  mk->version = version;
+  snprintf(mk->text, sizeof mk->text, "%s", text ? text : "");
+  ts->mark_head = (ts->mark_head + 1) % EDDY_TIMESERIES_MARKERS;
+  if (ts->mark_n < EDDY_TIMESERIES_MARKERS) ts->mark_n++;
+  pthread_mutex_unlock(&ts->mu);
+}
+
 size_t eddy_timeseries_count(eddy_timeseries_t *ts) {
   if (!ts) return 0;
   pthread_mutex_lock(&ts->mu);
@@ -90,6 +113,12 @@ char *eddy_timeseries_json(eddy_timeseries_t *ts, int64_t since_ms) {
   }
   for (size_t i = 0; i < n; i++) pts[i] = ts->ring[(first + skip + i) % ts->capacity];
   unsigned interval_ms = ts->interval_ms;
+  marker_t marks[EDDY_TIMESERIES_MARKERS];
+  size_t n_marks = 0, mfirst = (ts->mark_head + EDDY_TIMESERIES_MARKERS - ts->mark_n) % EDDY_TIMESERIES_MARKERS;
+  for (size_t i = 0; i < ts->mark_n; i++) {
+    const marker_t *mk = &ts->marks[(mfirst + i) % EDDY_TIMESERIES_MARKERS];
+    if (mk->t_ms > since_ms) marks[n_marks++] = *mk;
+  }
   pthread_mutex_unlock(&ts->mu);
 
   bool ok = true;
@@ -108,6 +137,17 @@ char *eddy_timeseries_json(eddy_timeseries_t *ts, int64_t since_ms) {
     }
   }
   free(pts);
+  cJSON *ml = ok ? cJSON_AddArrayToObject(root, "markers") : NULL;
+  ok = ml != NULL;
+  for (size_t i = 0; ok && i < n_marks; i++) {
+    cJSON *o = cJSON_CreateObject();
+    ok = o && cJSON_AddItemToArray(ml, o);
+    ok = ok && cJSON_AddNumberToObject(o, "t", (double)marks[i].t_ms);
+    ok = ok && cJSON_AddStringToObject(o, "kind", marks[i].kind);
+    if (ok) ok = marks[i].version ? cJSON_AddNumberToObject(o, "version", (double)marks[i].version) != NULL
+                                  : cJSON_AddNullToObject(o, "version") != NULL;
+    ok = ok && cJSON_AddStringToObject(o, "text", marks[i].text);
+  }
   char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
   cJSON_Delete(root);
   return text;

@@ -1,8 +1,8 @@
 /* The training thread: one optimizer step per loop over accum_steps micro-batches of fresh events
- * from the buffer cursor, each scored before it is trained on (prequential metrics) and followed by
- * replay draws in the configured ratio. Held-out events (by a hash of the id) never train: they fill
- * the gate's ring. Between steps it publishes when due, parks for pause and rollback, and waits on a
- * condition variable (never spins) when there is nothing to train. */
+ * from the buffer cursor, each scored before it is trained on (prequential metrics, drift detector)
+ * and followed by replay draws in the configured ratio. Held-out events (by a hash of the id) never
+ * train: they fill the gate's holdout window. Between steps it publishes when due, parks for pause
+ * and rollback, and waits on a condition variable (never spins) when there is nothing to train. */
 #include "train/trainer_state.h"
 
 #include <errno.h>
@@ -61,6 +61,39 @@ static eddy_err_t draw_replay(eddy_trainer_t *t, size_t n) {
   return EDDY_OK;
 }
 
+void trainer_on_drift(eddy_trainer_t *t, uint64_t change_seq) {
+  int64_t now = eddy_clock_wall_ms();
+  size_t before = t->hold_n;
+  trainer_holdout_rebase(t, change_seq);
+  eddy_metric_values_t w = eddy_prequential_window(t->preq);
+  pthread_mutex_lock(&t->mu);
+  t->n_drift++;
+  t->last_drift_seq = change_seq;
+  t->last_drift_ms = now;
+  pthread_mutex_unlock(&t->mu);
+  eddy_series_add(t->mx.drift, 1);
+  char text[EDDY_MARKER_TEXT_MAX];
+  snprintf(text, sizeof text, "prequential loss rose from seq %" PRIu64 "; holdout re-based (%zu of %zu events kept)",
+           change_seq, t->hold_n, before);
+  eddy_timeseries_mark(t->series, now, "drift", 0, text);
+  EDDY_WARN(LOG_MOD, "drift: the prequential %s rose from buffer seq %" PRIu64 " (window %s %.4f, accuracy %.4f); "
+                     "the gate's holdout window restarts there (%zu of %zu events kept)",
+            t->cfg.spec.head == EDDY_HEAD_SQUARED ? "squared error" : "log loss", change_seq,
+            t->cfg.spec.head == EDDY_HEAD_SQUARED ? "mse" : "logloss",
+            t->cfg.spec.head == EDDY_HEAD_SQUARED ? w.mse : w.logloss, w.accuracy, t->hold_n, before);
+}
+
+/* Feeds the per-event prequential losses of t->fresh (predictions in t->pred) to the detector. */
+static void watch_drift(eddy_trainer_t *t) {
+  uint32_t outputs = eddy_model_outputs(&t->cfg.spec);
+  for (size_t i = 0; i < t->fresh->n; i++) {
+    double l = eddy_prequential_loss(t->cfg.spec.head, outputs, t->pred + i * outputs, t->fresh->label[i], NULL,
+                                     NULL);
+    uint64_t change = 0;
+    if (eddy_drift_add(&t->drift, l, t->fresh_seqs[i], &change)) trainer_on_drift(t, change);
+  }
+}
+
 static int fail_learner(eddy_trainer_t *t, const char *what, eddy_err_t err) {
   trainer_set_fatal(t, err, "training stopped: %s failed: %s: %s", what, eddy_err_str(err),
                     eddy_learner_last_error(t->learner));
@@ -103,12 +136,13 @@ static int train_step(eddy_trainer_t *t) {
       if (in_skip(t, seq)) {
         skipped_events++;
       } else if (trainer_is_holdout(t, &t->rd[i], seq)) {
-        trainer_holdout_add(t, &t->rd[i]);
+        trainer_holdout_add(t, &t->rd[i], seq);
       } else if ((err = eddy_batch_push(t->fresh, &t->rd[i])) != EDDY_OK) {
         EDDY_WARN(LOG_MOD, "buffer seq %" PRIu64 " does not fit the model (%s): not trained", seq,
                   eddy_err_str(err));
-      } else if (t->rd[i].has_ts && t->rd[i].ts > t->newest_event_ms) {
-        t->newest_event_ms = t->rd[i].ts;
+      } else {
+        t->fresh_seqs[t->fresh->n - 1] = seq;
+        if (t->rd[i].has_ts && t->rd[i].ts > t->newest_event_ms) t->newest_event_ms = t->rd[i].ts;
       }
     }
     t->cursor = t->rd_seqs[got - 1] + 1;
@@ -117,6 +151,7 @@ static int train_step(eddy_trainer_t *t) {
       if ((err = eddy_learner_accumulate(t->learner, t->fresh, t->pred, &l)))
         return fail_learner(t, "accumulate", err);
       eddy_prequential_add(t->preq, t->pred, t->fresh->label, t->fresh->weight, t->fresh->n);
+      watch_drift(t);
       loss += l;
       fresh_n += t->fresh->n;
       double ratio = c->replay_ratio;

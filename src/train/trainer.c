@@ -67,7 +67,27 @@ static bool register_metrics(eddy_trainer_t *t, char *errstr, size_t errstr_size
   S(announce_errors, C, "eddy_snapshot_announce_errors_total",
     "Announcements on snapshot.topic that failed");
   S(rollbacks, C, "eddy_snapshot_rollbacks_total", "Rollbacks that moved CURRENT or the trainer");
+  S(drift, C, "eddy_drift_detected_total", "Drift alarms of the detector on the prequential loss");
+  S(rejected_run, G, "eddy_snapshot_rejected_consecutive", "Versions rejected by the gate in a row");
+  S(ahead_run, G, "eddy_snapshot_trainer_ahead_versions",
+    "Rejected versions in a row that scored better than CURRENT on the same holdout events");
 #undef S
+  uint32_t classes = t->cfg.spec.head == EDDY_HEAD_SOFTMAX ? t->cfg.spec.classes
+                     : t->cfg.spec.head == EDDY_HEAD_LOGISTIC ? 2
+                                                               : 0;
+  if (classes && ok) {
+    eddy_metric_t *fam = eddy_registry_add(r, G, "eddy_prequential_class_accuracy",
+                                           "Prequential accuracy per class of the label, sliding window (the "
+                                           "first 64 classes)",
+                                           "class", NULL, 0, errstr, errstr_size);
+    ok = fam != NULL;
+    for (uint32_t k = 0; ok && k < classes && k < TRAINER_CLASS_SERIES; k++) {
+      char label[16];
+      snprintf(label, sizeof label, "%u", k);
+      const char *values[1] = {label};
+      x->class_accuracy[k] = eddy_metric_series(fam, values);
+    }
+  }
   x->publish_seconds = add_series(r, EDDY_METRIC_HISTOGRAM, "eddy_snapshot_publish_seconds",
                                   "Time to publish a version: write, fsync, commit, CURRENT, announce",
                                   pub_buckets, sizeof pub_buckets / sizeof pub_buckets[0], errstr,
@@ -123,7 +143,9 @@ static eddy_err_t renew_learner(eddy_trainer_t *t, char *errstr, size_t errstr_s
 static eddy_err_t start_new_lineage(eddy_trainer_t *t, uint64_t first, char *errstr, size_t errstr_size) {
   t->cursor = first;
   t->skip_from = 1, t->skip_to = 0;
-  const eddy_replay_meta_t meta[] = {{TRAINER_META_SKIP_FROM, 1},
+  t->hold_from = 0;
+  const eddy_replay_meta_t meta[] = {{TRAINER_META_HOLD_FROM, 0},
+                                     {TRAINER_META_SKIP_FROM, 1},
                                      {TRAINER_META_SKIP_TO, 0},
                                      {TRAINER_META_RB_LATEST, UINT64_MAX}}; /* matches no version */
   char why[512];
@@ -215,6 +237,7 @@ static eddy_err_t restore(eddy_trainer_t *t, const eddy_trainer_opts_t *opts, ch
   t->parent = v;
   t->skip_from = meta_or(t->buffer, TRAINER_META_SKIP_FROM, 1, NULL);
   t->skip_to = meta_or(t->buffer, TRAINER_META_SKIP_TO, 0, NULL);
+  t->hold_from = meta_or(t->buffer, TRAINER_META_HOLD_FROM, 0, NULL);
   if (t->cursor > bs.next_seq) {
     EDDY_WARN(LOG_MOD, "v%06" PRIu64 "'s buffer cursor %" PRIu64 " is past the buffer's next seq %" PRIu64
                        " (buffer recreated?): training from seq %" PRIu64,
@@ -329,9 +352,14 @@ static void free_parts(eddy_trainer_t *t) {
   free(t->rd);
   free(t->rd_seqs);
   eddy_event_free(&t->sample);
-  if (t->hold)
-    for (size_t i = 0; i < TRAINER_HOLDOUT_MAX; i++) eddy_event_free(&t->hold[i]);
-  free(t->hold);
+  free(t->fresh_seqs);
+  trainer_holdout_free(t);
+  trainer_gate_forget(t);
+  if (t->val)
+    for (size_t i = 0; i < t->val_n; i++) eddy_event_free(&t->val[i]);
+  free(t->val);
+  free(t->st_class_acc);
+  free(t->st_class_n);
   free(t->scratch);
   eddy_replicas_destroy(t->replicas);
   eddy_timeseries_destroy(t->series);
@@ -384,10 +412,18 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   t->pred = malloc(t->pred_cap * sizeof *t->pred);
   t->rd = calloc(bs, sizeof *t->rd);
   t->rd_seqs = calloc(bs, sizeof *t->rd_seqs);
-  t->hold = calloc(TRAINER_HOLDOUT_MAX, sizeof *t->hold);
-  if (!t->preq || !t->fresh || !t->replay || !t->pred || !t->rd || !t->rd_seqs || !t->hold) goto nomem;
+  t->fresh_seqs = calloc(bs, sizeof *t->fresh_seqs);
+  t->st_classes = t->preq ? eddy_prequential_classes(t->preq) : 0;
+  if (t->st_classes > TRAINER_STATUS_CLASSES) t->st_classes = TRAINER_STATUS_CLASSES;
+  t->st_class_acc = calloc(t->st_classes ? t->st_classes : 1, sizeof *t->st_class_acc);
+  t->st_class_n = calloc(t->st_classes ? t->st_classes : 1, sizeof *t->st_class_n);
+  if (!t->preq || !t->fresh || !t->replay || !t->pred || !t->rd || !t->rd_seqs || !t->fresh_seqs ||
+      !t->st_class_acc || !t->st_class_n || !trainer_holdout_init(t))
+    goto nomem;
   for (size_t i = 0; i < bs; i++) eddy_event_init(&t->rd[i]);
-  for (size_t i = 0; i < TRAINER_HOLDOUT_MAX; i++) eddy_event_init(&t->hold[i]);
+  for (uint32_t k = 0; k < t->st_classes; k++) t->st_class_acc[k] = NAN;
+  eddy_drift_init(&t->drift, c->drift_slack, c->drift_threshold);
+  if (trainer_validation_load(t, errstr, errstr_size) != EDDY_OK) goto fail;
   double thr = c->holdout_fraction * 18446744073709551616.0;
   t->hold_threshold = thr >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)thr;
   t->rng = c->train.seed ^ 0x9e3779b97f4a7c15ull;
@@ -494,6 +530,7 @@ void eddy_trainer_destroy(eddy_trainer_t *t) {
   if (t->job) { /* written but never published (no publishing thread) */
     eddy_store_abort(t->job->txn);
     eddy_manifest_clear(&t->job->m);
+    trainer_holdout_set_free(&t->job->hold);
     free(t->job);
   }
   trainer_free(t);
@@ -583,9 +620,59 @@ char *eddy_trainer_status_json(eddy_trainer_t *t) {
   json_num(p, "mse", t->st_preq.mse);
   cJSON_AddNumberToObject(p, "n", (double)t->st_preq.n);
   cJSON_AddNumberToObject(p, "window", t->cfg.metrics_window);
+  if (t->st_classes) {
+    cJSON *pc = cJSON_AddArrayToObject(p, "per_class");
+    for (uint32_t k = 0; pc && k < t->st_classes; k++) {
+      if (!t->st_class_n[k]) continue;
+      cJSON *e = cJSON_CreateObject();
+      if (!e) break;
+      cJSON_AddItemToArray(pc, e);
+      cJSON_AddNumberToObject(e, "class", k);
+      json_num(e, "accuracy", t->st_class_acc[k]);
+      cJSON_AddNumberToObject(e, "n", (double)t->st_class_n[k]);
+    }
+  }
+  int64_t now_ms = eddy_clock_wall_ms();
   cJSON *h = cJSON_AddObjectToObject(o, "holdout");
   cJSON_AddNumberToObject(h, "events", (double)t->st_hold_n);
+  cJSON_AddNumberToObject(h, "capacity", t->cfg.gate_holdout_events);
   cJSON_AddNumberToObject(h, "fraction", t->cfg.holdout_fraction);
+  cJSON_AddNumberToObject(h, "from_seq", (double)t->st_hold_from);
+  if (t->st_hold_n) {
+    cJSON *sq = cJSON_AddArrayToObject(h, "seqs");
+    cJSON_AddItemToArray(sq, cJSON_CreateNumber((double)t->st_hold_oldest_seq));
+    cJSON_AddItemToArray(sq, cJSON_CreateNumber((double)t->st_hold_newest_seq));
+  } else {
+    cJSON_AddNullToObject(h, "seqs");
+  }
+  json_num(h, "oldest_age_seconds", t->st_hold_oldest_ms > 0 ? (now_ms - t->st_hold_oldest_ms) / 1e3 : NAN);
+  json_num(h, "newest_age_seconds", t->st_hold_newest_ms > 0 ? (now_ms - t->st_hold_newest_ms) / 1e3 : NAN);
+  cJSON_AddNumberToObject(h, "max_age_seconds", t->cfg.gate_holdout_max_age);
+  cJSON *d = cJSON_AddObjectToObject(o, "drift");
+  cJSON_AddNumberToObject(d, "detected", (double)t->n_drift);
+  cJSON_AddBoolToObject(d, "rising", t->st_drift_warning);
+  if (t->n_drift) {
+    char when[40];
+    eddy_manifest_format_time(t->last_drift_ms, when, sizeof when);
+    cJSON_AddNumberToObject(d, "last_seq", (double)t->last_drift_seq);
+    cJSON_AddStringToObject(d, "last_at", when);
+  } else {
+    cJSON_AddNullToObject(d, "last_seq");
+    cJSON_AddNullToObject(d, "last_at");
+  }
+  cJSON *g = cJSON_AddObjectToObject(o, "gate");
+  cJSON_AddNumberToObject(g, "rejected_in_a_row", t->rejected_run);
+  cJSON_AddNumberToObject(g, "ahead_of_current", t->ahead_run);
+  if (t->ahead_run) {
+    char text[256];
+    snprintf(text, sizeof text,
+             "the trainer scored better than CURRENT (v%06" PRIu64 ") on the same holdout events for the last %u "
+             "version(s), rejected by: %s",
+             t->ahead_of, t->ahead_run, t->last_failed[0] ? t->last_failed : "?");
+    cJSON_AddStringToObject(g, "note", text);
+  } else {
+    cJSON_AddNullToObject(g, "note");
+  }
   json_num(o, "loss_scale", t->st_loss_scale);
   cJSON_AddNumberToObject(o, "skipped_steps", (double)t->st_skipped);
   json_version(o, "current_version", cur);
@@ -703,6 +790,10 @@ static eddy_err_t move_current(eddy_trainer_t *t, uint64_t version, const eddy_m
       *moved = true;
       eddy_series_set(t->mx.version, (double)version);
       trainer_announce(t, m, "rollback");
+      trainer_gate_forget(t);
+      char text[64];
+      snprintf(text, sizeof text, "CURRENT = v%06" PRIu64 " (rollback)", version);
+      eddy_timeseries_mark(t->series, eddy_clock_wall_ms(), "rollback", version, text);
     }
   }
   pthread_mutex_unlock(&t->cur_mu);
@@ -717,7 +808,8 @@ static eddy_err_t record_rollback(eddy_trainer_t *t, uint64_t version, uint64_t 
   const eddy_replay_meta_t meta[] = {{TRAINER_META_RB_VERSION, version},
                                      {TRAINER_META_RB_LATEST, latest},
                                      {TRAINER_META_SKIP_FROM, skip_from},
-                                     {TRAINER_META_SKIP_TO, skip_to}};
+                                     {TRAINER_META_SKIP_TO, skip_to},
+                                     {TRAINER_META_HOLD_FROM, 0}}; /* the holdout starts over */
   char why[512];
   eddy_err_t err = eddy_replay_meta_put_batch(t->buffer, meta, sizeof meta / sizeof meta[0], why, sizeof why);
   if (err)
@@ -768,10 +860,17 @@ static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_man
   t->idle_done = 0;
   t->last_pub_step = eddy_learner_step_count(t->learner);
   t->last_pub_time = eddy_clock_mono_s();
+  eddy_drift_reset(&t->drift);
   pthread_mutex_lock(&t->mu); /* status_json reads these under mu */
   t->parent = version;
   t->skip_from = skip ? from : 1;
   t->skip_to = skip ? to : 0;
+  pthread_mutex_unlock(&t->mu);
+  /* The holdout describes the retrained lineage: held-out events before its cursor, none in the
+   * skip range, none twice; a drift re-base of the abandoned lineage no longer applies. */
+  t->hold_from = 0; /* recorded with the rollback */
+  trainer_holdout_refill(t);
+  pthread_mutex_lock(&t->mu);
   bool was_degraded = t->degraded;
   t->degraded = false;
   t->degraded_why[0] = 0;

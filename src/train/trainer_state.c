@@ -53,6 +53,7 @@ void trainer_publish_status(eddy_trainer_t *t) {
   eddy_metric_values_t preq = eddy_prequential_window(t->preq);
   const eddy_scaler_t *sc = eddy_learner_scaler(t->learner);
   uint64_t step = eddy_learner_step_count(t->learner);
+  size_t oldest = t->hold_head, newest = (t->hold_head + t->hold_n + t->hold_cap - 1) % t->hold_cap;
   pthread_mutex_lock(&t->mu);
   t->st_step = step;
   t->st_examples = t->examples;
@@ -62,7 +63,17 @@ void trainer_publish_status(eddy_trainer_t *t) {
   t->st_loss_scale = sc->scale;
   t->st_preq = preq;
   t->st_hold_n = t->hold_n;
+  t->st_hold_from = t->hold_from;
+  t->st_hold_oldest_seq = t->hold_n ? t->hold_seq[oldest] : 0;
+  t->st_hold_newest_seq = t->hold_n ? t->hold_seq[newest] : 0;
+  t->st_hold_oldest_ms = t->hold_n && t->hold[oldest].has_ts ? t->hold[oldest].ts : 0;
+  t->st_hold_newest_ms = t->hold_n && t->hold[newest].has_ts ? t->hold[newest].ts : 0;
+  t->st_drift_warning = eddy_drift_warning(&t->drift);
+  for (uint32_t k = 0; k < t->st_classes; k++)
+    t->st_class_acc[k] = eddy_prequential_class_accuracy(t->preq, k, &t->st_class_n[k]);
   pthread_mutex_unlock(&t->mu);
+  for (uint32_t k = 0; k < t->st_classes && k < TRAINER_CLASS_SERIES; k++)
+    if (t->st_class_n[k]) eddy_series_set(t->mx.class_accuracy[k], t->st_class_acc[k]);
   eddy_series_set(t->mx.steps, (double)step);
   eddy_series_set(t->mx.examples, (double)t->examples);
   eddy_series_set(t->mx.replay_examples, (double)t->replay_examples);

@@ -15,6 +15,9 @@
 #include "core/errors.h"
 #include "metrics/registry.h"
 #include "model/batch.h"
+#include "model/drift.h"
+#include "model/evaluate.h"
+#include "model/infer.h"
 #include "model/learner.h"
 #include "model/prequential.h"
 #include "snapshot/manifest.h"
@@ -27,8 +30,9 @@
 /* As in train/trainer.h, which this header does not include: it stands below the public calls. */
 typedef struct eddy_trainer eddy_trainer_t;
 
-#define TRAINER_HOLDOUT_MAX 2000     /* newest holdout events kept for the gate */
-#define TRAINER_HOLDOUT_SCAN 20000   /* events before the cursor scanned at start to refill it */
+#define TRAINER_HOLDOUT_SCAN 20000   /* events before the cursor scanned to refill the holdout */
+#define TRAINER_CLASS_SERIES 64      /* classes with an eddy_prequential_class_accuracy series */
+#define TRAINER_STATUS_CLASSES 1000  /* classes listed in the status */
 #define TRAINER_IDLE_WAIT_MS 20      /* wait for fresh events when there is nothing to train */
 #define TRAINER_SAMPLE_TRIES 4       /* draws per wanted replay sample before giving up */
 #define TRAINER_STORE_PROBE_S 5.0    /* a failing store is probed this often (storage.c) */
@@ -38,7 +42,15 @@ typedef struct eddy_trainer eddy_trainer_t;
 #define TRAINER_META_RB_LATEST "rollback_latest"       /* ... and the newest version at that time */
 #define TRAINER_META_SKIP_FROM "skip_from"             /* events never trained: [from, to] */
 #define TRAINER_META_SKIP_TO "skip_to"
+#define TRAINER_META_HOLD_FROM "holdout_from"    /* the holdout window's start (drift re-base) */
 
+/* Held-out events frozen for one gate: the holdout window at the time the candidate was written
+ * (holdout.c). */
+typedef struct {
+  eddy_event_t *ev;
+  uint64_t *seq;
+  size_t n;
+} trainer_holdout_set_t;
 /* A written candidate on its way from the training thread to the publishing thread. */
 typedef struct {
   eddy_store_txn_t *txn;
@@ -46,6 +58,7 @@ typedef struct {
   uint64_t nonfinite;    /* non-finite master weights found when it was written */
   uint64_t ticket;       /* snapshot requests up to this one are answered by this version */
   double t0;             /* monotonic seconds when writing began */
+  trainer_holdout_set_t hold; /* the holdout window the gate scores both models on */
 } trainer_job_t;
 
 typedef struct {
@@ -56,6 +69,8 @@ typedef struct {
   eddy_series_t *publish_seconds;
   eddy_series_t *replicas_fresh, *replicas_stale;
   eddy_series_t *storage_buffer, *storage_store; /* eddy_storage_write_failing{part} */
+  eddy_series_t *drift, *rejected_run, *ahead_run;
+  eddy_series_t *class_accuracy[TRAINER_CLASS_SERIES];
 } trainer_metrics_t;
 
 /* Locks. Three mutexes of the trainer, which may be nested only in this order:
@@ -99,8 +114,13 @@ struct eddy_trainer {
   eddy_event_t *rd;           /* read buffer, batch_size events */
   uint64_t *rd_seqs;
   eddy_event_t sample;        /* one replay draw */
-  eddy_event_t *hold;         /* holdout ring, TRAINER_HOLDOUT_MAX events (holdout.c) */
-  size_t hold_n, hold_pos;
+  uint64_t *fresh_seqs;       /* buffer seq of each event in t->fresh */
+  eddy_event_t *hold;         /* the holdout window, a ring of gate_holdout_events (holdout.c) */
+  uint64_t *hold_seq;         /* ... their seqs, increasing from the oldest */
+  size_t hold_cap, hold_n, hold_head;  /* hold_head: the oldest */
+  uint64_t hold_from;         /* events before this seq are not in the window (drift re-base) */
+  eddy_drift_t drift;         /* change detector on the prequential loss */
+  bool defer_logged;          /* a scheduled snapshot is waiting (logged once) */
   uint64_t rng;
   uint32_t idle_done;         /* replay-only steps in the current idle period */
   uint32_t skipped_run;       /* consecutive skipped steps */
@@ -138,9 +158,26 @@ struct eddy_trainer {
   double st_loss_scale;
   eddy_metric_values_t st_preq;
   size_t st_hold_n;
+  uint64_t st_hold_from, st_hold_oldest_seq, st_hold_newest_seq;
+  int64_t st_hold_oldest_ms, st_hold_newest_ms;  /* event ts; 0 = unknown */
+  bool st_drift_warning;
+  uint64_t n_drift, last_drift_seq;
+  int64_t last_drift_ms;      /* wall clock */
+  double *st_class_acc;       /* [st_classes] windowed accuracy per class (NaN: none) */
+  uint64_t *st_class_n;
+  uint32_t st_classes;
   uint64_t n_published, n_rejected, n_publish_errors;
+  uint32_t rejected_run;      /* consecutive rejected versions */
+  uint32_t ahead_run;         /* ... of which the last ones scored better than CURRENT */
+  uint64_t ahead_of;          /* the CURRENT they were compared with */
+  char last_failed[64];       /* failing criteria of the last rejection */
 
-  pthread_mutex_t cur_mu;     /* CURRENT moves and announcements (publisher and rollbacks) */
+  pthread_mutex_t cur_mu;     /* CURRENT moves and announcements (publisher and rollbacks), and: */
+  eddy_infer_t *cur_model;    /* CURRENT's weights as the gate loaded them (NULL: not loaded) */
+  uint64_t cur_model_v;
+  eddy_eval_scores_t cur_val; /* CURRENT's scores on the validation set (n = 0: none yet) */
+  eddy_event_t *val;          /* snapshot.gate.validation events (read-only after new) */
+  size_t val_n;
 
   pthread_mutex_t rb_mu;      /* one rollback at a time; guards: */
   bool rb_valid;              /* the last retrain rollback, for idempotency */
@@ -171,11 +208,29 @@ void trainer_publish_status(eddy_trainer_t *t);
 
 /* holdout.c */
 bool trainer_is_holdout(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
-void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev);
-/* Refills the ring from the buffer's events just before the cursor (at the start). */
+/* Allocates the window (gate_holdout_events); false when out of memory. */
+bool trainer_holdout_init(eddy_trainer_t *t);
+void trainer_holdout_free(eddy_trainer_t *t);
+/* Adds the held-out event at seq: ignored when seq is not after the newest one kept (never twice),
+ * before hold_from, or in the skip range; the oldest go beyond the window's size and age. */
+void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
+/* Empties the window and refills it from the buffer's held-out events before the cursor, from
+ * hold_from on, outside the skip range (at the start and after a retrain rollback). */
 void trainer_holdout_refill(eddy_trainer_t *t);
-/* Scores the holdout ring with the learner's current weights. */
-eddy_err_t trainer_holdout_score(eddy_trainer_t *t, eddy_metric_values_t *out);
+/* Restarts the window at seq (drift): drops the events before it and records it in the buffer. */
+void trainer_holdout_rebase(eddy_trainer_t *t, uint64_t seq);
+/* Events of the window within its age bound now. */
+size_t trainer_holdout_usable(const eddy_trainer_t *t);
+/* Copies the window (within its age bound) into set; false when out of memory. */
+bool trainer_holdout_freeze(const eddy_trainer_t *t, trainer_holdout_set_t *set);
+void trainer_holdout_set_free(trainer_holdout_set_t *set);
+/* The gate's evaluation, for any caller that scores weights on the holdout: loads the weights
+ * file at path (spec, precision) and scores it on set (evaluate.h). *model (optional) receives the
+ * loaded model, owned by the caller; otherwise it is freed. errstr names the file. */
+eddy_err_t trainer_holdout_score_file(const eddy_model_spec_t *spec, const char *path,
+                                      eddy_infer_precision_t precision, const trainer_holdout_set_t *set,
+                                      eddy_eval_scores_t *out, eddy_infer_t **model, char *errstr,
+                                      size_t errstr_size);
 
 /* publish.c */
 /* Training thread, at a step boundary: writes a candidate and queues it. false when the
@@ -191,9 +246,15 @@ bool trainer_storage_init(eddy_trainer_t *t, char *errstr, size_t errstr_size);
 /* Sampler thread, once a second: the gauges, a log line when a failure starts or ends, and a
  * probe of the store every TRAINER_STORE_PROBE_S while its writes fail. */
 void trainer_storage_sample(eddy_trainer_t *t);
+/* Loads the events of snapshot.gate.validation (its first gate_holdout_events) into t->val. */
+eddy_err_t trainer_validation_load(eddy_trainer_t *t, char *errstr, size_t errstr_size);
+/* Forgets the gate's cached CURRENT model and scores. Caller holds cur_mu. */
+void trainer_gate_forget(eddy_trainer_t *t);
 
 /* train_loop.c */
 void *trainer_train_main(void *arg);
+/* A drift alarm with the rise starting at change_seq: counted, logged, marked, holdout re-based. */
+void trainer_on_drift(eddy_trainer_t *t, uint64_t change_seq);
 
 /* sampler.c */
 /* Creates the replica table and the time-series ring and registers eddy_replicas{state}. */
