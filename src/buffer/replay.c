@@ -51,6 +51,8 @@ static const char *const cf_names[CF__COUNT] = {"default", "events", "offsets", 
 #define META_RES_RNG "res_rng"
 #define META_RES_SEEN "res_seen" /* classes x u64 big-endian */
 #define META_CLASSES "classes" /* opts.classes of the last writer (labels of a squared head: 1) */
+#define META_RES_FORMAT "res_format" /* reservoir slot values: 2 = seq (u64 BE) + event; absent = event */
+#define RES_FORMAT 2
 #define META_CURSOR_PREFIX "cursor/"
 
 struct eddy_replay {
@@ -78,6 +80,7 @@ struct eddy_replay {
   uint64_t res_rng;
   uint64_t *res_seen; /* [res_classes] */
   eddy_health_t health; /* its own lock: writes failing (a full disk), eddy_replay_write_status */
+  bool res_seq;       /* slot values start with the event's seq (RES_FORMAT) */
 
   uint8_t *scratch; /* append: encoded event */
   size_t scratch_cap;
@@ -331,7 +334,7 @@ static eddy_err_t load_meta(eddy_replay_t *r, char *errstr, size_t errstr_size) 
   } fields[] = {{META_FIRST, &r->first_seq}, {META_NEXT, &r->next_seq},   {META_BYTES, &r->bytes},
                 {META_EVICTED, &r->evicted}, {META_DL_FIRST, &r->dl_first}, {META_DL_NEXT, &r->dl_next},
                 {META_RES_RNG, &r->res_rng}};
-  uint64_t stored_res_size = 0, stored_res_classes = 0;
+  uint64_t stored_res_size = 0, stored_res_classes = 0, stored_res_format = 0;
   if (!fresh) {
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
       e = meta_read(r, r->ropts, fields[i].key, fields[i].dst, errstr, errstr_size);
@@ -342,6 +345,9 @@ static eddy_err_t load_meta(eddy_replay_t *r, char *errstr, size_t errstr_size) 
     }
     if ((e = meta_read(r, r->ropts, META_RES_SIZE, &stored_res_size, errstr, errstr_size))) return e;
     if ((e = meta_read(r, r->ropts, META_RES_CLASSES, &stored_res_classes, errstr, errstr_size))) return e;
+    e = meta_read(r, r->ropts, META_RES_FORMAT, &stored_res_format, errstr, errstr_size);
+    if (e && e != EDDY_ERR_NOT_FOUND) return e;
+    e = EDDY_OK;
     if (r->first_seq > r->next_seq || r->dl_first > r->dl_next || stored_res_classes > RESERVOIR_CLASSES_MAX)
       return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size,
                        "buffer %s: inconsistent meta (first_seq %llu, next_seq %llu, reservoir classes %llu)",
@@ -357,15 +363,19 @@ static eddy_err_t load_meta(eddy_replay_t *r, char *errstr, size_t errstr_size) 
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "buffer %s: classes = %u, max %d", r->path,
                      want_classes, RESERVOIR_CLASSES_MAX);
   bool reset = false;
+  r->res_seq = true;
   if (r->opts.read_only) {
     want_size = (uint32_t)stored_res_size;
     want_classes = (uint32_t)stored_res_classes;
-  } else if (fresh || stored_res_size != want_size || stored_res_classes != want_classes) {
+    r->res_seq = stored_res_format == RES_FORMAT;
+  } else if (fresh || stored_res_size != want_size || stored_res_classes != want_classes ||
+             stored_res_format != RES_FORMAT) {
     reset = true;
     if (!fresh)
-      EDDY_INFO(LOG_MOD, "buffer %s: reservoir changed (size %llu -> %u, classes %llu -> %u): restarted",
-                r->path, (unsigned long long)stored_res_size, want_size,
-                (unsigned long long)stored_res_classes, want_classes);
+      EDDY_INFO(LOG_MOD, "buffer %s: reservoir changed (size %llu -> %u, classes %llu -> %u, format %llu -> %d): "
+                "restarted",
+                r->path, (unsigned long long)stored_res_size, want_size, (unsigned long long)stored_res_classes,
+                want_classes, (unsigned long long)stored_res_format, RES_FORMAT);
   }
   r->res_size = want_size;
   r->res_classes = want_classes;
@@ -434,6 +444,7 @@ static eddy_err_t load_meta(eddy_replay_t *r, char *errstr, size_t errstr_size) 
   batch_put_meta(b, r->cf[CF_META], META_RES_SIZE, want_size);
   batch_put_meta(b, r->cf[CF_META], META_RES_CLASSES, want_classes);
   batch_put_meta(b, r->cf[CF_META], META_RES_RNG, r->res_rng);
+  batch_put_meta(b, r->cf[CF_META], META_RES_FORMAT, RES_FORMAT);
   rocksdb_writebatch_delete_cf(b, r->cf[CF_META], META_RES_SEEN, strlen(META_RES_SEEN));
   char *err = NULL;
   rocksdb_write(r->db, r->wopts_sync, b, &err);
@@ -797,7 +808,7 @@ static eddy_err_t append_events(eddy_replay_t *r, append_t *a, rocksdb_writebatc
   memcpy(r->seen_scratch, r->res_seen, (r->res_classes ? r->res_classes : 1) * sizeof *r->res_seen);
   a->rng = r->res_rng;
   for (size_t i = 0; i < a->n; i++) {
-    eddy_err_t e = scratch_reserve(r, a->sizes[i]);
+    eddy_err_t e = scratch_reserve(r, a->sizes[i] + 8);
     if (e) return eddy_errf(e, errstr, errstr_size, "buffer %s: out of memory", r->path);
     if (eddy_event_encode(events[i], r->scratch, r->scratch_cap) != a->sizes[i])
       return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
@@ -828,11 +839,12 @@ static void append_reservoir(eddy_replay_t *r, append_t *a, rocksdb_writebatch_t
   for (size_t k = 0; k < a->n_res; k++) {
     if (k + 1 < a->n_res && a->res_puts[k + 1].key == a->res_puts[k].key) continue;
     size_t i = a->res_puts[k].idx;
-    eddy_event_encode(events[i], r->scratch, r->scratch_cap); /* fits: scratch held the largest */
+    put_be64(r->scratch, a->seq0 + i);
+    eddy_event_encode(events[i], r->scratch + 8, r->scratch_cap - 8); /* fits: reserved below */
     uint8_t key[8];
     put_be64(key, a->res_puts[k].key);
     rocksdb_writebatch_put_cf(b, r->cf[CF_RESERVOIR], (const char *)key, 8, (const char *)r->scratch,
-                              a->sizes[i]);
+                              a->sizes[i] + 8);
   }
 }
 
@@ -1191,9 +1203,10 @@ eddy_err_t eddy_replay_read(eddy_replay_t *r, uint64_t from_seq, size_t max, edd
   return e;
 }
 
-/* Point lookup in one column family; EDDY_ERR_NOT_FOUND for a hole. */
+/* Point lookup in one column family; EDDY_ERR_NOT_FOUND for a hole. *seq gets the event's seq
+ * (UINT64_MAX for a reservoir slot written before slots carried it). */
 static eddy_err_t get_event(eddy_replay_t *r, const rocksdb_readoptions_t *ro, int cf, const uint8_t *key,
-                            uint64_t id, eddy_event_t *ev) {
+                            uint64_t id, eddy_event_t *ev, uint64_t *seq) {
   char *err = NULL;
   rocksdb_pinnableslice_t *ps = rocksdb_get_pinned_cf(r->db, ro, r->cf[cf], (const char *)key, 8, &err);
   if (err) {
@@ -1204,6 +1217,17 @@ static eddy_err_t get_event(eddy_replay_t *r, const rocksdb_readoptions_t *ro, i
   if (!ps) return EDDY_ERR_NOT_FOUND;
   size_t len = 0;
   const char *v = rocksdb_pinnableslice_value(ps, &len);
+  *seq = cf == CF_EVENTS ? id : UINT64_MAX;
+  if (cf == CF_RESERVOIR && r->res_seq) {
+    if (len < 8) {
+      rocksdb_pinnableslice_destroy(ps);
+      EDDY_ERROR(LOG_MOD, "buffer %s: reservoir slot %llu: %zu bytes, no seq", r->path, (unsigned long long)id, len);
+      return EDDY_ERR_FORMAT;
+    }
+    *seq = get_be64((const uint8_t *)v);
+    v += 8;
+    len -= 8;
+  }
   eddy_err_t e = decode_value(r, cf == CF_EVENTS ? "event" : "reservoir slot", id, v, len, ev);
   rocksdb_pinnableslice_destroy(ps);
   return e;
@@ -1211,6 +1235,12 @@ static eddy_err_t get_event(eddy_replay_t *r, const rocksdb_readoptions_t *ro, i
 
 eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t *rng_state, size_t n,
                               eddy_event_t *out, size_t *got) {
+  return eddy_replay_sample_where(r, strategy, rng_state, n, out, NULL, NULL, NULL, got);
+}
+
+eddy_err_t eddy_replay_sample_where(eddy_replay_t *r, eddy_sample_t strategy, uint64_t *rng_state, size_t n,
+                                    eddy_event_t *out, uint64_t *seqs, eddy_replay_accept_fn accept, void *ctx,
+                                    size_t *got) {
   if (!r || !rng_state || !got || (n && !out)) return EDDY_ERR_INVALID_ARG;
   if (strategy != EDDY_SAMPLE_UNIFORM && strategy != EDDY_SAMPLE_RECENT && strategy != EDDY_SAMPLE_BALANCED)
     return EDDY_ERR_INVALID_ARG;
@@ -1222,19 +1252,22 @@ eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t
   uint64_t first, next;
   uint32_t nc = strategy == EDDY_SAMPLE_BALANCED ? r->res_classes : 0;
   uint64_t *kept = NULL;
-  uint32_t *present = NULL;
+  uint32_t *present = NULL, *refused = NULL; /* refused: draws of each class refused in a row */
   if (nc) {
     kept = calloc(nc, sizeof *kept);
     present = calloc(nc, sizeof *present);
-    if (!kept || !present) {
+    refused = calloc(nc, sizeof *refused);
+    if (!kept || !present || !refused) {
       free(kept);
       free(present);
+      free(refused);
       return EDDY_ERR_NOMEM;
     }
   }
   if (!db_enter(r)) {
     free(kept);
     free(present);
+    free(refused);
     return EDDY_ERR_IO;
   }
   pthread_mutex_lock(&r->stats_mu);
@@ -1252,10 +1285,12 @@ eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t
   size_t have = 0;
   uint64_t span = next - first;
   bool empty = strategy == EDDY_SAMPLE_BALANCED ? n_present == 0 : span == 0;
-  for (size_t tries = 0; !empty && have < n && tries < n * SAMPLE_TRIES; tries++) {
+  size_t budget = n * SAMPLE_TRIES + (accept ? (size_t)n_present * SAMPLE_TRIES : 0);
+  for (size_t tries = 0; !empty && have < n && tries < budget; tries++) {
     uint8_t key[8];
     uint64_t id;
     int cf = CF_EVENTS;
+    uint32_t pick = 0;
     if (strategy == EDDY_SAMPLE_UNIFORM) {
       id = first + eddy_rng_below(rng_state, span);
       put_be64(key, id);
@@ -1264,25 +1299,39 @@ eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t
       id = first + (pos < span ? pos : span - 1);
       put_be64(key, id);
     } else {
-      uint32_t c = present[eddy_rng_below(rng_state, n_present)];
+      pick = (uint32_t)eddy_rng_below(rng_state, n_present);
+      uint32_t c = present[pick];
       uint32_t slot = (uint32_t)eddy_rng_below(rng_state, kept[c]);
       put_be32(key, c);
       put_be32(key + 4, slot);
       id = (uint64_t)c << 32 | slot;
       cf = CF_RESERVOIR;
     }
-    e = get_event(r, s.ro, cf, key, id, &out[have]);
+    uint64_t seq = UINT64_MAX;
+    e = get_event(r, s.ro, cf, key, id, &out[have], &seq);
     if (e == EDDY_ERR_NOT_FOUND) {
       e = EDDY_OK;
       continue;
     }
     if (e) break;
+    if (accept && !accept(ctx, seq, &out[have])) {
+      /* A class whose slots the caller keeps refusing (e.g. events it has not reached yet) is
+       * left out for the rest of this call, so that the others still fill it. */
+      if (strategy == EDDY_SAMPLE_BALANCED && ++refused[present[pick]] >= SAMPLE_TRIES) {
+        if (n_present == 1) break;
+        present[pick] = present[--n_present];
+      }
+      continue;
+    }
+    if (strategy == EDDY_SAMPLE_BALANCED) refused[present[pick]] = 0;
+    if (seqs) seqs[have] = seq;
     have++;
   }
   snap_end(r, &s);
   db_leave(r);
   free(kept);
   free(present);
+  free(refused);
   *got = e ? 0 : have;
   return e;
 }

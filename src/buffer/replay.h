@@ -120,6 +120,16 @@ eddy_err_t eddy_replay_read(eddy_replay_t *r, uint64_t from_seq, size_t max, edd
 eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t *rng_state,
                               size_t n, eddy_event_t *out, size_t *got);
 
+/* eddy_replay_sample with the caller's filter: accept(ctx, seq, ev) is asked about every event
+ * drawn (seq: its buffer seq; UINT64_MAX for a reservoir slot written by an older build) and a
+ * refused draw counts as a try, so up to n * 4 draws are made. For balanced, a class whose draws
+ * are refused 4 times in a row is left out for the rest of the call. seqs (optional) gets the
+ * seq of each event returned. accept NULL accepts everything. */
+typedef bool (*eddy_replay_accept_fn)(void *ctx, uint64_t seq, const eddy_event_t *ev);
+eddy_err_t eddy_replay_sample_where(eddy_replay_t *r, eddy_sample_t strategy, uint64_t *rng_state, size_t n,
+                                    eddy_event_t *out, uint64_t *seqs, eddy_replay_accept_fn accept, void *ctx,
+                                    size_t *got);
+
 eddy_replay_stats_t eddy_replay_stats(eddy_replay_t *r);
 
 /* Named u64 cursors in the meta column family (e.g. "trained"), written with sync. */

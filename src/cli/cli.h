@@ -96,5 +96,6 @@ int eddy_cmd_ctl(int argc, char **argv);
 int eddy_cmd_train(int argc, char **argv);
 int eddy_cmd_serve(int argc, char **argv);
 int eddy_cmd_demo(int argc, char **argv);
+int eddy_cmd_eval(int argc, char **argv);
 
 #endif

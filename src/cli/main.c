@@ -40,6 +40,9 @@ static const struct {
     {"demo", eddy_cmd_demo,
      "demo [--events N] [--rate N] [--dir DIR] [--port P] [--device D] [--json] [--keep-running]\n"
      "                 the whole pipeline on the embedded default: broker, trainer, 2 replicas, Fashion-MNIST"},
+    {"eval", eddy_cmd_eval,
+     "eval -c CONFIG (--version V | --weights FILE) --data DATASET [--json] [--limit N] [--set s.k=v]...\n"
+     "                 score a version (or weights file): accuracy, loss, per class, confusion matrix"},
     {"ctl", eddy_cmd_ctl,
      "ctl [--url URL | -c CONFIG] [--token-file F] [--json] status|versions|pause|resume|snapshot\n"
      "    ctl ... rollback V [--retrain] [--skip A:B]\n"

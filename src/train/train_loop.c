@@ -21,23 +21,27 @@ static bool in_skip(const eddy_trainer_t *t, uint64_t seq) {
   return t->skip_to >= t->skip_from && seq >= t->skip_from && seq <= t->skip_to;
 }
 
+/* A balanced-reservoir draw the trainer may replay: trained already (seq before the cursor), not
+ * held out, not in the skip range. */
+static bool replayable(void *ctx, uint64_t seq, const eddy_event_t *ev) {
+  const eddy_trainer_t *t = ctx;
+  return seq < t->cursor && !in_skip(t, seq) && !trainer_is_holdout(t, ev, seq);
+}
+
 /* Up to n replay draws into t->replay: events already trained on (seq < cursor), never held out
- * and never in the skip range. uniform / recent draw seqs over [first_seq, cursor) themselves
- * (recent: density growing linearly towards the cursor); balanced draws from the buffer's
- * class-balanced reservoir, where only the holdout (by id) can be filtered. */
+ * and never in the skip range; a refused draw is redrawn. uniform / recent draw seqs over
+ * [first_seq, cursor) themselves (recent: density growing linearly towards the cursor); balanced
+ * draws from the buffer's class-balanced reservoir through the same filter. */
 static eddy_err_t draw_replay(eddy_trainer_t *t, size_t n) {
   eddy_batch_clear(t->replay);
   if (n > t->replay->cap) n = t->replay->cap;
   if (!n) return EDDY_OK;
   if (t->cfg.replay_strategy == EDDY_REPLAY_BALANCED) {
-    for (size_t i = 0; i < n; i++) {
-      size_t got = 0;
-      eddy_err_t err = eddy_replay_sample(t->buffer, EDDY_SAMPLE_BALANCED, &t->rng, 1, &t->sample, &got);
-      if (err) return err;
-      if (!got) break;
-      if (t->sample.id[0] && trainer_is_holdout(t, &t->sample, 0)) continue;
-      if (eddy_batch_push(t->replay, &t->sample) != EDDY_OK) continue;
-    }
+    size_t got = 0;
+    eddy_err_t err = eddy_replay_sample_where(t->buffer, EDDY_SAMPLE_BALANCED, &t->rng, n, t->samples, NULL,
+                                              replayable, t, &got);
+    if (err) return err;
+    for (size_t i = 0; i < got; i++) eddy_batch_push(t->replay, &t->samples[i]);
     return EDDY_OK;
   }
   eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);

@@ -352,6 +352,9 @@ static void free_parts(eddy_trainer_t *t) {
   free(t->rd);
   free(t->rd_seqs);
   eddy_event_free(&t->sample);
+  if (t->samples)
+    for (size_t i = 0; i < t->samples_cap; i++) eddy_event_free(&t->samples[i]);
+  free(t->samples);
   free(t->fresh_seqs);
   trainer_holdout_free(t);
   trainer_gate_forget(t);
@@ -413,14 +416,17 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   t->rd = calloc(bs, sizeof *t->rd);
   t->rd_seqs = calloc(bs, sizeof *t->rd_seqs);
   t->fresh_seqs = calloc(bs, sizeof *t->fresh_seqs);
+  t->samples_cap = t->replay ? t->replay->cap : 0;
+  t->samples = t->samples_cap ? calloc(t->samples_cap, sizeof *t->samples) : NULL;
   t->st_classes = t->preq ? eddy_prequential_classes(t->preq) : 0;
   if (t->st_classes > TRAINER_STATUS_CLASSES) t->st_classes = TRAINER_STATUS_CLASSES;
   t->st_class_acc = calloc(t->st_classes ? t->st_classes : 1, sizeof *t->st_class_acc);
   t->st_class_n = calloc(t->st_classes ? t->st_classes : 1, sizeof *t->st_class_n);
   if (!t->preq || !t->fresh || !t->replay || !t->pred || !t->rd || !t->rd_seqs || !t->fresh_seqs ||
-      !t->st_class_acc || !t->st_class_n || !trainer_holdout_init(t))
+      !t->samples || !t->st_class_acc || !t->st_class_n || !trainer_holdout_init(t))
     goto nomem;
   for (size_t i = 0; i < bs; i++) eddy_event_init(&t->rd[i]);
+  for (size_t i = 0; i < t->samples_cap; i++) eddy_event_init(&t->samples[i]);
   for (uint32_t k = 0; k < t->st_classes; k++) t->st_class_acc[k] = NAN;
   eddy_drift_init(&t->drift, c->drift_slack, c->drift_threshold);
   if (trainer_validation_load(t, errstr, errstr_size) != EDDY_OK) goto fail;

@@ -114,6 +114,8 @@ struct eddy_trainer {
   eddy_event_t *rd;           /* read buffer, batch_size events */
   uint64_t *rd_seqs;
   eddy_event_t sample;        /* one replay draw */
+  eddy_event_t *samples;      /* balanced replay draws, samples_cap of them */
+  size_t samples_cap;
   uint64_t *fresh_seqs;       /* buffer seq of each event in t->fresh */
   eddy_event_t *hold;         /* the holdout window, a ring of gate_holdout_events (holdout.c) */
   uint64_t *hold_seq;         /* ... their seqs, increasing from the oldest */
