@@ -207,7 +207,7 @@ void eddy_config_defaults(eddy_config_t *cfg) {
   cfg->holdout_fraction = 0.02;
   cfg->max_skipped_steps = 100;
   cfg->metrics_window = 10000;
-  cfg->drift_threshold = 50;
+  cfg->drift_threshold = 25;
   cfg->drift_slack = 0.5;
 
   snprintf(cfg->topic, sizeof cfg->topic, "events");

@@ -887,12 +887,14 @@ static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_man
   t->rb_version = version, t->rb_from = from, t->rb_to = to, t->rb_latest = latest;
   bool moved;
   err = move_current(t, version, m, &moved, errstr, errstr_size);
+  uint64_t step = eddy_learner_step_count(t->learner), cursor = t->cursor; /* ours until released */
+  size_t held = t->hold_n;
   release_training(t);
   char skiptext[96] = "";
   if (skip) snprintf(skiptext, sizeof skiptext, ", skipping seq %" PRIu64 "..%" PRIu64, from, to);
   EDDY_INFO(LOG_MOD, "retrain rollback to v%06" PRIu64 ": step %" PRIu64 ", %" PRIu64
-                     " examples, re-training from buffer seq %" PRIu64 "%s",
-            version, eddy_learner_step_count(t->learner), m->examples, t->cursor, skiptext);
+                     " examples, re-training from buffer seq %" PRIu64 "%s; holdout window rebuilt (%zu events)",
+            version, step, m->examples, cursor, skiptext, held);
   eddy_series_add(t->mx.rollbacks, 1);
   return err;
 }

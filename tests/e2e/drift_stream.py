@@ -6,6 +6,7 @@ usage: drift_stream.py FM_DIR OUT KIND N [ARG]
   classinc N         5 tasks of 2 classes ((0,1), (2,3), ... (8,9)), N events each, task after task
   shift N            N images; from the midpoint on the label is (y + 1) mod 10
   broken N AT        N images; from event AT on the label is 0 (an upstream default)
+  test N SHIFT       the first N test images with labels (y + SHIFT) mod 10 (for `eddy eval`)
 Events: {"id": "KIND-i", "label": y, "dense": [784 pixels / 255, 3 decimals]}. Standard library
 only (the tests run /usr/bin/python3)."""
 import gzip
@@ -37,7 +38,7 @@ def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
     fm_dir, out, kind, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    data = load(fm_dir, "train")
+    data = load(fm_dir, "t10k" if kind == "test" else "train")
     rows = []
     if kind == "iid":
         rows = [(img, y) for img, y in data[:n]]
@@ -48,6 +49,9 @@ def main():
             rows += pick
     elif kind == "shift":
         rows = [(img, y if i < n // 2 else (y + 1) % 10) for i, (img, y) in enumerate(data[:n])]
+    elif kind == "test":
+        shift = int(sys.argv[5])
+        rows = [(img, (y + shift) % 10) for img, y in data[:n]]
     elif kind == "broken":
         at = int(sys.argv[5])
         rows = [(img, y if i < at else 0) for i, (img, y) in enumerate(data[:n])]

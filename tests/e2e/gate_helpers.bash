@@ -4,7 +4,7 @@
 # lib.bash and train_helpers.bash; not a test itself.
 
 # gate_start KIND N [ARG] -- [SECTION.KEY=VALUE]...: writes the stream ($TMP/stream.jsonl, its
-# event count in STREAM_N), starts a broker (4 partitions) and a trainer with write_trainer_config's
+# event count in STREAM_N), starts a broker (one partition: the buffer keeps the stream order, seq = event index) and a trainer with write_trainer_config's
 # base plus the settings given; sets MODEL_DIR. Ends the test when something does not come up.
 gate_start() {
   local args=()
@@ -15,7 +15,7 @@ gate_start() {
   need_command curl
   STREAM_N=$($PY "$SRC/tests/e2e/drift_stream.py" "$FM" "$TMP/stream.jsonl" "${args[@]}" |
     $PY -c 'import json,sys; print(json.load(sys.stdin)["events"])') || { fail "drift_stream.py ${args[*]}"; finish; exit 1; }
-  require_broker --topic events --partitions 4 --topic eddy-snapshots --partitions 1
+  require_broker --topic events --partitions 1 --topic eddy-snapshots --partitions 1
   write_token gate-e2e-token
   MODEL_DIR=$TMP/store/fmnist
   write_trainer_config "$TMP/train.ini" "$@"
