@@ -99,6 +99,26 @@
   ];
 
   var data = {t: [], series: {}}; /* the points received so far, oldest first */
+  var markers = [];               /* {t, kind, version, text}, oldest first */
+  var MARKER_COLORS = {drift: "#d92d20", promote: "#079455", reject: "#dc6803", rollback: "#1570ef"};
+
+  /* Draws the markers as vertical lines over a chart (uPlot "draw" hook). */
+  function drawMarkers(u) {
+    var ctx = u.ctx;
+    ctx.save();
+    ctx.lineWidth = 1.5 * (window.devicePixelRatio || 1);
+    markers.forEach(function (m) {
+      var x = u.valToPos(m.t / 1000, "x", true);
+      if (!(x >= u.bbox.left && x <= u.bbox.left + u.bbox.width)) return;
+      ctx.strokeStyle = MARKER_COLORS[m.kind] || "#667085";
+      ctx.setLineDash(m.kind === "drift" ? [] : [4, 3]);
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+    });
+    ctx.restore();
+  }
   var lastT = -1;                 /* since_ms of the next /v1/timeseries request */
   var plots = [];
 
@@ -128,7 +148,7 @@
     var scales = {x: {time: true}};
     Object.keys(spec.scales || {}).forEach(function (k) { scales[k] = spec.scales[k]; });
     var opts = {width: chartWidth(fig), height: 200, series: series, axes: axes, scales: scales,
-                legend: {live: true}, cursor: {drag: {x: true, y: false}}};
+                legend: {live: true}, cursor: {drag: {x: true, y: false}}, hooks: {draw: [drawMarkers]}};
     var plot = new uPlot(opts, chartData(spec), fig.querySelector(".plot"));
     return {spec: spec, fig: fig, plot: plot, autoHidden: {}};
   }
@@ -168,11 +188,35 @@
       /* Without the cursor on the chart the legend shows the latest values. */
       if (!(c.plot.cursor.left >= 0)) c.plot.setLegend({idx: null});
       c.fig.setAttribute("data-points", String(counts[c.spec.series[0].key]));
+      c.fig.setAttribute("data-markers", String(markers.length));
       c.fig.setAttribute("data-counts", JSON.stringify(counts));
     });
   }
 
+  var markersKey = "";
+
+  function appendMarkers(ts) {
+    var last = markers.length ? markers[markers.length - 1].t : -1;
+    ((ts && ts.markers) || []).forEach(function (m) { if (m.t > last) markers.push(m); });
+    if (markers.length > 256) markers.splice(0, markers.length - 256);
+    var key = markers.length ? markers.length + ":" + markers[markers.length - 1].t : "";
+    if (key === markersKey) return;
+    markersKey = key;
+    var ul = $("markers");
+    ul.textContent = "";
+    markers.slice(-20).reverse().forEach(function (m) {
+      var li = el("li", "", "marker " + m.kind);
+      li.setAttribute("data-kind", m.kind);
+      li.appendChild(el("span", new Date(m.t).toLocaleTimeString("en-GB"), "muted"));
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(el("span", m.kind + (m.version ? " v" + m.version : ""), "tag " + m.kind));
+      li.appendChild(document.createTextNode(" " + m.text));
+      ul.appendChild(li);
+    });
+  }
+
   function appendPoints(ts) {
+    appendMarkers(ts);
     if (!ts || !ts.t || !ts.t.length) return false;
     /* A restarted trainer starts a new ring: its first point is later than ours, so appending
      * stays in time order; anything not newer is ignored. */
@@ -214,6 +258,44 @@
     $("backend").textContent = (s.backend || "") + " " + (s.precision || "");
     $("uptime").textContent = fmtAge(s.uptime_seconds);
     document.title = "eddy " + (s.model || "") + " \u2014 v" + (s.current_version || "?");
+    var h = s.holdout || {};
+    $("holdout").textContent = fmtInt(h.events) + " events" +
+      (h.oldest_age_seconds === null || h.oldest_age_seconds === undefined ? "" : ", oldest " + fmtAge(h.oldest_age_seconds));
+    var d = s.drift || {};
+    var dd = $("drift");
+    dd.textContent = fmtInt(d.detected) + " detected" + (d.last_seq !== null && d.last_seq !== undefined ? ", last at seq " + d.last_seq : "") +
+      (d.rising ? " (loss rising)" : "");
+    dd.className = d.rising ? "state-paused" : "";
+    var g = s.gate || {};
+    var gd = $("gate");
+    gd.textContent = g.rejected_in_a_row ? g.rejected_in_a_row + " rejected in a row" : "ok";
+    gd.className = g.ahead_of_current ? "state-degraded" : "";
+    gd.title = g.note || "";
+    renderClasses((s.prequential || {}).per_class || []);
+  }
+
+  function renderClasses(list) {
+    var body = $("classes").tBodies[0];
+    body.textContent = "";
+    list.forEach(function (c) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-class", String(c["class"]));
+      tr.appendChild(el("td", String(c["class"])));
+      tr.appendChild(el("td", fmt(c.accuracy, 4)));
+      tr.appendChild(el("td", fmtInt(c.n)));
+      body.appendChild(tr);
+    });
+  }
+
+  /* A version's gate verdict in a few words: the failed criteria, or the comparison with CURRENT. */
+  function gateSummary(e) {
+    var crit = (e.gate && e.gate.criteria) || [];
+    var failed = crit.filter(function (c) { return c.result === "failed"; }).map(function (c) { return c.name; });
+    if (failed.length) return "failed " + failed.join(", ");
+    var vc = crit.filter(function (c) { return c.name === "vs_current" && c.result === "passed"; })[0];
+    if (vc && vc.reference) return "vs CURRENT " + (vc.candidate >= vc.reference ? "+" : "") +
+      fmt(100 * (vc.candidate - vc.reference) / vc.reference, 1) + "%";
+    return crit.length ? "passed" : "\u2014";
   }
 
   /* ---- versions ---- */
@@ -229,7 +311,7 @@
     /* Rebuild only when something other than the ages changed, so a click is never lost to a
      * row being replaced under the pointer. */
     var key = JSON.stringify(list.map(function (e) {
-      return [e.version, e.status, e.current, e.parent, e.metrics];
+      return [e.version, e.status, e.current, e.parent, e.metrics, e.gate];
     }));
     var body = $("versions").tBodies[0];
     if (key !== versionsKey) {
@@ -251,6 +333,9 @@
         tr.appendChild(el("td", fmt(metric(e.metrics, "holdout", "accuracy"), 4)));
         tr.appendChild(el("td", fmt(metric(e.metrics, "prequential", "logloss"), 4)));
         tr.appendChild(el("td", fmt(metric(e.metrics, "prequential", "accuracy"), 4)));
+        var gcell = el("td", gateSummary(e), "gate");
+        if (e.reason) gcell.title = e.reason;
+        tr.appendChild(gcell);
         tr.appendChild(el("td", e.parent ? "v" + e.parent : "\u2014"));
         var age = el("td", "", "age");
         age.setAttribute("data-created", String(e.created_at_ms || ""));

@@ -236,6 +236,11 @@ static cJSON *version_entry_json(const eddy_store_entry_t *e) {
     cJSON_AddItemToObject(metrics, "prequential", metric_values_json(&m->prequential));
     cJSON_AddItemToObject(metrics, "holdout", metric_values_json(&m->holdout));
   }
+  char *gate = eddy_manifest_gate_json(m); /* the verdict's criteria, null for older versions */
+  cJSON *g = gate ? cJSON_Parse(gate) : NULL;
+  free(gate);
+  if (g) cJSON_AddItemToObject(o, "gate", g);
+  else cJSON_AddNullToObject(o, "gate");
   cJSON_AddBoolToObject(o, "pinned", e->pinned);
   cJSON_AddBoolToObject(o, "current", e->current);
   return o;

@@ -96,6 +96,18 @@ try {
         `rollback buttons on promoted non-current versions (${buttons.join(",")}; current ${current})`);
   const header = await page.textContent("#current");
   check(header === `v${current}`, `header shows the current version (${header})`);
+  // The gate's verdicts, the promotion markers on the charts and in the event list, per class.
+  const gates = await page.$$eval("#versions tbody td.gate", (tds) => tds.map((t) => t.textContent));
+  check(gates.length >= 2 && gates.every((g) => g && g !== "\u2014"), `versions show the gate's verdict (${gates.slice(0, 3).join(" | ")})`);
+  await page.waitForSelector('#markers li[data-kind="promote"]', { timeout: WAIT_MS }).catch(() => {});
+  const kinds = await page.$$eval("#markers li", (ls) => ls.map((l) => l.dataset.kind));
+  check(kinds.includes("promote"), `the event list shows promotions (${kinds.join(",")})`);
+  const drawn = await page.$eval("#chart-quality", (f) => Number(f.getAttribute("data-markers")));
+  check(drawn >= 1, `markers drawn on the charts (${drawn})`);
+  const classes = await page.$$eval("#classes tbody tr", (rs) => rs.length);
+  check(classes === 10, `per-class accuracy for the 10 classes (${classes} rows)`);
+  const hold = await page.textContent("#holdout");
+  check(/\d+ events/.test(hold), `header shows the holdout window (${hold})`);
   // Replicas listed, each on CURRENT, before the rollback.
   if (replicas > 0) {
     try {
