@@ -213,8 +213,8 @@ print("{\"label\": \"not a number\"}")' >"$TMP/events.jsonl"
 check_rc 0 "produce $N events and one bad one" -- "$EDDY" produce -b "$BOOT" -t events --data "$TMP/events.jsonl" --key id
 write_token ops-e2e-token
 write_trainer_config "$TMP/train.ini" model.name=ops model.dense_dim=4 model.hidden=8 model.head=logistic \
-  -model.classes -train.optimizer -train.lr -replay.ratio snapshot.every_steps=5 -snapshot.keep \
-  snapshot.topic=eddy-snapshots snapshot.gate.max_regression=1000
+  -model.classes -train.optimizer train.lr=0.05 -replay.ratio snapshot.every_steps=5 -snapshot.keep \
+  snapshot.topic=eddy-snapshots snapshot.gate.max_regression=1000 snapshot.gate.min_events=20
 require_trainer "$TMP/train.err" -c "$TMP/train.ini"
 check_status 30 "s['buffer']['cursor'] == $N" "$N events ingested and trained"
 code=$(post /v1/snapshot '{"timeout_ms": 20000}')
