@@ -1252,7 +1252,8 @@ eddy_err_t eddy_replay_sample_where(eddy_replay_t *r, eddy_sample_t strategy, ui
   uint64_t first, next;
   uint32_t nc = strategy == EDDY_SAMPLE_BALANCED ? r->res_classes : 0;
   uint64_t *kept = NULL;
-  uint32_t *present = NULL, *refused = NULL; /* refused: draws of each class refused in a row */
+  uint32_t *present = NULL, *refused = NULL; /* refused: draws of each class refused so far in this
+                                                call, UINT32_MAX once one was accepted */
   if (nc) {
     kept = calloc(nc, sizeof *kept);
     present = calloc(nc, sizeof *present);
@@ -1317,13 +1318,14 @@ eddy_err_t eddy_replay_sample_where(eddy_replay_t *r, eddy_sample_t strategy, ui
     if (accept && !accept(ctx, seq, &out[have])) {
       /* A class whose slots the caller keeps refusing (e.g. events it has not reached yet) is
        * left out for the rest of this call, so that the others still fill it. */
-      if (strategy == EDDY_SAMPLE_BALANCED && ++refused[present[pick]] >= SAMPLE_TRIES) {
+      if (strategy == EDDY_SAMPLE_BALANCED && refused[present[pick]] != UINT32_MAX &&
+          ++refused[present[pick]] >= SAMPLE_TRIES) {
         if (n_present == 1) break;
         present[pick] = present[--n_present];
       }
       continue;
     }
-    if (strategy == EDDY_SAMPLE_BALANCED) refused[present[pick]] = 0;
+    if (strategy == EDDY_SAMPLE_BALANCED) refused[present[pick]] = UINT32_MAX; /* accepted once: kept */
     if (seqs) seqs[have] = seq;
     have++;
   }

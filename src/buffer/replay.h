@@ -122,8 +122,8 @@ eddy_err_t eddy_replay_sample(eddy_replay_t *r, eddy_sample_t strategy, uint64_t
 
 /* eddy_replay_sample with the caller's filter: accept(ctx, seq, ev) is asked about every event
  * drawn (seq: its buffer seq; UINT64_MAX for a reservoir slot written by an older build) and a
- * refused draw counts as a try, so up to n * 4 draws are made. For balanced, a class whose draws
- * are refused 4 times in a row is left out for the rest of the call. seqs (optional) gets the
+ * refused draw counts as a try (up to 4 per wanted event, plus 4 per class). For balanced, a
+ * class whose first 4 draws of the call are all refused is left out for the rest of the call. seqs (optional) gets the
  * seq of each event returned. accept NULL accepts everything. */
 typedef bool (*eddy_replay_accept_fn)(void *ctx, uint64_t seq, const eddy_event_t *ev);
 eddy_err_t eddy_replay_sample_where(eddy_replay_t *r, eddy_sample_t strategy, uint64_t *rng_state, size_t n,

@@ -44,7 +44,7 @@ URL="http://127.0.0.1:$PORT"
 write_token ctl-e2e-token
 write_token wrong-token "$TMP/wrong"
 write_trainer_config "$TMP/train.ini" model.name=ctltest -model.dense_dim model.hash_bits=10 model.embed_dim=4 \
-  model.hidden=8 model.head=logistic model.classes=2 -train.optimizer -train.lr -replay.ratio \
+  model.hidden=8 model.head=logistic model.classes=2 -train.optimizer train.lr=0.05 -replay.ratio \
   kafka.group.id=ctltest snapshot.every_steps=0 \
   snapshot.keep=100 snapshot.gate.max_regression=1000000 snapshot.topic=eddy-snapshots \
   http.bind="127.0.0.1:$PORT" http.max_body_bytes=4096

@@ -350,11 +350,99 @@ static void test_time_and_status(void **state) {
   assert_string_equal(eddy_version_status_name((eddy_version_status_t)9), "unknown");
 }
 
+/* The gate's record: written when present, read back exactly (null numbers as NaN), absent in
+ * older manifests; its fields are checked like the others. */
+static void test_gate_verdict(void **state) {
+  (void)state;
+  eddy_manifest_t m, back;
+  sample(&m);
+  char *json = NULL, err[512] = "";
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_OK);
+  assert_null(strstr(json, "\"gate\""));
+  assert_int_equal(eddy_manifest_parse(json, strlen(json), &back, err, sizeof err), EDDY_OK);
+  assert_false(back.gate.present);
+  char *g = eddy_manifest_gate_json(&back);
+  assert_string_equal(g, "null");
+  free(g);
+  free(json);
+  eddy_manifest_clear(&back);
+
+  snprintf(m.gate.metric, sizeof m.gate.metric, "logloss");
+  m.gate.current = 40;
+  m.gate.events = 1840;
+  m.gate.from_seq = 1000;
+  m.gate.to_seq = 76790;
+  eddy_manifest_add_criterion(&m, "finite", EDDY_CRITERION_PASSED, 0, NAN, 0.41, 0);
+  eddy_manifest_add_criterion(&m, "vs_prior", EDDY_CRITERION_PASSED, 0.41, 2.29, 0.80, 0.01);
+  eddy_manifest_add_criterion(&m, "vs_current", EDDY_CRITERION_FAILED, 0.41, 0.38, 0.035, 0.02);
+  eddy_manifest_add_criterion(&m, "validation", EDDY_CRITERION_SKIPPED, 0.5, NAN, NAN, 0.02);
+  assert_true(m.gate.present);
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_manifest_parse(json, strlen(json), &back, err, sizeof err), EDDY_OK);
+  assert_true(back.gate.present);
+  assert_string_equal(back.gate.metric, "logloss");
+  assert_int_equal(back.gate.current, 40);
+  assert_int_equal(back.gate.events, 1840);
+  assert_int_equal(back.gate.from_seq, 1000);
+  assert_int_equal(back.gate.to_seq, 76790);
+  assert_int_equal(back.gate.n_criteria, 4);
+  assert_string_equal(back.gate.criteria[2].name, "vs_current");
+  assert_int_equal(back.gate.criteria[2].result, EDDY_CRITERION_FAILED);
+  assert_true(back.gate.criteria[2].candidate == 0.41 && back.gate.criteria[2].reference == 0.38);
+  assert_true(back.gate.criteria[2].value == 0.035 && back.gate.criteria[2].limit == 0.02);
+  assert_true(isnan(back.gate.criteria[0].reference) && isnan(back.gate.criteria[3].value));
+  assert_int_equal(back.gate.criteria[3].result, EDDY_CRITERION_SKIPPED);
+  char *again = NULL;
+  assert_int_equal(eddy_manifest_to_json(&back, &again, err, sizeof err), EDDY_OK);
+  assert_string_equal(json, again);
+  free(again);
+  g = eddy_manifest_gate_json(&back);
+  assert_non_null(strstr(g, "\"name\":\"vs_current\",\"result\":\"failed\""));
+  free(g);
+  eddy_manifest_clear(&back);
+
+  /* Bad records, each named. */
+  static const struct {
+    const char *from, *to, *needle;
+  } edits[] = {
+      {"\"result\":\t\"failed\"", "\"result\":\t\"maybe\"", "gate.criteria[2].result"},
+      {"\"metric\":\t\"logloss\"", "\"metric\":\t\"hinge\"", "gate.metric"},
+      {"\"current\":\t40", "\"current\":\t42", "gate.current"},
+      {"\"holdout_seqs\":\t[1000, 76790]", "\"holdout_seqs\":\t[1000]", "gate.holdout_seqs"},
+      {"\"name\":\t\"vs_prior\"", "\"name\":\t\"Vs Prior\"", "gate.criteria[1].name"},
+      {"\"limit\":\t0.02", "\"limit\":\t\"0.02\"", "gate.criteria[2].limit"},
+      {"\"events\":\t1840", "\"events\":\t-1", "gate.events"},
+  };
+  for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+    const char *at = strstr(json, edits[i].from);
+    if (!at) print_error("\"%s\" not in the manifest\n", edits[i].from);
+    assert_non_null(at);
+    size_t pre = (size_t)(at - json), fl = strlen(edits[i].from), tl = strlen(edits[i].to);
+    char *bad = malloc(strlen(json) - fl + tl + 1);
+    memcpy(bad, json, pre);
+    memcpy(bad + pre, edits[i].to, tl);
+    strcpy(bad + pre + tl, at + fl);
+    eddy_err_t e = eddy_manifest_parse(bad, strlen(bad), &back, err, sizeof err);
+    if (e != EDDY_ERR_FORMAT || !strstr(err, edits[i].needle))
+      print_error("edit %zu: %s (want %s)\n", i, err, edits[i].needle);
+    assert_int_equal(e, EDDY_ERR_FORMAT);
+    assert_non_null(strstr(err, edits[i].needle));
+    eddy_manifest_clear(&back);
+    free(bad);
+  }
+  free(json);
+  /* Beyond EDDY_MANIFEST_MAX_CRITERIA, criteria are not added. */
+  for (int i = 0; i < 10; i++) eddy_manifest_add_criterion(&m, "extra", EDDY_CRITERION_PASSED, 1, 1, 1, 1);
+  assert_int_equal(m.gate.n_criteria, EDDY_MANIFEST_MAX_CRITERIA);
+  eddy_manifest_clear(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_missing_fields),
       cmocka_unit_test(test_wrong_types),   cmocka_unit_test(test_writer_checks),
       cmocka_unit_test(test_load_and_caps), cmocka_unit_test(test_time_and_status),
+      cmocka_unit_test(test_gate_verdict),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -450,6 +450,10 @@ static void test_errors_cross_key(void **state) {
   expect_error("[train]\nloss_scale.min = 100000\n", NULL, 0,
                "t.ini:2: train.loss_scale.min = \"100000\": train.loss_scale.min must not exceed "
                "train.loss_scale.init");
+  expect_error("[snapshot]\ngate.holdout_events = 40\n", NULL, 0,
+               "t.ini:2: snapshot.gate.holdout_events = \"40\": snapshot.gate.min_events must not exceed "
+               "snapshot.gate.holdout_events (the holdout window could never hold enough events for a verdict)");
+  expect_error("[train]\ndrift.slack = 0\n", NULL, 0, "t.ini:2: train.drift.slack = \"0\": must be > 0 and <= 100");
   expect_error("[train]\nloss_scale.growth = 1\n", NULL, 0,
                "t.ini:2: train.loss_scale.growth = \"1\": must be > 1 and <= 1000");
   expect_error("[train]\nloss_scale.init = 0.5\n", NULL, 0,

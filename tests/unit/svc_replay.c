@@ -467,6 +467,55 @@ static void test_reservoir_balance(void **state) {
   eddy_test_rmdir(dir);
 }
 
+static bool accept_early(void *ctx, uint64_t seq, const eddy_event_t *ev) {
+  (void)ev;
+  return seq < *(const uint64_t *)ctx && seq % 3 != 0;
+}
+
+static bool accept_class0(void *ctx, uint64_t seq, const eddy_event_t *ev) {
+  (void)ctx;
+  (void)seq;
+  return ev->label == 0.0;
+}
+
+/* Balanced draws through a filter (the trainer's: trained, not held out, not skipped): every
+ * event returned passes it, its seq is the one it was stored under, refused draws are redrawn
+ * (n events come back), and a class whose draws are all refused is left out. */
+static void test_reservoir_filter(void **state) {
+  (void)state;
+  char *dir = eddy_test_tmpdir();
+  eddy_replay_t *r = open_res(dir, 300, 5000);
+  for (int k = 0; k < 20; k++) append_skewed(r, (uint64_t)k * 100, 100);
+  enum { N = 500 };
+  eddy_event_t *out = events_new(N);
+  uint64_t seqs[N], rng = 5, below = 1200;
+  size_t got = 0;
+  assert_int_equal(eddy_replay_sample_where(r, EDDY_SAMPLE_BALANCED, &rng, N, out, seqs, accept_early, &below,
+                                            &got),
+                   EDDY_OK);
+  assert_int_equal(got, N);
+  size_t minority = 0;
+  for (size_t i = 0; i < N; i++) {
+    assert_true(seqs[i] < below && seqs[i] % 3 != 0);
+    assert_int_equal(event_num(&out[i]), seqs[i]); /* seq = event number here */
+    minority += out[i].label == 1.0;
+  }
+  assert_in_range(minority, N * 30 / 100, N * 70 / 100);
+  assert_int_equal(eddy_replay_sample_where(r, EDDY_SAMPLE_BALANCED, &rng, N, out, NULL, accept_class0, NULL, &got),
+                   EDDY_OK);
+  assert_int_equal(got, N);
+  for (size_t i = 0; i < N; i++) assert_true(out[i].label == 0.0);
+  /* Nothing acceptable: nothing returned, and the call ends. */
+  below = 0;
+  assert_int_equal(eddy_replay_sample_where(r, EDDY_SAMPLE_BALANCED, &rng, N, out, seqs, accept_early, &below,
+                                            &got),
+                   EDDY_OK);
+  assert_int_equal(got, 0);
+  events_free(out, N);
+  eddy_replay_close(r);
+  eddy_test_rmdir(dir);
+}
+
 /* The reservoir state (RNG, per-class counts) persists: a run interrupted by a reopen ends with
  * exactly the same reservoir as an uninterrupted one; and batching does not change it (a slot
  * replaced twice within one batch keeps the later event, as one event per batch would). */
@@ -923,6 +972,7 @@ int main(void) {
       cmocka_unit_test(test_evict_by_bytes),
       cmocka_unit_test(test_no_evict_refuses),
       cmocka_unit_test(test_reservoir_balance),
+      cmocka_unit_test(test_reservoir_filter),
       cmocka_unit_test(test_reservoir_persists),
       cmocka_unit_test(test_sampling),
       cmocka_unit_test(test_concurrent_reader),

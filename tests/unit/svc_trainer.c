@@ -66,6 +66,8 @@ static double urand(void) {
 }
 
 /* Event i: x uniform in [-1, 1]^4, label = [x0 - 2 x1 + 0.5 x2 > 0] (or a coin flip: poisoned). */
+static int force_label = -1; /* >= 0: every event gets this label (an upstream default) */
+
 static void make_event(eddy_event_t *ev, int i, bool poisoned, float scale) {
   snprintf(ev->id, sizeof ev->id, "ev-%d", i);
   ev->has_ts = true;
@@ -75,7 +77,7 @@ static void make_event(eddy_event_t *ev, int i, bool poisoned, float scale) {
   ev->n_sparse = 0;
   for (int k = 0; k < 4; k++) ev->dense[k] = (float)(2 * urand() - 1) * scale;
   double s = ev->dense[0] - 2 * ev->dense[1] + 0.5 * ev->dense[2];
-  ev->label = poisoned ? (urand() < 0.5) : (s > 0);
+  ev->label = force_label >= 0 ? force_label : poisoned ? (urand() < 0.5) : (s > 0);
 }
 
 static int next_id;
@@ -291,6 +293,105 @@ static void test_publish_and_gate(void **state) {
   eddy_trainer_resume(t);
   wait_caught_up(t, 20);
 
+  eddy_trainer_destroy(t);
+  eddy_registry_destroy(reg);
+  eddy_config_free(&cfg);
+  eddy_test_rmdir(dir);
+}
+
+static cJSON *jpath(cJSON *j, const char *a, const char *b) {
+  cJSON *x = cJSON_GetObjectItemCaseSensitive(j, a);
+  return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
+}
+
+/* The champion/challenger gate with the holdout window: the verdict records its criteria; labels
+ * turned constant fire the drift detector, re-base the window and no candidate beats the label
+ * prior there; a retrain rollback skipping them rebuilds the window from the good events (none
+ * skipped, none twice: a restart rebuilds the same) and its retrained version is promoted. */
+static void test_gate_drift_and_holdout(void **state) {
+  (void)state;
+  char *dir = eddy_test_tmpdir();
+  eddy_config_t cfg;
+  load_config(&cfg, dir, NULL, 0);
+  eddy_registry_t *reg = eddy_registry_new();
+  eddy_trainer_t *t = new_trainer(&cfg, false, true, reg);
+  append(t, 2000, false, 1);
+  wait_caught_up(t, 20);
+  uint64_t v1 = snapshot(t);
+  eddy_manifest_t m;
+  manifest(t, v1, &m);
+  assert_int_equal(m.status, EDDY_STATUS_PROMOTED);
+  assert_true(m.gate.present);
+  assert_string_equal(m.gate.metric, "logloss");
+  assert_int_equal(m.gate.n_criteria, 4);
+  const char *names[] = {"finite", "holdout_events", "vs_prior", "vs_current"};
+  for (int i = 0; i < 4; i++) assert_string_equal(m.gate.criteria[i].name, names[i]);
+  assert_int_equal(m.gate.criteria[3].result, EDDY_CRITERION_SKIPPED); /* no CURRENT yet */
+  assert_int_equal(m.gate.criteria[2].result, EDDY_CRITERION_PASSED);
+  assert_true(m.gate.criteria[2].candidate < m.gate.criteria[2].reference);
+  assert_int_equal(m.gate.events, m.holdout.n);
+  uint64_t good_cursor = m.buffer_cursor;
+  eddy_manifest_clear(&m);
+  cJSON *j = status(t);
+  double held = jnum(j, "holdout", "events");
+  assert_true(held > 120 && held < 280); /* ~10% of 2000 */
+  assert_int_equal(jnum(j, "drift", "detected"), 0);
+  cJSON_Delete(j);
+
+  /* Labels turn constant: drift, re-based window, rejected by the prior floor. */
+  force_label = 1;
+  uint64_t bad_from = append(t, 1500, false, 1);
+  force_label = -1;
+  wait_caught_up(t, 20);
+  j = status(t);
+  assert_true(jnum(j, "drift", "detected") >= 1);
+  double drift_seq = jnum(j, "drift", "last_seq");
+  assert_true(drift_seq >= bad_from && drift_seq < bad_from + 100);
+  cJSON *seqs = jpath(j, "holdout", "seqs");
+  assert_true(cJSON_GetArrayItem(seqs, 0)->valuedouble >= drift_seq);
+  cJSON_Delete(j);
+  uint64_t v2 = snapshot(t);
+  manifest(t, v2, &m);
+  assert_int_equal(m.status, EDDY_STATUS_REJECTED);
+  assert_non_null(strstr(m.reason, "vs_prior"));
+  assert_int_equal(m.gate.criteria[2].result, EDDY_CRITERION_FAILED);
+  assert_true(m.gate.from_seq >= drift_seq);
+  eddy_manifest_clear(&m);
+  assert_int_equal(current(t), v1);
+  j = status(t);
+  assert_int_equal(jnum(j, "gate", "rejected_in_a_row"), 1);
+  char want[64];
+  snprintf(want, sizeof want, "eddy_drift_detected_total %.0f\n", jnum(j, "drift", "detected"));
+  cJSON_Delete(j);
+  char *text = eddy_registry_render(reg, NULL);
+  assert_non_null(strstr(text, want));
+  assert_non_null(strstr(text, "eddy_snapshot_rejected_consecutive 1"));
+  assert_non_null(strstr(text, "eddy_prequential_class_accuracy{class=\"1\"}"));
+  free(text);
+
+  /* Retrain from v1 skipping the bad range: the window holds good events only. */
+  assert_int_equal(eddy_trainer_rollback(t, v1, true, bad_from, bad_from + 1499, errstr, sizeof errstr), EDDY_OK);
+  append(t, 500, false, 1);
+  wait_caught_up(t, 20);
+  j = status(t);
+  seqs = jpath(j, "holdout", "seqs");
+  double hold_after = jnum(j, "holdout", "events");
+  assert_true(cJSON_GetArrayItem(seqs, 0)->valuedouble < (double)good_cursor);
+  cJSON_Delete(j);
+  uint64_t v3 = snapshot(t);
+  manifest(t, v3, &m);
+  if (m.status != EDDY_STATUS_PROMOTED) print_error("v%" PRIu64 ": %s\n", v3, m.reason);
+  assert_int_equal(m.status, EDDY_STATUS_PROMOTED);
+  assert_int_equal(m.parent, v1);
+  for (size_t i = 0; i < m.gate.n_criteria; i++) assert_int_not_equal(m.gate.criteria[i].result, EDDY_CRITERION_FAILED);
+  eddy_manifest_clear(&m);
+  eddy_trainer_destroy(t);
+
+  /* A restart rebuilds the window from the buffer (skip range honoured): the same events. */
+  t = new_trainer(&cfg, false, true, NULL);
+  j = status(t);
+  assert_true(jnum(j, "holdout", "events") == hold_after);
+  cJSON_Delete(j);
   eddy_trainer_destroy(t);
   eddy_registry_destroy(reg);
   eddy_config_free(&cfg);
@@ -669,6 +770,7 @@ static void test_kafka_end_to_end(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_publish_and_gate),
+      cmocka_unit_test(test_gate_drift_and_holdout),
       cmocka_unit_test(test_rollback_and_restart),
       cmocka_unit_test(test_concurrent_rollbacks),
       cmocka_unit_test(test_corrupt_state_and_faults),
