@@ -261,7 +261,7 @@ static int write_files(demo_t *d) {
           "# on it with http.bind=127.0.0.1:0. Every key not set keeps its default (configs/reference.ini).\n"
           "[model]\nname = fashion-mnist\ndense_dim = 784\nembed_dim = 0\nhidden = 256,128\nhead = softmax\n"
           "classes = 10\n\n"
-          "[train]\ndevice = %s\noptimizer = adagrad\nlr = 0.02\nbatch_size = 16\nholdout_fraction = 0.02\n\n"
+          "[train]\ndevice = %s\noptimizer = adagrad\nlr = 0.02\nbatch_size = 16\nholdout_fraction = 0.05\n\n"
           "[stream]\ntopic = events\n\n"
           "[kafka]\nbootstrap.servers = %s\n\n"
           "[buffer]\npath = %s/buffer\nsync = false\n\n"
