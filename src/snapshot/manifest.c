@@ -481,10 +481,8 @@ static eddy_err_t get_string(pctx_t *p, const cJSON *o, const char *key, const c
   return EDDY_OK;
 }
 
-/* A number or null (NaN). */
-static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const char *group, double *out) {
-  char name[96];
-  snprintf(name, sizeof name, "metrics.%s.%s", group, key);
+/* A number or null (NaN) at o.key, name being its path. */
+static eddy_err_t get_num_or_null(pctx_t *p, const cJSON *o, const char *key, const char *name, double *out) {
   const cJSON *v = field(o, key);
   if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
   if (cJSON_IsNull(v)) {
@@ -494,6 +492,13 @@ static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const c
   if (!cJSON_IsNumber(v)) return bad(p, "\"%s\" must be a number or null%s", name, NULL);
   *out = v->valuedouble;
   return EDDY_OK;
+}
+
+/* A metric: a number or null (NaN). */
+static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const char *group, double *out) {
+  char name[96];
+  snprintf(name, sizeof name, "metrics.%s.%s", group, key);
+  return get_num_or_null(p, o, key, name, out);
 }
 
 static eddy_err_t get_metrics(pctx_t *p, const cJSON *metrics, const char *group, eddy_metric_values_t *out) {
@@ -556,19 +561,6 @@ static eddy_err_t parse_files(pctx_t *p, const cJSON *files, eddy_manifest_t *m)
     m->n_files++;
   }
   return err;
-}
-
-/* A number or null (NaN) at o.key, name being its path. */
-static eddy_err_t get_num_or_null(pctx_t *p, const cJSON *o, const char *key, const char *name, double *out) {
-  const cJSON *v = field(o, key);
-  if (!v) return bad(p, "\"%s\" missing%s", name, NULL);
-  if (cJSON_IsNull(v)) {
-    *out = NAN;
-    return EDDY_OK;
-  }
-  if (!cJSON_IsNumber(v)) return bad(p, "\"%s\" must be a number or null%s", name, NULL);
-  *out = v->valuedouble;
-  return EDDY_OK;
 }
 
 static eddy_err_t parse_gate(pctx_t *p, const cJSON *o, eddy_gate_verdict_t *g) {
