@@ -143,7 +143,9 @@ eddy_err_t eddy_eval_prior(const eddy_model_spec_t *spec, const eddy_event_t *ev
   return EDDY_OK;
 }
 
-eddy_eval_paired_t eddy_eval_paired(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b) {
+/* Paired statistics of per-event values x(a, i) - x(b, i), weighted by a's weights. */
+static eddy_eval_paired_t paired(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b,
+                                 double (*x)(const eddy_eval_scores_t *s, size_t i)) {
   eddy_eval_paired_t r = {.mean_a = NAN, .mean_b = NAN, .diff = NAN, .se = 0, .n = 0};
   size_t n = a->n < b->n ? a->n : b->n;
   double w = 0, w2 = 0, wa = 0, wb = 0;
@@ -151,8 +153,8 @@ eddy_eval_paired_t eddy_eval_paired(const eddy_eval_scores_t *a, const eddy_eval
     double wi = a->weight[i];
     w += wi;
     w2 += wi * wi;
-    wa += wi * a->loss[i];
-    wb += wi * b->loss[i];
+    wa += wi * x(a, i);
+    wb += wi * x(b, i);
   }
   r.n = n;
   if (!(w > 0)) return r;
@@ -161,10 +163,28 @@ eddy_eval_paired_t eddy_eval_paired(const eddy_eval_scores_t *a, const eddy_eval
   r.diff = r.mean_a - r.mean_b;
   double var = 0;
   for (size_t i = 0; i < n; i++) {
-    double d = a->loss[i] - b->loss[i] - r.diff;
+    double d = x(a, i) - x(b, i) - r.diff;
     var += a->weight[i] * d * d;
   }
   double n_eff = w * w / w2;
   if (n_eff > 1) r.se = sqrt(var / w / (n_eff - 1));
   return r;
+}
+
+static double loss_of(const eddy_eval_scores_t *s, size_t i) { return s->loss[i]; }
+
+static double error_of(const eddy_eval_scores_t *s, size_t i) {
+  return !(s->label[i] >= 0 && s->label[i] == s->pred[i]);
+}
+
+eddy_eval_paired_t eddy_eval_paired(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b) {
+  return paired(a, b, loss_of);
+}
+
+eddy_eval_paired_t eddy_eval_paired_errors(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b) {
+  if (a->n && a->pred[0] < 0) { /* squared head: no classes */
+    eddy_eval_paired_t r = {.mean_a = NAN, .mean_b = NAN, .diff = NAN, .se = 0, .n = 0};
+    return r;
+  }
+  return paired(a, b, error_of);
 }

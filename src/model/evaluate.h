@@ -48,5 +48,8 @@ typedef struct {
 } eddy_eval_paired_t;
 
 eddy_eval_paired_t eddy_eval_paired(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b);
+/* The same on the events' 0/1 errors (pred != label) instead of their losses: means are error
+ * rates. Classification heads only (squared: n = 0, NaN means). */
+eddy_eval_paired_t eddy_eval_paired_errors(const eddy_eval_scores_t *a, const eddy_eval_scores_t *b);
 
 #endif

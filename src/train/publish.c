@@ -308,17 +308,28 @@ static void gate(eddy_trainer_t *t, trainer_job_t *job, gate_outcome_t *o) {
   }
 
   bool scored = finite && set->n > 0;
-  /* Floor: beat the label prior of the same events. */
+  /* Floor: beat the label prior of the same events, in loss or (classification heads) in error
+   * rate: the relative reduction over the prior, after noise, must reach the margin in one of them.
+   * Labels with no signal leave nothing to reduce in either. */
   if (scored && holdout_on && eddy_eval_prior(&c->spec, set->ev, set->n, &prior) == EDDY_OK) {
-    eddy_eval_paired_t p = eddy_eval_paired(&cand, &prior);
+    eddy_eval_paired_t p = eddy_eval_paired(&cand, &prior), pe = eddy_eval_paired_errors(&cand, &prior);
     double base = p.mean_b > 1e-12 ? p.mean_b : 1e-12;
-    double gain = -(p.diff + z * p.se) / base; /* the least gain the noise allows */
-    bool ok = gain >= c->gate_prior_margin;
-    crit(m, o, "vs_prior", ok ? EDDY_CRITERION_PASSED : EDDY_CRITERION_FAILED, p.mean_a, p.mean_b, gain,
-         c->gate_prior_margin);
+    double gain = -(p.diff + z * p.se) / base; /* the least loss reduction the noise allows */
+    double ebase = pe.mean_b > 1e-12 ? pe.mean_b : 1e-12;
+    double egain = pe.n ? -(pe.diff + z * pe.se) / ebase : -INFINITY;
+    bool by_error = egain > gain;
+    double best = by_error ? egain : gain;
+    bool ok = best >= c->gate_prior_margin;
+    crit(m, o, "vs_prior", ok ? EDDY_CRITERION_PASSED : EDDY_CRITERION_FAILED, by_error ? pe.mean_a : p.mean_a,
+         by_error ? pe.mean_b : p.mean_b, best, c->gate_prior_margin);
+    char errs[96] = "";
+    if (pe.n) snprintf(errs, sizeof errs, "; error rate %.4f vs %.4f", pe.mean_a, pe.mean_b);
     if (!ok)
-      say(note, sizeof note, "holdout %s %.4f does not beat the label prior's %.4f by %.1f%% (%+.1f%% after noise)",
-          name, p.mean_a, p.mean_b, c->gate_prior_margin * 100, gain * 100);
+      say(note, sizeof note, "holdout %s %.4f does not beat the label prior's %.4f by %.1f%% (%+.1f%% after noise%s)",
+          name, p.mean_a, p.mean_b, c->gate_prior_margin * 100, gain * 100, errs);
+    else if (by_error)
+      say(note, sizeof note, "error rate %.4f, %.1f%% below the label prior's %.4f (>= %.1f%% after noise; %s %.4f vs "
+          "%.4f)", pe.mean_a, -pe.diff / ebase * 100, pe.mean_b, c->gate_prior_margin * 100, name, p.mean_a, p.mean_b);
     else
       say(note, sizeof note, "%.1f%% below the label prior's %s %.4f (>= %.1f%% after noise)", -p.diff / base * 100,
           name, p.mean_b, c->gate_prior_margin * 100);
