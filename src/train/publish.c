@@ -303,8 +303,8 @@ static void gate(eddy_trainer_t *t, trainer_job_t *job, gate_outcome_t *o) {
     crit(m, o, "holdout_events", enough ? EDDY_CRITERION_PASSED : EDDY_CRITERION_FAILED, (double)set->n, NAN,
          (double)set->n, c->gate_min_events);
     if (!enough)
-      say(note, sizeof note, "%zu holdout events since seq %" PRIu64 ", %u needed (snapshot.gate.min_events)", set->n,
-          t->hold_from, c->gate_min_events);
+      say(note, sizeof note, "%zu holdout events in the window (from seq %" PRIu64 "), %u needed "
+          "(snapshot.gate.min_events)", set->n, m->gate.from_seq, c->gate_min_events);
   }
 
   bool scored = finite && set->n > 0;
