@@ -119,7 +119,8 @@ static void fmt_value(const cJSON *v, char *out, size_t size) {
   }
 }
 
-/* One "key value" line per scalar, nested objects flattened as parent.child. */
+/* One "key value" line per scalar, nested objects flattened as parent.child; an array of objects
+ * (e.g. prequential.per_class) is one "key[i] field=value ..." line per element. */
 static void print_flat(const cJSON *obj, const char *prefix) {
   for (const cJSON *it = obj->child; it; it = it->next) {
     char key[256];
@@ -129,6 +130,20 @@ static void print_flat(const cJSON *obj, const char *prefix) {
       snprintf(key, sizeof key, "%s", it->string ? it->string : "?");
     if (cJSON_IsObject(it) && it->child) {
       print_flat(it, key);
+      continue;
+    }
+    if (cJSON_IsArray(it) && cJSON_IsObject(it->child)) {
+      int i = 0;
+      for (const cJSON *e = it->child; e; e = e->next, i++) {
+        char line[1024] = "", val[256], ekey[280];
+        size_t n = 0;
+        for (const cJSON *f = e->child; f && n < sizeof line; f = f->next) {
+          fmt_value(f, val, sizeof val);
+          n += (size_t)snprintf(line + n, sizeof line - n, "%s%s=%s", n ? " " : "", f->string ? f->string : "?", val);
+        }
+        snprintf(ekey, sizeof ekey, "%s[%d]", key, i);
+        printf("%-28s %s\n", ekey, line);
+      }
       continue;
     }
     char val[512];

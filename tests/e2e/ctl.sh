@@ -76,6 +76,8 @@ pass "eddy train is up and training"
 ctl 0 "status" status
 check_py_lines "status table: one 'key value' line each, state running, step >= 5" \
   "all(len(l) >= 2 for l in L) and ['state', 'running'] in L and any(l[0] == 'step' and int(l[1]) >= 5 for l in L)"
+check_py_lines "status table: per-class accuracy one line per class (key[i] field=value ...)" \
+  "any(l[0] == 'prequential.per_class[0]' and 'class=0' in l and any(x.startswith('accuracy=') for x in l) for l in L)"
 ctl 0 "status --json" --json status
 check_py "status --json is the server's object" "j['state'] == 'running' and j['step'] >= 5"
 
