@@ -5,8 +5,10 @@
  *  freshness: events produced at a steady rate with ts = now into Kafka, `eddy train`'s threads
  *    (ingest, training, publishing every snapshot.every_seconds); for each event, the time from its
  *    ts to the moment CURRENT names a version whose buffer cursor is past it.
+ *    With --gate N, half the events are held out and the gate scores the candidate and CURRENT
+ *    on a full holdout window of N events (snapshot.gate.holdout_events = N) at every publish.
  * usage: bench_freshness [--publish-only | --freshness-only] [--seconds S] [--rate R] [--every S]
- *                        [--dir DIR] */
+ *                        [--gate N] [--dir DIR] */
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -45,21 +47,28 @@ static void die(const char *what, const char *err) {
   exit(1);
 }
 
+/* gate_events > 0: half the events held out and a holdout window of gate_events (the gate scores
+ * the candidate and CURRENT on all of them); 0: no holdout. */
 static void load_config(eddy_config_t *cfg, const char *dir, const char *bootstrap, const char *hidden,
-                        int every_seconds, bool ingest) {
+                        int every_seconds, bool ingest, int gate_events) {
   const char *text =
       "[model]\nname = bench\ndense_dim = 784\nembed_dim = 0\nhead = softmax\nclasses = 10\n"
       "[train]\noptimizer = adagrad\nlr = 0.02\nbatch_size = 16\nholdout_fraction = 0\n"
       "[replay]\nratio = 0.2\n[stream]\ntopic = events\n[buffer]\nsync = false\n"
       "[snapshot]\nevery_steps = 0\nkeep = 5\ntopic = snaps\n";
-  char sets[12][4200]; /* room for a PATH_MAX folder */
-  const char *p[12];
+  char sets[16][4200]; /* room for a PATH_MAX folder */
+  const char *p[16];
   size_t n = 0;
   snprintf(sets[n++], sizeof sets[0], "model.hidden=%s", hidden);
   snprintf(sets[n++], sizeof sets[0], "buffer.path=%s/buf", dir);
   snprintf(sets[n++], sizeof sets[0], "snapshot.store=%s/store", dir);
   snprintf(sets[n++], sizeof sets[0], "snapshot.every_seconds=%d", every_seconds);
   snprintf(sets[n++], sizeof sets[0], "kafka.bootstrap.servers=%s", bootstrap);
+  if (gate_events > 0) {
+    snprintf(sets[n++], sizeof sets[0], "train.holdout_fraction=0.5");
+    snprintf(sets[n++], sizeof sets[0], "snapshot.gate.holdout_events=%d", gate_events);
+    snprintf(sets[n++], sizeof sets[0], "snapshot.gate.min_events=1");
+  }
   if (ingest) snprintf(sets[n++], sizeof sets[0], "kafka.fetch.wait.max.ms=20");
   for (size_t i = 0; i < n; i++) p[i] = sets[i];
   char err[1024];
@@ -87,16 +96,17 @@ static double file_mb(eddy_store_t *s, uint64_t v, const char *f) {
   return stat(path, &st) == 0 ? st.st_size / 1048576.0 : 0;
 }
 
-static void bench_publish(const char *base, const char *bootstrap) {
+static void bench_publish(const char *base, const char *bootstrap, int gate_events) {
   const char *sizes[] = {"64", "512,512", "2048,2048", "4096,4096"};
-  printf("publish time (eddy_trainer_snapshot: write + fsync + gate + commit + CURRENT + announce), F32\n");
+  printf("publish time (eddy_trainer_snapshot: write + fsync + gate + commit + CURRENT + announce), F32, "
+         "holdout window %d events\n", gate_events);
   printf("| hidden | parameters | weights MB | state MB | p50 ms | max ms | runs |\n|---|---|---|---|---|---|---|\n");
   for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
     char dir[4096], err[1024];
     snprintf(dir, sizeof dir, "%s/publish-%zu", base, z);
     mkdir(dir, 0755);
     eddy_config_t cfg;
-    load_config(&cfg, dir, bootstrap, sizes[z], 0, false);
+    load_config(&cfg, dir, bootstrap, sizes[z], 0, false, gate_events);
     eddy_trainer_opts_t o = {.no_ingest = true};
     eddy_trainer_t *t = eddy_trainer_new(&cfg, &o, NULL, err, sizeof err);
     if (!t) die("trainer", err);
@@ -108,8 +118,14 @@ static void bench_publish(const char *base, const char *bootstrap) {
     enum { RUNS = 8 };
     double ms[RUNS];
     uint64_t v = 0;
+    const eddy_event_t *pe = &ev;
+    for (int k = 0; k < 2 * gate_events + 1; k++) { /* fill the holdout window, and a CURRENT */
+      fill_event(&ev, 1000000 + (uint64_t)k, wall_ms());
+      if (eddy_replay_append(eddy_trainer_buffer(t), &pe, 1, NULL, 0, NULL, 0, NULL, err, sizeof err))
+        die("append", err);
+    }
+    if (gate_events > 0 && eddy_trainer_snapshot(t, 600000, &v, err, sizeof err)) die("snapshot", err);
     for (int r = 0; r < RUNS; r++) {
-      const eddy_event_t *pe = &ev;
       for (int k = 0; k < 32; k++) { /* a couple of steps between versions */
         fill_event(&ev, (uint64_t)(r * 32 + k), eddy_clock_wall_ms());
         if (eddy_replay_append(eddy_trainer_buffer(t), &pe, 1, NULL, 0, NULL, 0, NULL, err, sizeof err))
@@ -174,7 +190,7 @@ static void bench_freshness(const char *base, const char *bootstrap, double seco
   snprintf(dir, sizeof dir, "%s/freshness", base);
   mkdir(dir, 0755);
   eddy_config_t cfg;
-  load_config(&cfg, dir, bootstrap, "64", every, true);
+  load_config(&cfg, dir, bootstrap, "64", every, true, 0);
   eddy_trainer_opts_t o = {0};
   eddy_trainer_t *t = eddy_trainer_new(&cfg, &o, NULL, err, sizeof err);
   if (!t) die("trainer", err);
@@ -243,7 +259,7 @@ static void bench_freshness(const char *base, const char *bootstrap, double seco
 int main(int argc, char **argv) {
   bool publish = true, freshness = true;
   double seconds = 20, rate = 200;
-  int every = 1;
+  int every = 1, gate_events = 0;
   const char *dir = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--publish-only")) freshness = false;
@@ -252,14 +268,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
     else if (!strcmp(argv[i], "--every") && i + 1 < argc) every = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
+    else if (!strcmp(argv[i], "--gate") && i + 1 < argc) gate_events = atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: bench_freshness [--publish-only | --freshness-only] [--seconds S] [--rate R] "
-                      "[--every S] [--dir DIR]\n");
+                      "[--every S] [--gate N] [--dir DIR]\n");
       return 2;
     }
   }
-  if (!(seconds > 0 && rate > 0 && every >= 1)) {
-    fprintf(stderr, "bench_freshness: --seconds and --rate must be > 0, --every >= 1\n");
+  if (!(seconds > 0 && rate > 0 && every >= 1 && gate_events >= 0 && gate_events <= 100000)) {
+    fprintf(stderr, "bench_freshness: --seconds and --rate must be > 0, --every >= 1, --gate 0..100000\n");
     return 2;
   }
   char tmpl[] = "/tmp/eddy-bench-fresh-XXXXXX";
@@ -270,7 +287,7 @@ int main(int argc, char **argv) {
   if (!b) die("broker", err);
   if (eddy_broker_add_topic(b, "events", 8, err, sizeof err) || eddy_broker_add_topic(b, "snaps", 1, err, sizeof err))
     die("topics", err);
-  if (publish) bench_publish(dir, eddy_broker_bootstrap(b));
+  if (publish) bench_publish(dir, eddy_broker_bootstrap(b), gate_events);
   if (freshness) bench_freshness(dir, eddy_broker_bootstrap(b), seconds, rate, every);
   eddy_broker_destroy(b);
   printf("\n(work folder %s)\n", dir);

@@ -81,10 +81,10 @@ static void test_model_scores_match_the_learner(void **state) {
   eddy_event_t *evs = make_events(N, -1);
   snprintf(path, sizeof path, "%s/w.safetensors", dir);
   assert_int_equal(eddy_learner_save_weights(l, path, "F32", NULL, 0, err, sizeof err), EDDY_OK);
-  eddy_st_reader_t *r = eddy_st_open(path, 0, err, sizeof err);
+  eddy_st_reader_t *r = eddy_st_reader_new(path, 0, err, sizeof err);
   assert_non_null(r);
   eddy_infer_t *m = eddy_infer_new(&s, r, EDDY_INFER_F32, err, sizeof err);
-  eddy_st_close(r);
+  eddy_st_reader_destroy(r);
   assert_non_null(m);
   eddy_eval_scores_t sc;
   assert_int_equal(eddy_eval_model(m, evs, N, &sc, err, sizeof err), EDDY_OK);

@@ -512,7 +512,7 @@ static void test_reservoir_filter(void **state) {
                    EDDY_OK);
   assert_int_equal(got, 0);
   events_free(out, N);
-  eddy_replay_close(r);
+  eddy_replay_destroy(r);
   eddy_test_rmdir(dir);
 }
 
