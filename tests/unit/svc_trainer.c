@@ -398,6 +398,62 @@ static void test_gate_drift_and_holdout(void **state) {
   eddy_test_rmdir(dir);
 }
 
+/* snapshot.gate.validation: loaded at the start (a missing file refuses the start, naming the
+ * key), scored for the candidate and CURRENT, recorded as the "validation" criterion. */
+static void test_gate_validation(void **state) {
+  (void)state;
+  char *dir = eddy_test_tmpdir();
+  char path[4096], set[4200];
+  snprintf(path, sizeof path, "%s/validation.jsonl", dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  for (int i = 0; i < 300; i++) {
+    eddy_event_t ev;
+    float dense[4];
+    eddy_event_init(&ev);
+    ev.dense = dense;
+    make_event(&ev, 100000 + i, false, 1);
+    fprintf(f, "{\"id\": \"%s\", \"label\": %d, \"dense\": [%g, %g, %g, %g]}\n", ev.id, (int)ev.label, dense[0],
+            dense[1], dense[2], dense[3]);
+  }
+  fclose(f);
+  eddy_config_t cfg;
+  snprintf(set, sizeof set, "snapshot.gate.validation=%s/missing.jsonl", dir);
+  const char *missing[] = {set};
+  load_config(&cfg, dir, missing, 1);
+  eddy_trainer_opts_t o = {.no_ingest = true};
+  assert_null(eddy_trainer_new(&cfg, &o, NULL, errstr, sizeof errstr));
+  assert_non_null(strstr(errstr, "snapshot.gate.validation"));
+  eddy_config_free(&cfg);
+  snprintf(set, sizeof set, "snapshot.gate.validation=%s", path);
+  const char *extra[] = {set};
+  load_config(&cfg, dir, extra, 1);
+  eddy_trainer_t *t = new_trainer(&cfg, false, true, NULL);
+  append(t, 1500, false, 1);
+  wait_caught_up(t, 20);
+  uint64_t v1 = snapshot(t);
+  append(t, 1500, false, 1);
+  wait_caught_up(t, 20);
+  uint64_t v2 = snapshot(t);
+  eddy_manifest_t m;
+  manifest(t, v1, &m);
+  assert_string_equal(m.gate.criteria[4].name, "validation");
+  assert_int_equal(m.gate.criteria[4].result, EDDY_CRITERION_SKIPPED); /* no CURRENT to compare with */
+  assert_true(m.gate.criteria[4].candidate > 0 && m.gate.criteria[4].candidate < 0.6);
+  eddy_manifest_clear(&m);
+  manifest(t, v2, &m);
+  if (m.status != EDDY_STATUS_PROMOTED) print_error("v2: %s\n", m.reason);
+  assert_int_equal(m.status, EDDY_STATUS_PROMOTED);
+  assert_string_equal(m.gate.criteria[4].name, "validation");
+  assert_int_equal(m.gate.criteria[4].result, EDDY_CRITERION_PASSED);
+  assert_true(isfinite(m.gate.criteria[4].reference) && isfinite(m.gate.criteria[4].value));
+  assert_non_null(strstr(m.reason, "validation logloss"));
+  eddy_manifest_clear(&m);
+  eddy_trainer_destroy(t);
+  eddy_config_free(&cfg);
+  eddy_test_rmdir(dir);
+}
+
 static void test_rollback_and_restart(void **state) {
   (void)state;
   char *dir = eddy_test_tmpdir();
@@ -771,6 +827,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_publish_and_gate),
       cmocka_unit_test(test_gate_drift_and_holdout),
+      cmocka_unit_test(test_gate_validation),
       cmocka_unit_test(test_rollback_and_restart),
       cmocka_unit_test(test_concurrent_rollbacks),
       cmocka_unit_test(test_corrupt_state_and_faults),
