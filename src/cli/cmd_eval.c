@@ -29,14 +29,14 @@ static const char eval_usage[] =
     "Scores a version of the snapshot store of CONFIG (snapshot.store, model.name), or a weights\n"
     "file with CONFIG's model spec, on DATASET: accuracy and log loss (mse for a squared head), the\n"
     "accuracy per class of the label and the confusion matrix (rows: label, columns: predicted).\n\n"
-    "  -c, --config FILE    INI config (configs/reference.ini documents every key)\n"
-    "  -V, --version V      a version of the store (\"42\" or \"v000042\"); verified first\n"
-    "  -w, --weights FILE   a weights.safetensors file instead\n"
-    "  -d, --data DATASET   JSONL file of events, fashion-mnist:train or fashion-mnist:test\n"
-    "  -n, --limit N        score at most N events\n"
-    "  -s, --set S.K=V      override one config key (repeatable)\n"
-    "      --json           print one JSON object on stdout instead of the table\n"
-    "  -h, --help           this text\n\n"
+    EDDY_CLI_HELP_CONFIG
+    "  -V, --version V         a version of the store (\"42\" or \"v000042\"); verified first\n"
+    "  -w, --weights FILE      a weights.safetensors file instead\n"
+    "  -d, --data DATASET      JSONL file of events, fashion-mnist:train or fashion-mnist:test\n"
+    "  -n, --limit N           score at most N events\n"
+    EDDY_CLI_HELP_SET
+    "      --json              print one JSON object on stdout instead of the table\n"
+    EDDY_CLI_HELP_HELP "\n"
     "Exit: 0 ok, 1 runtime failure (version missing or corrupt, no valid event), 2 usage/config error.\n";
 
 typedef struct {
@@ -234,28 +234,22 @@ static eddy_infer_t *open_model(const eddy_config_t *cfg, uint64_t v, const char
 
 int eddy_cmd_eval(int argc, char **argv) {
   static const struct option opts[] = {
-      {"config", required_argument, NULL, 'c'},  {"version", required_argument, NULL, 'V'},
+      EDDY_CLI_OPT_CONFIG,                       {"version", required_argument, NULL, 'V'},
       {"weights", required_argument, NULL, 'w'}, {"data", required_argument, NULL, 'd'},
-      {"limit", required_argument, NULL, 'n'},   {"set", required_argument, NULL, 's'},
-      {"json", no_argument, NULL, 'j'},          {"help", no_argument, NULL, 'h'},
+      {"limit", required_argument, NULL, 'n'},   EDDY_CLI_OPT_SET,
+      {"json", no_argument, NULL, 'j'},          EDDY_CLI_OPT_HELP,
       {NULL, 0, NULL, 0}};
-  const char *config_path = NULL, *weights = NULL, *data = NULL, *vtext = NULL;
-  const char *sets[EDDY_CLI_MAX_SETS];
-  size_t n_sets = 0;
+  eddy_cli_t cli = {.cmd = "eval", .usage = eval_usage};
+  const char *weights = NULL, *data = NULL, *vtext = NULL;
   uint64_t limit = 0, version = 0;
   bool json = false;
   int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "c:V:w:d:n:s:h", opts, NULL)) != -1) {
+  while ((c = eddy_cli_getopt(&cli, argc, argv, "c:V:w:d:n:s:h", opts)) != -1) {
     switch (c) {
-      case 'c': config_path = optarg; break;
       case 'V': vtext = optarg; break;
       case 'w': weights = optarg; break;
       case 'd': data = optarg; break;
       case 'j': json = true; break;
-      case 's':
-        if (eddy_cli_add_set("eval", sets, &n_sets, optarg)) return EDDY_EXIT_USAGE;
-        break;
       case 'n': {
         char *end;
         unsigned long long x = strtoull(optarg, &end, 10);
@@ -266,33 +260,22 @@ int eddy_cmd_eval(int argc, char **argv) {
         limit = x;
         break;
       }
-      case 'h': fputs(eval_usage, stdout); return EDDY_EXIT_OK;
-      default: fputs(eval_usage, stderr); return EDDY_EXIT_USAGE;
+      default: return cli.exit; /* EDDY_CLI_STOP: --help or a usage error, printed */
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "eddy eval: unexpected argument '%s'\n%s", argv[optind], eval_usage);
-    return EDDY_EXIT_USAGE;
-  }
-  if (!config_path || !data || !(vtext || weights) || (vtext && weights)) {
-    fprintf(stderr, "eddy eval: %s\n%s",
-            !config_path ? "-c CONFIG is required"
-            : !data      ? "--data DATASET is required"
-                         : "exactly one of --version V and --weights FILE is required",
-            eval_usage);
+  if (cli.config_path && (!data || !(vtext || weights) || (vtext && weights))) {
+    /* without -c, eddy_cli_load_config names that first */
+    fprintf(stderr, "eddy eval: %s (eddy eval --help shows the options)\n",
+            !data ? "--data DATASET is required" : "exactly one of --version V and --weights FILE is required");
     return EDDY_EXIT_USAGE;
   }
   if (vtext && parse_version(vtext, &version)) {
     fprintf(stderr, "eddy eval: --version \"%s\": expected a version number (42 or v000042)\n", vtext);
     return EDDY_EXIT_USAGE;
   }
-  char errstr[1024];
   eddy_config_t cfg;
-  if (eddy_config_load(&cfg, config_path, sets, n_sets, errstr, sizeof errstr) != EDDY_OK) {
-    fprintf(stderr, "eddy eval: %s\n", errstr);
-    eddy_config_free(&cfg);
-    return EDDY_EXIT_USAGE;
-  }
+  int load_rc = eddy_cli_load_config(&cli, EDDY_CLI_NEED_CONFIG, &cfg);
+  if (load_rc != EDDY_EXIT_OK) return load_rc;
   char path[4096];
   const char *status = NULL;
   eddy_infer_t *model = open_model(&cfg, version, weights, path, sizeof path, &status);

@@ -120,7 +120,7 @@ static void bench_publish(const char *base, const char *bootstrap, int gate_even
     uint64_t v = 0;
     const eddy_event_t *pe = &ev;
     for (int k = 0; k < 2 * gate_events + 1; k++) { /* fill the holdout window, and a CURRENT */
-      fill_event(&ev, 1000000 + (uint64_t)k, wall_ms());
+      fill_event(&ev, 1000000 + (uint64_t)k, eddy_clock_wall_ms());
       if (eddy_replay_append(eddy_trainer_buffer(t), &pe, 1, NULL, 0, NULL, 0, NULL, err, sizeof err))
         die("append", err);
     }
