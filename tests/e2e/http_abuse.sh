@@ -21,18 +21,19 @@ require_broker --topic events --partitions 2 --topic eddy-snapshots --partitions
 $PY -c '
 import json, random
 random.seed(5)
-for i in range(200):
+for i in range(600):
     x = [random.random() for _ in range(4)]
     print(json.dumps({"id": "a%d" % i, "label": int(x[0] > 0.5), "dense": x}))' >"$TMP/events.jsonl"
-check_rc 0 "produce 200 events" -- "$EDDY" produce -b "$BOOT" -t events --data "$TMP/events.jsonl" --key id
+check_rc 0 "produce 600 events" -- "$EDDY" produce -b "$BOOT" -t events --data "$TMP/events.jsonl" --key id
 write_token abuse-token
 write_trainer_config "$TMP/train.ini" model.name=abuse model.dense_dim=4 model.hidden=8 model.head=logistic \
-  -model.classes snapshot.every_steps=1000000 snapshot.gate.max_regression=1000
+  -model.classes snapshot.every_steps=1000000 snapshot.gate.max_regression=1000 snapshot.gate.min_events=10 train.lr=0.05
 require_trainer "$TMP/train.err" -c "$TMP/train.ini"
-check_status 60 "s['buffer']['cursor'] == 200" "200 events trained"
+check_status 60 "s['buffer']['cursor'] == 600" "600 events trained"
 code=$(post /v1/snapshot '{"timeout_ms": 20000}')
 CHECKS=$((CHECKS + 1))
-if [[ $code == 200 ]]; then pass "a version to serve"; else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
+if [[ $code == 200 ]] && grep -q '"status": *"promoted"' "$TMP/post.json"; then pass "a version to serve"
+else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
 CHECKS=$((CHECKS + 1))
 if start_serve replica -c "$TMP/train.ini" --set http.bind=127.0.0.1:0 \
   --set serve.trainer_url="http://127.0.0.1:$PORT" --set serve.poll_seconds=1; then

@@ -23,7 +23,7 @@ check_rc 0 "produce $N events" -- "$EDDY" produce -b "$BOOT" -t events --data "$
 write_token safe-start-token
 M=$TMP/store/safe
 write_trainer_config "$TMP/train.ini" model.name=safe model.dense_dim=4 model.hidden=8 model.head=logistic \
-  -model.classes snapshot.every_steps=1000000 snapshot.gate.max_regression=1000
+  -model.classes snapshot.every_steps=1000000 snapshot.gate.max_regression=1000 snapshot.gate.min_events=10
 
 # Three versions (v1..v3, all promoted), then the trainer stops.
 require_trainer "$TMP/train0.err" -c "$TMP/train.ini"
@@ -31,7 +31,8 @@ check_status 60 "s['buffer']['cursor'] == $N" "$N events trained"
 for v in 1 2 3; do
   code=$(post /v1/snapshot '{"timeout_ms": 20000}')
   CHECKS=$((CHECKS + 1))
-  if [[ $code == 200 ]] && grep -q "\"version\": *$v\b" "$TMP/post.json"; then pass "v$v published"; else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
+  if [[ $code == 200 ]] && grep -q "\"version\": *$v\b" "$TMP/post.json" && grep -q '"status": *"promoted"' "$TMP/post.json"
+  then pass "v$v published"; else fail "POST /v1/snapshot: HTTP $code $(cat "$TMP/post.json")"; fi
 done
 check_trainer_stops TERM "first run"
 
