@@ -14,11 +14,11 @@ REF=${EDDY_PREDICT_REF:?set by CTest: the predict_ref helper}
 need_fashion_mnist t10k-images-idx3-ubyte.gz
 need_command curl
 
-N=5000
+N=7000
 require_broker --topic events --partitions 8 --topic eddy-snapshots --partitions 1
 write_token serve-e2e-token
 STORE=$TMP/store
-write_trainer_config "$TMP/train.ini" train.holdout_fraction=0.05 -replay.ratio snapshot.every_steps=4 \
+write_trainer_config "$TMP/train.ini" train.holdout_fraction=0.05 -replay.ratio snapshot.every_steps=3 \
   snapshot.gate.max_regression=1000
 
 require_trainer "$TMP/train.err" -c "$TMP/train.ini"
