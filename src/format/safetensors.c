@@ -32,6 +32,7 @@ static const struct {
 } dtype_table[] = {
     [EDDY_DT_F32] = {"F32", 4}, [EDDY_DT_F16] = {"F16", 2}, [EDDY_DT_BF16] = {"BF16", 2},
     [EDDY_DT_F64] = {"F64", 8}, [EDDY_DT_I64] = {"I64", 8}, [EDDY_DT_U8] = {"U8", 1},
+    [EDDY_DT_I8] = {"I8", 1},
 };
 #define DTYPE_COUNT (sizeof dtype_table / sizeof dtype_table[0])
 

@@ -14,7 +14,15 @@
 #define EDDY_ST_MAX_HEADER (16u << 20) /* default cap of the JSON header: 16 MiB */
 #define EDDY_ST_MAX_DIMS 8
 
-typedef enum { EDDY_DT_F32 = 0, EDDY_DT_F16, EDDY_DT_BF16, EDDY_DT_F64, EDDY_DT_I64, EDDY_DT_U8 } eddy_dtype_t;
+typedef enum {
+  EDDY_DT_F32 = 0,
+  EDDY_DT_F16,
+  EDDY_DT_BF16,
+  EDDY_DT_F64,
+  EDDY_DT_I64,
+  EDDY_DT_U8,
+  EDDY_DT_I8 /* int8 weights (snapshots/README.md, "Precisions") */
+} eddy_dtype_t;
 
 const char *eddy_dtype_name(eddy_dtype_t dt);     /* "F32" ... */
 int eddy_dtype_parse(const char *name, eddy_dtype_t *dt); /* 0 ok, -1 unknown */

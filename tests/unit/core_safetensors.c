@@ -73,9 +73,9 @@ static int dir_entries(const char *dir, int *tmp_count) {
 
 static void test_dtypes(void **state) {
   (void)state;
-  const char *names[] = {"F32", "F16", "BF16", "F64", "I64", "U8"};
-  const size_t sizes[] = {4, 2, 2, 8, 8, 1};
-  for (int i = 0; i < 6; i++) {
+  const char *names[] = {"F32", "F16", "BF16", "F64", "I64", "U8", "I8"};
+  const size_t sizes[] = {4, 2, 2, 8, 8, 1, 1};
+  for (int i = 0; i < 7; i++) {
     eddy_dtype_t dt;
     assert_string_equal(eddy_dtype_name((eddy_dtype_t)i), names[i]);
     assert_int_equal(eddy_dtype_parse(names[i], &dt), 0);
