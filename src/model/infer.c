@@ -519,29 +519,43 @@ static void layer_f16_scalar(const layer_t *ly, const float *x, size_t xs, float
 }
 
 #ifdef EDDY_INFER_X86
-/* fp16 weights widened 8 at a time by vcvtph2ps (F16C), multiply-added in fp32. */
-__attribute__((target("avx2,fma,f16c"))) static void layer_f16_f16c(const layer_t *ly, const float *x, size_t xs,
-                                                                    float *y, size_t ys, int nr) {
+#define F16C_TARGET __attribute__((target("avx2,fma,f16c")))
+
+/* NR rows (the compiler unrolls them): each weight row widened 8 at a time by vcvtph2ps (F16C) and
+ * multiply-added in fp32 into every row's outputs. */
+static inline __attribute__((always_inline)) F16C_TARGET void f16c_rows(const layer_t *ly, const float *x, size_t xs,
+                                                                         float *y, size_t ys, const int NR) {
   const uint32_t in = ly->in, out = ly->out, out8 = out & ~7u;
-  for (int r = 0; r < nr; r++) memcpy(y + (size_t)r * ys, ly->bias, out * sizeof(float));
   const uint16_t *wt = ly->wt;
   for (uint32_t i = 0; i < in; i++) {
-    float a[BLOCK] = {0};
+    float a[BLOCK];
     bool any = false;
-    for (int r = 0; r < nr; r++) any |= (a[r] = x[(size_t)r * xs + i]) != 0.0f;
+    for (int r = 0; r < NR; r++) any |= (a[r] = x[(size_t)r * xs + i]) != 0.0f;
     if (!any) continue;
+    __m256 av[BLOCK];
+    for (int r = 0; r < NR; r++) av[r] = _mm256_set1_ps(a[r]);
     const uint16_t *w = wt + (size_t)i * out;
     for (uint32_t o = 0; o < out8; o += 8) {
       const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + o)));
-      for (int r = 0; r < nr; r++) {
+      for (int r = 0; r < NR; r++) {
         float *yr = y + (size_t)r * ys + o;
-        _mm256_storeu_ps(yr, _mm256_fmadd_ps(_mm256_set1_ps(a[r]), wv, _mm256_loadu_ps(yr)));
+        _mm256_storeu_ps(yr, _mm256_fmadd_ps(av[r], wv, _mm256_loadu_ps(yr)));
       }
     }
     for (uint32_t o = out8; o < out; o++) {
       const float v = _cvtsh_ss(w[o]);
-      for (int r = 0; r < nr; r++) y[(size_t)r * ys + o] += a[r] * v;
+      for (int r = 0; r < NR; r++) y[(size_t)r * ys + o] += a[r] * v;
     }
+  }
+}
+
+F16C_TARGET static void layer_f16_f16c(const layer_t *ly, const float *x, size_t xs, float *y, size_t ys, int nr) {
+  for (int r = 0; r < nr; r++) memcpy(y + (size_t)r * ys, ly->bias, ly->out * sizeof(float));
+  switch (nr) {
+    case 4: f16c_rows(ly, x, xs, y, ys, 4); break;
+    case 3: f16c_rows(ly, x, xs, y, ys, 3); break;
+    case 2: f16c_rows(ly, x, xs, y, ys, 2); break;
+    default: f16c_rows(ly, x, xs, y, ys, 1); break;
   }
 }
 #endif
@@ -656,14 +670,34 @@ static void forward_float(const eddy_infer_t *m, const eddy_batch_t *b, float *s
 
 /* ---- int8 forward pass ---- */
 
-static inline uint8_t quantize_input(float x, float scale, uint8_t zero) {
-  long q = lrintf(x / scale) + zero;
-  return (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+/* q[i] = clamp(round(x[i] / scale) + zero, 0, 255), rounding to nearest even like lrintf: adding
+ * and subtracting 1.5 × 2^23 rounds a float of magnitude below 2^22 in the current (nearest) mode,
+ * which vectorises where lrintf does not. */
+EDDY_CLONES
+static void quantize_row(const float *x, uint32_t n, float scale, uint8_t zero, uint8_t *q) {
+  const float magic = 0x1.8p23f;
+  for (uint32_t i = 0; i < n; i++) {
+    float v = x[i] / scale;
+    v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
+    const float rounded = (v + magic) - magic;
+    const int32_t t = (int32_t)rounded + zero;
+    q[i] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+  }
+}
+
+/* y[o] = (acc[o] - comp[o]) × mul[o] + bias[o], then the ReLU for a hidden layer. */
+EDDY_CLONES
+static void rescale_row(const qlayer_t *ly, const int32_t *acc, bool relu, float *y) {
+  for (uint32_t o = 0; o < ly->out; o++) {
+    const float scaled = (float)(acc[o] - ly->comp[o]) * ly->mul[o];
+    const float v = scaled + ly->bias[o];
+    y[o] = relu && v < 0.0f ? 0.0f : v;
+  }
 }
 
 static void forward_int8(const eddy_infer_t *m, const eddy_batch_t *b, float *scratch, float *pred) {
   const size_t W = m->max_width, QS = qa_stride(m);
-  float *xf = scratch; /* inputs, then logits */
+  float *xf = scratch; /* inputs, then each layer's outputs */
   uintptr_t base = (uintptr_t)(scratch + 2 * (size_t)BLOCK * W + BLOCK * 16);
   uint8_t *qa = (uint8_t *)((base + QALIGN - 1) / QALIGN * QALIGN), *qb = qa + BLOCK * QS;
   int32_t *acc = (int32_t *)(qb + BLOCK * QS);
@@ -674,7 +708,7 @@ static void forward_int8(const eddy_infer_t *m, const eddy_batch_t *b, float *sc
     const qlayer_t *first = &m->qlayers[0];
     for (int r = 0; r < nr; r++) {
       uint8_t *q = qa + (size_t)r * QS;
-      for (uint32_t i = 0; i < first->in; i++) q[i] = quantize_input(xf[(size_t)r * W + i], first->in_scale, first->in_zero);
+      quantize_row(xf + (size_t)r * W, first->in, first->in_scale, first->in_zero, q);
       memset(q + first->in, 0, first->kin - first->in);
     }
     for (uint32_t l = 0; l < m->n_layers; l++) {
@@ -683,16 +717,12 @@ static void forward_int8(const eddy_infer_t *m, const eddy_batch_t *b, float *sc
       const bool last = l + 1 == m->n_layers;
       const qlayer_t *next = last ? NULL : &m->qlayers[l + 1];
       for (int r = 0; r < nr; r++) {
-        const int32_t *ar = acc + (size_t)r * m->max_kout;
         float *yr = xf + (size_t)r * W;
+        rescale_row(ly, acc + (size_t)r * m->max_kout, !last, yr);
+        if (last) continue;
         uint8_t *q = qb + (size_t)r * QS;
-        for (uint32_t o = 0; o < ly->out; o++) {
-          const float scaled = (float)(ar[o] - ly->comp[o]) * ly->mul[o];
-          const float v = scaled + ly->bias[o];
-          if (last) yr[o] = v;
-          else q[o] = quantize_input(v > 0.0f ? v : 0.0f, next->in_scale, next->in_zero);
-        }
-        if (!last) memset(q + ly->out, 0, next->kin - ly->out);
+        quantize_row(yr, ly->out, next->in_scale, next->in_zero, q);
+        memset(q + ly->out, 0, next->kin - ly->out);
       }
       uint8_t *t = qa;
       qa = qb;
