@@ -72,6 +72,7 @@ void eddy_manifest_init(eddy_manifest_t *m) {
   memset(m, 0, sizeof *m);
   metrics_nan(&m->prequential);
   metrics_nan(&m->holdout);
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) metrics_nan(&m->precisions[p].holdout);
   snprintf(m->precision, sizeof m->precision, "fp32");
   snprintf(m->weights_dtype, sizeof m->weights_dtype, "F32");
   m->status = EDDY_STATUS_CANDIDATE;
@@ -123,6 +124,19 @@ const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const c
   for (size_t i = 0; i < m->n_files; i++)
     if (!strcmp(m->files[i].name, name)) return &m->files[i];
   return NULL;
+}
+
+unsigned eddy_manifest_precisions(const eddy_manifest_t *m) {
+  unsigned mask = 0;
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++)
+    if (m->precisions[p].present) mask |= 1u << p;
+  return mask;
+}
+
+int eddy_manifest_precision_of(const eddy_manifest_t *m, const char *name) {
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++)
+    if (m->precisions[p].present && !strcmp(m->precisions[p].file, name)) return p;
+  return -1;
 }
 
 void eddy_manifest_format_time(int64_t ms, char *out, size_t out_size) {
@@ -246,6 +260,28 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
     if (!sha_hex_ok(f->sha256))
       return eddy_errf(code, errstr, errstr_size, "manifest: \"files.%s.sha256\" = \"%.80s\": not 64 lowercase hex",
                        f->name, f->sha256);
+  }
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) {
+    const eddy_manifest_precision_t *pr = &m->precisions[p];
+    const char *name = eddy_infer_precision_name((eddy_infer_precision_t)p);
+    if (!pr->present) continue;
+    if (memchr(pr->file, 0, sizeof pr->file) == NULL || !eddy_manifest_name_ok(pr->file))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"precisions.%s.file\": bad file name", name);
+    if (!eddy_manifest_file(m, pr->file))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"precisions.%s.file\" = \"%s\" is not listed in \"files\"",
+                       name, pr->file);
+    const bool fp32 = p == EDDY_INFER_F32, weights = !strcmp(pr->file, "weights.safetensors");
+    if (fp32 != weights || !strcmp(pr->file, "state.safetensors"))
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"precisions.%s.file\" = \"%s\": fp32 is weights.safetensors, every other "
+                       "precision has a file of its own",
+                       name, pr->file);
+    for (int q = 0; q < p; q++)
+      if (m->precisions[q].present && !strcmp(m->precisions[q].file, pr->file))
+        return eddy_errf(code, errstr, errstr_size, "manifest: \"precisions\": %s and %s name the same file %s",
+                         eddy_infer_precision_name((eddy_infer_precision_t)q), name, pr->file);
+    if (pr->holdout.n > max || pr->calibration_events > max)
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"precisions.%s\": a count above 2^53", name);
   }
   if ((unsigned)m->status > EDDY_STATUS_REJECTED)
     return eddy_errf(code, errstr, errstr_size, "manifest: \"status\" = %d: unknown", (int)m->status);
@@ -408,6 +444,20 @@ eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *er
   ok = hold != NULL;
   if (preq) cJSON_AddItemToObject(metrics, "prequential", preq);
   if (hold) cJSON_AddItemToObject(metrics, "holdout", hold);
+  if (ok && eddy_manifest_precisions(m)) {
+    cJSON *precs = cJSON_AddObjectToObject(o, "precisions");
+    ok = precs != NULL;
+    for (int p = 0; ok && p < EDDY_INFER_PRECISIONS; p++) {
+      const eddy_manifest_precision_t *pr = &m->precisions[p];
+      if (!pr->present) continue;
+      cJSON *e = cJSON_AddObjectToObject(precs, eddy_infer_precision_name((eddy_infer_precision_t)p));
+      cJSON *h = e ? metrics_json(&pr->holdout) : NULL;
+      ok = h != NULL && cJSON_AddStringToObject(e, "file", pr->file);
+      if (h) cJSON_AddItemToObject(e, "holdout", h);
+      if (ok && p == EDDY_INFER_INT8)
+        ok = cJSON_AddNumberToObject(e, "calibration_events", (double)pr->calibration_events) != NULL;
+    }
+  }
   ok = ok && cJSON_AddStringToObject(o, "precision", m->precision);
   ok = ok && cJSON_AddStringToObject(o, "weights_dtype", m->weights_dtype);
   if (ok) {
@@ -494,24 +544,50 @@ static eddy_err_t get_num_or_null(pctx_t *p, const cJSON *o, const char *key, co
   return EDDY_OK;
 }
 
-/* A metric: a number or null (NaN). */
-static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const char *group, double *out) {
+/* A metric: a number or null (NaN); path is its object's path ("metrics.holdout"). */
+static eddy_err_t get_metric(pctx_t *p, const cJSON *o, const char *key, const char *path, double *out) {
   char name[96];
-  snprintf(name, sizeof name, "metrics.%s.%s", group, key);
+  snprintf(name, sizeof name, "%s.%s", path, key);
   return get_num_or_null(p, o, key, name, out);
 }
 
-static eddy_err_t get_metrics(pctx_t *p, const cJSON *metrics, const char *group, eddy_metric_values_t *out) {
-  char name[64];
-  snprintf(name, sizeof name, "metrics.%s", group);
-  const cJSON *o = field(metrics, group);
-  if (!o) return bad(p, "\"%s\" missing%s", name, NULL);
-  eddy_err_t err = check_object(p, o, name);
-  if (!err) err = get_metric(p, o, "logloss", group, &out->logloss);
-  if (!err) err = get_metric(p, o, "accuracy", group, &out->accuracy);
-  if (!err) err = get_metric(p, o, "mse", group, &out->mse);
-  snprintf(name, sizeof name, "metrics.%s.n", group);
+/* The metrics object parent.key, named path in messages ("metrics.holdout"). */
+static eddy_err_t get_metrics(pctx_t *p, const cJSON *parent, const char *key, const char *path,
+                              eddy_metric_values_t *out) {
+  char name[96];
+  const cJSON *o = field(parent, key);
+  if (!o) return bad(p, "\"%s\" missing%s", path, NULL);
+  eddy_err_t err = check_object(p, o, path);
+  if (!err) err = get_metric(p, o, "logloss", path, &out->logloss);
+  if (!err) err = get_metric(p, o, "accuracy", path, &out->accuracy);
+  if (!err) err = get_metric(p, o, "mse", path, &out->mse);
+  snprintf(name, sizeof name, "%s.n", path);
   if (!err) err = get_uint(p, o, "n", name, &out->n);
+  return err;
+}
+
+/* "precisions" (optional): {"fp32": {"file": ..., "holdout": {...}}, "int8": {..., "calibration_events": N}}. */
+static eddy_err_t parse_precisions(pctx_t *p, const cJSON *precs, eddy_manifest_t *m) {
+  if (!precs) return EDDY_OK;
+  eddy_err_t err = check_object(p, precs, "precisions");
+  for (const cJSON *e = precs->child; !err && e; e = e->next) {
+    eddy_infer_precision_t prec;
+    char path[64], name[96];
+    if (eddy_infer_precision_parse(e->string, &prec) != 0)
+      return bad(p, "\"precisions\": \"%.32s\" is not one of fp32, bf16, fp16, int8%s", e->string, NULL);
+    eddy_manifest_precision_t *out = &m->precisions[prec];
+    snprintf(path, sizeof path, "precisions.%s", e->string);
+    if ((err = check_object(p, e, path))) break;
+    snprintf(name, sizeof name, "%s.file", path);
+    if ((err = get_string(p, e, "file", name, out->file, sizeof out->file))) break;
+    snprintf(name, sizeof name, "%s.holdout", path);
+    if ((err = get_metrics(p, e, "holdout", name, &out->holdout))) break;
+    if (prec == EDDY_INFER_INT8) {
+      snprintf(name, sizeof name, "%s.calibration_events", path);
+      if ((err = get_uint(p, e, "calibration_events", name, &out->calibration_events))) break;
+    }
+    out->present = true;
+  }
   return err;
 }
 
@@ -656,8 +732,9 @@ static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
   const cJSON *metrics = field(o, "metrics");
   if (!metrics) return bad(p, "\"%s\" missing%s", "metrics", NULL);
   if ((err = check_object(p, metrics, "metrics"))) return err;
-  if ((err = get_metrics(p, metrics, "prequential", &m->prequential))) return err;
-  if ((err = get_metrics(p, metrics, "holdout", &m->holdout))) return err;
+  if ((err = get_metrics(p, metrics, "prequential", "metrics.prequential", &m->prequential))) return err;
+  if ((err = get_metrics(p, metrics, "holdout", "metrics.holdout", &m->holdout))) return err;
+  if ((err = parse_precisions(p, field(o, "precisions"), m))) return err;
   if ((err = get_string(p, o, "precision", "precision", m->precision, sizeof m->precision))) return err;
   if ((err = get_string(p, o, "weights_dtype", "weights_dtype", m->weights_dtype, sizeof m->weights_dtype)))
     return err;

@@ -1,7 +1,8 @@
 /* manifest.json of one snapshot version: what was trained (step, examples, cursors, Kafka offsets),
- * how well (prequential and holdout metrics), for which model (spec, precision), the files with
- * their sizes and SHA-256, and the gate's verdict at publish time. Parsing is strict: a missing
- * field or a wrong type is EDDY_ERR_FORMAT with the field named; files over 1 MiB are refused. */
+ * how well (prequential and holdout metrics, and the holdout metrics of every serving precision
+ * the trainer produced), for which model (spec, precision), the files with their sizes and
+ * SHA-256, and the gate's verdict at publish time. Parsing is strict: a missing field or a wrong
+ * type is EDDY_ERR_FORMAT with the field named; files over 1 MiB are refused. */
 #ifndef EDDY_MANIFEST_H
 #define EDDY_MANIFEST_H
 
@@ -11,6 +12,7 @@
 
 #include "core/errors.h"
 #include "model/prequential.h"
+#include "model/quant.h"
 #include "model/spec.h"
 
 #define EDDY_MANIFEST_FORMAT 1                /* "format" field; bumped on incompatible changes */
@@ -63,6 +65,15 @@ typedef struct {
   size_t n_criteria;
 } eddy_gate_verdict_t;
 
+/* One serving precision of the version (JSON "precisions": {"int8": {...}}; absent in manifests
+ * written before precisions existed, and for precisions the trainer did not produce). */
+typedef struct {
+  bool present;
+  char file[EDDY_MANIFEST_NAME_MAX]; /* its weights file, listed in files */
+  eddy_metric_values_t holdout;      /* scored on the gate's holdout events */
+  uint64_t calibration_events;       /* int8: events its input scales were calibrated on; 0 otherwise */
+} eddy_manifest_precision_t;
+
 typedef struct {
   uint64_t version;      /* >= 1 */
   uint64_t parent;       /* version this one continues from; 0 = none (JSON null) */
@@ -77,6 +88,7 @@ typedef struct {
   size_t n_offsets;
   eddy_metric_values_t prequential; /* NaN = not defined (JSON null) */
   eddy_metric_values_t holdout;
+  eddy_manifest_precision_t precisions[EDDY_INFER_PRECISIONS]; /* by eddy_infer_precision_t */
   char precision[16];    /* "fp32" | "bf16" | "fp16" */
   char weights_dtype[8]; /* "F32" | "F16" | "BF16" */
   eddy_model_spec_t spec;
@@ -97,6 +109,10 @@ eddy_err_t eddy_manifest_copy(eddy_manifest_t *dst, const eddy_manifest_t *src);
 eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset);
 /* The file entry named name, or NULL. */
 const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name);
+/* The precisions present, as a mask of 1 << eddy_infer_precision_t (0 for an older manifest). */
+unsigned eddy_manifest_precisions(const eddy_manifest_t *m);
+/* The precision whose file is name; -1 when no precision names it. */
+int eddy_manifest_precision_of(const eddy_manifest_t *m, const char *name);
 
 const char *eddy_version_status_name(eddy_version_status_t status); /* "candidate", ... */
 const char *eddy_criterion_result_name(eddy_criterion_result_t r); /* "skipped", "passed", "failed" */

@@ -1,7 +1,9 @@
 /* manifest.json: a full round trip (NaN metrics as null, parent none as null), every required field
- * missing or of the wrong type named in the error, size caps, the cap on Kafka offsets, timestamps. */
+ * missing or of the wrong type named in the error, size caps, the cap on Kafka offsets, timestamps;
+ * the serving precisions (optional: a manifest without them still reads) and their rules. */
 #include <math.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,8 @@
 
 #include "snapshot/manifest.h"
 #include "testutil.h"
+
+static bool with_precisions; /* sample() adds fp32, bf16 and int8 with their files */
 
 static void sample(eddy_manifest_t *m) {
   eddy_manifest_init(m);
@@ -49,6 +53,27 @@ static void sample(eddy_manifest_t *m) {
   m->files[1].sha256[63] = 'f';
   m->status = EDDY_STATUS_PROMOTED;
   snprintf(m->reason, sizeof m->reason, "holdout logloss 0.375 <= 0.380 + 0.02");
+  if (!with_precisions) return;
+  static const struct {
+    eddy_infer_precision_t p;
+    const char *file;
+    double accuracy;
+  } precs[] = {{EDDY_INFER_F32, "weights.safetensors", 0.875},
+               {EDDY_INFER_BF16, "weights-bf16.safetensors", 0.87},
+               {EDDY_INFER_INT8, "weights-int8.safetensors", 0.8625}};
+  for (size_t i = 0; i < 3; i++) {
+    eddy_manifest_precision_t *pr = &m->precisions[precs[i].p];
+    pr->present = true;
+    snprintf(pr->file, sizeof pr->file, "%s", precs[i].file);
+    pr->holdout = (eddy_metric_values_t){.logloss = 0.4, .accuracy = precs[i].accuracy, .mse = NAN, .n = 640};
+    if (i) {
+      eddy_manifest_file_t *f = &m->files[m->n_files++];
+      snprintf(f->name, sizeof f->name, "%s", precs[i].file);
+      f->bytes = 1000 * i;
+      memset(f->sha256, 'b', 64);
+    }
+  }
+  m->precisions[EDDY_INFER_INT8].calibration_events = 1000;
 }
 
 static int same_metric(double a, double b) { return (isnan(a) && isnan(b)) || a == b; }
@@ -335,6 +360,54 @@ static void test_load_and_caps(void **state) {
   eddy_test_rmdir(dir);
 }
 
+static void test_precisions(void **state) {
+  (void)state;
+  eddy_manifest_t m, back;
+  with_precisions = true;
+  sample(&m);
+  char *json = NULL, *again = NULL, err[512] = "";
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_OK);
+  assert_non_null(strstr(json, "\"precisions\":"));
+  assert_non_null(strstr(json, "\"calibration_events\":\t1000"));
+  assert_int_equal(eddy_manifest_parse(json, strlen(json), &back, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_manifest_precisions(&back),
+                   (1u << EDDY_INFER_F32) | (1u << EDDY_INFER_BF16) | (1u << EDDY_INFER_INT8));
+  assert_string_equal(back.precisions[EDDY_INFER_INT8].file, "weights-int8.safetensors");
+  assert_true(back.precisions[EDDY_INFER_INT8].holdout.accuracy == 0.8625);
+  assert_int_equal(back.precisions[EDDY_INFER_INT8].holdout.n, 640);
+  assert_int_equal(back.precisions[EDDY_INFER_INT8].calibration_events, 1000);
+  assert_true(isnan(back.precisions[EDDY_INFER_BF16].holdout.mse));
+  assert_false(back.precisions[EDDY_INFER_F16].present);
+  assert_int_equal(eddy_manifest_precision_of(&back, "weights-bf16.safetensors"), EDDY_INFER_BF16);
+  assert_int_equal(eddy_manifest_precision_of(&back, "state.safetensors"), -1);
+  assert_int_equal(eddy_manifest_to_json(&back, &again, err, sizeof err), EDDY_OK);
+  assert_string_equal(json, again);
+  free(again);
+  free(json);
+  eddy_manifest_clear(&back);
+  /* The writer holds the rules too. */
+  snprintf(m.precisions[EDDY_INFER_BF16].file, sizeof m.precisions[0].file, "weights-fp16.safetensors");
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_ERR_INVALID_ARG);
+  assert_non_null(strstr(err, "\"precisions.bf16.file\" = \"weights-fp16.safetensors\" is not listed in \"files\""));
+  eddy_manifest_clear(&m);
+  expect_bad(edit_set, "precisions/int4={\"file\":\"weights.safetensors\",\"holdout\":{}}", EDDY_ERR_FORMAT,
+             "\"precisions\": \"int4\" is not one of fp32, bf16, fp16, int8");
+  expect_bad(edit_delete, "precisions/int8/calibration_events", EDDY_ERR_FORMAT,
+             "\"precisions.int8.calibration_events\" missing");
+  expect_bad(edit_delete, "precisions/bf16/holdout/accuracy", EDDY_ERR_FORMAT,
+             "\"precisions.bf16.holdout.accuracy\" missing");
+  expect_bad(edit_set, "precisions/bf16/file=3", EDDY_ERR_FORMAT, "\"precisions.bf16.file\" must be a string");
+  expect_bad(edit_set, "precisions/fp32/file=\"weights-bf16.safetensors\"", EDDY_ERR_FORMAT,
+             "fp32 is weights.safetensors, every other precision has a file of its own");
+  expect_bad(edit_set, "precisions/int8/file=\"weights.safetensors\"", EDDY_ERR_FORMAT,
+             "\"precisions.int8.file\" = \"weights.safetensors\"");
+  expect_bad(edit_set, "precisions/int8/file=\"weights-bf16.safetensors\"", EDDY_ERR_FORMAT,
+             "bf16 and int8 name the same file weights-bf16.safetensors");
+  expect_bad(edit_set, "precisions/int8/file=\"../x\"", EDDY_ERR_FORMAT, "bad file name");
+  expect_bad(edit_set, "precisions=[]", EDDY_ERR_FORMAT, "\"precisions\" must be an object");
+  with_precisions = false;
+}
+
 static void test_time_and_status(void **state) {
   (void)state;
   char when[40];
@@ -443,6 +516,8 @@ int main(void) {
       cmocka_unit_test(test_wrong_types),   cmocka_unit_test(test_writer_checks),
       cmocka_unit_test(test_load_and_caps), cmocka_unit_test(test_time_and_status),
       cmocka_unit_test(test_gate_verdict),
+
+      cmocka_unit_test(test_precisions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
