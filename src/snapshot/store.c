@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "format/safetensors.h"
 #include "format/sha256.h"
+#include "model/quant.h"
 
 #define CURRENT_FILE "CURRENT"
 #define EVENTS_FILE "events.log"
@@ -780,8 +781,10 @@ static uint64_t count_nonfinite(const eddy_st_tensor_t *t) {
   return bad;
 }
 
-static void check_weights_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep) {
-  const char *file = EDDY_STORE_WEIGHTS;
+static void check_state_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep);
+
+/* eddy.spec, eddy.model and eddy.version of a weights file against the manifest. */
+static void check_weights_meta(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep, const char *file) {
   check_spec_meta(r, m, rep, file);
   const char *model = eddy_st_meta(r, "eddy.model"), *version = eddy_st_meta(r, "eddy.version");
   if (!model) report(rep, file, EDDY_ERR_FORMAT, "__metadata__ has no eddy.model");
@@ -792,16 +795,75 @@ static void check_weights_reader(const eddy_st_reader_t *r, const eddy_manifest_
   if (!version) report(rep, file, EDDY_ERR_FORMAT, "__metadata__ has no eddy.version");
   else if (strcmp(version, want) != 0)
     report(rep, file, EDDY_ERR_FORMAT, "eddy.version \"%.32s\" differs from the manifest's %s", version, want);
+}
+
+static void check_finite(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep, const char *file) {
+  if (m->status != EDDY_STATUS_PROMOTED) return;
+  uint64_t bad = 0;
+  for (size_t i = 0; i < eddy_st_count(r); i++) bad += count_nonfinite(eddy_st_at(r, i));
+  if (bad) report(rep, file, EDDY_ERR_NONFINITE, "%" PRIu64 " non-finite weights in a version with status promoted", bad);
+}
+
+static void check_weights_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep) {
+  const char *file = EDDY_STORE_WEIGHTS;
+  check_weights_meta(r, m, rep, file);
   eddy_dtype_t dt = EDDY_DT_F32;
   if (eddy_dtype_parse(m->weights_dtype, &dt) != 0)
     report(rep, file, EDDY_ERR_FORMAT, "manifest weights_dtype \"%s\" unknown", m->weights_dtype);
   check_tensors(r, &m->spec, dt, true, rep, file);
-  if (m->status == EDDY_STATUS_PROMOTED) {
-    uint64_t bad = 0;
-    for (size_t i = 0; i < eddy_st_count(r); i++) bad += count_nonfinite(eddy_st_at(r, i));
-    if (bad)
-      report(rep, file, EDDY_ERR_NONFINITE, "%" PRIu64 " non-finite weights in a version with status promoted", bad);
+  check_finite(r, m, rep, file);
+}
+
+/* The tensors of an int8 file (eddy_quant_int8_layout), exactly. */
+static void check_int8_tensors(const eddy_st_reader_t *r, const eddy_model_spec_t *spec, report_t *rep,
+                               const char *file) {
+  eddy_quant_tensor_t qt[EDDY_QUANT_MAX_TENSORS];
+  size_t n = eddy_quant_int8_layout(spec, qt), shown = 0;
+  char got[96], want[96];
+  for (size_t i = 0; i < n && shown < MAX_PROBLEMS_PER_FILE; i++) {
+    const eddy_st_tensor_t *t = eddy_st_find(r, qt[i].name);
+    shape_text(qt[i].shape, qt[i].ndim, want, sizeof want);
+    if (!t) {
+      report(rep, file, EDDY_ERR_SHAPE, "tensor %s %s %s missing", qt[i].name, eddy_dtype_name(qt[i].dtype), want);
+      shown++;
+      continue;
+    }
+    shape_text(t->shape, t->ndim, got, sizeof got);
+    if (strcmp(got, want) != 0 || t->dtype != qt[i].dtype) {
+      report(rep, file, EDDY_ERR_SHAPE, "tensor %s is %s %s, the int8 layout wants %s %s", t->name,
+             eddy_dtype_name(t->dtype), got, eddy_dtype_name(qt[i].dtype), want);
+      shown++;
+    }
   }
+  if (eddy_st_count(r) != n)
+    report(rep, file, EDDY_ERR_SHAPE, "%zu tensors, the int8 layout of the spec has %zu", eddy_st_count(r), n);
+}
+
+/* A precision's own file (bf16, fp16, int8): the metadata of a weights file plus eddy.precision,
+ * and that precision's tensors. */
+static void check_precision_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, eddy_infer_precision_t p,
+                                   const char *file, report_t *rep) {
+  check_weights_meta(r, m, rep, file);
+  const char *name = eddy_infer_precision_name(p), *meta = eddy_st_meta(r, "eddy.precision");
+  if (!meta || strcmp(meta, name) != 0)
+    report(rep, file, EDDY_ERR_FORMAT, "eddy.precision is %s%.16s%s, the manifest lists the file as %s",
+           meta ? "\"" : "", meta ? meta : "absent", meta ? "\"" : "", name);
+  if (p == EDDY_INFER_INT8) check_int8_tensors(r, &m->spec, rep, file);
+  else check_tensors(r, &m->spec, p == EDDY_INFER_BF16 ? EDDY_DT_BF16 : EDDY_DT_F16, true, rep, file);
+  check_finite(r, m, rep, file);
+}
+
+/* The checks of file name's contents, whichever file of the version it is. */
+static void check_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, const char *name, report_t *rep) {
+  int p = eddy_manifest_precision_of(m, name);
+  if (!strcmp(name, EDDY_STORE_WEIGHTS)) check_weights_reader(r, m, rep);
+  else if (p > 0) check_precision_reader(r, m, (eddy_infer_precision_t)p, name, rep);
+  else check_state_reader(r, m, rep);
+}
+
+/* A file of the version that holds tensors: weights, state, or a precision's file. */
+static bool tensor_file(const eddy_manifest_t *m, const char *name) {
+  return !strcmp(name, EDDY_STORE_WEIGHTS) || !strcmp(name, EDDY_STORE_STATE) || eddy_manifest_precision_of(m, name) > 0;
 }
 
 static void check_state_reader(const eddy_st_reader_t *r, const eddy_manifest_t *m, report_t *rep) {
@@ -850,13 +912,20 @@ static int check_file(const char *dir, const eddy_manifest_file_t *f, report_t *
 
 eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_t *data, size_t len,
                                                 size_t max_header, char *errstr, size_t errstr_size) {
+  return eddy_store_verify_file_mem(m, EDDY_STORE_WEIGHTS, data, len, max_header, errstr, errstr_size);
+}
+
+eddy_st_reader_t *eddy_store_verify_file_mem(const eddy_manifest_t *m, const char *name, uint8_t *data, size_t len,
+                                             size_t max_header, char *errstr, size_t errstr_size) {
   report_t rep = {0};
   eddy_st_reader_t *r = NULL;
-  const eddy_manifest_file_t *f = m && data ? eddy_manifest_file(m, EDDY_STORE_WEIGHTS) : NULL;
-  if (!m || !data) {
-    report(&rep, EDDY_STORE_WEIGHTS, EDDY_ERR_INVALID_ARG, "no manifest or no data");
+  const eddy_manifest_file_t *f = m && data && name ? eddy_manifest_file(m, name) : NULL;
+  if (!m || !data || !name) {
+    report(&rep, name ? name : EDDY_STORE_WEIGHTS, EDDY_ERR_INVALID_ARG, "no manifest, name or data");
   } else if (!f) {
-    report(&rep, EDDY_STORE_MANIFEST, EDDY_ERR_FORMAT, "\"files\" does not list %s", EDDY_STORE_WEIGHTS);
+    report(&rep, EDDY_STORE_MANIFEST, EDDY_ERR_FORMAT, "\"files\" does not list %s", name);
+  } else if (strcmp(name, EDDY_STORE_WEIGHTS) != 0 && eddy_manifest_precision_of(m, name) <= 0) {
+    report(&rep, name, EDDY_ERR_INVALID_ARG, "not a weights file of this version");
   } else if ((uint64_t)len != f->bytes) {
     report(&rep, f->name, EDDY_ERR_FORMAT, "size %zu bytes, the manifest says %" PRIu64 " (truncated or replaced)",
            len, f->bytes);
@@ -872,7 +941,7 @@ eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_
       report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", msg);
     } else {
       data = NULL; /* the reader's now */
-      check_weights_reader(r, m, &rep);
+      check_reader(r, m, name, &rep);
     }
   }
   free(data);
@@ -935,13 +1004,11 @@ eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_stor
   for (size_t i = 0; i < man->n_files; i++) {
     const eddy_manifest_file_t *f = &man->files[i];
     if (!check_file(dir, f, &rep)) continue;
-    int weights = !strcmp(f->name, EDDY_STORE_WEIGHTS), state = !strcmp(f->name, EDDY_STORE_STATE);
-    if (!weights && !state) continue;
+    if (!tensor_file(man, f->name)) continue;
     char *path = join(dir, f->name);
     eddy_st_reader_t *r = path ? eddy_st_reader_new(path, 0, msg, sizeof msg) : NULL;
     if (!r) report(&rep, f->name, EDDY_ERR_FORMAT, "not a valid safetensors file: %s", path ? msg : "out of memory");
-    else if (weights) check_weights_reader(r, man, &rep);
-    else check_state_reader(r, man, &rep);
+    else check_reader(r, man, f->name, &rep);
     eddy_st_reader_destroy(r);
     free(path);
   }
@@ -1045,6 +1112,41 @@ eddy_err_t eddy_store_txn_write(eddy_store_txn_t *t, eddy_learner_t *l, const ch
   return note_write(t->store, err, errstr, false);
 }
 
+const char *eddy_store_precision_file(eddy_infer_precision_t p) {
+  static const char *const files[EDDY_INFER_PRECISIONS] = {EDDY_STORE_WEIGHTS, "weights-bf16.safetensors",
+                                                           "weights-fp16.safetensors", "weights-int8.safetensors"};
+  return (unsigned)p < EDDY_INFER_PRECISIONS ? files[p] : NULL;
+}
+
+eddy_err_t eddy_store_txn_write_precision(eddy_store_txn_t *t, const eddy_st_reader_t *weights,
+                                          const eddy_model_spec_t *spec, eddy_infer_precision_t p,
+                                          const eddy_quant_calib_t *calib, char *errstr, size_t errstr_size) {
+  if (!t || !weights || !spec || p == EDDY_INFER_F32 || (unsigned)p >= EDDY_INFER_PRECISIONS ||
+      (p == EDDY_INFER_INT8 && !calib))
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                     "store: a transaction, weights, spec, a precision other than fp32 (and for int8 a calibration)");
+  eddy_st_writer_t *w = eddy_st_writer_new();
+  char *spec_json = eddy_model_spec_to_json(spec), version[24], *path = join(t->dir, eddy_store_precision_file(p));
+  snprintf(version, sizeof version, "%" PRIu64, t->version);
+  eddy_err_t err = w && spec_json && path ? EDDY_OK : eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+  if (!err)
+    err = p == EDDY_INFER_INT8 ? eddy_quant_write_int8(spec, weights, calib, w, errstr, errstr_size)
+                               : eddy_quant_write_float(spec, weights, p == EDDY_INFER_BF16 ? EDDY_DT_BF16 : EDDY_DT_F16, w,
+                                                        errstr, errstr_size);
+  const char *meta[][2] = {{"eddy.spec", spec_json},
+                           {"eddy.model", t->store->model},
+                           {"eddy.version", version},
+                           {"eddy.precision", eddy_infer_precision_name(p)}};
+  for (size_t i = 0; !err && i < sizeof meta / sizeof meta[0]; i++)
+    if ((err = eddy_st_writer_meta(w, meta[i][0], meta[i][1])))
+      eddy_errf(err, errstr, errstr_size, "store: metadata %s of %s", meta[i][0], eddy_store_precision_file(p));
+  if (!err) err = eddy_st_writer_save(w, path, NULL, errstr, errstr_size);
+  eddy_st_writer_destroy(w);
+  free(spec_json);
+  free(path);
+  return err;
+}
+
 static void txn_free_locked(eddy_store_txn_t *t, int remove_dir) {
   if (remove_dir && t->dir && rm_tree(t->dir) != 0)
     EDDY_WARN("store", "could not remove %s: %s (removed at the next open)", t->dir, strerror(errno));
@@ -1077,7 +1179,11 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
                        "publish v%06" PRIu64 ": parent v%06" PRIu64 " does not exist in %s", m->version, m->parent,
                        s->dir);
   }
-  /* Exactly the two files, nothing else. */
+  /* Exactly the two files and the files of the precisions m lists (but fp32's, the weights), nothing else. */
+  const char *names[EDDY_MANIFEST_MAX_FILES] = {EDDY_STORE_WEIGHTS, EDDY_STORE_STATE};
+  int expected = 2;
+  for (int p = 1; p < EDDY_INFER_PRECISIONS && expected < EDDY_MANIFEST_MAX_FILES; p++)
+    if (m->precisions[p].present) names[expected++] = m->precisions[p].file;
   DIR *d = opendir(t->dir);
   if (!d) return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "publish: list %s: %s", t->dir, strerror(errno));
   struct dirent *e;
@@ -1085,15 +1191,17 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
   eddy_err_t err = EDDY_OK;
   while (!err && (e = readdir(d)) != NULL) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    if (!strcmp(e->d_name, EDDY_STORE_WEIGHTS) || !strcmp(e->d_name, EDDY_STORE_STATE)) seen++;
+    int known = 0;
+    for (int i = 0; i < expected && !known; i++) known = !strcmp(e->d_name, names[i]);
+    if (known) seen++;
     else
       err = eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "publish: unexpected file %s in %s", e->d_name, t->dir);
   }
   closedir(d);
   if (err) return err;
-  if (seen != 2)
-    return eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "publish: %s needs %s and %s", t->dir,
-                     EDDY_STORE_WEIGHTS, EDDY_STORE_STATE);
+  if (seen != expected)
+    return eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "publish: %s needs %s, %s and the %d precision file(s) "
+                     "the manifest lists", t->dir, EDDY_STORE_WEIGHTS, EDDY_STORE_STATE, expected - 2);
   char *wpath = join(t->dir, EDDY_STORE_WEIGHTS), *spath = join(t->dir, EDDY_STORE_STATE);
   eddy_st_reader_t *w = wpath ? eddy_st_reader_new(wpath, 0, msg, sizeof msg) : NULL;
   eddy_st_reader_t *st = NULL;
@@ -1123,6 +1231,14 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
   report_t rep = {0};
   check_weights_reader(w, m, &rep);
   check_state_reader(st, m, &rep);
+  for (int i = 2; i < expected && !rep.count; i++) {
+    char *ppath = join(t->dir, names[i]);
+    eddy_st_reader_t *pr = ppath ? eddy_st_reader_new(ppath, 0, msg, sizeof msg) : NULL;
+    if (!pr) report(&rep, names[i], EDDY_ERR_FORMAT, "not a valid safetensors file: %s", ppath ? msg : "out of memory");
+    else check_reader(pr, m, names[i], &rep);
+    eddy_st_reader_destroy(pr);
+    free(ppath);
+  }
   if (rep.count) {
     err = eddy_errf(rep.first, errstr, errstr_size, "publish v%06" PRIu64 ": %s%s", m->version, rep.first_msg,
                     rep.count > 1 ? " (and more)" : "");
@@ -1133,19 +1249,22 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
   w = st = NULL;
   /* Sizes and checksums of the bytes on disk. */
   m->n_files = 0;
-  const char *names[] = {EDDY_STORE_WEIGHTS, EDDY_STORE_STATE};
-  const char *paths[] = {wpath, spath};
-  for (size_t i = 0; i < 2; i++) {
+  for (int i = 0; i < expected; i++) {
     eddy_manifest_file_t *f = &m->files[m->n_files++];
     memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", names[i]);
+    char *path = join(t->dir, names[i]);
     struct stat sb;
     uint8_t digest[32];
-    if (stat(paths[i], &sb) != 0) {
-      err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "publish: stat %s: %s", paths[i], strerror(errno));
+    if (!path || stat(path, &sb) != 0) {
+      err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "publish: stat %s/%s: %s", t->dir, names[i],
+                      path ? strerror(errno) : "out of memory");
+      free(path);
       goto out;
     }
-    if ((err = eddy_sha256_file(paths[i], digest, errstr, errstr_size))) goto out;
+    err = eddy_sha256_file(path, digest, errstr, errstr_size);
+    free(path);
+    if (err) goto out;
     f->bytes = (uint64_t)sb.st_size;
     eddy_sha256_hex(digest, f->sha256);
   }

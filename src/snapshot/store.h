@@ -101,8 +101,21 @@ const char *eddy_store_txn_dir(const eddy_store_txn_t *t);
  * accumulation (see eddy_learner_save_state). */
 eddy_err_t eddy_store_txn_write(eddy_store_txn_t *t, eddy_learner_t *l, const char *dtype, char *errstr,
                                 size_t errstr_size);
+/* The file name of precision p's weights in a version: "weights.safetensors" for fp32,
+ * "weights-bf16.safetensors", "weights-fp16.safetensors", "weights-int8.safetensors". */
+const char *eddy_store_precision_file(eddy_infer_precision_t p);
+/* Writes precision p's file (eddy_store_precision_file; not fp32, whose file is the weights) into
+ * the temp folder from weights (the version's weights, read as fp32): BF16 or F16 tensors, or the
+ * int8 tensors quantized with calib's activation ranges (eddy_quant_write_int8), with the
+ * metadata eddy.spec, eddy.model, eddy.version and eddy.precision. The caller lists it in the
+ * manifest's precisions before commit. */
+eddy_err_t eddy_store_txn_write_precision(eddy_store_txn_t *t, const eddy_st_reader_t *weights,
+                                          const eddy_model_spec_t *spec, eddy_infer_precision_t p,
+                                          const eddy_quant_calib_t *calib, char *errstr, size_t errstr_size);
 /* Completes the version. m (in/out) carries the caller's fields (parent, step, examples,
- * buffer_cursor, offsets, metrics, status, reason, created_at_ms or 0 = now); the store sets
+ * buffer_cursor, offsets, metrics, precisions, status, reason, created_at_ms or 0 = now); the
+ * temp folder must hold weights, state and the file of each precision m lists but fp32 (whose
+ * file is the weights), written by the caller (eddy_store_txn_dir). The store sets
  * version, model, spec and weights_dtype (from the weights file), precision (from the state's
  * eddy.precision when present) and files. Checks what verify checks, except the checksums it has
  * just computed; a promoted version with non-finite weights is refused (EDDY_ERR_NONFINITE).
@@ -157,7 +170,9 @@ typedef void (*eddy_store_problem_fn)(void *ctx, const char *file, eddy_err_t er
  * SHA-256; no unlisted files; both parse as safetensors; the weights hold exactly the spec's
  * tensors (names, shapes, the manifest's weights_dtype), eddy.spec equal to the manifest's spec,
  * eddy.model and eddy.version equal to the manifest's; the state holds the spec's tensors in F32
- * and the same spec; a promoted version has finite weights. Returns EDDY_OK or the first
+ * and the same spec; each precision's file (the manifest's "precisions") holds eddy.precision,
+ * the same metadata and that precision's tensors (BF16, F16, or the int8 layout of
+ * eddy_quant_int8_layout); a promoted version has finite weights. Returns EDDY_OK or the first
  * problem's code; *problems (optional) gets the count. m (optional) receives the manifest when it
  * parsed (clear it after use). */
 eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_store_problem_fn fn, void *ctx,
@@ -171,6 +186,11 @@ eddy_err_t eddy_store_verify_each(const char *dir, eddy_manifest_t *m, eddy_stor
  * ("weights.safetensors: sha256 ..., the manifest says ..."). */
 eddy_st_reader_t *eddy_store_verify_weights_mem(const eddy_manifest_t *m, uint8_t *data, size_t len,
                                                 size_t max_header, char *errstr, size_t errstr_size);
+/* The same for any weights file of m held in memory: weights.safetensors, or the file of one of
+ * m's precisions (checked as that precision's file: eddy.precision, its dtypes or the int8 layout,
+ * the metadata above, finite values in a promoted version). */
+eddy_st_reader_t *eddy_store_verify_file_mem(const eddy_manifest_t *m, const char *name, uint8_t *data, size_t len,
+                                             size_t max_header, char *errstr, size_t errstr_size);
 /* Same, with the first problem in errstr ("weights.safetensors: sha256 ... (and 2 more problems)"). */
 eddy_err_t eddy_store_verify(const char *dir, eddy_manifest_t *m, char *errstr, size_t errstr_size);
 

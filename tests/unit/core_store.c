@@ -3,7 +3,8 @@
  * pinned and current versions, the writer lock, leftovers of crashes removed on open, failed
  * publishes (file-size limit, a full tmpfs) leaving nothing behind, and verify on damaged copies:
  * truncated, flipped byte, wrong recorded checksum, another spec's weights, missing and unlisted
- * files, incomplete manifest, NaN weights in a promoted version. */
+ * files, incomplete manifest, NaN weights in a promoted version; a version with the files of every
+ * serving precision (bf16, fp16, int8) written, committed, verified and damaged. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 
 #include "format/safetensors.h"
 #include "format/sha256.h"
+#include "model/infer.h"
 #include "snapshot/store.h"
 #include "testutil.h"
 
@@ -62,28 +64,33 @@ static double rnd(void) {
   return (double)(rng_state >> 11) * 0x1.0p-53;
 }
 
+/* Refills b with 8 random events. */
+static void random_batch(eddy_batch_t *b) {
+  eddy_batch_clear(b);
+  for (int i = 0; i < 8; i++) {
+    float dense[3] = {(float)rnd(), (float)rnd() - 0.5f, (float)rnd() * 2};
+    uint32_t idx[2] = {(uint32_t)(rnd() * 16), 3};
+    float val[2] = {1, 0.5f};
+    eddy_event_t ev;
+    eddy_event_init(&ev);
+    ev.dense = dense;
+    ev.n_dense = 3;
+    ev.sparse_idx = idx;
+    ev.sparse_val = val;
+    ev.n_sparse = 2;
+    ev.label = (double)(uint32_t)(rnd() * 3);
+    ev.weight = 1;
+    assert_int_equal(eddy_batch_push(b, &ev), EDDY_OK);
+  }
+}
+
 /* steps optimizer steps on batches of 8 random events. */
 static void train(eddy_learner_t *l, int steps) {
   const eddy_model_spec_t *s = eddy_learner_spec(l);
   eddy_batch_t *b = eddy_batch_new(s->dense_dim, 8);
   assert_non_null(b);
   for (int k = 0; k < steps; k++) {
-    eddy_batch_clear(b);
-    for (int i = 0; i < 8; i++) {
-      float dense[3] = {(float)rnd(), (float)rnd() - 0.5f, (float)rnd() * 2};
-      uint32_t idx[2] = {(uint32_t)(rnd() * 16), 3};
-      float val[2] = {1, 0.5f};
-      eddy_event_t ev;
-      eddy_event_init(&ev);
-      ev.dense = dense;
-      ev.n_dense = 3;
-      ev.sparse_idx = idx;
-      ev.sparse_val = val;
-      ev.n_sparse = 2;
-      ev.label = (double)(uint32_t)(rnd() * 3);
-      ev.weight = 1;
-      assert_int_equal(eddy_batch_push(b, &ev), EDDY_OK);
-    }
+    random_batch(b);
     assert_int_equal(eddy_learner_accumulate(l, b, NULL, NULL), EDDY_OK);
     eddy_step_info_t info;
     assert_int_equal(eddy_learner_step(l, &info), EDDY_OK);
@@ -744,6 +751,139 @@ static void test_lock_and_leftovers(void **state) {
   eddy_test_rmdir(root);
 }
 
+/* Writes weights, state and the files of bf16, fp16 and int8 into a new transaction of s, with
+ * int8 calibrated on random events, and lists them in m (fill()ed); skip: a precision whose file
+ * is listed but not written, extra: one written but not listed (EDDY_INFER_F32: none). */
+static eddy_store_txn_t *precision_txn(eddy_store_t *s, eddy_learner_t *l, eddy_manifest_t *m,
+                                       eddy_infer_precision_t skip, eddy_infer_precision_t extra) {
+  char err[1024] = "";
+  eddy_store_txn_t *t = NULL;
+  assert_int_equal(eddy_store_begin(s, &t, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_store_txn_write(t, l, "F32", err, sizeof err), EDDY_OK);
+  char *wpath = pathf("%s/%s", eddy_store_txn_dir(t), EDDY_STORE_WEIGHTS);
+  eddy_st_reader_t *w = eddy_st_reader_new(wpath, 0, err, sizeof err);
+  assert_non_null(w);
+  const eddy_model_spec_t *spec = eddy_learner_spec(l);
+  eddy_infer_t *fp = eddy_infer_new(spec, w, EDDY_INFER_F32, err, sizeof err);
+  assert_non_null(fp);
+  eddy_quant_calib_t calib;
+  eddy_quant_calib_init(&calib);
+  eddy_batch_t *b = eddy_batch_new(spec->dense_dim, 8);
+  float *scratch = malloc(eddy_infer_scratch_floats(fp, 8) * sizeof(float));
+  random_batch(b);
+  assert_int_equal(eddy_infer_calibrate(fp, b, scratch, &calib, err, sizeof err), EDDY_OK);
+  fill(m, l, 0, EDDY_STATUS_PROMOTED);
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) {
+    if (p && p != (int)skip) {
+      eddy_err_t e = eddy_store_txn_write_precision(t, w, spec, (eddy_infer_precision_t)p, &calib, err, sizeof err);
+      if (e) fail_msg("write %s: %s", eddy_infer_precision_name((eddy_infer_precision_t)p), err);
+    }
+    if (p && p == (int)extra) continue;
+    m->precisions[p].present = true;
+    snprintf(m->precisions[p].file, sizeof m->precisions[p].file, "%s",
+             eddy_store_precision_file((eddy_infer_precision_t)p));
+    m->precisions[p].holdout = m->holdout;
+  }
+  m->precisions[EDDY_INFER_INT8].calibration_events = calib.events;
+  free(scratch);
+  eddy_batch_destroy(b);
+  eddy_infer_destroy(fp);
+  eddy_st_reader_destroy(w);
+  free(wpath);
+  return t;
+}
+
+/* A version in every precision: committed with its files listed, verified, each file checked in
+ * memory as a replica checks it and loaded as its precision; damage to a precision's file, and
+ * commits that lack a listed file or hold an unlisted one. */
+static void test_precision_files(void **state) {
+  (void)state;
+  char *root = eddy_test_tmpdir(), err[1024] = "";
+  eddy_store_t *s = open_writer(root, "m");
+  eddy_model_spec_t spec = spec_with(5);
+  eddy_learner_t *l = learner_for(&spec);
+  train(l, 3);
+  eddy_manifest_t m;
+  eddy_store_txn_t *t = precision_txn(s, l, &m, EDDY_INFER_F32, EDDY_INFER_F32);
+  eddy_err_t rc = eddy_store_commit(t, &m, err, sizeof err);
+  if (rc) fail_msg("commit: %s", err);
+  assert_int_equal(m.n_files, 5);
+  assert_string_equal(m.files[4].name, "weights-int8.safetensors");
+  assert_int_equal(m.precisions[EDDY_INFER_INT8].calibration_events, 8);
+  char *dir = pathf("%s/m/v%06d", root, 1);
+  assert_int_equal(eddy_store_verify(dir, NULL, err, sizeof err), EDDY_OK);
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) {
+    const char *name = eddy_store_precision_file((eddy_infer_precision_t)p);
+    char *fpath = pathf("%s/%s", dir, name);
+    size_t len = 0;
+    uint8_t *data = (uint8_t *)slurp(fpath, &len);
+    eddy_st_reader_t *r = eddy_store_verify_file_mem(&m, name, data, len, 0, err, sizeof err);
+    if (!r) fail_msg("verify %s in memory: %s", name, err);
+    eddy_infer_t *model = eddy_infer_new(&spec, r, (eddy_infer_precision_t)p, err, sizeof err);
+    if (!model) fail_msg("load %s: %s", name, err);
+    eddy_infer_destroy(model);
+    eddy_st_reader_destroy(r);
+    free(fpath);
+  }
+  char *spath = pathf("%s/%s", dir, EDDY_STORE_STATE);
+  size_t len = 0;
+  uint8_t *data = (uint8_t *)slurp(spath, &len);
+  assert_null(eddy_store_verify_file_mem(&m, EDDY_STORE_STATE, data, len, 0, err, sizeof err)); /* takes data */
+  assert_non_null(strstr(err, "state.safetensors: not a weights file of this version"));
+  free(spath);
+  /* Damage: a flipped byte of the int8 file; the fp16 file in place of the bf16 one. */
+  char *copy = pathf("%s/copy", root);
+  assert_int_equal(mkdir(copy, 0755), 0);
+  for (size_t i = 0; i < m.n_files; i++) {
+    char *a = pathf("%s/%s", dir, m.files[i].name), *b = pathf("%s/%s", copy, m.files[i].name);
+    copy_file(a, b);
+    free(a);
+    free(b);
+  }
+  char *a = pathf("%s/%s", dir, EDDY_STORE_MANIFEST), *b = pathf("%s/%s", copy, EDDY_STORE_MANIFEST);
+  copy_file(a, b);
+  free(a);
+  free(b);
+  assert_int_equal(eddy_store_verify(copy, NULL, err, sizeof err), EDDY_OK);
+  char *q = pathf("%s/weights-int8.safetensors", copy);
+  int fd = open(q, O_RDWR);
+  assert_true(fd >= 0);
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  char byte;
+  assert_int_equal(pread(fd, &byte, 1, st.st_size - 3), 1);
+  byte ^= 0x40;
+  assert_int_equal(pwrite(fd, &byte, 1, st.st_size - 3), 1);
+  close(fd);
+  expect_problem(copy, EDDY_ERR_FORMAT, "weights-int8.safetensors", "sha256");
+  rehash(copy, "weights-int8.safetensors");
+  assert_int_equal(eddy_store_verify(copy, NULL, err, sizeof err), EDDY_OK); /* a valid int8 file again */
+  char *f16 = pathf("%s/weights-fp16.safetensors", copy), *bf = pathf("%s/weights-bf16.safetensors", copy);
+  copy_file(f16, bf);
+  rehash(copy, "weights-bf16.safetensors");
+  expect_problem(copy, EDDY_ERR_FORMAT, "weights-bf16.safetensors",
+                 "eddy.precision is \"fp16\", the manifest lists the file as bf16");
+  expect_problem(copy, EDDY_ERR_FORMAT, "weights-bf16.safetensors", "has dtype F16, expected BF16");
+  free(f16);
+  free(bf);
+  free(q);
+  eddy_manifest_clear(&m);
+  /* Commits: a listed file not written, an unlisted file written. */
+  t = precision_txn(s, l, &m, EDDY_INFER_F16, EDDY_INFER_F32);
+  assert_int_equal(eddy_store_commit(t, &m, err, sizeof err), EDDY_ERR_NOT_FOUND);
+  assert_non_null(strstr(err, "the 3 precision file(s) the manifest lists"));
+  eddy_manifest_clear(&m);
+  t = precision_txn(s, l, &m, EDDY_INFER_F32, EDDY_INFER_INT8);
+  assert_int_equal(eddy_store_commit(t, &m, err, sizeof err), EDDY_ERR_FORMAT);
+  assert_non_null(strstr(err, "unexpected file weights-int8.safetensors"));
+  eddy_manifest_clear(&m);
+  free(copy);
+  free(dir);
+  eddy_learner_destroy(l);
+  eddy_store_destroy(s);
+  eddy_test_rmdir(root);
+}
+
 static void test_verify_damage(void **state) {
   (void)state;
   char *root = eddy_test_tmpdir(), err[1024] = "";
@@ -993,6 +1133,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_set_current), cmocka_unit_test(test_retention),
       cmocka_unit_test(test_lock_and_leftovers),     cmocka_unit_test(test_verify_damage),
       cmocka_unit_test(test_publish_failure_fsize),  cmocka_unit_test(test_publish_failure_tmpfs),
+      cmocka_unit_test(test_precision_files),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
