@@ -26,7 +26,8 @@ typedef enum {
   K_NAME,   /* [A-Za-z0-9_.-]+ */
   K_TOPIC,  /* Kafka topic name: [A-Za-z0-9._-]{1,249}; "" allowed when min == 0 */
   K_DEVICE, /* cpu | cuda | cuda:N | cuda:all */
-  K_SPREC,  /* serve.precision: fp32 | bf16 */
+  K_SPREC,  /* serve.precision: auto | fp32 | bf16 | fp16 | int8 */
+  K_PRECS,  /* unsigned mask of serving precisions from a comma list (eddy_infer_precision_parse_list) */
   K_URL,    /* http:// or https:// */
   K_BIND,   /* host:port */
   K_BIND_OPT, /* host:port, or "" for none */
@@ -139,6 +140,7 @@ static const key_def_t keys[] = {
     NUM("snapshot", "gate.holdout_max_age", K_U32, gate_holdout_max_age, RANGE(0, 1000000000, 0)),
     STR("snapshot", "gate.validation", K_STR, gate_validation),
     NUM("snapshot", "gate.validation_max_regression", K_F64, gate_validation_max_regression, RANGE(0, 1e6, 0)),
+    NUM("snapshot", "precisions", K_PRECS, snapshot_precisions, NULL),
 
     STR("serve", "trainer_url", K_URL, serve_trainer_url),
     STR("serve", "store", K_STR, serve_store),
@@ -147,6 +149,9 @@ static const key_def_t keys[] = {
     NUM("serve", "heartbeat_seconds", K_U32, serve_heartbeat_seconds, RANGE(1, 3600, 0)),
     STR("serve", "precision", K_SPREC, serve_precision),
     STR("serve", "grpc_bind", K_BIND_OPT, serve_grpc_bind),
+    NUM("serve", "precisions", K_PRECS, serve_precisions, NULL),
+    NUM("serve", "max_accuracy_drop", K_F64, serve_max_accuracy_drop, RANGE(0, 1e6, 0)),
+    NUM("serve", "latency_target_ms", K_F64, serve_latency_target_ms, RANGE(0, 3.6e6, 0)),
 
     STR("http", "bind", K_BIND, http_bind),
     STR("http", "token_file", K_STR, http_token_file),
@@ -237,12 +242,16 @@ void eddy_config_defaults(eddy_config_t *cfg) {
   cfg->gate_holdout_events = 2000;
   cfg->gate_holdout_max_age = 3600;
   cfg->gate_validation_max_regression = 0.02;
+  cfg->snapshot_precisions = EDDY_INFER_ALL_PRECISIONS;
 
   snprintf(cfg->serve_trainer_url, sizeof cfg->serve_trainer_url, "http://127.0.0.1:8080");
   cfg->serve_poll_seconds = 5;
   cfg->serve_threads = 4;
   cfg->serve_heartbeat_seconds = 2;
   snprintf(cfg->serve_precision, sizeof cfg->serve_precision, "fp32");
+  cfg->serve_precisions = EDDY_INFER_ALL_PRECISIONS;
+  cfg->serve_max_accuracy_drop = 0.01;
+  cfg->serve_latency_target_ms = 0;
 
   snprintf(cfg->http_bind, sizeof cfg->http_bind, "127.0.0.1:8080");
   cfg->http_max_body_bytes = 1048576;
@@ -502,7 +511,8 @@ static const char *check_text(const key_def_t *k, const char *value, char *why, 
       return "expected cpu, cuda, cuda:N (N 0..63) or cuda:all";
     }
     case K_SPREC:
-      if (strcmp(value, "fp32") != 0 && strcmp(value, "bf16") != 0) return "expected fp32 or bf16";
+      if (strcmp(value, "auto") != 0 && eddy_infer_precision_parse(value, NULL) != 0)
+        return "expected auto, fp32, bf16, fp16 or int8";
       break;
     case K_URL:
       if ((strncmp(value, "http://", 7) != 0 || len == 7) &&
@@ -577,6 +587,12 @@ static const char *assign(eddy_config_t *cfg, const key_def_t *k, const char *va
     case K_HIDDEN:
       reason = parse_hidden(value, k->range, &cfg->spec, why, n);
       break;
+    case K_PRECS: {
+      unsigned mask = 0;
+      if (eddy_infer_precision_parse_list(value, &mask, why, n) != 0) reason = why;
+      else *(unsigned *)field = mask;
+      break;
+    }
     case K_HEAD:
       if (!(reason = parse_enum(value, head_names, &idx, why, n)))
         cfg->spec.head = (eddy_head_t)idx;
@@ -630,6 +646,9 @@ static void format_value(const eddy_config_t *cfg, const key_def_t *k, char *out
       break;
     case K_HIDDEN:
       eddy_model_hidden_text(&cfg->spec, out, n);
+      break;
+    case K_PRECS:
+      eddy_infer_precision_list(*(const unsigned *)field, out, n);
       break;
     case K_HEAD:
       snprintf(out, n, "%s", head_names[cfg->spec.head]);
@@ -770,6 +789,17 @@ static eddy_err_t check_cross(load_ctx_t *c) {
     eddy_fault_why(&fault, "snapshot.gate.min_events must not exceed snapshot.gate.holdout_events (the "
                            "holdout window could never hold enough events for a verdict)");
     return fault_fail(c, &fault);
+  }
+  /* A fixed serve.precision must be one the replica may hold (the defaults agree, so one was set). */
+  eddy_infer_precision_t p;
+  if (eddy_infer_precision_parse(cfg->serve_precision, &p) == 0 && !(cfg->serve_precisions & (1u << p))) {
+    size_t i = key_find("serve.precision"), j = key_find("serve.precisions");
+    const size_t blame = c->state[j].seq > c->state[i].seq ? j : i;
+    const key_state_t *st = &c->state[blame];
+    char allowed[64];
+    eddy_infer_precision_list(cfg->serve_precisions, allowed, sizeof allowed);
+    return fail(c, EDDY_ERR_CONFIG, "%s: %s.%s = \"%s\": serve.precision %s is not in serve.precisions (%s)",
+                st->origin, keys[blame].section, keys[blame].key, st->value, cfg->serve_precision, allowed);
   }
   return EDDY_OK;
 }

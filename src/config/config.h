@@ -12,6 +12,7 @@
 
 #include "core/errors.h"
 #include "model/learner.h"
+#include "model/quant.h"
 #include "model/spec.h"
 
 #define EDDY_CONFIG_STR 256
@@ -79,6 +80,8 @@ typedef struct {
   uint32_t gate_holdout_max_age; /* ... and their age bound, seconds of event time (0 = none) */
   char gate_validation[EDDY_CONFIG_STR]; /* trusted validation DATASET; "" = none */
   double gate_validation_max_regression;
+  unsigned snapshot_precisions;  /* serving precisions written and measured at publish (mask of
+                                    1 << eddy_infer_precision_t; fp32 always) */
 
   /* [serve] */
   char serve_trainer_url[EDDY_CONFIG_STR];
@@ -86,7 +89,10 @@ typedef struct {
   uint32_t serve_poll_seconds;
   uint32_t serve_threads;
   uint32_t serve_heartbeat_seconds; /* replica -> trainer heartbeat period */
-  char serve_precision[8];       /* fp32 | bf16: how a replica keeps the weights */
+  char serve_precision[8];       /* auto | fp32 | bf16 | fp16 | int8: what a replica serves */
+  unsigned serve_precisions;     /* the precisions a replica may hold (mask, as snapshot_precisions) */
+  double serve_max_accuracy_drop; /* auto: the largest holdout accuracy drop from fp32 allowed */
+  double serve_latency_target_ms; /* queueing delay that steps the precision down; 0 = off */
   char serve_grpc_bind[EDDY_CONFIG_STR]; /* host:port of the replica's gRPC server; "" = none */
 
   /* [http] */

@@ -98,11 +98,16 @@ static void assert_same_config(const eddy_config_t *a, const eddy_config_t *b) {
   assert_int_equal(a->snapshot_keep, b->snapshot_keep);
   assert_string_equal(a->snapshot_topic, b->snapshot_topic);
   assert_true(a->gate_max_regression == b->gate_max_regression);
+  assert_int_equal(a->snapshot_precisions, b->snapshot_precisions);
   assert_string_equal(a->serve_trainer_url, b->serve_trainer_url);
   assert_string_equal(a->serve_store, b->serve_store);
   assert_int_equal(a->serve_poll_seconds, b->serve_poll_seconds);
   assert_int_equal(a->serve_threads, b->serve_threads);
   assert_string_equal(a->serve_grpc_bind, b->serve_grpc_bind);
+  assert_string_equal(a->serve_precision, b->serve_precision);
+  assert_int_equal(a->serve_precisions, b->serve_precisions);
+  assert_true(a->serve_max_accuracy_drop == b->serve_max_accuracy_drop);
+  assert_true(a->serve_latency_target_ms == b->serve_latency_target_ms);
   assert_string_equal(a->http_bind, b->http_bind);
   assert_string_equal(a->http_token_file, b->http_token_file);
   assert_int_equal(a->http_max_body_bytes, b->http_max_body_bytes);
@@ -219,6 +224,7 @@ static void test_reference_lists_every_key(void **state) {
                                          "snapshot.gate.holdout_max_age",
                                          "snapshot.gate.validation",
                                          "snapshot.gate.validation_max_regression",
+                                         "snapshot.precisions",
                                          "serve.trainer_url",
                                          "serve.store",
                                          "serve.poll_seconds",
@@ -226,6 +232,9 @@ static void test_reference_lists_every_key(void **state) {
                                          "serve.heartbeat_seconds",
                                          "serve.precision",
                                          "serve.grpc_bind",
+                                         "serve.precisions",
+                                         "serve.max_accuracy_drop",
+                                         "serve.latency_target_ms",
                                          "http.bind",
                                          "http.token_file",
                                          "http.max_body_bytes",
@@ -375,6 +384,20 @@ static void test_errors_per_key(void **state) {
                "t.ini:2: serve.grpc_bind = \"8001\": expected host:port (port 0..65535), or nothing for none");
   expect_error("[serve]\ntrainer_url = ftp://x\n", NULL, 0,
                "t.ini:2: serve.trainer_url = \"ftp://x\": expected an http:// or https:// URL");
+  expect_error("[serve]\nprecision = int4\n", NULL, 0,
+               "t.ini:2: serve.precision = \"int4\": expected auto, fp32, bf16, fp16 or int8");
+  expect_error("[serve]\nprecisions = fp32, int4\n", NULL, 0,
+               "t.ini:2: serve.precisions = \"fp32, int4\": \"int4\" is not one of fp32, bf16, fp16, int8");
+  expect_error("[snapshot]\nprecisions = int8,int8\n", NULL, 0,
+               "t.ini:2: snapshot.precisions = \"int8,int8\": int8 is listed twice");
+  expect_error("[serve]\nprecision = bf16\nprecisions = fp32,int8\n", NULL, 0,
+               "t.ini:3: serve.precisions = \"fp32,int8\": serve.precision bf16 is not in serve.precisions "
+               "(fp32,int8)");
+  const char *bf16[] = {"serve.precision=bf16"};
+  expect_error("[serve]\nprecisions = fp32,int8\n", bf16, 1,
+               "--set: serve.precision = \"bf16\": serve.precision bf16 is not in serve.precisions (fp32,int8)");
+  expect_error("[serve]\nmax_accuracy_drop = -0.1\n", NULL, 0,
+               "t.ini:2: serve.max_accuracy_drop = \"-0.1\": must be between 0 and 1000000");
   expect_error(
       "[buffer]\ncapacity_bytes = 1.5G\n", NULL, 0,
       "t.ini:2: buffer.capacity_bytes = \"1.5G\": not a size (a whole number, optionally with "
