@@ -313,21 +313,13 @@ static int h_snapshot_file(void *ctx, const eddy_http_req_t *req, eddy_http_resp
   uint64_t version;
   if (parse_version_text(vtext, &version) != 0)
     return eddy_http_resp_error(resp, 404, "no such version: \"%.40s\"", vtext ? vtext : "");
+  /* The manifest, and any file it lists (weights, state, the precisions' weights), whose checksum
+   * (from the manifest) lets a replica verify what it downloaded. */
   const char *type = NULL;
-  if (file && strcmp(file, EDDY_STORE_WEIGHTS) == 0) type = "application/octet-stream";
-  else if (file && strcmp(file, EDDY_STORE_STATE) == 0) type = "application/octet-stream";
-  else if (file && strcmp(file, EDDY_STORE_MANIFEST) == 0) type = JSON_TYPE;
-  if (!type)
-    return eddy_http_resp_error(resp, 404,
-                                "no such snapshot file: \"%.64s\" (one of " EDDY_STORE_WEIGHTS
-                                ", " EDDY_STORE_STATE ", " EDDY_STORE_MANIFEST ")",
-                                file ? file : "");
-  char path[PATH_MAX];
-  if (eddy_store_path(store, version, file, path, sizeof path) != EDDY_OK)
-    return eddy_http_resp_error(resp, 500, "store path too long");
-  /* The checksum of the file (from the manifest) lets a replica verify what it downloaded. */
   char sha[65] = "";
-  if (strcmp(file, EDDY_STORE_MANIFEST) != 0) {
+  if (file && strcmp(file, EDDY_STORE_MANIFEST) == 0) {
+    type = JSON_TYPE;
+  } else if (file) {
     eddy_manifest_t m;
     char err[256];
     if (eddy_store_load_manifest(store, version, &m, err, sizeof err) == EDDY_OK) {
@@ -335,7 +327,16 @@ static int h_snapshot_file(void *ctx, const eddy_http_req_t *req, eddy_http_resp
       if (f) snprintf(sha, sizeof sha, "%s", f->sha256);
     }
     eddy_manifest_clear(&m);
+    if (sha[0] || !strcmp(file, EDDY_STORE_WEIGHTS) || !strcmp(file, EDDY_STORE_STATE)) type = "application/octet-stream";
   }
+  if (!type)
+    return eddy_http_resp_error(resp, 404,
+                                "no such snapshot file: \"%.64s\" (" EDDY_STORE_MANIFEST
+                                " or a file its \"files\" lists)",
+                                file ? file : "");
+  char path[PATH_MAX];
+  if (eddy_store_path(store, version, file, path, sizeof path) != EDDY_OK)
+    return eddy_http_resp_error(resp, 500, "store path too long");
   eddy_err_t e = eddy_http_resp_file(resp, type, path);
   if (e == EDDY_ERR_NOT_FOUND)
     return eddy_http_resp_error(resp, 404, "version %" PRIu64 " has no %s", version, file);

@@ -124,6 +124,7 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket) {
   if (!trainer_holdout_freeze(t, &job->hold))
     EDDY_WARN(LOG_MOD, "v%06" PRIu64 ": out of memory copying the holdout window: the gate sees no holdout",
               eddy_store_txn_version(txn));
+  trainer_precisions_write(t, txn, m, &job->hold, job->nonfinite);
   m->prequential = eddy_prequential_window(t->preq);
   m->step = eddy_learner_step_count(t->learner);
   m->examples = t->examples;

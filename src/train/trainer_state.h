@@ -253,6 +253,15 @@ eddy_err_t trainer_validation_load(eddy_trainer_t *t, char *errstr, size_t errst
 /* Forgets the gate's cached CURRENT model and scores. Caller holds cur_mu. */
 void trainer_gate_forget(eddy_trainer_t *t);
 
+/* precisions.c */
+/* Training thread, after the candidate's weights are in txn: writes the file of every other
+ * precision of snapshot.precisions into txn, scores each precision (fp32 included) on hold (the
+ * frozen holdout window the gate scores, with the gate's evaluation) and lists them in
+ * m->precisions. Nothing when nonfinite; a failure is logged and leaves txn and m
+ * without extra precisions. */
+void trainer_precisions_write(eddy_trainer_t *t, eddy_store_txn_t *txn, eddy_manifest_t *m,
+                              const trainer_holdout_set_t *hold, uint64_t nonfinite);
+
 /* train_loop.c */
 void *trainer_train_main(void *arg);
 /* A drift alarm with the rise starting at change_seq: counted, logged, marked, holdout re-based. */

@@ -1,7 +1,8 @@
 /* The trainer in process, mostly with events appended straight into its buffer (exact seqs and
  * counts): versions verify and grow; shuffled labels are rejected by the gate; serve-only, retrain
  * (skip range, parent) and concurrent rollbacks; restarts, also right after a retrain rollback;
- * corrupt state; a failing write (file size limit for a full disk); degraded after Inf gradients.
+ * corrupt state; a failing write (file size limit for a full disk); degraded after Inf gradients;
+ * every version's serving precisions, scored on the holdout.
  * One case runs Kafka -> ingest -> training -> versions -> announcements on the embedded broker. */
 #include <inttypes.h>
 #include <math.h>
@@ -454,6 +455,54 @@ static void test_gate_validation(void **state) {
   eddy_test_rmdir(dir);
 }
 
+/* The serving precisions of each version: written, listed, verified and scored on the holdout
+ * through the replicas' forward pass (fp32 there scores what the gate's learner scores); only fp32
+ * with snapshot.precisions = fp32. */
+static void test_precisions(void **state) {
+  (void)state;
+  for (int only_fp32 = 0; only_fp32 < 2; only_fp32++) {
+    char *dir = eddy_test_tmpdir();
+    eddy_config_t cfg;
+    const char *sets[] = {"snapshot.precisions=fp32"};
+    load_config(&cfg, dir, sets, only_fp32 ? 1 : 0);
+    eddy_registry_t *reg = eddy_registry_new();
+    eddy_trainer_t *t = new_trainer(&cfg, false, true, reg);
+    append(t, 1500, false, 1);
+    wait_caught_up(t, 20);
+    uint64_t v = snapshot(t);
+    verify(t, v);
+    eddy_manifest_t m;
+    manifest(t, v, &m);
+    const unsigned all = only_fp32 ? 1u << EDDY_INFER_F32 : EDDY_INFER_ALL_PRECISIONS;
+    assert_int_equal(eddy_manifest_precisions(&m), all);
+    assert_int_equal(m.n_files, only_fp32 ? 2 : 5);
+    const eddy_metric_values_t *fp32 = &m.precisions[EDDY_INFER_F32].holdout;
+    assert_string_equal(m.precisions[EDDY_INFER_F32].file, EDDY_STORE_WEIGHTS);
+    assert_true(fabs(fp32->logloss - m.holdout.logloss) < 1e-4);
+    assert_true(fabs(fp32->accuracy - m.holdout.accuracy) < 0.01);
+    for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) {
+      const eddy_manifest_precision_t *pr = &m.precisions[p];
+      if (!pr->present) continue;
+      printf("v%" PRIu64 " %s: accuracy %.4f logloss %.4f on %" PRIu64 " events\n", v,
+             eddy_infer_precision_name((eddy_infer_precision_t)p), pr->holdout.accuracy, pr->holdout.logloss,
+             pr->holdout.n);
+      assert_int_equal(pr->holdout.n, m.holdout.n);
+      assert_string_equal(pr->file, eddy_store_precision_file((eddy_infer_precision_t)p));
+      assert_true(fabs(pr->holdout.accuracy - fp32->accuracy) < 0.05); /* a linear rule: every precision learns it */
+    }
+    if (!only_fp32) {
+      /* int8 calibrated on the trained events before the cursor (not the holdout ones). */
+      assert_true(m.precisions[EDDY_INFER_INT8].calibration_events > 800);
+      assert_true(m.precisions[EDDY_INFER_INT8].calibration_events <= 1000);
+    }
+    eddy_manifest_clear(&m);
+    eddy_trainer_destroy(t);
+    eddy_registry_destroy(reg);
+    eddy_config_free(&cfg);
+    eddy_test_rmdir(dir);
+  }
+}
+
 static void test_rollback_and_restart(void **state) {
   (void)state;
   char *dir = eddy_test_tmpdir();
@@ -555,7 +604,7 @@ static void *rollback_thread(void *p) {
     bool retrain = (a->id + i) % 2 == 0;
     eddy_err_t e = eddy_trainer_rollback(a->t, v, retrain, retrain ? 100 : 1, retrain ? 199 : 0, err, sizeof err);
     if (e == EDDY_OK) a->ok++, a->last = v;
-    else a->failed++;
+    else a->failed++, print_error("rollback to v%u (%s): %s\n", (unsigned)v, retrain ? "retrain" : "serve", err);
   }
   return NULL;
 }
@@ -564,7 +613,9 @@ static void test_concurrent_rollbacks(void **state) {
   (void)state;
   char *dir = eddy_test_tmpdir();
   eddy_config_t cfg;
-  load_config(&cfg, dir, NULL, 0);
+  /* Every version must be promoted for the serve-only rollbacks: a small window is enough here. */
+  const char *extra[] = {"snapshot.gate.min_events=10"};
+  load_config(&cfg, dir, extra, 1);
   eddy_trainer_t *t = new_trainer(&cfg, false, true, NULL);
   for (int i = 0; i < 3; i++) {
     append(t, 600, false, 1);
@@ -828,6 +879,7 @@ int main(void) {
       cmocka_unit_test(test_publish_and_gate),
       cmocka_unit_test(test_gate_drift_and_holdout),
       cmocka_unit_test(test_gate_validation),
+      cmocka_unit_test(test_precisions),
       cmocka_unit_test(test_rollback_and_restart),
       cmocka_unit_test(test_concurrent_rollbacks),
       cmocka_unit_test(test_corrupt_state_and_faults),
