@@ -978,6 +978,38 @@ static bool span_skip_value(span_cur_t *c) {
   return true;
 }
 
+/* The instances array at c (just after "instances":) into spans; its length, or -1 with why. */
+static long split_array(span_cur_t *c, const char **spans, size_t max, char *why, size_t why_size) {
+  span_skip_ws(c);
+  if (c->p >= c->end || *c->p != '[') return snprintf(why, why_size, "\"instances\" must be an array of events"), -1;
+  c->p++;
+  span_skip_ws(c);
+  size_t n = 0;
+  if (c->p < c->end && *c->p == ']') {
+    c->p++;
+    return 0;
+  }
+  for (;;) {
+    span_skip_ws(c);
+    if (n >= max) return snprintf(why, why_size, "more than %zu instances in one request", max), -1;
+    const char *start = c->p;
+    if (!span_skip_value(c)) return snprintf(why, why_size, "instances[%zu] is not valid JSON", n), -1;
+    spans[2 * n] = start;
+    spans[2 * n + 1] = c->p;
+    n++;
+    span_skip_ws(c);
+    if (c->p < c->end && *c->p == ',') {
+      c->p++;
+      continue;
+    }
+    if (c->p < c->end && *c->p == ']') {
+      c->p++;
+      return (long)n;
+    }
+    return snprintf(why, why_size, "expected ',' or ']' after instances[%zu]", n - 1), -1;
+  }
+}
+
 long eddy_event_split_instances(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
                                 char *why, size_t why_size) {
   *wrapped = false;
@@ -996,34 +1028,8 @@ long eddy_event_split_instances(const char *body, size_t len, const char **spans
   span_skip_ws(&c);
   if (c.p >= c.end || *c.p != ':') return snprintf(why, why_size, "expected ':' after \"instances\""), -1;
   c.p++;
-  span_skip_ws(&c);
-  if (c.p >= c.end || *c.p != '[') return snprintf(why, why_size, "\"instances\" must be an array of events"), -1;
-  c.p++;
-  span_skip_ws(&c);
-  size_t n = 0;
-  if (c.p < c.end && *c.p == ']') {
-    c.p++;
-  } else {
-    for (;;) {
-      span_skip_ws(&c);
-      if (n >= max) return snprintf(why, why_size, "more than %zu instances in one request", max), -1;
-      const char *start = c.p;
-      if (!span_skip_value(&c)) return snprintf(why, why_size, "instances[%zu] is not valid JSON", n), -1;
-      spans[2 * n] = start;
-      spans[2 * n + 1] = c.p;
-      n++;
-      span_skip_ws(&c);
-      if (c.p < c.end && *c.p == ',') {
-        c.p++;
-        continue;
-      }
-      if (c.p < c.end && *c.p == ']') {
-        c.p++;
-        break;
-      }
-      return snprintf(why, why_size, "expected ',' or ']' after instances[%zu]", n - 1), -1;
-    }
-  }
+  long n = split_array(&c, spans, max, why, why_size);
+  if (n < 0) return -1;
   span_skip_ws(&c);
   if (c.p < c.end && *c.p == ',')
     return snprintf(why, why_size, "unexpected field after \"instances\" (only \"instances\" is allowed)"), -1;
@@ -1032,5 +1038,85 @@ long eddy_event_split_instances(const char *body, size_t len, const char **spans
   span_skip_ws(&c);
   if (c.p != c.end) return snprintf(why, why_size, "text after the request object"), -1;
   if (n == 0) return snprintf(why, why_size, "\"instances\" is empty"), -1;
-  return (long)n;
+  return n;
+}
+
+/* A key at c: its raw bytes [*k, *k + *klen) (escapes left as they are); false when c is not at a
+ * string. */
+static bool span_key(span_cur_t *c, const char **k, size_t *klen) {
+  span_skip_ws(c);
+  if (c->p >= c->end || *c->p != '"') return false;
+  const char *start = c->p + 1;
+  if (!span_skip_value(c)) return false;
+  *k = start;
+  *klen = (size_t)(c->p - 1 - start);
+  return true;
+}
+
+static bool key_is(const char *k, size_t klen, const char *name) { return klen == strlen(name) && !memcmp(k, name, klen); }
+
+long eddy_event_split_request(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
+                              char *precision, size_t precision_size, char *why, size_t why_size) {
+  *wrapped = false;
+  if (precision_size) precision[0] = '\0';
+  if (max == 0) return snprintf(why, why_size, "no room for an event"), -1;
+  spans[0] = body;
+  spans[1] = body + len;
+  span_cur_t c = {body, body + len};
+  span_skip_ws(&c);
+  if (c.p >= c.end || *c.p != '{') return 1;
+  c.p++;
+  long n = 0;
+  char other[40] = "", bad_precision[64] = "";
+  bool closed = false;
+  for (;;) {
+    span_skip_ws(&c);
+    if (c.p < c.end && *c.p == '}') {
+      c.p++;
+      closed = true;
+      break;
+    }
+    const char *k;
+    size_t klen;
+    if (!span_key(&c, &k, &klen)) break;
+    span_skip_ws(&c);
+    if (c.p >= c.end || *c.p != ':') break;
+    c.p++;
+    span_skip_ws(&c);
+    if (key_is(k, klen, "instances") && !*wrapped) {
+      *wrapped = true;
+      if ((n = split_array(&c, spans, max, why, why_size)) < 0) return -1;
+    } else if (key_is(k, klen, "precision")) {
+      const char *v0 = c.p;
+      if (!span_skip_value(&c)) break;
+      const size_t vlen = (size_t)(c.p - v0);
+      if (vlen < 2 || *v0 != '"' || memchr(v0 + 1, '\\', vlen - 2))
+        snprintf(bad_precision, sizeof bad_precision, "\"precision\" must be a string such as \"int8\"");
+      else if (precision_size)
+        snprintf(precision, precision_size, "%.*s", (int)(vlen - 2), v0 + 1);
+    } else {
+      if (!other[0]) snprintf(other, sizeof other, "%.*s", (int)(klen > 32 ? 32 : klen), k);
+      if (!span_skip_value(&c)) break;
+    }
+    span_skip_ws(&c);
+    if (c.p < c.end && *c.p == ',') c.p++;
+    else if (c.p >= c.end || *c.p != '}') break;
+  }
+  if (!*wrapped) {
+    /* One event: the event decoder reports what is wrong with it, and ignores "precision". */
+    if (bad_precision[0] && closed) return snprintf(why, why_size, "%s", bad_precision), -1;
+    if (!closed && precision_size) precision[0] = '\0';
+    spans[0] = body;
+    spans[1] = body + len;
+    return 1;
+  }
+  if (!closed) return snprintf(why, why_size, "the request object is not valid JSON after \"instances\""), -1;
+  if (other[0])
+    return snprintf(why, why_size, "unexpected field \"%s\" (only \"instances\" and \"precision\" are allowed)", other),
+           -1;
+  if (bad_precision[0]) return snprintf(why, why_size, "%s", bad_precision), -1;
+  span_skip_ws(&c);
+  if (c.p != c.end) return snprintf(why, why_size, "text after the request object"), -1;
+  if (n == 0) return snprintf(why, why_size, "\"instances\" is empty"), -1;
+  return n;
 }

@@ -75,5 +75,13 @@ char *eddy_event_to_json(const eddy_event_t *ev);
  * instances in one request", "\"instances\" is empty", ...) when the wrapper is malformed. */
 long eddy_event_split_instances(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
                                 char *why, size_t why_size);
+/* eddy_event_split_instances for a request that may also name a serving precision: the wrapper
+ * holds "instances" and optionally "precision" (a string), in either order; a single event may
+ * carry a top-level "precision" too (the event decoder ignores it). precision (room for
+ * precision_size bytes) gets the name, "" when there is none. -1 with why as above, and for
+ * another field in a wrapper ("unexpected field \"x\" (only \"instances\" and \"precision\" are
+ * allowed)") or a "precision" that is not a plain string. */
+long eddy_event_split_request(const char *body, size_t len, const char **spans, size_t max, bool *wrapped,
+                              char *precision, size_t precision_size, char *why, size_t why_size);
 
 #endif

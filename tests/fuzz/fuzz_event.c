@@ -85,16 +85,22 @@ static void check_differential(eddy_err_t rc, const char *err, const eddy_event_
   check_same(ev, ref, "from_json and the cJSON decoder decode different events");
 }
 
-/* The prediction-request splitter: spans lie inside the input, in order, without overlap; a body
- * that is not a wrapper is one span covering all of it; every span decodes (or fails) safely. */
-static void check_instances(const uint8_t *data, size_t size, const eddy_event_schema_t *schema, eddy_event_t *ev) {
+/* The prediction-request splitters (with and without "precision"): spans lie inside the input, in
+ * order, without overlap; a body that is not a wrapper is one span covering all of it; every span
+ * decodes (or fails) safely; a precision name found is a NUL-terminated string. */
+static void check_instances(const uint8_t *data, size_t size, const eddy_event_schema_t *schema, eddy_event_t *ev,
+                            bool request) {
   enum { MAX = 64 };
   const char *spans[2 * MAX], *text = (const char *)data;
   bool wrapped = true;
-  char why[256];
-  long n = eddy_event_split_instances(text, size, spans, MAX, &wrapped, why, sizeof why);
+  char why[256], precision[16];
+  memset(precision, 'x', sizeof precision);
+  long n = request ? eddy_event_split_request(text, size, spans, MAX, &wrapped, precision, sizeof precision, why,
+                                              sizeof why)
+                   : eddy_event_split_instances(text, size, spans, MAX, &wrapped, why, sizeof why);
+  if (request && !memchr(precision, 0, sizeof precision)) fail("precision not terminated");
   if (n < 0) {
-    if (!wrapped) fail("split failed on a body that is not a wrapper");
+    if (!wrapped && !request) fail("split failed on a body that is not a wrapper");
     return;
   }
   if (n == 0 || n > MAX) fail("split count out of range");
@@ -139,7 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       free(buf);
     }
   }
-  check_instances(data, size, &schemas[4], &ev);
+  check_instances(data, size, &schemas[4], &ev, false);
+  check_instances(data, size, &schemas[4], &ev, true);
   eddy_event_free(&ev);
   eddy_event_free(&ref);
   return 0;

@@ -1,6 +1,7 @@
 /* eddy_event_split_instances: the /v1/predict body splitter. One event is one span covering the
  * body; a wrapper yields each instance's exact text; malformed wrappers are refused with the
- * instance named; the cap holds. And label_optional: a missing label decodes as 0. */
+ * instance named; the cap holds. eddy_event_split_request: the same with a "precision" in the
+ * wrapper (either order) or in a single event. And label_optional: a missing label decodes as 0. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -66,6 +67,57 @@ static void test_refusals(void **state) {
   }
 }
 
+static void test_request_precision(void **state) {
+  (void)state;
+  const char *spans[8];
+  char why[256], precision[16], text[64];
+  bool wrapped = false;
+  static const struct {
+    const char *body;
+    long n;
+    bool wrapped;
+    const char *precision;
+  } ok[] = {
+      {"{\"instances\":[{\"dense\":[1]},{\"dense\":[2]}],\"precision\":\"int8\"}", 2, true, "int8"},
+      {" { \"precision\" : \"fp16\" , \"instances\" : [ {\"dense\":[1]} ] } ", 1, true, "fp16"},
+      {"{\"instances\":[{\"dense\":[1]}]}", 1, true, ""},
+      {"{\"dense\":[1,2],\"precision\":\"bf16\",\"label\":1}", 1, false, "bf16"},
+      {"{\"dense\":[1,2],\"x\":{\"precision\":\"bf16\"}}", 1, false, ""}, /* not at the top level */
+      {"{\"dense\":[1,2],\"precision\":\"int8\"", 1, false, ""},              /* broken: the decoder says so */
+      {"[1,2]", 1, false, ""},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    long n = eddy_event_split_request(ok[i].body, strlen(ok[i].body), spans, 4, &wrapped, precision, sizeof precision,
+                                      why, sizeof why);
+    if (n != ok[i].n) fail_msg("case %zu: %ld (%s)", i, n, why);
+    assert_int_equal(wrapped, ok[i].wrapped);
+    assert_string_equal(precision, ok[i].precision);
+  }
+  const char *body = ok[1].body;
+  eddy_event_split_request(body, strlen(body), spans, 4, &wrapped, precision, sizeof precision, why, sizeof why);
+  snprintf(text, sizeof text, "%.*s", (int)(spans[1] - spans[0]), spans[0]);
+  assert_string_equal(text, "{\"dense\":[1]}");
+  static const struct {
+    const char *body, *why;
+  } bad[] = {
+      {"{\"instances\":[{}],\"extra\":1}", "unexpected field \"extra\" (only \"instances\" and \"precision\" are allowed)"},
+      {"{\"extra\":1,\"instances\":[{}]}", "unexpected field \"extra\""},
+      {"{\"instances\":[{}],\"precision\":8}", "\"precision\" must be a string such as \"int8\""},
+      {"{\"dense\":[1],\"precision\":[\"int8\"]}", "\"precision\" must be a string"},
+      {"{\"instances\":[{}],\"precision\":\"int8\"", "not valid JSON after \"instances\""},
+      {"{\"instances\":[]}", "\"instances\" is empty"},
+      {"{\"instances\":[{}]} x", "text after the request object"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    why[0] = 0;
+    assert_int_equal(
+        eddy_event_split_request(bad[i].body, strlen(bad[i].body), spans, 4, &wrapped, precision, sizeof precision,
+                                 why, sizeof why),
+        -1);
+    if (!strstr(why, bad[i].why)) fail_msg("bad case %zu: \"%s\" lacks \"%s\"", i, why, bad[i].why);
+  }
+}
+
 static void test_label_optional(void **state) {
   (void)state;
   eddy_event_schema_t schema = {.dense_dim = 2, .head = EDDY_HEAD_SOFTMAX, .classes = 3};
@@ -89,6 +141,7 @@ int main(void) {
       cmocka_unit_test(test_single_event),
       cmocka_unit_test(test_wrapper),
       cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_request_precision),
       cmocka_unit_test(test_label_optional),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
