@@ -383,6 +383,16 @@
         st.appendChild(el("span", "stale", "tag stale"));
       }
       tr.appendChild(st);
+      /* The precision requests without a choice run at, and why (auto, serve.precision, load). */
+      tr.setAttribute("data-precision", e.precision || "");
+      var pr = el("td", e.precision || "\u2014");
+      if (e.precision_why) {
+        pr.title = e.precision_why; /* the whole sentence on hover */
+        var why = /^load/.test(e.precision_why) ? "load" : /^auto/.test(e.precision_why) ? "auto" : "config";
+        pr.appendChild(document.createTextNode(" "));
+        pr.appendChild(el("span", why, "tag precision-" + why));
+      }
+      tr.appendChild(pr);
       tr.appendChild(el("td", fmtInt(e.predictions)));
       tr.appendChild(el("td", e.freshness_seconds === null ? "\u2014" : fmt(e.freshness_seconds, 2) + " s"));
       tr.appendChild(el("td", fmtAge(e.age_seconds) + " ago"));

@@ -3,7 +3,9 @@
  * FP32 [-1, dense_dim], input sparse BYTES [-1] (one JSON object per row, as an event's "sparse"),
  * output scores FP32 [-1, K] (the /v1/predict values) and, for classifiers, output label INT64
  * [-1]. A request's tensors are checked here, with the same messages on both protocols, and
- * decoded into the replica's batch for its one forward pass. Private to src/serve. */
+ * decoded into the replica's batch for its one forward pass. A request may name its serving
+ * precision in its parameter "precision"; the answer names the one that ran in the same parameter.
+ * Private to src/serve. */
 #ifndef EDDY_OIP_H
 #define EDDY_OIP_H
 
@@ -20,6 +22,8 @@
 #define EDDY_OIP_SERVER_NAME "eddy"
 #define EDDY_OIP_PLATFORM "eddy_safetensors"
 #define EDDY_OIP_EXTENSIONS "binary_tensor_data"
+/* The request and response parameter that names a serving precision (fp32, bf16, fp16, int8). */
+#define EDDY_OIP_PRECISION_PARAM "precision"
 
 /* Where an input's elements are. */
 typedef enum {

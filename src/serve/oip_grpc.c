@@ -298,12 +298,30 @@ static grpc_status_code infer_outputs(call_t *c, const Inference__ModelInferRequ
   return GRPC_STATUS_OK;
 }
 
+/* The request's parameter "precision" (the last one, as for any map key) into *asked; NULL when
+ * there is none. */
+static grpc_status_code infer_precision(call_t *c, const Inference__ModelInferRequest *q, const char **asked) {
+  *asked = NULL;
+  for (size_t i = 0; i < q->n_parameters; i++) {
+    const Inference__ModelInferRequest__ParametersEntry *e = q->parameters[i];
+    if (strcmp(e->key, EDDY_OIP_PRECISION_PARAM) != 0) continue;
+    if (!e->value || e->value->parameter_choice_case != INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
+      return fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "the request: parameter " EDDY_OIP_PRECISION_PARAM " must be a string_param (fp32, bf16, fp16 or int8)");
+    *asked = e->value->string_param;
+  }
+  return GRPC_STATUS_OK;
+}
+
 static void do_infer(eddy_grpc_t *g, call_t *c, const uint8_t *data, size_t len) {
   char msg[MSG_MAX];
+  eddy_predict_call_t pc;
+  eddy_replica_call_begin(g->r, EDDY_PROTO_GRPC, &pc); /* the request is decoded in the slot too */
   Inference__ModelInferRequest *q = inference__model_infer_request__unpack(NULL, len, data);
   if (!q) {
     snprintf(msg, sizeof msg, "ModelInferRequest: %zu bytes that are not a valid message", len);
     fail(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    eddy_replica_call_end(g->r);
     return;
   }
   eddy_served_t *s = eddy_replica_acquire(g->r);
@@ -324,10 +342,10 @@ static void do_infer(eddy_grpc_t *g, call_t *c, const uint8_t *data, size_t len)
     fail(c, GRPC_STATUS_UNAVAILABLE, msg);
     goto out;
   }
-  if (infer_inputs(c, q, in, &items) || infer_outputs(c, q, s, want)) goto out;
+  if (infer_inputs(c, q, in, &items) || infer_outputs(c, q, s, want) || infer_precision(c, q, &pc.asked)) goto out;
   if ((e = eddy_oip_check_inputs(s, in, q->n_inputs, &plan, msg, sizeof msg)) ||
       (e = eddy_oip_decode(g->r, s, in, &plan, &batch, msg, sizeof msg)) ||
-      !(pred = eddy_replica_predict(g->r, s, batch, EDDY_PROTO_GRPC, &e, msg, sizeof msg))) {
+      !(pred = eddy_replica_predict(g->r, s, batch, &pc, &e, msg, sizeof msg))) {
     fail(c, e == EDDY_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INVALID_ARGUMENT, msg);
     goto out;
   }
@@ -360,10 +378,20 @@ static void do_infer(eddy_grpc_t *g, call_t *c, const uint8_t *data, size_t len)
     pouts[n_out] = t;
     n_out++;
   }
+  /* The precision that ran, as the response's parameter "precision". */
+  Inference__InferParameter prec = INFERENCE__INFER_PARAMETER__INIT;
+  prec.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+  prec.string_param = (char *)eddy_infer_precision_name(pc.precision);
+  Inference__ModelInferResponse__ParametersEntry prec_entry = INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT,
+                                                 *params[1] = {&prec_entry};
+  prec_entry.key = EDDY_OIP_PRECISION_PARAM;
+  prec_entry.value = &prec;
   Inference__ModelInferResponse a = INFERENCE__MODEL_INFER_RESPONSE__INIT;
   a.model_name = (char *)eddy_replica_model_name(g->r);
   a.model_version = (char *)eddy_served_version_text(s);
   a.id = q->id;
+  a.n_parameters = 1;
+  a.parameters = params;
   a.n_outputs = n_out;
   a.outputs = pouts;
   a.n_raw_output_contents = n_out;
@@ -374,6 +402,7 @@ out:
   free(items);
   eddy_replica_release(s);
   inference__model_infer_request__free_unpacked(q, NULL);
+  eddy_replica_call_end(g->r);
 }
 
 static void do_simple(eddy_grpc_t *g, call_t *c, const uint8_t *in, size_t len) {

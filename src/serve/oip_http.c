@@ -203,6 +203,7 @@ typedef struct {
   float *f32;               /* dense values given as JSON */
   eddy_oip_bytes_t *items;  /* sparse rows given as JSON strings */
   const char *id;
+  const char *precision; /* the request's parameter "precision", or NULL */
   bool want[EDDY_OIP__OUTPUTS], binary[EDDY_OIP__OUTPUTS];
 } request_t;
 
@@ -288,13 +289,19 @@ static eddy_err_t parse_input(request_t *q, const cJSON *j, size_t i, const char
   return EDDY_OK;
 }
 
-/* "outputs" and the request's parameters: which outputs, and which of them as binary data. */
+/* "outputs" and the request's parameters: which outputs, which of them as binary data, and the
+ * serving precision asked for. */
 static eddy_err_t parse_outputs(request_t *q, const eddy_served_t *s, char *errstr, size_t errstr_size) {
   const cJSON *params = cJSON_GetObjectItemCaseSensitive(q->root, "parameters");
   if (params && !cJSON_IsObject(params)) return bad(errstr, errstr_size, "\"parameters\" is not an object");
   bool all_binary = false;
   eddy_err_t err = bool_param(params, "binary_data_output", "the request", &all_binary, errstr, errstr_size);
   if (err) return err;
+  const cJSON *precision = cJSON_GetObjectItemCaseSensitive(params, EDDY_OIP_PRECISION_PARAM);
+  if (precision && !cJSON_IsString(precision))
+    return bad(errstr, errstr_size, "the request: parameter " EDDY_OIP_PRECISION_PARAM
+                                    " must be a string (fp32, bf16, fp16 or int8)");
+  q->precision = precision ? precision->valuestring : NULL;
   const cJSON *outs = cJSON_GetObjectItemCaseSensitive(q->root, "outputs");
   eddy_oip_meta_t meta[2];
   size_t n_meta = eddy_oip_outputs(eddy_served_spec(s), meta);
@@ -436,8 +443,8 @@ static eddy_err_t parse_request(request_t *q, const eddy_served_t *s, const eddy
   return parse_outputs(q, s, errstr, errstr_size);
 }
 
-static void encode(out_t *o, const request_t *q, eddy_replica_t *r, const eddy_served_t *s, const float *pred,
-                   size_t n, bool *binary) {
+static void encode(out_t *o, const request_t *q, eddy_replica_t *r, const eddy_served_t *s,
+                   const eddy_predict_call_t *call, const float *pred, size_t n, bool *binary) {
   const size_t k = eddy_served_outputs(s);
   const eddy_model_spec_t *spec = eddy_served_spec(s);
   eddy_oip_meta_t meta[2];
@@ -449,6 +456,8 @@ static void encode(out_t *o, const request_t *q, eddy_replica_t *r, const eddy_s
     out_str(o, ",\"id\":");
     out_json_string(o, q->id);
   }
+  out_fmt(o, ",\"parameters\":{\"" EDDY_OIP_PRECISION_PARAM "\":\"%s\"}",
+          eddy_infer_precision_name(call->precision));
   out_str(o, ",\"outputs\":[");
   bool first = true;
   *binary = false;
@@ -484,6 +493,8 @@ static int h_infer(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp
       return send_error(resp, NULL, 404, err);
     return send_unavailable(r, resp);
   }
+  eddy_predict_call_t call;
+  eddy_replica_call_begin(r, EDDY_PROTO_V2, &call);
   request_t q = {0};
   eddy_oip_plan_t plan;
   eddy_batch_t *batch = NULL;
@@ -496,14 +507,18 @@ static int h_infer(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp
     goto out;
   }
   if ((e = parse_request(&q, s, req, err, sizeof err)) || (e = eddy_oip_check_inputs(s, q.in, q.n_in, &plan, err, sizeof err)) ||
-      (e = convert_json(&q, s, &plan, err, sizeof err)) || (e = eddy_oip_decode(r, s, q.in, &plan, &batch, err, sizeof err)) ||
-      !(pred = eddy_replica_predict(r, s, batch, EDDY_PROTO_V2, &e, err, sizeof err))) {
+      (e = convert_json(&q, s, &plan, err, sizeof err)) || (e = eddy_oip_decode(r, s, q.in, &plan, &batch, err, sizeof err))) {
+    rc = send_error(resp, s, e == EDDY_ERR_NOMEM ? 500 : 400, e == EDDY_ERR_NOMEM ? "out of memory" : err);
+    goto out;
+  }
+  call.asked = q.precision;
+  if (!(pred = eddy_replica_predict(r, s, batch, &call, &e, err, sizeof err))) {
     rc = send_error(resp, s, e == EDDY_ERR_NOMEM ? 500 : 400, e == EDDY_ERR_NOMEM ? "out of memory" : err);
     goto out;
   }
   out_t o = {0};
   bool binary;
-  encode(&o, &q, r, s, pred, plan.n, &binary);
+  encode(&o, &q, r, s, &call, pred, plan.n, &binary);
   if (binary) {
     char hlen[24];
     snprintf(hlen, sizeof hlen, "%zu", o.len);
@@ -518,8 +533,10 @@ static int h_infer(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp
     }
   }
   eddy_http_resp_header(resp, "X-Eddy-Version", eddy_served_version_text(s));
+  eddy_http_resp_header(resp, "X-Eddy-Precision", eddy_infer_precision_name(call.precision));
   rc = send_out(resp, &o, binary ? "application/octet-stream" : "application/json");
 out:
+  eddy_replica_call_end(r);
   request_free(&q);
   eddy_replica_release(s);
   return rc;

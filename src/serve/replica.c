@@ -27,6 +27,7 @@
 #include "model/batch.h"
 #include "model/infer.h"
 #include "serve/oip.h"
+#include "serve/precision.h"
 #include "serve/replica_internal.h"
 #include "snapshot/manifest.h"
 #include "snapshot/store.h"
@@ -40,20 +41,22 @@
 typedef struct served {
   atomic_uint refs;
   eddy_replica_t *owner;
-  eddy_infer_t *model;
+  eddy_infer_t *models[EDDY_INFER_PRECISIONS]; /* the precisions held (bit p of held) */
+  unsigned held;
+  eddy_prec_base_t base; /* what requests run at without a choice and without load */
+  const eddy_model_spec_t *spec;
   uint64_t version;
   uint32_t outputs;
   eddy_head_t head;
   int64_t loaded_at_ms;
   char version_text[24];
-  char *model_json; /* the /v1/model answer */
-  size_t model_json_len;
+  cJSON *model_obj; /* the static part of the /v1/model answer; read-only once loaded */
 } served_t;
 
 struct eddy_replica {
   eddy_config_t cfg; /* copy ([kafka] list borrowed from the caller's config, which outlives us) */
   eddy_registry_t *reg;
-  eddy_infer_precision_t precision;
+  eddy_prec_selector_t *sel; /* serving precisions: base, requests, load */
   char token[EDDY_HTTP_TOKEN_MAX + 1];
   char advertise[300];
   char source[EDDY_CONFIG_STR + 16]; /* "http://..." or "store:PATH", for /v1/model and logs */
@@ -64,6 +67,7 @@ struct eddy_replica {
   atomic_uint_least64_t version;
   atomic_uint_least64_t predictions, refusals;
   atomic_int_least64_t freshness_ms; /* last swap's event-to-serve time; -1 = unknown */
+  atomic_uint_least64_t seen_downs, seen_ups; /* load steps already counted in the metrics */
   pthread_mutex_t why_mu;
   char why_waiting[512];  /* /healthz before the first load */
 
@@ -79,9 +83,12 @@ struct eddy_replica {
   /* metrics */
   eddy_series_t *m_version, *m_swaps, *m_refuse_fetch, *m_refuse_verify, *m_last_swap, *m_announcements,
       *m_beat_errors, *m_event_to_serve, *m_announce_to_serve, *m_load_seconds, *m_model_bytes;
-  eddy_metric_t *m_requests, *m_latency, *m_instances, *m_http_total, *m_http_duration;
+  eddy_metric_t *m_requests, *m_latency, *m_instances, *m_queue, *m_http_total, *m_http_duration;
+  eddy_series_t *m_steps_down, *m_steps_up, *m_load_steps;
+  eddy_series_t *m_precision[EDDY_INFER_PRECISIONS]; /* 1: requests without a choice run at it now */
   /* by protocol; read-only after eddy_replica_new */
-  eddy_series_t *m_latency_by[EDDY_PROTO__COUNT], *m_instances_by[EDDY_PROTO__COUNT];
+  eddy_series_t *m_latency_by[EDDY_PROTO__COUNT], *m_instances_by[EDDY_PROTO__COUNT], *m_queue_by[EDDY_PROTO__COUNT];
+  eddy_series_t *m_by_precision[EDDY_PROTO__COUNT][EDDY_INFER_PRECISIONS][EDDY_PREC_WHY_COUNT]; /* requests */
   struct {
     int code;
     eddy_series_t *s;
@@ -111,8 +118,8 @@ static void set_waiting(eddy_replica_t *r, const char *fmt, const char *detail) 
 static void served_free(served_t *s) {
   if (!s) return;
   eddy_replica_t *r = s->owner;
-  eddy_infer_destroy(s->model);
-  free(s->model_json);
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) eddy_infer_destroy(s->models[p]);
+  cJSON_Delete(s->model_obj);
   free(s);
   atomic_fetch_sub(&r->live, 1);
 }
@@ -133,7 +140,7 @@ eddy_served_t *eddy_replica_acquire(eddy_replica_t *r) { return acquire(r); }
 void eddy_replica_release(eddy_served_t *s) { release(s); }
 uint64_t eddy_served_version(const eddy_served_t *s) { return s->version; }
 const char *eddy_served_version_text(const eddy_served_t *s) { return s->version_text; }
-const eddy_model_spec_t *eddy_served_spec(const eddy_served_t *s) { return eddy_infer_spec(s->model); }
+const eddy_model_spec_t *eddy_served_spec(const eddy_served_t *s) { return s->spec; }
 uint32_t eddy_served_outputs(const eddy_served_t *s) { return s->outputs; }
 const char *eddy_replica_model_name(const eddy_replica_t *r) { return r->cfg.model_name; }
 
@@ -158,27 +165,25 @@ static long http_get(eddy_http_client_t *c, const char *url, size_t max, eddy_ht
 
 typedef enum { LOAD_OK = 0, LOAD_FETCH, LOAD_VERIFY } load_result_t;
 
-/* The version's manifest and weights file, from the trainer or the store. */
-static load_result_t fetch_version(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store,
-                                   uint64_t version, eddy_manifest_t *m, eddy_http_answer_t *weights, char *errstr,
-                                   size_t errstr_size) {
-  memset(weights, 0, sizeof *weights);
+/* File name of the version m (its manifest is loaded) into ans, from the trainer or the store,
+ * capped at the size the manifest lists plus one byte (so a longer file is caught). */
+static load_result_t fetch_file(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store,
+                                const eddy_manifest_t *m, const char *name, eddy_http_answer_t *ans, char *errstr,
+                                size_t errstr_size) {
+  memset(ans, 0, sizeof *ans);
+  const eddy_manifest_file_t *f = eddy_manifest_file(m, name);
+  if (!f) {
+    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", m->version, name);
+    return LOAD_VERIFY;
+  }
+  if (f->bytes > EDDY_REPLICA_MAX_WEIGHTS) {
+    eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "v%06" PRIu64 ": %s of %" PRIu64 " bytes over the cap",
+              m->version, name, f->bytes);
+    return LOAD_VERIFY;
+  }
   if (r->cfg.serve_store[0]) {
-    eddy_err_t err = eddy_store_load_manifest(*store, version, m, errstr, errstr_size);
-    if (err) return err == EDDY_ERR_FORMAT ? LOAD_VERIFY : LOAD_FETCH;
-    const eddy_manifest_file_t *f = eddy_manifest_file(m, EDDY_STORE_WEIGHTS);
-    if (!f) {
-      eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", version,
-                EDDY_STORE_WEIGHTS);
-      return LOAD_VERIFY;
-    }
-    if (f->bytes > EDDY_REPLICA_MAX_WEIGHTS) {
-      eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "v%06" PRIu64 ": weights of %" PRIu64 " bytes over the cap",
-                version, f->bytes);
-      return LOAD_VERIFY;
-    }
     char path[4096];
-    if (eddy_store_path(*store, version, EDDY_STORE_WEIGHTS, path, sizeof path) != EDDY_OK) {
+    if (eddy_store_path(*store, m->version, name, path, sizeof path) != EDDY_OK) {
       eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "store path too long");
       return LOAD_FETCH;
     }
@@ -187,17 +192,44 @@ static load_result_t fetch_version(eddy_replica_t *r, eddy_http_client_t *c, edd
       eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "open %s: %s", path, strerror(errno));
       return LOAD_FETCH;
     }
-    /* Read at most one byte more than the manifest says, so a longer file is caught. */
-    weights->body = malloc(f->bytes + 2);
-    size_t got = weights->body ? fread(weights->body, 1, f->bytes + 1, fp) : 0;
-    int bad = weights->body == NULL || ferror(fp);
+    ans->body = malloc(f->bytes + 2);
+    size_t got = ans->body ? fread(ans->body, 1, f->bytes + 1, fp) : 0;
+    int bad = ans->body == NULL || ferror(fp);
     fclose(fp);
     if (bad) {
       eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "read %s failed", path);
       return LOAD_FETCH;
     }
-    weights->len = got;
+    ans->len = got;
     return LOAD_OK;
+  }
+  char url[EDDY_CONFIG_STR + 160];
+  const char *base = r->cfg.serve_trainer_url;
+  size_t bl = strlen(base);
+  while (bl && base[bl - 1] == '/') bl--;
+  snprintf(url, sizeof url, "%.*s/v1/snapshots/%" PRIu64 "/%s", (int)bl, base, m->version, name);
+  long st = http_get(c, url, (size_t)f->bytes + 1, ans, errstr, errstr_size);
+  if (st < 0 && ans->too_large) {
+    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: more than the %" PRIu64 " bytes the manifest says", name,
+              f->bytes);
+    return LOAD_VERIFY;
+  }
+  if (st != 200) {
+    if (st > 0) eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
+    return LOAD_FETCH;
+  }
+  return LOAD_OK;
+}
+
+/* The version's manifest and weights file, from the trainer or the store. */
+static load_result_t fetch_version(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store,
+                                   uint64_t version, eddy_manifest_t *m, eddy_http_answer_t *weights, char *errstr,
+                                   size_t errstr_size) {
+  memset(weights, 0, sizeof *weights);
+  if (r->cfg.serve_store[0]) {
+    eddy_err_t err = eddy_store_load_manifest(*store, version, m, errstr, errstr_size);
+    if (err) return err == EDDY_ERR_FORMAT ? LOAD_VERIFY : LOAD_FETCH;
+    return fetch_file(r, c, store, m, EDDY_STORE_WEIGHTS, weights, errstr, errstr_size);
   }
   char url[EDDY_CONFIG_STR + 96];
   const char *base = r->cfg.serve_trainer_url;
@@ -214,35 +246,26 @@ static load_result_t fetch_version(eddy_replica_t *r, eddy_http_client_t *c, edd
   eddy_err_t err = eddy_manifest_parse(mb.body ? mb.body : "", mb.len, m, errstr, errstr_size);
   eddy_http_answer_free(&mb);
   if (err) return LOAD_VERIFY;
-  const eddy_manifest_file_t *f = eddy_manifest_file(m, EDDY_STORE_WEIGHTS);
-  if (!f) {
-    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "v%06" PRIu64 ": the manifest lists no %s", version,
-              EDDY_STORE_WEIGHTS);
-    return LOAD_VERIFY;
-  }
-  if (f->bytes > EDDY_REPLICA_MAX_WEIGHTS) {
-    eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "v%06" PRIu64 ": weights of %" PRIu64 " bytes over the cap",
-              version, f->bytes);
-    return LOAD_VERIFY;
-  }
-  snprintf(url, sizeof url, "%.*s/v1/snapshots/%" PRIu64 "/%s", (int)bl, base, version, EDDY_STORE_WEIGHTS);
-  st = http_get(c, url, (size_t)f->bytes + 1, weights, errstr, errstr_size);
-  if (st < 0 && weights->too_large) {
-    eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "%s: more than the %" PRIu64 " bytes the manifest says",
-              EDDY_STORE_WEIGHTS, f->bytes);
-    return LOAD_VERIFY;
-  }
-  if (st != 200) {
-    if (st > 0) eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "GET %s: HTTP %ld", url, st);
-    return LOAD_FETCH;
-  }
-  return LOAD_OK;
+  return fetch_file(r, c, store, m, EDDY_STORE_WEIGHTS, weights, errstr, errstr_size);
 }
 
-static char *model_json(const eddy_replica_t *r, const eddy_manifest_t *m, int64_t loaded_at_ms, size_t *len) {
+static cJSON *metrics_obj(const eddy_metric_values_t *v) {
+  cJSON *o = cJSON_CreateObject();
+  const struct {
+    const char *key;
+    double value;
+  } f[] = {{"accuracy", v->accuracy}, {"logloss", v->logloss}, {"mse", v->mse}};
+  for (size_t i = 0; o && i < 3; i++)
+    cJSON_AddItemToObject(o, f[i].key, isfinite(f[i].value) ? cJSON_CreateNumber(f[i].value) : cJSON_CreateNull());
+  if (o) cJSON_AddNumberToObject(o, "n", (double)v->n);
+  return o;
+}
+
+/* The static part of the /v1/model answer of s (version m); h_model adds the load's part. */
+static cJSON *model_obj(const eddy_replica_t *r, const eddy_manifest_t *m, const served_t *s) {
   cJSON *o = cJSON_CreateObject();
   char when[40], created[40];
-  eddy_manifest_format_time(loaded_at_ms, when, sizeof when);
+  eddy_manifest_format_time(s->loaded_at_ms, when, sizeof when);
   eddy_manifest_format_time(m->created_at_ms, created, sizeof created);
   char *spec_text = eddy_model_spec_to_json(&m->spec);
   cJSON *spec = spec_text ? cJSON_Parse(spec_text) : NULL;
@@ -257,26 +280,40 @@ static char *model_json(const eddy_replica_t *r, const eddy_manifest_t *m, int64
   if (m->parent) cJSON_AddNumberToObject(o, "parent", (double)m->parent);
   else cJSON_AddNullToObject(o, "parent");
   cJSON_AddStringToObject(o, "loaded_at", when);
-  cJSON_AddNumberToObject(o, "loaded_at_ms", (double)loaded_at_ms);
+  cJSON_AddNumberToObject(o, "loaded_at_ms", (double)s->loaded_at_ms);
   cJSON_AddStringToObject(o, "created_at", created);
   cJSON_AddNumberToObject(o, "step", (double)m->step);
   cJSON_AddNumberToObject(o, "examples", (double)m->examples);
   cJSON_AddStringToObject(o, "weights_dtype", m->weights_dtype);
-  cJSON_AddStringToObject(o, "precision", r->precision == EDDY_INFER_BF16 ? "bf16" : "fp32");
   cJSON_AddStringToObject(o, "source", r->source);
   /* Freshness of this version when it was swapped in: its newest trained event to serving. */
   if (m->newest_event_ms > 0) {
     cJSON_AddNumberToObject(o, "newest_event_ms", (double)m->newest_event_ms);
-    cJSON_AddNumberToObject(o, "freshness_seconds", (double)(loaded_at_ms - m->newest_event_ms) / 1000.0);
+    cJSON_AddNumberToObject(o, "freshness_seconds", (double)(s->loaded_at_ms - m->newest_event_ms) / 1000.0);
   } else {
     cJSON_AddNullToObject(o, "newest_event_ms");
     cJSON_AddNullToObject(o, "freshness_seconds");
   }
   cJSON_AddItemToObject(o, "spec", spec);
-  char *text = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  if (text) *len = strlen(text);
-  return text;
+  /* Each precision held: the kernel it runs, its memory, the holdout metrics the trainer measured. */
+  cJSON *precs = cJSON_AddObjectToObject(o, "precisions");
+  cJSON_AddStringToObject(precs, "base", eddy_infer_precision_name(s->base.precision));
+  cJSON_AddStringToObject(precs, "base_why", s->base.text);
+  cJSON_AddStringToObject(precs, "selection", eddy_prec_selector_fixed(r->sel) < 0 ? "auto" : "fixed");
+  cJSON_AddNumberToObject(precs, "max_accuracy_drop", eddy_prec_selector_max_drop(r->sel));
+  cJSON *held = cJSON_AddObjectToObject(precs, "held");
+  for (int p = 0; held && p < EDDY_INFER_PRECISIONS; p++) {
+    if (!s->models[p]) continue;
+    cJSON *e = cJSON_AddObjectToObject(held, eddy_infer_precision_name((eddy_infer_precision_t)p));
+    if (!e) continue;
+    cJSON_AddStringToObject(e, "kernel", eddy_infer_kernel(s->models[p]));
+    cJSON_AddNumberToObject(e, "bytes", (double)eddy_infer_bytes(s->models[p]));
+    const eddy_manifest_precision_t *mp = &m->precisions[p];
+    cJSON_AddStringToObject(e, "file", mp->present ? mp->file : EDDY_STORE_WEIGHTS);
+    if (mp->present) cJSON_AddItemToObject(e, "holdout", metrics_obj(&mp->holdout));
+    else cJSON_AddNullToObject(e, "holdout");
+  }
+  return o;
 }
 
 /* Waits until no retired version is alive (at most one extra model in memory). */
@@ -293,17 +330,57 @@ static bool wait_retired(eddy_replica_t *r) {
   return true;
 }
 
-/* Hands the download over to the verifier (which keeps it as the reader's image, so the file is
- * never held twice); w no longer owns it afterwards. */
-static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, eddy_http_answer_t *w, char *errstr,
-                                         size_t errstr_size) {
+/* Hands the download of file name over to the verifier (which keeps it as the reader's image, so
+ * the file is never held twice); w no longer owns it afterwards. */
+static eddy_st_reader_t *verify_download(const eddy_manifest_t *m, const char *name, eddy_http_answer_t *w,
+                                         char *errstr, size_t errstr_size) {
   uint8_t *data = (uint8_t *)w->body;
   w->body = NULL;
   if (!data && !(data = malloc(1))) { /* an empty body: the size check names it */
     eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return NULL;
   }
-  return eddy_store_verify_weights_mem(m, data, w->len, EDDY_REPLICA_MAX_HEADER, errstr, errstr_size);
+  return eddy_store_verify_file_mem(m, name, data, w->len, EDDY_REPLICA_MAX_HEADER, errstr, errstr_size);
+}
+
+/* Builds s's model in every precision of serve.precisions that version m has: fp32 from the
+ * verified weights; bf16 and fp16 from their own files when m lists them (fetched and verified as
+ * the weights are), else converted from the weights; int8 from its file only. Then the base. */
+static load_result_t build_models(eddy_replica_t *r, eddy_http_client_t *c, eddy_store_t **store,
+                                  const eddy_manifest_t *m, const eddy_st_reader_t *weights, served_t *s,
+                                  char *errstr, size_t errstr_size) {
+  const unsigned allowed = eddy_prec_selector_allowed(r->sel);
+  eddy_metric_values_t measured[EDDY_INFER_PRECISIONS];
+  for (int p = 0; p < EDDY_INFER_PRECISIONS; p++) {
+    measured[p] = m->precisions[p].present ? m->precisions[p].holdout
+                                           : (eddy_metric_values_t){.logloss = NAN, .accuracy = NAN, .mse = NAN};
+    if (!(allowed & (1u << p))) continue;
+    const bool own_file = p != EDDY_INFER_F32 && m->precisions[p].present;
+    if (p == EDDY_INFER_INT8 && !own_file) continue; /* not in this version */
+    eddy_st_reader_t *own = NULL;
+    if (own_file) {
+      eddy_http_answer_t ans;
+      load_result_t res = fetch_file(r, c, store, m, m->precisions[p].file, &ans, errstr, errstr_size);
+      if (res == LOAD_OK && !(own = verify_download(m, m->precisions[p].file, &ans, errstr, errstr_size)))
+        res = LOAD_VERIFY;
+      eddy_http_answer_free(&ans);
+      if (res != LOAD_OK) return res;
+    }
+    s->models[p] = eddy_infer_new(&m->spec, own ? own : weights, (eddy_infer_precision_t)p, errstr, errstr_size);
+    eddy_st_reader_destroy(own);
+    if (!s->models[p]) return LOAD_VERIFY;
+    s->held |= 1u << p;
+  }
+  if (!s->held) {
+    char list[64];
+    eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "v%06" PRIu64 " has none of serve.precisions (%s)", m->version,
+              eddy_infer_precision_list(allowed, list, sizeof list));
+    return LOAD_VERIFY;
+  }
+  s->base = eddy_prec_choose(eddy_prec_selector_fixed(r->sel), eddy_prec_selector_max_drop(r->sel), s->held, measured,
+                             m->spec.head);
+  s->spec = eddy_infer_spec(s->models[s->base.precision]);
+  return LOAD_OK;
 }
 
 /* Fetches, verifies, builds and swaps in version. announced_ms: the announcement's timestamp
@@ -328,21 +405,22 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
                 version, m.model, r->cfg.model_name);
     } else if (m.status == EDDY_STATUS_REJECTED) {
       eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "v%06" PRIu64 " was rejected by the gate: %s", version, m.reason);
-    } else if ((reader = verify_download(&m, &w, errstr, errstr_size)) != NULL) {
+    } else if ((reader = verify_download(&m, EDDY_STORE_WEIGHTS, &w, errstr, errstr_size)) != NULL) {
       s = calloc(1, sizeof *s);
       if (s) {
         atomic_fetch_add(&r->live, 1);
         s->owner = r;
         atomic_init(&s->refs, 1);
-        s->model = eddy_infer_new(&m.spec, reader, r->precision, errstr, errstr_size);
         s->version = version;
         s->outputs = eddy_model_outputs(&m.spec);
         s->head = m.spec.head;
         s->loaded_at_ms = eddy_clock_wall_ms();
         snprintf(s->version_text, sizeof s->version_text, "%" PRIu64, version);
-        s->model_json = s->model ? model_json(r, &m, s->loaded_at_ms, &s->model_json_len) : NULL;
-        if (s->model && !s->model_json) eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
-        if (s->model_json) res = LOAD_OK;
+        res = build_models(r, c, store, &m, reader, s, errstr, errstr_size);
+        if (res == LOAD_OK && !(s->model_obj = model_obj(r, &m, s))) {
+          eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
+          res = LOAD_VERIFY;
+        }
       } else {
         eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
       }
@@ -366,7 +444,15 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
   eddy_series_add(r->m_swaps, 1);
   eddy_series_set(r->m_last_swap, (double)now / 1000.0);
   eddy_series_observe(r->m_load_seconds, eddy_clock_mono_s() - t0);
-  eddy_series_set(r->m_model_bytes, (double)eddy_infer_bytes(s->model));
+  size_t bytes = 0;
+  char kernels[160] = "", held[64];
+  for (int p = 0, o = 0; p < EDDY_INFER_PRECISIONS; p++)
+    if (s->models[p]) {
+      bytes += eddy_infer_bytes(s->models[p]);
+      o += snprintf(kernels + o, sizeof kernels - (size_t)o, "%s%s %s", o ? ", " : "",
+                    eddy_infer_precision_name((eddy_infer_precision_t)p), eddy_infer_kernel(s->models[p]));
+    }
+  eddy_series_set(r->m_model_bytes, (double)bytes);
   if (announced_ms > 0 && now >= announced_ms) eddy_series_observe(r->m_announce_to_serve, (double)(now - announced_ms) / 1000.0);
   if (m.newest_event_ms > 0 && now >= m.newest_event_ms) {
     eddy_series_observe(r->m_event_to_serve, (double)(now - m.newest_event_ms) / 1000.0);
@@ -376,8 +462,10 @@ static load_result_t load_version(eddy_replica_t *r, eddy_http_client_t *c, eddy
   }
   char how[64] = "polled";
   if (announced_ms > 0) snprintf(how, sizeof how, "announced %" PRId64 " ms before", now - announced_ms);
-  EDDY_INFO(LOG_MOD, "serving v%06" PRIu64 " (was v%06" PRIu64 "; %s; %.1f ms to fetch, verify and build)", version,
-            before, how, (eddy_clock_mono_s() - t0) * 1000);
+  EDDY_INFO(LOG_MOD, "serving v%06" PRIu64 " (was v%06" PRIu64 "; %s; %.1f ms to fetch, verify and build) in %s (%s); "
+                     "holds %s; kernels: %s",
+            version, before, how, (eddy_clock_mono_s() - t0) * 1000, eddy_infer_precision_name(s->base.precision),
+            s->base.text, eddy_infer_precision_list(s->held, held, sizeof held), kernels);
   eddy_manifest_clear(&m);
   return LOAD_OK;
 }
@@ -529,6 +617,32 @@ static void *follow_main(void *arg) {
   return NULL;
 }
 
+/* The precision requests without a choice run at on s at now, with why (optional); counts the
+ * load's steps in the metrics and sets the eddy_replica_precision gauges. s NULL: counts only. */
+static eddy_infer_precision_t sync_load(eddy_replica_t *r, const served_t *s, double now, char *why,
+                                        size_t why_size) {
+  const eddy_prec_load_info_t info = eddy_prec_load_info(r->sel, now);
+  uint64_t before = atomic_exchange(&r->seen_downs, info.downs);
+  if (info.downs > before) eddy_series_add(r->m_steps_down, (double)(info.downs - before));
+  before = atomic_exchange(&r->seen_ups, info.ups);
+  if (info.ups > before) eddy_series_add(r->m_steps_up, (double)(info.ups - before));
+  eddy_series_set(r->m_load_steps, info.steps);
+  if (!s) return EDDY_INFER_F32;
+  const int cheaper = eddy_prec_cheaper(s->held, s->base.precision);
+  const int steps = info.steps < cheaper ? info.steps : cheaper;
+  const eddy_infer_precision_t p = eddy_prec_step_down(s->held, s->base.precision, steps);
+  for (int q = 0; q < EDDY_INFER_PRECISIONS; q++) eddy_series_set(r->m_precision[q], q == (int)p ? 1 : 0);
+  if (why && steps)
+    snprintf(why, why_size,
+             "load: requests waited %.2f ms on average for a forward pass (target %g ms), %d step%s below the "
+             "base %s (%.200s)",
+             info.last_wait_ms, eddy_prec_selector_target_ms(r->sel), steps, steps > 1 ? "s" : "",
+             eddy_infer_precision_name(s->base.precision), s->base.text);
+  else if (why)
+    snprintf(why, why_size, "%s", s->base.text);
+  return p;
+}
+
 /* ---- heartbeat ---- */
 
 static void *beat_main(void *arg) {
@@ -538,7 +652,7 @@ static void *beat_main(void *arg) {
     EDDY_ERROR(LOG_MOD, "libcurl could not start: no heartbeats");
     return NULL;
   }
-  char url[EDDY_CONFIG_STR + 64], body[1024], err[1024];
+  char url[EDDY_CONFIG_STR + 64], body[2560], err[1024];
   const char *base = r->cfg.serve_trainer_url;
   size_t bl = strlen(base);
   while (bl && base[bl - 1] == '/') bl--;
@@ -546,18 +660,25 @@ static void *beat_main(void *arg) {
   bool failing = false;
   do {
     served_t *s = acquire(r);
-    char version[32] = "null", loaded[32] = "null", fresh[32] = "null";
+    char version[32] = "null", loaded[32] = "null", fresh[32] = "null", why[512] = ""; /* the trainer takes 512 */
+    const char *prec = "";
     if (s) {
       snprintf(version, sizeof version, "%" PRIu64, s->version);
       snprintf(loaded, sizeof loaded, "%" PRId64, s->loaded_at_ms);
+      prec = eddy_infer_precision_name(sync_load(r, s, eddy_clock_mono_s(), why, sizeof why));
     }
     int64_t f = atomic_load(&r->freshness_ms);
     if (s && f >= 0) snprintf(fresh, sizeof fresh, "%.3f", (double)f / 1000.0);
+    cJSON *why_json = cJSON_CreateString(why);
+    char *why_text = why_json ? cJSON_PrintUnformatted(why_json) : NULL;
+    cJSON_Delete(why_json);
     snprintf(body, sizeof body,
              "{\"id\":\"%s\",\"url\":\"http://%s\",\"version\":%s,\"loaded_at_ms\":%s,\"freshness_seconds\":%s,"
-             "\"predictions\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"state\":\"%s\"}",
+             "\"predictions\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"state\":\"%s\",\"precision\":\"%s\","
+             "\"precision_why\":%s}",
              r->advertise, r->advertise, version, loaded, fresh, (uint64_t)atomic_load(&r->predictions),
-             (uint64_t)atomic_load(&r->refusals), s ? "serving" : "waiting");
+             (uint64_t)atomic_load(&r->refusals), s ? "serving" : "waiting", prec, why_text ? why_text : "\"\"");
+    free(why_text);
     release(s);
     eddy_http_request_t req = {.body = body, .token = r->token, .max_answer = 65536, .connect_timeout_ms = 2000,
                                .timeout_ms = 5000};
@@ -631,7 +752,7 @@ static bool grow_floats(float **p, size_t *have, size_t need) {
 eddy_batch_t *eddy_replica_batch(eddy_replica_t *r, const eddy_served_t *s, size_t n) {
   work_t *w = work_get(r);
   if (!w) return NULL;
-  const uint32_t dense_dim = eddy_infer_spec(s->model)->dense_dim;
+  const uint32_t dense_dim = s->spec->dense_dim;
   if (!w->batch || w->dense_dim != dense_dim || w->batch_cap < n) {
     size_t cap = n < 64 ? 64 : n;
     eddy_batch_destroy(w->batch);
@@ -649,18 +770,38 @@ eddy_event_t *eddy_replica_event(eddy_replica_t *r) {
   return w ? &w->ev : NULL;
 }
 
-const float *eddy_replica_predict(eddy_replica_t *r, eddy_served_t *s, const eddy_batch_t *b, eddy_proto_t proto,
+void eddy_replica_call_begin(eddy_replica_t *r, eddy_proto_t proto, eddy_predict_call_t *call) {
+  *call = (eddy_predict_call_t){.proto = proto, .precision = EDDY_INFER_F32};
+  call->waited_ms = eddy_prec_enter(r->sel, &call->slot_at_s);
+}
+
+void eddy_replica_call_end(eddy_replica_t *r) { eddy_prec_leave(r->sel); }
+
+const float *eddy_replica_predict(eddy_replica_t *r, eddy_served_t *s, const eddy_batch_t *b, eddy_predict_call_t *call,
                                   eddy_err_t *err, char *errstr, size_t errstr_size) {
+  eddy_infer_precision_t prec;
+  eddy_prec_why_t reason;
+  if (eddy_prec_pick(r->sel, &s->base, s->held, call->asked, call->waited_ms, call->slot_at_s, &prec, &reason, errstr,
+                     errstr_size) != 0) {
+    *err = EDDY_ERR_INVALID_ARG;
+    return NULL;
+  }
+  if (eddy_prec_selector_target_ms(r->sel) > 0) eddy_series_observe(r->m_queue_by[call->proto], call->waited_ms / 1000.0);
+  call->precision = prec;
+  const eddy_infer_t *model = s->models[prec];
   work_t *w = work_get(r);
   const size_t n = b->n;
-  if (!w || !grow_floats(&w->scratch, &w->scratch_n, eddy_infer_scratch_floats(s->model, n)) ||
+  if (!w || !grow_floats(&w->scratch, &w->scratch_n, eddy_infer_scratch_floats(model, n)) ||
       !grow_floats(&w->pred, &w->pred_n, n * s->outputs)) {
     *err = eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory");
     return NULL;
   }
-  if ((*err = eddy_infer_predict(s->model, b, w->scratch, w->pred, errstr, errstr_size)) != EDDY_OK) return NULL;
+  *err = eddy_infer_predict(model, b, w->scratch, w->pred, errstr, errstr_size);
+  sync_load(r, s, call->slot_at_s, NULL, 0);
+  if (*err) return NULL;
   atomic_fetch_add_explicit(&r->predictions, (uint64_t)n, memory_order_relaxed);
-  eddy_series_add(r->m_instances_by[proto], (double)n);
+  eddy_series_add(r->m_instances_by[call->proto], (double)n);
+  eddy_series_add(r->m_by_precision[call->proto][prec][reason], 1);
   return w->pred;
 }
 
@@ -680,20 +821,23 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     eddy_http_resp_header(resp, "Retry-After", "1");
     return send_json_error(resp, 503, why, NULL);
   }
+  eddy_predict_call_t call;
+  eddy_replica_call_begin(r, EDDY_PROTO_V1, &call);
   work_t *w = work_get(r);
   int rc = 0;
   if (!w) {
     send_json_error(resp, 500, "out of memory", s->version_text);
     goto out;
   }
-  const eddy_model_spec_t *spec = eddy_infer_spec(s->model);
-  eddy_event_schema_t schema = eddy_model_event_schema(spec);
+  eddy_event_schema_t schema = eddy_model_event_schema(s->spec);
   schema.label_optional = true;
   size_t len = 0;
   const char *body = eddy_http_req_body(req, &len);
-  char why[640], msg[512];
+  char why[640], msg[512], asked[48];
   bool wrapped = false;
-  long n = eddy_event_split_instances(body, len, w->spans, EDDY_REPLICA_MAX_INSTANCES, &wrapped, why, sizeof why);
+  /* A precision asked for: the body's "precision", else the X-Eddy-Precision header. */
+  long n = eddy_event_split_request(body, len, w->spans, EDDY_REPLICA_MAX_INSTANCES, &wrapped, asked, sizeof asked,
+                                    why, sizeof why);
   if (n < 0) {
     send_json_error(resp, 400, why, s->version_text);
     goto out;
@@ -709,15 +853,19 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     send_json_error(resp, 400, why, s->version_text);
     goto out;
   }
+  const char *header = eddy_http_req_header(req, "X-Eddy-Precision");
+  call.asked = asked[0] || !header ? asked : header;
   const size_t k = s->outputs;
   eddy_err_t perr;
-  const float *pred = eddy_replica_predict(r, s, batch, EDDY_PROTO_V1, &perr, msg, sizeof msg);
+  const float *pred = eddy_replica_predict(r, s, batch, &call, &perr, msg, sizeof msg);
   if (!pred) {
     send_json_error(resp, perr == EDDY_ERR_NOMEM ? 500 : 400, msg, s->version_text);
     goto out;
   }
-  /* {"model":"m","version":N,"predictions":[[p,...],...]} (a number per event for one output). */
-  size_t need = 128 + strlen(r->cfg.model_name) + (size_t)n * (k * 18 + 4);
+  const char *prec_name = eddy_infer_precision_name(call.precision);
+  /* {"model":"m","version":N,"precision":"int8","predictions":[[p,...],...]} (a number per event for
+   * one output). */
+  size_t need = 160 + strlen(r->cfg.model_name) + (size_t)n * (k * 18 + 4);
   if (w->out_cap < need) {
     char *o = realloc(w->out, need);
     if (!o) {
@@ -728,8 +876,8 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
     w->out_cap = need;
   }
   char *o = w->out;
-  size_t at = (size_t)snprintf(o, need, "{\"model\":\"%s\",\"version\":%s,\"predictions\":[", r->cfg.model_name,
-                               s->version_text);
+  size_t at = (size_t)snprintf(o, need, "{\"model\":\"%s\",\"version\":%s,\"precision\":\"%s\",\"predictions\":[",
+                               r->cfg.model_name, s->version_text, prec_name);
   for (long i = 0; i < n; i++) {
     if (i) o[at++] = ',';
     const float *p = pred + (size_t)i * k;
@@ -742,8 +890,10 @@ static int h_predict(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
   }
   at += (size_t)snprintf(o + at, need - at, "]}");
   eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
+  eddy_http_resp_header(resp, "X-Eddy-Precision", prec_name);
   if (eddy_http_resp_body(resp, "application/json", o, at) != EDDY_OK) rc = EDDY_ERR_NOMEM;
 out:
+  eddy_replica_call_end(r);
   release(s);
   return rc;
 }
@@ -760,9 +910,30 @@ static int h_model(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp
     eddy_http_resp_error(resp, 503, "%s", why);
     return 0;
   }
+  /* The static part of the version, then what the load makes of it now. */
+  char why[768];
+  const eddy_infer_precision_t p = sync_load(r, s, eddy_clock_mono_s(), why, sizeof why);
+  const eddy_prec_load_info_t info = eddy_prec_load_info(r->sel, eddy_clock_mono_s());
+  cJSON *o = cJSON_Duplicate(s->model_obj, true);
+  cJSON *precs = o ? cJSON_GetObjectItemCaseSensitive(o, "precisions") : NULL;
+  cJSON *load = precs ? cJSON_AddObjectToObject(precs, "load") : NULL;
+  if (load) {
+    cJSON_AddNumberToObject(load, "latency_target_ms", eddy_prec_selector_target_ms(r->sel));
+    cJSON_AddNumberToObject(load, "steps", info.steps);
+    cJSON_AddNumberToObject(load, "steps_down_total", (double)info.downs);
+    cJSON_AddNumberToObject(load, "steps_up_total", (double)info.ups);
+    cJSON_AddNumberToObject(load, "last_wait_ms", info.last_wait_ms);
+    cJSON_AddNumberToObject(load, "compute_slots", info.slots);
+  }
+  if (o) cJSON_AddStringToObject(o, "precision", eddy_infer_precision_name(p));
+  if (o) cJSON_AddStringToObject(o, "precision_why", why);
+  char *text = load ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
   eddy_http_resp_header(resp, "X-Eddy-Version", s->version_text);
-  eddy_err_t err = eddy_http_resp_body(resp, "application/json", s->model_json, s->model_json_len);
+  eddy_http_resp_header(resp, "X-Eddy-Precision", eddy_infer_precision_name(p));
   release(s);
+  if (!text) return eddy_http_resp_error(resp, 500, "out of memory"), 0;
+  eddy_err_t err = eddy_http_resp_body_owned(resp, "application/json", text, strlen(text));
   return err ? (int)err : 0;
 }
 
@@ -798,6 +969,9 @@ static int h_healthz(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *re
 static int h_metrics(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
   (void)req;
   eddy_replica_t *r = ctx;
+  served_t *s = acquire(r);
+  sync_load(r, s, eddy_clock_mono_s(), NULL, 0); /* windows closed while idle count too */
+  release(s);
   size_t len = 0;
   char *text = eddy_registry_render(r->reg, &len);
   if (!text) return eddy_http_resp_error(resp, 500, "metrics could not be rendered"), 0;
@@ -902,8 +1076,44 @@ static int add_metrics(eddy_replica_t *r, char *errstr, size_t errstr_size) {
   r->m_http_duration = ADD(EDDY_METRIC_HISTOGRAM, "eddy_http_request_duration_seconds",
                            "Time from the first byte of an HTTP request to its answer, by route pattern", "route",
                            http_b, sizeof http_b / sizeof http_b[0]);
+  /* Serving precisions: what each request ran at and why (by protocol: 3 x 4 x 4 series at most),
+   * and the load's steps. */
+  eddy_metric_t *by_prec = ADD(EDDY_METRIC_COUNTER, "eddy_predict_precision_requests_total",
+                               "Prediction requests answered, by protocol, the precision they ran at and why: config "
+                               "(serve.precision), auto (the version's choice), load (stepped down), request (asked)",
+                               "protocol,precision,reason", NULL, 0);
+  eddy_metric_t *now_prec = ADD(EDDY_METRIC_GAUGE, "eddy_replica_precision",
+                                "1 for the precision requests without a choice run at now", "precision", NULL, 0);
+  r->m_queue = ADD(EDDY_METRIC_HISTOGRAM, "eddy_predict_queue_seconds",
+                   "Time a prediction request waited for a processing slot (with serve.latency_target_ms set), by "
+                   "protocol",
+                   "protocol", lat, sizeof lat / sizeof lat[0]);
+  for (int p = 0; p < EDDY_INFER_PRECISIONS && by_prec && now_prec; p++) {
+    const char *name = eddy_infer_precision_name((eddy_infer_precision_t)p);
+    for (int q = 0; q < EDDY_PROTO__COUNT; q++)
+      for (int w = 0; w < EDDY_PREC_WHY_COUNT; w++) {
+        const char *v[] = {proto_names[q], name, eddy_prec_why_name((eddy_prec_why_t)w)};
+        if (!(r->m_by_precision[q][p][w] = eddy_metric_series(by_prec, v))) return -1;
+      }
+    const char *v1[] = {name};
+    r->m_precision[p] = eddy_metric_series(now_prec, v1);
+  }
+  for (int q = 0; q < EDDY_PROTO__COUNT && r->m_queue; q++) {
+    const char *v[] = {proto_names[q]};
+    if (!(r->m_queue_by[q] = eddy_metric_series(r->m_queue, v))) return -1;
+  }
+  eddy_metric_t *steps = ADD(EDDY_METRIC_COUNTER, "eddy_replica_precision_steps_total",
+                             "Load steps of the serving precision: down (requests waited over serve.latency_target_ms "
+                             "for a processing slot) and up (the wait stayed low)",
+                             "direction", NULL, 0);
+  const char *down[] = {"down"}, *up[] = {"up"};
+  r->m_steps_down = steps ? eddy_metric_series(steps, down) : NULL;
+  r->m_steps_up = steps ? eddy_metric_series(steps, up) : NULL;
+  r->m_load_steps = ONE(ADD(EDDY_METRIC_GAUGE, "eddy_replica_precision_load_steps",
+                            "Precisions below the version's base that the load has stepped down", NULL, NULL, 0));
 #undef ONE
 #undef ADD
+  if (!by_prec || !now_prec || !r->m_steps_down || !r->m_steps_up || !r->m_load_steps || !r->m_queue) return -1;
   if (!r->m_version || !r->m_swaps || !r->m_refuse_fetch || !r->m_refuse_verify || !r->m_last_swap ||
       !r->m_announcements || !r->m_beat_errors || !r->m_model_bytes || !r->m_load_seconds ||
       !r->m_announce_to_serve || !r->m_event_to_serve || !r->m_requests || !r->m_instances || !r->m_latency ||
@@ -925,11 +1135,11 @@ eddy_replica_t *eddy_replica_new(const eddy_config_t *cfg, eddy_registry_t *metr
   }
   r->cfg = *cfg;
   r->reg = metrics;
-  r->precision = strcmp(cfg->serve_precision, "bf16") == 0 ? EDDY_INFER_BF16 : EDDY_INFER_F32;
   pthread_mutex_init(&r->cur_mu, NULL);
   pthread_mutex_init(&r->why_mu, NULL);
   pthread_mutex_init(&r->stop_mu, NULL);
   pthread_cond_init(&r->stop_cv, NULL);
+  if (!(r->sel = eddy_prec_selector_new(cfg, errstr, errstr_size))) goto fail;
   atomic_init(&r->freshness_ms, -1);
   snprintf(r->why_waiting, sizeof r->why_waiting, "no version loaded yet: starting");
   if (cfg->serve_store[0])
@@ -1013,5 +1223,6 @@ void eddy_replica_destroy(eddy_replica_t *r) {
   pthread_mutex_destroy(&r->why_mu);
   pthread_mutex_destroy(&r->stop_mu);
   pthread_cond_destroy(&r->stop_cv);
+  eddy_prec_selector_destroy(r->sel);
   free(r);
 }

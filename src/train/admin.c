@@ -561,8 +561,8 @@ static int json_token(const cJSON *item, size_t max, const char **out) {
 
 /* POST /v1/replicas/heartbeat: one replica reports what it serves (docs/admin-api.md). */
 static int h_heartbeat(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *resp) {
-  static const char *const allowed[] = {"id", "url", "version", "loaded_at_ms", "freshness_seconds",
-                                        "predictions", "refusals", "state", NULL};
+  static const char *const allowed[] = {"id",       "url",   "version",   "loaded_at_ms",  "freshness_seconds",
+                                        "predictions", "refusals", "state", "precision", "precision_why", NULL};
   int answered;
   cJSON *body = parse_body(req, resp, allowed, &answered);
   if (!body) return answered ? EDDY_OK : EDDY_ERR_NOMEM;
@@ -608,6 +608,18 @@ static int h_heartbeat(void *ctx, const eddy_http_req_t *req, eddy_http_resp_t *
     bad = "\"state\" is required: \"serving\" or \"waiting\"";
   else if (!bad)
     snprintf(beat.state, sizeof beat.state, "%s", f->valuestring);
+  if (!bad && FIELD("precision") && !cJSON_IsNull(f)) {
+    if (!cJSON_IsString(f) || (f->valuestring[0] && eddy_infer_precision_parse(f->valuestring, NULL) != 0))
+      bad = "\"precision\" must be fp32, bf16, fp16, int8, \"\" or null";
+    else
+      snprintf(beat.precision, sizeof beat.precision, "%s", f->valuestring);
+  }
+  if (!bad && FIELD("precision_why")) {
+    bool printable = cJSON_IsString(f) && strlen(f->valuestring) <= EDDY_REPLICA_WHY_MAX;
+    for (const char *c = printable ? f->valuestring : ""; *c && printable; c++) printable = (unsigned char)*c >= 0x20;
+    if (!printable) bad = "\"precision_why\" must be a string of at most 512 characters, no control characters";
+    else snprintf(beat.precision_why, sizeof beat.precision_why, "%s", f->valuestring);
+  }
 #undef FIELD
   cJSON_Delete(body);
   if (bad) return eddy_http_resp_error(resp, 400, "request body: field %s", bad);

@@ -110,6 +110,9 @@ char *eddy_replicas_json(eddy_replicas_t *r, int64_t now_ms) {
     cJSON_AddNumberToObject(o, "predictions", (double)b->predictions);
     cJSON_AddNumberToObject(o, "refusals", (double)b->refusals);
     cJSON_AddStringToObject(o, "state", b->state);
+    if (b->precision[0]) cJSON_AddStringToObject(o, "precision", b->precision);
+    else cJSON_AddNullToObject(o, "precision");
+    cJSON_AddStringToObject(o, "precision_why", b->precision_why);
     int64_t age_ms = now_ms - copy[i].last_seen_ms;
     if (age_ms < 0) age_ms = 0;
     cJSON_AddNumberToObject(o, "last_seen_ms", (double)copy[i].last_seen_ms);

@@ -13,6 +13,7 @@
 #define EDDY_REPLICA_URL_MAX 512     /* bytes of its advertised URL */
 #define EDDY_REPLICA_STALE_MS 10000  /* no heartbeat for longer: stale */
 #define EDDY_REPLICA_DROP_MS 300000  /* no heartbeat for longer: forgotten */
+#define EDDY_REPLICA_WHY_MAX 512     /* bytes of the reason for its precision */
 
 /* One heartbeat, as a replica sends it (docs/admin-api.md). */
 typedef struct {
@@ -24,6 +25,8 @@ typedef struct {
   uint64_t predictions;
   uint64_t refusals;
   char state[16];            /* "serving" | "waiting" */
+  char precision[8];         /* what requests without a choice run at: fp32, bf16, fp16, int8; "" = not said */
+  char precision_why[EDDY_REPLICA_WHY_MAX + 1]; /* why ("auto: int8, ...", "load: ...") */
 } eddy_replica_beat_t;
 
 typedef struct {

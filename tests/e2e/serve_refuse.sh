@@ -84,7 +84,7 @@ check_serving() {
 # ---- usage ----
 check_rc 2 "serve without -c" -- "$EDDY" serve
 check_rc 2 "serve with a bad serve.precision" -- "$EDDY" serve -c /dev/null --set serve.precision=fp8
-check_grep "$TMP/err" 'serve.precision = "fp8": expected fp32 or bf16' "the bad precision is named"
+check_grep "$TMP/err" 'serve.precision = "fp8": expected auto, fp32, bf16, fp16 or int8' "the bad precision is named"
 printf '[serve]\nthreads = 2\n[http]\ntoken_file = %s/no-such-token\n' "$TMP" >"$TMP/notoken.ini"
 check_rc 2 "serve with a missing token file" -- "$EDDY" serve -c "$TMP/notoken.ini"
 check_grep "$TMP/err" "$TMP/notoken.ini:4: http.token_file = \"$TMP/no-such-token\": No such file or directory" \
@@ -161,7 +161,7 @@ check_grep "$TMP/out" '400' "short dense vector is 400"
 check_rc 0 "NaN in an event" -- curl -s -w '\n%{http_code}' -X POST --data '{"dense":[1,2,3,NaN,5]}' "http://127.0.0.1:$P/v1/predict"
 check_grep "$TMP/out" '400' "invalid JSON is 400"
 check_rc 0 "wrapper with an extra field" -- curl -s -w '\n%{http_code}' -X POST --data '{"instances":[{"dense":[1,2,3,4,5]}],"x":1}' "http://127.0.0.1:$P/v1/predict"
-check_grep "$TMP/out" 'only \"instances\" is allowed' "extra wrapper field is named"
+check_grep "$TMP/out" 'unexpected field \"x\" (only \"instances\" and \"precision\" are allowed)' "extra wrapper field is named"
 head -c 1100000 /dev/zero | tr '\0' ' ' >"$TMP/big.json"
 check_rc 0 "body over http.max_body_bytes" -- curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/big.json" "http://127.0.0.1:$P/v1/predict"
 check_grep "$TMP/out" '413' "oversize body is 413"

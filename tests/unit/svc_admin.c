@@ -545,13 +545,14 @@ static const cJSON *replica_field(const char *id, const char *field, cJSON **roo
   return NULL;
 }
 
-/* POST /v1/replicas/heartbeat: auth, strict bodies with the field named, then the table, the
- * eddy_replicas gauge and the freshness series. */
+/* POST /v1/replicas/heartbeat: auth, strict bodies with the field named, then the table (with the
+ * precision served and why), the eddy_replicas gauge and the freshness series. */
 static void test_replica_heartbeat(void **state) {
   (void)state;
   const char *ok = "{\"id\": \"127.0.0.1:8081\", \"url\": \"http://127.0.0.1:8081\", "
                    "\"version\": 2, \"loaded_at_ms\": 1764300000000, \"freshness_seconds\": 1.25, "
-                   "\"predictions\": 1234, \"refusals\": 1, \"state\": \"serving\"}";
+                   "\"predictions\": 1234, \"refusals\": 1, \"state\": \"serving\", \"precision\": \"int8\", "
+                   "\"precision_why\": \"auto: int8, holdout accuracy 0.8490\"}";
   answer_t a = post("/v1/replicas/heartbeat", ok, NULL);
   expect_status(&a, 401, "heartbeat without a token");
   answer_free(&a);
@@ -594,6 +595,10 @@ static void test_replica_heartbeat(void **state) {
       {B(", \"predictions\": -2"), "\"predictions\""},
       {B(", \"refusals\": 0.5"), "\"refusals\""},
       {B(", \"extra\": 1"), "\"extra\" is not a known field"},
+      {B(", \"precision\": \"int4\""), "\"precision\""},
+      {B(", \"precision\": 8"), "\"precision\""},
+      {B(", \"precision_why\": 8"), "\"precision_why\""},
+      {B(", \"precision_why\": \"a\\nb\""), "\"precision_why\""},
       {B(", \"id\": \"s\""), "\"id\" appears twice"},
   };
 #undef B
@@ -630,6 +635,15 @@ static void test_replica_heartbeat(void **state) {
   cJSON_Delete(root);
   f = replica_field("127.0.0.1:8081", "predictions", &root);
   assert_true(cJSON_IsNumber(f) && f->valuedouble == 1234);
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8081", "precision", &root);
+  assert_true(cJSON_IsString(f) && !strcmp(f->valuestring, "int8"));
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8081", "precision_why", &root);
+  assert_true(cJSON_IsString(f) && !strcmp(f->valuestring, "auto: int8, holdout accuracy 0.8490"));
+  cJSON_Delete(root);
+  f = replica_field("127.0.0.1:8082", "precision", &root); /* a replica that did not say */
+  assert_true(cJSON_IsNull(f));
   cJSON_Delete(root);
   f = replica_field("127.0.0.1:8081", "stale", &root);
   assert_true(cJSON_IsFalse(f));
