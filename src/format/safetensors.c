@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,8 +419,9 @@ static eddy_err_t fsync_parent(const char *path, char *errstr, size_t errstr_siz
   return EDDY_OK;
 }
 
-eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out, char *errstr,
-                               size_t errstr_size) {
+/* The file written under a temp name and renamed; sync: fsync it and its folder. */
+static eddy_err_t writer_save(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out, bool sync, char *errstr,
+                              size_t errstr_size) {
   if (!w || !path || !*path)
     return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "safetensors save: NULL writer or empty path");
   st_sbuf_t sb = {.max = EDDY_ST_MAX_HEADER};
@@ -464,7 +466,7 @@ eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *s
     bad = write_all(fd, t->data, t->nbytes) != 0;
     if (md && !bad) bad = !EVP_DigestUpdate(md, t->data, t->nbytes);
   }
-  if (!bad && fsync(fd) != 0) bad = 1, step = "fsync";
+  if (!bad && sync && fsync(fd) != 0) bad = 1, step = "fsync";
   int saved = errno;
   if (close(fd) != 0 && !bad) bad = 1, step = "close", saved = errno;
   if (!bad && rename(tmp, path) != 0) bad = 1, step = "rename", saved = errno;
@@ -477,7 +479,7 @@ eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *s
     return err;
   }
   free(tmp);
-  err = fsync_parent(path, errstr, errstr_size);
+  err = sync ? fsync_parent(path, errstr, errstr_size) : EDDY_OK;
   if (md) {
     unsigned int n = 0;
     if (!EVP_DigestFinal_ex(md, sha256_out, &n) || n != 32)
@@ -485,6 +487,16 @@ eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *s
     EVP_MD_CTX_free(md);
   }
   return err;
+}
+
+eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out, char *errstr,
+                               size_t errstr_size) {
+  return writer_save(w, path, sha256_out, true, errstr, errstr_size);
+}
+
+eddy_err_t eddy_st_writer_save_unsynced(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out, char *errstr,
+                                        size_t errstr_size) {
+  return writer_save(w, path, sha256_out, false, errstr, errstr_size);
 }
 
 /* ---- reading ---- */

@@ -49,6 +49,10 @@ eddy_err_t eddy_st_writer_meta(eddy_st_writer_t *w, const char *key, const char 
 /* Writes the file atomically; digest (optional, 32 bytes) receives the file's SHA-256. */
 eddy_err_t eddy_st_writer_save(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out,
                                char *errstr, size_t errstr_size);
+/* The same without the fsyncs (file and folder), for a caller that makes the file durable itself
+ * (a store transaction fsyncs its files at commit): a crash may leave it incomplete. */
+eddy_err_t eddy_st_writer_save_unsynced(eddy_st_writer_t *w, const char *path, uint8_t *sha256_out, char *errstr,
+                                        size_t errstr_size);
 
 /* ---- reading ---- */
 typedef struct {

@@ -1,9 +1,9 @@
 /* Which serving precision answers a request on a replica (DESIGN "Serving precision and
  * protocols"). Per version, a base: serve.precision when fixed, or auto: the cheapest precision of
  * serve.precisions the version holds whose holdout accuracy (mse for a squared head) is within
- * serve.max_accuracy_drop of fp32's, from the manifest. Per replica, the load adaptation: forward
- * passes run in at most as many at once as there are CPUs (and serve.threads), and when requests
- * wait longer than serve.latency_target_ms for one, the replica steps down to the next cheaper
+ * serve.max_accuracy_drop of fp32's, from the manifest. Per replica, the load adaptation: requests
+ * are processed at most as many at once as there are CPUs (and serve.threads), and when they wait
+ * longer than serve.latency_target_ms for a slot, the replica steps down to the next cheaper
  * precision held, and back up one step at a time once the wait has stayed under half the target
  * for EDDY_PREC_CALM_S (hysteresis: it does not flap around the target). Per request, a precision
  * asked for by name. Any protocol front end (/v1/predict, /v2, gRPC) calls eddy_prec_pick. */
@@ -74,8 +74,9 @@ int eddy_prec_pick(eddy_prec_selector_t *s, const eddy_prec_base_t *base, unsign
                    double waited_ms, double now_s, eddy_infer_precision_t *precision, eddy_prec_why_t *reason,
                    char *why, size_t why_size);
 
-/* Waits for a compute slot (only with load adaptation on; otherwise returns 0 at once) and returns
- * the milliseconds waited, which feed the load state; eddy_prec_leave gives the slot back. */
+/* Waits for a compute slot, in which a request is parsed, predicted and answered (only with load
+ * adaptation on; otherwise returns 0 at once), and returns the milliseconds waited, which feed the
+ * load state through eddy_prec_pick; eddy_prec_leave gives the slot back. *now_s: when it got it. */
 double eddy_prec_enter(eddy_prec_selector_t *s, double *now_s);
 void eddy_prec_leave(eddy_prec_selector_t *s);
 

@@ -634,7 +634,7 @@ static eddy_infer_precision_t sync_load(eddy_replica_t *r, const served_t *s, do
   for (int q = 0; q < EDDY_INFER_PRECISIONS; q++) eddy_series_set(r->m_precision[q], q == (int)p ? 1 : 0);
   if (why && steps)
     snprintf(why, why_size,
-             "load: requests waited %.2f ms on average for a forward pass (target %g ms), %d step%s below the "
+             "load: requests waited %.2f ms on average for a processing slot (target %g ms), %d step%s below the "
              "base %s (%.200s)",
              info.last_wait_ms, eddy_prec_selector_target_ms(r->sel), steps, steps > 1 ? "s" : "",
              eddy_infer_precision_name(s->base.precision), s->base.text);

@@ -90,6 +90,16 @@ static int fsync_dir(const char *dir) {
   return rc;
 }
 
+static int fsync_file(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return rc;
+}
+
 static int write_all(int fd, const void *buf, size_t n) {
   const char *p = buf;
   while (n > 0) {
@@ -1140,7 +1150,7 @@ eddy_err_t eddy_store_txn_write_precision(eddy_store_txn_t *t, const eddy_st_rea
   for (size_t i = 0; !err && i < sizeof meta / sizeof meta[0]; i++)
     if ((err = eddy_st_writer_meta(w, meta[i][0], meta[i][1])))
       eddy_errf(err, errstr, errstr_size, "store: metadata %s of %s", meta[i][0], eddy_store_precision_file(p));
-  if (!err) err = eddy_st_writer_save(w, path, NULL, errstr, errstr_size);
+  if (!err) err = eddy_st_writer_save_unsynced(w, path, NULL, errstr, errstr_size); /* commit fsyncs it */
   eddy_st_writer_destroy(w);
   free(spec_json);
   free(path);
@@ -1263,6 +1273,8 @@ static eddy_err_t commit_prepare(eddy_store_txn_t *t, eddy_manifest_t *m, char *
       goto out;
     }
     err = eddy_sha256_file(path, digest, errstr, errstr_size);
+    if (!err && i >= 2 && fsync_file(path) != 0) /* a precision's file, written unsynced */
+      err = eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "publish: fsync %s: %s", path, strerror(errno));
     free(path);
     if (err) goto out;
     f->bytes = (uint64_t)sb.st_size;

@@ -460,6 +460,8 @@ static void test_gate_validation(void **state) {
  * with snapshot.precisions = fp32. */
 static void test_precisions(void **state) {
   (void)state;
+  const int id0 = next_id; /* the other cases' events stay what they were */
+  const uint64_t rng0 = rng_state;
   for (int only_fp32 = 0; only_fp32 < 2; only_fp32++) {
     char *dir = eddy_test_tmpdir();
     eddy_config_t cfg;
@@ -501,6 +503,8 @@ static void test_precisions(void **state) {
     eddy_config_free(&cfg);
     eddy_test_rmdir(dir);
   }
+  next_id = id0;
+  rng_state = rng0;
 }
 
 static void test_rollback_and_restart(void **state) {
@@ -879,11 +883,11 @@ int main(void) {
       cmocka_unit_test(test_publish_and_gate),
       cmocka_unit_test(test_gate_drift_and_holdout),
       cmocka_unit_test(test_gate_validation),
-      cmocka_unit_test(test_precisions),
       cmocka_unit_test(test_rollback_and_restart),
       cmocka_unit_test(test_concurrent_rollbacks),
       cmocka_unit_test(test_corrupt_state_and_faults),
       cmocka_unit_test(test_kafka_end_to_end),
+      cmocka_unit_test(test_precisions),
   };
   if (getenv("EDDY_TEST_FILTER")) cmocka_set_test_filter(getenv("EDDY_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
