@@ -93,11 +93,11 @@ eddy_prec_base_t eddy_prec_choose(int fixed, double max_drop, unsigned held, con
     if (drop <= max_drop + DROP_SLACK) {
       b.precision = (eddy_infer_precision_t)p;
       if (!sq)
-        snprintf(b.text, sizeof b.text, "auto: %s, holdout accuracy %.4f, %.4f %s fp32's %.4f (budget %.4f)", name, v,
-                 fabs(drop), drop >= 0 ? "below" : "above", ref_v, max_drop);
+        snprintf(b.text, sizeof b.text, "auto: %s, holdout accuracy %.4f, %.4f %s fp32's %.4f (budget %.4f)%s%s",
+                 name, v, fabs(drop), drop >= 0 ? "below" : "above", ref_v, max_drop, over[0] ? "; " : "", over);
       else
-        snprintf(b.text, sizeof b.text, "auto: %s, holdout mse %.4g, %+.2f%% against fp32's %.4g (budget %.2f%%)",
-                 name, v, drop * 100, ref_v, max_drop * 100);
+        snprintf(b.text, sizeof b.text, "auto: %s, holdout mse %.4g, %+.2f%% against fp32's %.4g (budget %.2f%%)%s%s",
+                 name, v, drop * 100, ref_v, max_drop * 100, over[0] ? "; " : "", over);
       return b;
     }
     if (!over[0]) {

@@ -37,7 +37,7 @@ const char *eddy_prec_why_name(eddy_prec_why_t why); /* "config", "auto", "load"
 typedef struct {
   eddy_infer_precision_t precision;
   eddy_prec_why_t why; /* CONFIG or AUTO */
-  char text[256];      /* "auto: int8, holdout accuracy 0.8490, 0.0022 below fp32's 0.8512 (budget 0.0100)" */
+  char text[384];      /* "auto: int8, holdout accuracy 0.8490, 0.0022 below fp32's 0.8512 (budget 0.0100)" */
 } eddy_prec_base_t;
 
 /* The base for a version that holds the precisions of mask held (never 0) with the holdout

@@ -40,6 +40,8 @@ static void test_choose(void **state) {
   metrics(m, 0.86, 0.859, 0.86, 0.80);
   b = eddy_prec_choose(-1, 0.01, ALL, m, EDDY_HEAD_SOFTMAX);
   assert_int_equal(b.precision, EDDY_INFER_BF16);
+  assert_string_equal(b.text, "auto: bf16, holdout accuracy 0.8590, 0.0010 below fp32's 0.8600 (budget 0.0100); int8: "
+                              "holdout accuracy 0.8000, 0.0600 below fp32's 0.8600, over the budget 0.0100");
   /* Only fp32 and int8 allowed: fp32, and the text says why. */
   b = eddy_prec_choose(-1, 0.01, BIT(EDDY_INFER_F32) | BIT(EDDY_INFER_INT8), m, EDDY_HEAD_SOFTMAX);
   assert_int_equal(b.precision, EDDY_INFER_F32);
