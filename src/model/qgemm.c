@@ -104,6 +104,15 @@ static void gemm_scalar(const int8_t *wp, uint32_t kout, const uint8_t *x, size_
 #define VNNI256_TARGET __attribute__((target("avx2,avxvnni")))
 #define VNNI512_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #define INLINE static inline __attribute__((always_inline))
+/* Calls rows(args..., NR) with NR the constant 1..4 equal to nr, so each row count is compiled
+ * with its accumulators in registers. */
+#define FOR_ROWS(nr, rows, ...)          \
+  switch (nr) {                          \
+    case 4: rows(__VA_ARGS__, 4); break; \
+    case 3: rows(__VA_ARGS__, 3); break; \
+    case 2: rows(__VA_ARGS__, 2); break; \
+    default: rows(__VA_ARGS__, 1); break; \
+  }
 
 static inline int32_t load_group(const uint8_t *p, uint32_t grp) {
   uint32_t v = 0;
@@ -141,12 +150,7 @@ INLINE AVX2_TARGET void avx2_rows(const int8_t *wp, uint32_t kout, const uint8_t
 
 AVX2_TARGET static void gemm_avx2(const int8_t *wp, uint32_t kout, const uint8_t *x, size_t xs, int nr,
                                   const uint32_t *groups, size_t ng, int32_t *acc, size_t as) {
-  switch (nr) {
-    case 4: avx2_rows(wp, kout, x, xs, groups, ng, acc, as, 4); break;
-    case 3: avx2_rows(wp, kout, x, xs, groups, ng, acc, as, 3); break;
-    case 2: avx2_rows(wp, kout, x, xs, groups, ng, acc, as, 2); break;
-    default: avx2_rows(wp, kout, x, xs, groups, ng, acc, as, 1); break;
-  }
+  FOR_ROWS(nr, avx2_rows, wp, kout, x, xs, groups, ng, acc, as)
 }
 
 /* 16 outputs from o0, NR rows: 2 × 8 int32 lanes per row. */
@@ -178,12 +182,7 @@ INLINE VNNI256_TARGET void vnni256_rows(const int8_t *wp, uint32_t kout, const u
 
 VNNI256_TARGET static void gemm_vnni256(const int8_t *wp, uint32_t kout, const uint8_t *x, size_t xs, int nr,
                                         const uint32_t *groups, size_t ng, int32_t *acc, size_t as) {
-  switch (nr) {
-    case 4: vnni256_rows(wp, kout, x, xs, groups, ng, acc, as, 4); break;
-    case 3: vnni256_rows(wp, kout, x, xs, groups, ng, acc, as, 3); break;
-    case 2: vnni256_rows(wp, kout, x, xs, groups, ng, acc, as, 2); break;
-    default: vnni256_rows(wp, kout, x, xs, groups, ng, acc, as, 1); break;
-  }
+  FOR_ROWS(nr, vnni256_rows, wp, kout, x, xs, groups, ng, acc, as)
 }
 
 /* NT × 16 outputs from o0, NR rows. */
@@ -216,12 +215,7 @@ INLINE VNNI512_TARGET void vnni512_rows(const int8_t *wp, uint32_t kout, const u
 
 VNNI512_TARGET static void gemm_vnni512(const int8_t *wp, uint32_t kout, const uint8_t *x, size_t xs, int nr,
                                         const uint32_t *groups, size_t ng, int32_t *acc, size_t as) {
-  switch (nr) {
-    case 4: vnni512_rows(wp, kout, x, xs, groups, ng, acc, as, 4); break;
-    case 3: vnni512_rows(wp, kout, x, xs, groups, ng, acc, as, 3); break;
-    case 2: vnni512_rows(wp, kout, x, xs, groups, ng, acc, as, 2); break;
-    default: vnni512_rows(wp, kout, x, xs, groups, ng, acc, as, 1); break;
-  }
+  FOR_ROWS(nr, vnni512_rows, wp, kout, x, xs, groups, ng, acc, as)
 }
 
 #endif
