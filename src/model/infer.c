@@ -42,7 +42,7 @@ typedef struct {
   float *mul;                  /* [kout]: input_scale × weight_scale[o] */
   int32_t *comp;               /* [kout]: input_zero_point × sum_i w[o][i] */
   float *bias;                 /* [kout] */
-  float in_scale;
+  float in_scale, in_inv;      /* in_inv = 1 / in_scale, in fp32 */
   uint8_t in_zero;
 } qlayer_t;
 
@@ -328,6 +328,7 @@ static eddy_err_t load_int8(eddy_infer_t *m, const eddy_model_geometry_t *geo, c
     if (!err) {
       const int8_t *w = (const int8_t *)t[at]->data;
       ly->in_scale = in[0];
+      ly->in_inv = 1.0f / in[0];
       ly->in_zero = t[at + 4]->data[0];
       eddy_qkernel_pack(m->qk, w, ly->in, ly->out, ly->wq);
       for (uint32_t o = 0; o < ly->out; o++) {
@@ -670,21 +671,6 @@ static void forward_float(const eddy_infer_t *m, const eddy_batch_t *b, float *s
 
 /* ---- int8 forward pass ---- */
 
-/* q[i] = clamp(round(x[i] / scale) + zero, 0, 255), rounding to nearest even like lrintf: adding
- * and subtracting 1.5 × 2^23 rounds a float of magnitude below 2^22 in the current (nearest) mode,
- * which vectorises where lrintf does not. */
-EDDY_CLONES
-static void quantize_row(const float *x, uint32_t n, float scale, uint8_t zero, uint8_t *q) {
-  const float magic = 0x1.8p23f;
-  for (uint32_t i = 0; i < n; i++) {
-    float v = x[i] / scale;
-    v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
-    const float rounded = (v + magic) - magic;
-    const int32_t t = (int32_t)rounded + zero;
-    q[i] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
-  }
-}
-
 /* y[o] = (acc[o] - comp[o]) × mul[o] + bias[o], then the ReLU for a hidden layer. */
 EDDY_CLONES
 static void rescale_row(const qlayer_t *ly, const int32_t *acc, bool relu, float *y) {
@@ -708,7 +694,7 @@ static void forward_int8(const eddy_infer_t *m, const eddy_batch_t *b, float *sc
     const qlayer_t *first = &m->qlayers[0];
     for (int r = 0; r < nr; r++) {
       uint8_t *q = qa + (size_t)r * QS;
-      quantize_row(xf + (size_t)r * W, first->in, first->in_scale, first->in_zero, q);
+      eddy_qkernel_quantize(m->qk, xf + (size_t)r * W, first->in, first->in_inv, first->in_zero, q);
       memset(q + first->in, 0, first->kin - first->in);
     }
     for (uint32_t l = 0; l < m->n_layers; l++) {
@@ -721,7 +707,7 @@ static void forward_int8(const eddy_infer_t *m, const eddy_batch_t *b, float *sc
         rescale_row(ly, acc + (size_t)r * m->max_kout, !last, yr);
         if (last) continue;
         uint8_t *q = qb + (size_t)r * QS;
-        quantize_row(yr, ly->out, next->in_scale, next->in_zero, q);
+        eddy_qkernel_quantize(m->qk, yr, ly->out, next->in_inv, next->in_zero, q);
         memset(q + ly->out, 0, next->kin - ly->out);
       }
       uint8_t *t = qa;

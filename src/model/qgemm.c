@@ -72,16 +72,40 @@ static size_t active_groups(const uint8_t *x, size_t xs, int nr, uint32_t kin, u
                             uint32_t *groups) {
   const uint32_t ng = kin / grp;
   size_t n = 0;
+  if (!skip_zero) {
+    for (uint32_t g = 0; g < ng; g++) groups[n++] = g;
+    return n;
+  }
   for (uint32_t g = 0; g < ng; g++) {
-    uint32_t any = !skip_zero;
-    for (int r = 0; r < nr && !any; r++) {
-      uint32_t v = 0;
-      memcpy(&v, x + (size_t)r * xs + (size_t)g * grp, grp);
-      any = v;
+    uint32_t any = 0;
+    for (int r = 0; r < nr; r++) {
+      const uint8_t *p = x + (size_t)r * xs + (size_t)g * grp;
+      if (grp == 4) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        any |= v;
+      } else {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        any |= v;
+      }
     }
     if (any) groups[n++] = g;
   }
   return n;
+}
+
+/* The plain-C quantization: adding and subtracting 1.5 × 2^23 rounds a float of magnitude below
+ * 2^22 to nearest even in the default rounding mode, as lrintf and vcvtps2dq do. */
+static void quantize_scalar(const float *x, uint32_t n, float inv_scale, uint8_t zero, uint8_t *q) {
+  const float magic = 0x1.8p23f;
+  for (uint32_t i = 0; i < n; i++) {
+    float v = x[i] * inv_scale;
+    v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
+    const float rounded = (v + magic) - magic;
+    const int32_t t = (int32_t)rounded + zero;
+    q[i] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+  }
 }
 
 static void gemm_scalar(const int8_t *wp, uint32_t kout, const uint8_t *x, size_t xs, int nr, const uint32_t *groups,
@@ -118,6 +142,23 @@ static inline int32_t load_group(const uint8_t *p, uint32_t grp) {
   uint32_t v = 0;
   memcpy(&v, p, grp);
   return (int32_t)v;
+}
+
+/* Eight inputs at a time: multiply, clamp, round to nearest even (vcvtps2dq), add the zero point,
+ * clamp to 0..255 and pack to bytes. */
+AVX2_TARGET static void quantize_avx2(const float *x, uint32_t n, float inv_scale, uint8_t zero, uint8_t *q) {
+  const __m256 inv = _mm256_set1_ps(inv_scale), lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f);
+  const __m256i z = _mm256_set1_epi32(zero), none = _mm256_setzero_si256(), most = _mm256_set1_epi32(255);
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    __m256i t = _mm256_add_epi32(_mm256_cvtps_epi32(v), z);
+    t = _mm256_min_epi32(_mm256_max_epi32(t, none), most);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    _mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
+  }
+  quantize_scalar(x + i, n - i, inv_scale, zero, q + i);
 }
 
 /* 16 outputs from o0, NR rows: 2 × 8 int32 lanes per row. */
@@ -219,6 +260,17 @@ VNNI512_TARGET static void gemm_vnni512(const int8_t *wp, uint32_t kout, const u
 }
 
 #endif
+
+void eddy_qkernel_quantize(eddy_qkernel_t k, const float *x, uint32_t n, float inv_scale, uint8_t zero, uint8_t *q) {
+#ifdef EDDY_QK_X86
+  if (k != EDDY_QK_SCALAR) {
+    quantize_avx2(x, n, inv_scale, zero, q);
+    return;
+  }
+#endif
+  (void)k;
+  quantize_scalar(x, n, inv_scale, zero, q);
+}
 
 void eddy_qkernel_gemm(eddy_qkernel_t k, const int8_t *wp, uint32_t kin, uint32_t kout, const uint8_t *x, size_t xs,
                        int nr, bool skip_zero, uint32_t *groups, int32_t *acc, size_t as) {

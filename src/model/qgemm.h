@@ -32,6 +32,10 @@ size_t eddy_qkernel_packed_bytes(eddy_qkernel_t k, uint32_t in, uint32_t out);
 /* Packs w [out, in] into dst (eddy_qkernel_packed_bytes, zero padding): [kin / group][kout][group]. */
 void eddy_qkernel_pack(eddy_qkernel_t k, const int8_t *w, uint32_t in, uint32_t out, int8_t *dst);
 
+/* q[i] = clamp(round(x[i] · inv_scale) + zero, 0, 255) for i < n, rounding to nearest even (the
+ * default rounding mode), the same bytes on every kernel. */
+void eddy_qkernel_quantize(eddy_qkernel_t k, const float *x, uint32_t n, float inv_scale, uint8_t zero, uint8_t *q);
+
 /* acc[r * as + o] = sum over i < kin of x[r * xs + i] · w[o][i] for rows r < nr (1..EDDY_QK_ROWS)
  * and o < kout. x rows hold kin bytes (the padding's value does not matter: its weights are 0).
  * skip_zero: groups of inputs that are 0 in every row are skipped (exact when zero is the

@@ -392,8 +392,9 @@ static void ref_int8(const eddy_model_spec_t *s, const eddy_st_reader_t *r, cons
       assert_int_equal(zt->dtype, EDDY_DT_U8);
       const int zero = zt->data[0];
       int qx[128];
+      const float inv = 1.0f / in_scale;
       for (uint32_t i = 0; i < in; i++) {
-        long q = lrintf(x[i] / in_scale) + zero;
+        long q = lrintf(x[i] * inv) + zero;
         qx[i] = q < 0 ? 0 : q > 255 ? 255 : (int)q;
       }
       for (uint32_t o = 0; o < out; o++) {
