@@ -6,7 +6,9 @@
 # UNAVAILABLE, NOT_SERVING) while a grpc.health.v1 Watch is open; then one Fashion-MNIST version is
 # published (store_publish), the Watch sees SERVING, and tests/e2e/oip_client.py calls every route
 # and method, compares /v1/predict, /v2 JSON, /v2 binary and gRPC predictions bit for bit on 500
-# test images (with and without sparse features), sends the bad inputs (wrong shapes, datatypes,
+# test images (with and without sparse features) and in bf16 and fp16 asked for by each protocol
+# (the answers name the precision; one the replica does not hold is 400 / INVALID_ARGUMENT), sends
+# the bad inputs (wrong shapes, datatypes,
 # missing inputs, a tensor over the cap, truncated binary data, malformed protobuf) and checks
 # that the replica keeps serving. Metrics count every protocol; SIGTERM ends the Watch and exits 0.
 source "$(dirname "$0")/lib.bash"
@@ -139,7 +141,7 @@ else
   fail "oip_client.py did not finish"
 fi
 
-# ---- metrics: every protocol counted in the same families ----
+# ---- metrics: every protocol counted in the same families, with the precision that served ----
 curl -sf "http://127.0.0.1:$HP/metrics" >"$TMP/metrics"
 metric() { awk -v n="$1" '$1 == n { print int($2) }' "$TMP/metrics"; }
 for series in 'eddy_predict_requests_total{protocol="v1",code="200"}' 'eddy_predict_requests_total{protocol="v2",code="200"}' \
@@ -147,7 +149,10 @@ for series in 'eddy_predict_requests_total{protocol="v1",code="200"}' 'eddy_pred
   'eddy_predict_requests_total{protocol="grpc",code="400"}' 'eddy_predict_requests_total{protocol="grpc",code="404"}' \
   'eddy_predict_requests_total{protocol="v2",code="413"}' \
   'eddy_grpc_requests_total{method="inference.GRPCInferenceService/ModelInfer",grpc_code="INVALID_ARGUMENT"}' \
-  'eddy_grpc_requests_total{method="grpc.health.v1.Health/Check",grpc_code="OK"}'; do
+  'eddy_grpc_requests_total{method="grpc.health.v1.Health/Check",grpc_code="OK"}' \
+  'eddy_predict_precision_requests_total{protocol="v1",precision="fp32",reason="config"}' \
+  'eddy_predict_precision_requests_total{protocol="v2",precision="fp16",reason="request"}' \
+  'eddy_predict_precision_requests_total{protocol="grpc",precision="bf16",reason="request"}'; do
   v=$(metric "$series")
   CHECKS=$((CHECKS + 1))
   if [[ -n $v ]] && ((v > 0)); then pass "$series = $v"; else fail "$series is '$v'"; fi
