@@ -92,7 +92,7 @@ typedef struct {
   char serve_precision[8];       /* auto | fp32 | bf16 | fp16 | int8: what a replica serves */
   unsigned serve_precisions;     /* the precisions a replica may hold (mask, as snapshot_precisions) */
   double serve_max_accuracy_drop; /* auto: the largest holdout accuracy drop from fp32 allowed */
-  double serve_latency_target_ms; /* queueing delay that steps the precision down; 0 = off */
+  double serve_latency_target_ms; /* wait for a processing slot that steps the precision down; 0 = off */
   char serve_grpc_bind[EDDY_CONFIG_STR]; /* host:port of the replica's gRPC server; "" = none */
 
   /* [http] */
