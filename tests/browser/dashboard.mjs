@@ -121,6 +121,10 @@ try {
     const rows = await page.$$eval("#replicas tbody tr", (rs) => rs.map((r) => `${r.dataset.replica}=v${r.dataset.version}`));
     check(rows.length === replicas && rows.every((r) => r.endsWith(`=v${current}`)),
           `replica table: ${replicas} replicas on v${current} (${rows.join(", ")})`);
+    // The precision each replica serves and why (serve.precision's default, fp32: "config").
+    const precs = await page.$$eval("#replicas tbody tr", (rs) => rs.map((r) => `${r.dataset.precision}:${r.querySelector("span.tag[class*=precision-]")?.textContent}`));
+    check(precs.length === replicas && precs.every((p) => p === "fp32:config"),
+          `replica table: the precision served and why (${precs.join(", ")})`);
   }
   await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
   result.screenshot = join(artifacts, "dashboard.png");
