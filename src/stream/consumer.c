@@ -33,6 +33,11 @@
 #define BAD_LOGGED 10         /* bad events logged one by one; later ones only counted */
 #define WARN_EVERY_MS 10000   /* repeated warnings of one kind at most this often */
 #define CLOSE_COMMIT_MS 2000  /* wait for the last commit at exit */
+#define COMMIT_TIMEOUT_MS 5000 /* an offset commit request gives up after this */
+/* session.timeout.ms of the ingest consumer. It joins no group, so librdkafka uses the value only
+ * at exit: lookups of committed offsets still waiting for a group coordinator hold
+ * rd_kafka_consumer_close that long (45 s by default while the cluster is unreachable). */
+#define QUEUED_OFFSET_FETCH_MS "500"
 #define ASSIGN_CHECK_MS 200   /* longest consumer poll between looks at the topic watch */
 #define SEEK_TIMEOUT_MS 5000
 #define LAG_EVERY_MS 1000
@@ -102,6 +107,11 @@ struct eddy_ingest {
   int64_t last_commit_ms;
   int64_t last_warn_ms[4];
   uint64_t bad_logged;
+  rd_kafka_queue_t *commit_q;         /* answers of commit_stored's requests */
+  rd_kafka_AdminOptions_t *commit_opts; /* their request timeout */
+  bool commit_pending;                /* a commit_stored request awaits its answer */
+  int64_t down_ms; /* when librdkafka last reported every broker down; 0 never */
+  int64_t up_ms;   /* when a broker last answered (a message, an EOF, a commit) */
 
   pthread_mutex_t stats_lock;
   eddy_ingest_stats_t stats;
@@ -396,49 +406,142 @@ static rd_kafka_topic_partition_list_t *commit_list(eddy_ingest_t *ing) {
   return list;
 }
 
+/* Forgets the commits of list (or of every partition when list is NULL), so that the next round
+ * sends them again, and counts one failure. */
 static void commit_failed(eddy_ingest_t *ing, const rd_kafka_topic_partition_list_t *list) {
-  for (int i = 0; i < list->cnt; i++) {
+  for (int i = 0; list && i < list->cnt; i++) {
     part_t *p = part_find(ing, list->elems[i].topic, list->elems[i].partition);
-    if (p) p->committed = -1;
+    if (p && p->committed == list->elems[i].offset) p->committed = -1;
   }
+  for (size_t i = 0; !list && i < ing->n_parts; i++) ing->parts[i].committed = -1;
   STATS_UPDATE(ing, ing->stats.commit_failed++);
   eddy_series_add(ing->m.commit_failed, 1);
 }
 
-/* Commits the stored offsets that changed since the last commit to group.id (async; the answer
- * goes to commit_cb). Kafka commits only mirror the buffer, so that lag shows in Kafka tools
- * (kafka-consumer-groups, kcat): coalesced to one a second, which is all those tools need. */
+/* Sends list as one OffsetCommit to group.id. Commits go through the admin API
+ * (AlterConsumerGroupOffsets), not the consumer group handler: librdkafka's consumer close waits
+ * for every group commit in flight, forever when the brokers went away mid-request
+ * (librdkafka issue #3740), while an admin request only times out. The answer goes to q. */
+static bool commit_send(eddy_ingest_t *ing, const rd_kafka_topic_partition_list_t *list,
+                        rd_kafka_queue_t *q) {
+  rd_kafka_AlterConsumerGroupOffsets_t *alter =
+      rd_kafka_AlterConsumerGroupOffsets_new(ing->group, list);
+  if (!alter) return false;
+  rd_kafka_AlterConsumerGroupOffsets(ing->rk, &alter, 1, ing->commit_opts, q);
+  rd_kafka_AlterConsumerGroupOffsets_destroy(alter);
+  return true;
+}
+
+/* A commit answer: 0 when every partition was committed. A partition whose commit failed is
+ * committed again at the next round, so that lag tools catch up once Kafka takes commits again:
+ * it refuses them, for one, while another client is an active member of the group. */
+static rd_kafka_resp_err_t commit_answer(eddy_ingest_t *ing, rd_kafka_event_t *ev) {
+  rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+  const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
+      rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
+  size_t n = 0;
+  const rd_kafka_group_result_t **groups =
+      res ? rd_kafka_AlterConsumerGroupOffsets_result_groups(res, &n) : NULL;
+  const rd_kafka_topic_partition_list_t *parts = NULL;
+  if (!err && n == 1) {
+    const rd_kafka_error_t *gerr = rd_kafka_group_result_error(groups[0]);
+    if (gerr) err = rd_kafka_error_code(gerr);
+    parts = rd_kafka_group_result_partitions(groups[0]);
+  } else if (!err) {
+    err = RD_KAFKA_RESP_ERR__BAD_MSG;
+  }
+  for (int i = 0; !err && parts && i < parts->cnt; i++) err = parts->elems[i].err;
+  if (!err) {
+    ing->up_ms = eddy_clock_mono_ms();
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  commit_failed(ing, parts);
+  return err;
+}
+
+/* Commits the stored offsets that changed since the last commit to group.id, one request at a
+ * time (the answer is read in eddy_ingest_poll_once). Kafka commits only mirror the buffer, so
+ * that lag shows in Kafka tools (kafka-consumer-groups, kcat): coalesced to one a second, which
+ * is all those tools need. */
 static void commit_stored(eddy_ingest_t *ing) {
-  rd_kafka_topic_partition_list_t *list = commit_list(ing);
   ing->last_commit_ms = eddy_clock_mono_ms();
+  if (ing->commit_pending) return;
+  rd_kafka_topic_partition_list_t *list = commit_list(ing);
   if (!list) return;
-  if (rd_kafka_commit(ing->rk, list, 1 /* async */)) commit_failed(ing, list);
+  if (commit_send(ing, list, ing->commit_q)) ing->commit_pending = true;
+  else commit_failed(ing, list);
   rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Reads the answer of the commit in flight, if it came. */
+static void commit_check(eddy_ingest_t *ing) {
+  if (!ing->commit_pending) return;
+  rd_kafka_event_t *ev = rd_kafka_queue_poll(ing->commit_q, 0);
+  if (!ev) return;
+  ing->commit_pending = false;
+  rd_kafka_resp_err_t err = commit_answer(ing, ev);
+  rd_kafka_event_destroy(ev);
+  if (err && warn_due(ing, WARN_COMMIT))
+    EDDY_WARN(LOG_MOD,
+              "Kafka offset commit to group %s failed: %s (informational: the buffer holds the "
+              "positions)",
+              ing->group, rd_kafka_err2str(err));
+}
+
+/* False after librdkafka reported every broker down, until a broker answered again (a message,
+ * an EOF, a commit, or the topic watch's metadata). */
+static bool kafka_reachable(eddy_ingest_t *ing) {
+  if (!ing->down_ms) return true;
+  int64_t up = ing->up_ms;
+  int64_t watch_up = ing->watch ? eddy_topic_watch_answered_ms(ing->watch) : 0;
+  return (watch_up > up ? watch_up : up) > ing->down_ms;
+}
+
+/* Serves the consumer's queue without keeping messages (at exit, after the last batch): error
+ * events report every broker down to error_cb. */
+static void serve_errors(eddy_ingest_t *ing) {
+  rd_kafka_message_t *msg;
+  while ((msg = rd_kafka_consumer_poll(ing->rk, 0))) rd_kafka_message_destroy(msg);
+}
+
 /* The last commit, at exit: waits for the answer (CLOSE_COMMIT_MS at most), so that lag tools
- * show where this buffer stops. */
+ * show where this buffer stops. Skipped, or given up, while Kafka is unreachable: the buffer
+ * holds the positions, and waiting would only delay the exit. */
 static void commit_final(eddy_ingest_t *ing) {
+  commit_check(ing);
+  if (ing->commit_pending) /* one more answer may come; this commit covers it either way */
+    for (size_t i = 0; i < ing->n_parts; i++) ing->parts[i].committed = -1;
   rd_kafka_topic_partition_list_t *list = commit_list(ing);
   if (!list) return;
-  rd_kafka_queue_t *q = rd_kafka_queue_new(ing->rk);
-  rd_kafka_resp_err_t err = rd_kafka_commit_queue(ing->rk, list, q, NULL, NULL);
-  if (!err) {
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, CLOSE_COMMIT_MS);
-    err = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
-    const rd_kafka_topic_partition_list_t *answer =
-        ev ? rd_kafka_event_topic_partition_list(ev) : NULL;
-    for (int i = 0; !err && answer && i < answer->cnt; i++) err = answer->elems[i].err;
-    if (ev) rd_kafka_event_destroy(ev);
-  }
-  rd_kafka_queue_destroy(q);
-  if (err) {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TRANSPORT;
+  serve_errors(ing);
+  if (kafka_reachable(ing)) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(ing->rk);
+    rd_kafka_event_t *ev = NULL;
+    bool sent = commit_send(ing, list, q);
+    int64_t until = eddy_clock_mono_ms() + CLOSE_COMMIT_MS;
+    while (sent && !ev && eddy_clock_mono_ms() < until && kafka_reachable(ing)) {
+      ev = rd_kafka_queue_poll(q, 100);
+      serve_errors(ing);
+    }
+    if (ev) {
+      err = commit_answer(ing, ev);
+      rd_kafka_event_destroy(ev);
+    } else {
+      if (kafka_reachable(ing)) err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+      commit_failed(ing, list);
+    }
+    rd_kafka_queue_destroy(q);
+  } else {
     commit_failed(ing, list);
-    EDDY_WARN(LOG_MOD,
-              "last offset commit of %d partition%s to group %s failed: %s (lag tools "
-              "show older positions; the buffer holds the right ones)",
-              list->cnt, list->cnt == 1 ? "" : "s", ing->group, rd_kafka_err2str(err));
   }
+  if (err)
+    EDDY_WARN(LOG_MOD,
+              "last offset commit of %d partition%s to group %s %s: %s (lag tools show older "
+              "positions; the buffer holds the right ones)",
+              list->cnt, list->cnt == 1 ? "" : "s", ing->group,
+              err == RD_KAFKA_RESP_ERR__TRANSPORT ? "skipped" : "failed",
+              err == RD_KAFKA_RESP_ERR__TRANSPORT ? "every broker is down" : rd_kafka_err2str(err));
   rd_kafka_topic_partition_list_destroy(list);
 }
 
@@ -554,33 +657,6 @@ static void assign_new(eddy_ingest_t *ing) {
 
 /* ---- librdkafka callbacks (run inside rd_kafka_consumer_poll) ---- */
 
-/* A commit answer. A partition whose commit failed is committed again at the next round (its
- * position is forgotten), so that lag tools catch up once Kafka takes commits again: it refuses
- * them, for one, while another client is an active member of the group. */
-static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
-  eddy_ingest_t *ing = opaque;
-  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
-  rd_kafka_resp_err_t first = err;
-  for (int i = 0; offsets && i < offsets->cnt; i++) {
-    const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-    rd_kafka_resp_err_t e = err ? err : tp->err;
-    if (!e) continue;
-    part_t *p = part_find(ing, tp->topic, tp->partition);
-    if (p && p->committed == tp->offset) p->committed = -1;
-    if (!first) first = e;
-  }
-  if (!first) return;
-  err = first;
-  STATS_UPDATE(ing, ing->stats.commit_failed++);
-  eddy_series_add(ing->m.commit_failed, 1);
-  if (warn_due(ing, WARN_COMMIT))
-    EDDY_WARN(LOG_MOD,
-              "Kafka offset commit failed: %s (informational: the buffer holds the "
-              "positions)",
-              rd_kafka_err2str(err));
-}
-
 static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
   eddy_ingest_t *ing = opaque;
   if (msg->err) {
@@ -622,6 +698,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     set_fatal(ing, EDDY_ERR_BACKEND, "Kafka consumer fatal error: %s", why);
     return;
   }
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) ing->down_ms = eddy_clock_mono_ms();
   STATS_UPDATE(ing, ing->stats.kafka_errors++);
   eddy_series_add(ing->m.kafka_errors, 1);
   if (warn_due(ing, WARN_KAFKA))
@@ -725,6 +802,15 @@ static rd_kafka_conf_t *consumer_conf(eddy_ingest_t *ing, const eddy_config_t *c
                 forced[i][0], user, forced[i][1]);
     ok = conf_set(conf, forced[i][0], forced[i][1], errstr, errstr_size);
   }
+  if (ok) {
+    const char *user = eddy_config_kafka(cfg, "session.timeout.ms");
+    if (user && strcmp(user, QUEUED_OFFSET_FETCH_MS))
+      EDDY_INFO(LOG_MOD,
+                "kafka.session.timeout.ms = %s not used by ingest, which joins no group (%s ms "
+                "bounds the wait for queued offset lookups at exit)",
+                user, QUEUED_OFFSET_FETCH_MS);
+    ok = conf_set(conf, "session.timeout.ms", QUEUED_OFFSET_FETCH_MS, errstr, errstr_size);
+  }
   if (ok && !eddy_config_kafka(cfg, "auto.offset.reset"))
     ok = conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size);
   if (ok && !eddy_config_kafka(cfg, "client.id"))
@@ -734,7 +820,6 @@ static rd_kafka_conf_t *consumer_conf(eddy_ingest_t *ing, const eddy_config_t *c
     return NULL;
   }
   rd_kafka_conf_set_opaque(conf, ing);
-  rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
   rd_kafka_conf_set_log_cb(conf, log_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
   return conf;
@@ -844,6 +929,17 @@ eddy_ingest_t *eddy_ingest_new(const eddy_config_t *cfg, eddy_replay_t *buffer,
     return NULL;
   }
   rd_kafka_poll_set_consumer(ing->rk);
+  ing->commit_q = rd_kafka_queue_new(ing->rk);
+  ing->commit_opts =
+      rd_kafka_AdminOptions_new(ing->rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+  if (!ing->commit_q || !ing->commit_opts ||
+      rd_kafka_AdminOptions_set_request_timeout(ing->commit_opts, COMMIT_TIMEOUT_MS, why,
+                                                sizeof why)) {
+    eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "ingest: offset commit setup: %s",
+              ing->commit_opts ? why : "out of memory");
+    eddy_ingest_destroy(ing);
+    return NULL;
+  }
   ing->watch_err = RD_KAFKA_RESP_ERR__IN_PROGRESS;
   if (!(ing->watch = eddy_topic_watch_new(ing->rk, cfg->topic, EDDY_TOPIC_WATCH_EVERY_MS, errstr,
                                           errstr_size))) {
@@ -860,10 +956,14 @@ eddy_ingest_t *eddy_ingest_new(const eddy_config_t *cfg, eddy_replay_t *buffer,
 
 void eddy_ingest_destroy(eddy_ingest_t *ing) {
   if (!ing) return;
-  eddy_topic_watch_destroy(ing->watch);
   if (ing->rk) {
     pending_drop(ing); /* nothing is in flight between polls; a fatal error may leave some */
-    commit_final(ing);
+    commit_final(ing); /* reads the watch */
+  }
+  eddy_topic_watch_destroy(ing->watch);
+  if (ing->commit_q) rd_kafka_queue_destroy(ing->commit_q);
+  if (ing->commit_opts) rd_kafka_AdminOptions_destroy(ing->commit_opts);
+  if (ing->rk) {
     rd_kafka_consumer_close(ing->rk);
     rd_kafka_destroy(ing->rk);
   }
@@ -988,6 +1088,8 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
       break;
     }
     if (msg) {
+      if (!msg->err || msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        ing->up_ms = eddy_clock_mono_ms();
       if (msg->err) {
         handle_error(ing, msg);
         rd_kafka_message_destroy(msg);
@@ -1001,6 +1103,7 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
       }
     }
     if (!msg && wait == 0) break;
+    if (atomic_load(&ing->stop)) break; /* the batch so far is stored below */
     t = eddy_clock_mono_ms();
     if (ing->n_msgs ? t >= batch_deadline : t >= deadline) break;
   }
@@ -1018,7 +1121,8 @@ eddy_err_t eddy_ingest_poll_once(eddy_ingest_t *ing, int timeout_ms, size_t *con
   }
   if (ing->dlq) rd_kafka_poll(ing->dlq, 0);
   int64_t t = eddy_clock_mono_ms();
-  if (t - ing->last_commit_ms >= COMMIT_EVERY_MS) commit_stored(ing);
+  commit_check(ing);
+  if (t - ing->last_commit_ms >= COMMIT_EVERY_MS && kafka_reachable(ing)) commit_stored(ing);
   if (t - ing->last_lag_ms >= LAG_EVERY_MS || stored == 0) {
     ing->last_lag_ms = t;
     refresh_lag(ing);

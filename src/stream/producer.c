@@ -19,6 +19,7 @@ struct eddy_producer {
   eddy_producer_stats_t stats;
   char first_error[FIRST_ERROR_MAX];
   volatile sig_atomic_t interrupted;
+  bool brokers_down; /* every broker reported down, no delivery since */
 };
 
 static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
@@ -26,6 +27,7 @@ static void producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *
   eddy_producer_t *p = opaque;
   if (!msg->err) {
     p->stats.delivered++;
+    p->brokers_down = false;
     return;
   }
   p->stats.failed++;
@@ -47,7 +49,8 @@ static void producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, co
  * fatal errors and "all brokers down" are worth repeating at a visible level. */
 static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   (void)rk;
-  (void)opaque;
+  eddy_producer_t *p = opaque;
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) p->brokers_down = true;
   eddy_log_level_t lvl = err == RD_KAFKA_RESP_ERR__FATAL             ? EDDY_LOG_ERROR
                          : err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? EDDY_LOG_WARN
                                                                       : EDDY_LOG_DEBUG;
@@ -172,6 +175,8 @@ eddy_producer_stats_t eddy_producer_stats(const eddy_producer_t *p) {
   eddy_producer_stats_t none = {0};
   return p ? p->stats : none;
 }
+
+bool eddy_producer_brokers_down(const eddy_producer_t *p) { return p && p->brokers_down; }
 
 const char *eddy_producer_first_error(const eddy_producer_t *p) {
   return p ? p->first_error : "";

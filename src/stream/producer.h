@@ -6,6 +6,7 @@
 #ifndef EDDY_PRODUCER_H
 #define EDDY_PRODUCER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,10 @@ eddy_err_t eddy_producer_flush(eddy_producer_t *p, int timeout_ms, char *errstr,
 
 /* Counts so far. */
 eddy_producer_stats_t eddy_producer_stats(const eddy_producer_t *p);
+
+/* True after librdkafka reported every broker down (reports are served by poll, flush and send)
+ * and before the next message was delivered: a flush now would only wait out its timeout. */
+bool eddy_producer_brokers_down(const eddy_producer_t *p);
 
 /* The first delivery error seen ("topic t1 [2]: Local: Message timed out"), or "" if none. */
 const char *eddy_producer_first_error(const eddy_producer_t *p);

@@ -11,9 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/errors.h"
 
 #define METADATA_TIMEOUT_MS 1000
+#define NO_BROKER_WAIT_MS 200 /* the wait for a usable broker after none was: keeps destroy prompt */
 #define RETRY_MS 500
 
 struct eddy_topic_watch {
@@ -26,12 +28,19 @@ struct eddy_topic_watch {
   bool stop;
   int32_t partitions;
   rd_kafka_resp_err_t err;
+  int64_t answered_ms;
 };
 
-/* One metadata request for the topic: its partition count, or 0 and the error. */
-static int32_t ask(eddy_topic_watch_t *w, rd_kafka_resp_err_t *err) {
+/* One metadata request for the topic: its partition count, or 0 and the error. *answered: a broker
+ * answered (the topic's own error aside). While no broker is up (RD_KAFKA_RESP_ERR__TRANSPORT),
+ * rd_kafka_metadata waits for one for its whole timeout, so that wait is kept short. */
+static int32_t ask(eddy_topic_watch_t *w, rd_kafka_resp_err_t prev, rd_kafka_resp_err_t *err,
+                   bool *answered) {
   const struct rd_kafka_metadata *md = NULL;
-  *err = rd_kafka_metadata(w->rk, 0, w->rkt, &md, METADATA_TIMEOUT_MS);
+  *err = rd_kafka_metadata(w->rk, 0, w->rkt, &md,
+                           prev == RD_KAFKA_RESP_ERR__TRANSPORT ? NO_BROKER_WAIT_MS
+                                                                : METADATA_TIMEOUT_MS);
+  *answered = !*err;
   if (*err) return 0;
   int32_t n = 0;
   *err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
@@ -46,13 +55,15 @@ static int32_t ask(eddy_topic_watch_t *w, rd_kafka_resp_err_t *err) {
 
 static void *watch_main(void *arg) {
   eddy_topic_watch_t *w = arg;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
   pthread_mutex_lock(&w->lock);
   while (!w->stop) {
     pthread_mutex_unlock(&w->lock);
-    rd_kafka_resp_err_t err;
-    int32_t n = ask(w, &err);
+    bool answered;
+    int32_t n = ask(w, err, &err, &answered);
     pthread_mutex_lock(&w->lock);
     w->err = err;
+    if (answered) w->answered_ms = eddy_clock_mono_ms();
     if (n > w->partitions) w->partitions = n;
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -129,4 +140,11 @@ int32_t eddy_topic_watch_partitions(eddy_topic_watch_t *w, rd_kafka_resp_err_t *
   if (err) *err = w->err;
   pthread_mutex_unlock(&w->lock);
   return n;
+}
+
+int64_t eddy_topic_watch_answered_ms(eddy_topic_watch_t *w) {
+  pthread_mutex_lock(&w->lock);
+  int64_t t = w->answered_ms;
+  pthread_mutex_unlock(&w->lock);
+  return t;
 }

@@ -19,8 +19,8 @@ typedef struct eddy_topic_watch eddy_topic_watch_t;
 eddy_topic_watch_t *eddy_topic_watch_new(rd_kafka_t *rk, const char *topic, int every_ms,
                                          char *errstr, size_t errstr_size);
 
-/* Stops the thread, waiting for a metadata request in flight (1 s at most), and frees. NULL is a
- * no-op. */
+/* Stops the thread, waiting for a metadata request in flight (1 s at most; 200 ms while no broker
+ * is reachable), and frees. NULL is a no-op. */
 void eddy_topic_watch_destroy(eddy_topic_watch_t *watch);
 
 /* The partition count of the last metadata answer that had the topic (0 before one came); it
@@ -29,5 +29,9 @@ void eddy_topic_watch_destroy(eddy_topic_watch_t *watch);
  * (RD_KAFKA_RESP_ERR__TIMED_OUT, ...), or RD_KAFKA_RESP_ERR__IN_PROGRESS before the first request
  * ended. Any thread. */
 int32_t eddy_topic_watch_partitions(eddy_topic_watch_t *watch, rd_kafka_resp_err_t *err);
+
+/* CLOCK_MONOTONIC milliseconds (eddy_clock_mono_ms) of the last metadata answer from a broker,
+ * whatever it said of the topic: the cluster was reachable then. 0 before the first. Any thread. */
+int64_t eddy_topic_watch_answered_ms(eddy_topic_watch_t *watch);
 
 #endif

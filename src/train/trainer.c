@@ -336,8 +336,11 @@ static void free_parts(eddy_trainer_t *t) {
   eddy_ingest_destroy(t->ingest);
   if (t->producer) {
     char why[256];
-    if (eddy_producer_flush(t->producer, 2000, why, sizeof why) != EDDY_OK)
-      EDDY_WARN(LOG_MOD, "announcements: %s", why);
+    eddy_producer_poll(t->producer, 0); /* serves a report of every broker down */
+    bool down = eddy_producer_brokers_down(t->producer); /* then a wait would deliver nothing */
+    if (eddy_producer_flush(t->producer, down ? 0 : 2000, why, sizeof why) != EDDY_OK)
+      EDDY_WARN(LOG_MOD, "announcements: %s%s", why,
+                down ? " (every broker is down: abandoned; replicas find CURRENT by polling)" : "");
     eddy_producer_destroy(t->producer);
   }
   eddy_learner_destroy(t->learner);

@@ -6,7 +6,8 @@
  * flow; restart under a new group id (positions come from the buffer, not Kafka), reading again
  * within seconds; offsets committed to the group for lag tools, a fresh buffer starting at them,
  * and a restart resuming at the buffer's offsets when the commits are behind; broker down/up and
- * injected Fetch / OffsetCommit errors; two ranks of two splitting the partitions (p mod 2) and
+ * injected Fetch / OffsetCommit errors; a prompt destroy with every broker gone and a commit in
+ * flight; two ranks of two splitting the partitions (p mod 2) and
  * together storing every event once; a topic that shows while ingest runs; backpressure from a full
  * buffer with eviction off. */
 #include <inttypes.h>
@@ -556,6 +557,38 @@ static void test_faults(void **state) {
   teardown_fixture(&f);
 }
 
+/* Destroying ingest while every broker is gone, with an offset commit in flight (each response
+ * delayed 3 s, then the brokers go down): it returns within 2.5 s, the last commit skipped, and
+ * nothing stored is lost. (librdkafka's group commits would hold the close forever, issue #3740.) */
+static void test_destroy_brokers_gone(void **state) {
+  (void)state;
+  fixture_t f;
+  setup_fixture(&f, 1);
+  eddy_config_t cfg;
+  load_config(&cfg, eddy_broker_bootstrap(f.broker), "g-gone", NULL, 0);
+  eddy_replay_t *r = open_buffer(f.dir, "buf", 0, true);
+  eddy_ingest_t *ing = new_ingest(&cfg, r, NULL, NULL);
+  produce(&f, 200);
+  pump_until(&ing, 1, r, 200, 30);
+  pump_for(&ing, 1, 1.2);
+  produce(&f, 100);
+  assert_int_equal(eddy_broker_set_rtt(f.broker, -1, 3000), EDDY_OK);
+  pump_until(&ing, 1, r, 300, 30);
+  pump_for(&ing, 1, 1.2); /* the commit of the last 100 goes out and waits for its answer */
+  assert_int_equal(eddy_broker_set_down(f.broker, -1), EDDY_OK);
+  pump_for(&ing, 1, 0.3);
+  double t0 = eddy_clock_mono_s();
+  eddy_ingest_destroy(ing);
+  double took = eddy_clock_mono_s() - t0;
+  print_message("ingest destroyed %.2f s after every broker went down\n", took);
+  assert_true(took < 2.5);
+  assert_int_equal(stored_count(r), 300);
+  verify_buffer(&f, r);
+  eddy_replay_destroy(r);
+  eddy_config_free(&cfg);
+  teardown_fixture(&f);
+}
+
 /* A client of group that never joins it, as a lag tool would be, with a list of TOPIC's
  * partitions (offsets set to offset). */
 static rd_kafka_t *group_client(const char *bootstrap, const char *group, int64_t offset,
@@ -822,7 +855,7 @@ int main(void) {
       cmocka_unit_test(test_bad_events),    cmocka_unit_test(test_restart_new_group),
       cmocka_unit_test(test_faults),        cmocka_unit_test(test_commits_for_lag_tools),
       cmocka_unit_test(test_two_ranks),     cmocka_unit_test(test_topic_shows_later),
-      cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_backpressure),  cmocka_unit_test(test_destroy_brokers_gone),
   };
   if (getenv("EDDY_TEST_FILTER")) cmocka_set_test_filter(getenv("EDDY_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
