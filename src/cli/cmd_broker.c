@@ -1,23 +1,29 @@
 /* `eddy broker`: the embedded Kafka-protocol broker (librdkafka's mock cluster) on loopback, for
  * the demo, tests and a first try. Prints `bootstrap=HOST:PORT` as its first stdout line, then
- * serves until SIGINT or SIGTERM and exits 0. In memory only; see docs/broker.md for its limits. */
+ * serves until SIGINT or SIGTERM and exits 0; with --control it also takes fault-injection commands
+ * from a FIFO and answers each on stdout. In memory only; see docs/broker.md for its limits. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/log.h"
 #include "stream/broker.h"
 
 #define MAX_TOPICS 256
+#define CONTROL_LINE_MAX 256
 
 static const char broker_usage[] =
-    "usage: eddy broker [--port P] [--brokers N] [--topic NAME [--partitions N]]...\n\n"
+    "usage: eddy broker [--port P] [--brokers N] [--topic NAME [--partitions N]]... [--control FIFO]\n\n"
     "Runs a Kafka-protocol broker on 127.0.0.1 built on librdkafka's mock cluster, for the demo,\n"
     "tests and a first try. Prints `bootstrap=HOST:PORT[,HOST:PORT...]` (the value for\n"
     "bootstrap.servers) as the first line on stdout, then serves until SIGINT or SIGTERM, and\n"
@@ -30,6 +36,15 @@ static const char broker_usage[] =
     "      --brokers N       brokers in the cluster, ids 1..N (default 1, at most 16)\n"
     "  -t, --topic NAME      create topic NAME (repeatable)\n"
     "  -n, --partitions N    partitions of the --topic just before it (default 1)\n"
+    "      --control FIFO    read fault-injection commands from FIFO (created if missing), one a\n"
+    "                        line; each is answered on stdout with `ok COMMAND` or `error REASON`:\n"
+    "                          down BROKER | up BROKER   refuse connections / accept them again\n"
+    "                          rtt BROKER MS             delay every response by MS (0 clears)\n"
+    "                          errors API COUNT ERROR    fail the next COUNT requests of API\n"
+    "                                                    (Fetch, Produce, OffsetCommit, ... or a\n"
+    "                                                    key) with ERROR (NOT_LEADER_FOR_PARTITION,\n"
+    "                                                    ... or a code)\n"
+    "                        BROKER is an id or `all`. Example: echo 'rtt all 200' > FIFO\n"
     "  -h, --help            this text\n\n"
     "Topics that a client asks for but nobody created are auto-created with 4 partitions (the mock\n"
     "cluster's default) when the client allows auto-creation (producers and kcat do).\n\n"
@@ -44,6 +59,54 @@ static const char broker_usage[] =
     "For anything real, run Kafka and point bootstrap.servers at it.\n"
     "Exit: 0 after SIGINT/SIGTERM, 1 if the broker cannot start, 2 usage error.\n";
 
+/* The --control FIFO, opened read-write so that it never reports end-of-file when a writer
+ * closes it. -1 + a message on stderr on failure. */
+static int control_open(const char *path) {
+  if (mkfifo(path, 0600) != 0 && errno != EEXIST) {
+    fprintf(stderr, "eddy broker: --control %s: cannot create the FIFO: %s\n", path, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    fprintf(stderr, "eddy broker: --control %s: %s\n", path,
+            fd < 0 ? strerror(errno) : "not a FIFO");
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Reads what the FIFO holds and applies each complete line; a line longer than
+ * CONTROL_LINE_MAX is answered with an error and skipped. */
+static void control_serve(eddy_broker_t *broker, int fd, char *line, size_t *len, bool *skipping) {
+  char chunk[1024];
+  ssize_t got;
+  while ((got = read(fd, chunk, sizeof chunk)) > 0) {
+    for (ssize_t i = 0; i < got; i++) {
+      if (chunk[i] != '\n') {
+        if (*len < CONTROL_LINE_MAX - 1) line[(*len)++] = chunk[i];
+        else *skipping = true;
+        continue;
+      }
+      line[*len] = '\0';
+      char why[512];
+      if (*skipping) {
+        printf("error control: a command over %d bytes skipped\n", CONTROL_LINE_MAX - 1);
+      } else if (eddy_broker_control(broker, line, why, sizeof why) != EDDY_OK) {
+        printf("error %s\n", why);
+        EDDY_WARN("broker", "%s", why);
+      } else if (line[strspn(line, " \t\r")] && line[strspn(line, " \t\r")] != '#') {
+        printf("ok %s\n", line);
+        EDDY_INFO("broker", "control: %s", line);
+      }
+      fflush(stdout);
+      *len = 0;
+      *skipping = false;
+    }
+  }
+}
+
 static bool parse_int(const char *s, long min, long max, long *out) {
   char *end;
   errno = 0;
@@ -57,7 +120,9 @@ int eddy_cmd_broker(int argc, char **argv) {
   static const struct option opts[] = {
       {"port", required_argument, NULL, 'p'},       {"brokers", required_argument, NULL, 'B'},
       {"topic", required_argument, NULL, 't'},      {"partitions", required_argument, NULL, 'n'},
-      EDDY_CLI_OPT_HELP,                            {NULL, 0, NULL, 0}};
+      {"control", required_argument, NULL, 'C'},    EDDY_CLI_OPT_HELP,
+      {NULL, 0, NULL, 0}};
+  const char *control = NULL;
   const char *topics[MAX_TOPICS];
   int partitions[MAX_TOPICS];
   int n_topics = 0;
@@ -78,6 +143,9 @@ int eddy_cmd_broker(int argc, char **argv) {
                 EDDY_BROKER_MAX_BROKERS);
         return EDDY_EXIT_USAGE;
       }
+      break;
+    case 'C':
+      control = optarg;
       break;
     case 't':
       if (n_topics == MAX_TOPICS) {
@@ -114,10 +182,13 @@ int eddy_cmd_broker(int argc, char **argv) {
   eddy_cli_catch_stop_signals();
   signal(SIGPIPE, SIG_IGN);
 
+  int control_fd = -1;
+  if (control && (control_fd = control_open(control)) < 0) return EDDY_EXIT_FAILURE;
   char err[512];
   eddy_broker_t *broker = eddy_broker_new((int)port, (int)n_brokers, err, sizeof err);
   if (!broker) {
     fprintf(stderr, "eddy %s\n", err);
+    if (control_fd >= 0) close(control_fd);
     return EDDY_EXIT_FAILURE;
   }
   for (int i = 0; i < n_topics; i++) {
@@ -125,6 +196,7 @@ int eddy_cmd_broker(int argc, char **argv) {
     if (rc != EDDY_OK) {
       fprintf(stderr, "eddy %s\n", err);
       eddy_broker_destroy(broker);
+      if (control_fd >= 0) close(control_fd);
       return rc == EDDY_ERR_INVALID_ARG ? EDDY_EXIT_USAGE : EDDY_EXIT_FAILURE;
     }
     EDDY_INFO("broker", "topic %s: %d partition%s", topics[i], partitions[i],
@@ -136,11 +208,21 @@ int eddy_cmd_broker(int argc, char **argv) {
                       "SIGINT or SIGTERM stops",
             n_brokers, n_brokers == 1 ? "" : "s", eddy_broker_bootstrap(broker));
 
+  if (control_fd >= 0) EDDY_INFO("broker", "control commands from %s", control);
+  char line[CONTROL_LINE_MAX];
+  size_t line_len = 0;
+  bool skipping = false;
   while (!eddy_cli_stop_signal()) {
-    struct timespec ts = {0, 200 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    if (control_fd < 0) {
+      struct timespec ts = {0, 200 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+      continue;
+    }
+    struct pollfd pfd = {.fd = control_fd, .events = POLLIN};
+    if (poll(&pfd, 1, 200) > 0) control_serve(broker, control_fd, line, &line_len, &skipping);
   }
   EDDY_INFO("broker", "%s: stopping", eddy_cli_stop_signal() == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (control_fd >= 0) close(control_fd);
   eddy_broker_destroy(broker);
   return EDDY_EXIT_OK;
 }

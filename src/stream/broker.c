@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -338,3 +339,126 @@ eddy_err_t eddy_broker_push_request_errors(eddy_broker_t *b, int16_t api_key, si
 }
 
 rd_kafka_mock_cluster_t *eddy_broker_mock(eddy_broker_t *b) { return b ? b->mcluster : NULL; }
+
+/* ---- control commands ---- */
+
+static const struct {
+  const char *name;
+  int16_t key;
+} api_names[] = {{"Produce", 0},         {"Fetch", 1},       {"ListOffsets", 2},
+                 {"Metadata", 3},        {"OffsetCommit", 8}, {"OffsetFetch", 9},
+                 {"FindCoordinator", 10}, {"JoinGroup", 11},  {"Heartbeat", 12},
+                 {"LeaveGroup", 13},     {"SyncGroup", 14},  {"ApiVersions", 18},
+                 {"InitProducerId", 22}};
+
+static bool parse_long(const char *s, long min, long max, long *out) {
+  char *end;
+  errno = 0;
+  long v = s ? strtol(s, &end, 10) : 0;
+  if (!s || errno || end == s || *end || v < min || v > max) return false;
+  *out = v;
+  return true;
+}
+
+/* BROKER: an id of the cluster or "all" (-1). */
+static bool parse_broker(const eddy_broker_t *b, const char *s, int32_t *id) {
+  long v;
+  if (s && !strcmp(s, "all")) {
+    *id = -1;
+    return true;
+  }
+  if (!parse_long(s, 1, b->n_brokers, &v)) return false;
+  *id = (int32_t)v;
+  return true;
+}
+
+static bool parse_api(const char *s, int16_t *key) {
+  long v;
+  for (size_t i = 0; s && i < sizeof api_names / sizeof api_names[0]; i++)
+    if (!strcasecmp(s, api_names[i].name)) {
+      *key = api_names[i].key;
+      return true;
+    }
+  if (!parse_long(s, 0, 32767, &v)) return false;
+  *key = (int16_t)v;
+  return true;
+}
+
+/* A Kafka protocol error: librdkafka's name (NOT_LEADER_FOR_PARTITION) or its code (6). */
+static bool parse_kafka_err(const char *s, int *code) {
+  long v;
+  if (parse_long(s, 1, 32767, &v)) {
+    *code = (int)v;
+    return true;
+  }
+  const struct rd_kafka_err_desc *descs;
+  size_t n;
+  rd_kafka_get_err_descs(&descs, &n);
+  for (size_t i = 0; s && i < n; i++)
+    if (descs[i].name && descs[i].code > 0 && !strcasecmp(s, descs[i].name)) {
+      *code = descs[i].code;
+      return true;
+    }
+  return false;
+}
+
+eddy_err_t eddy_broker_control(eddy_broker_t *b, const char *line, char *errstr,
+                               size_t errstr_size) {
+  if (!b || !line) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "broker: NULL");
+  char copy[256], *save = NULL, *word[5] = {0};
+  if (strlen(line) >= sizeof copy)
+    return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size,
+                     "control: a command of %zu bytes is too long (at most %zu)", strlen(line),
+                     sizeof copy - 1);
+  snprintf(copy, sizeof copy, "%s", line);
+  int n = 0;
+  for (char *w = strtok_r(copy, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+    if (n == 5)
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "control: \"%s\": too many words",
+                       line);
+    word[n++] = w;
+  }
+  if (n == 0 || word[0][0] == '#') return EDDY_OK;
+  int32_t id;
+  long v;
+  int16_t api;
+  int code;
+  eddy_err_t err;
+  if ((!strcmp(word[0], "down") || !strcmp(word[0], "up")) && n == 2) {
+    if (!parse_broker(b, word[1], &id))
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "control: \"%s\": broker \"%s\" is not 1..%d or all", line, word[1],
+                       b->n_brokers);
+    err = word[0][0] == 'd' ? eddy_broker_set_down(b, id) : eddy_broker_set_up(b, id);
+  } else if (!strcmp(word[0], "rtt") && n == 3) {
+    if (!parse_broker(b, word[1], &id) || !parse_long(word[2], 0, 600000, &v))
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "control: \"%s\": want rtt BROKER MS (BROKER 1..%d or all, MS 0..600000)",
+                       line, b->n_brokers);
+    err = eddy_broker_set_rtt(b, id, (int)v);
+  } else if (!strcmp(word[0], "errors") && n == 4) {
+    if (!parse_api(word[1], &api))
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "control: \"%s\": \"%s\" is not a Kafka API name (Fetch, Produce, "
+                       "OffsetCommit, ...) or key",
+                       line, word[1]);
+    if (!parse_long(word[2], 1, 100000, &v))
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "control: \"%s\": count \"%s\" is not 1..100000", line, word[2]);
+    if (!parse_kafka_err(word[3], &code))
+      return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                       "control: \"%s\": \"%s\" is not a Kafka error name "
+                       "(NOT_LEADER_FOR_PARTITION, ...) or code",
+                       line, word[3]);
+    err = eddy_broker_push_request_errors(b, api, (size_t)v, code);
+  } else {
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size,
+                     "control: \"%s\": want down BROKER | up BROKER | rtt BROKER MS | errors API "
+                     "COUNT ERROR",
+                     line);
+  }
+  if (err)
+    return eddy_errf(err, errstr, errstr_size, "control: \"%s\": the mock cluster refused it (%s)",
+                     line, eddy_err_name(err));
+  return EDDY_OK;
+}

@@ -57,4 +57,17 @@ eddy_err_t eddy_broker_set_rtt(eddy_broker_t *broker, int32_t broker_id, int rtt
 eddy_err_t eddy_broker_push_request_errors(eddy_broker_t *broker, int16_t api_key, size_t cnt,
                                            int kafka_err);
 
+/* Applies one control command (a line of `eddy broker --control`), whitespace-separated:
+ *   down BROKER | up BROKER        eddy_broker_set_down / set_up (BROKER: an id or "all")
+ *   rtt BROKER MS                  eddy_broker_set_rtt (0..600000 ms; 0 clears)
+ *   errors API COUNT ERROR         eddy_broker_push_request_errors: API a name (Produce, Fetch,
+ *                                  ListOffsets, Metadata, OffsetCommit, OffsetFetch,
+ *                                  FindCoordinator, JoinGroup, Heartbeat, LeaveGroup, SyncGroup,
+ *                                  ApiVersions, InitProducerId) or a key; ERROR a Kafka error name
+ *                                  as librdkafka spells it (NOT_LEADER_FOR_PARTITION) or a code
+ * A blank line or one starting with '#' does nothing. EDDY_ERR_INVALID_ARG with the line and what
+ * is wrong in errstr; the mock cluster's refusal as the error of the call made. */
+eddy_err_t eddy_broker_control(eddy_broker_t *broker, const char *line, char *errstr,
+                               size_t errstr_size);
+
 #endif

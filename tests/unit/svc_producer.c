@@ -1,7 +1,7 @@
 /* The embedded broker and the producer together: messages sent through eddy_producer arrive
  * byte-exact and keyed messages keep their partition and order; the fixed-port forwarder
  * relays a full produce/consume; a downed broker makes deliveries fail and the counts say so;
- * bad arguments are refused with the right codes. */
+ * the --control commands inject those faults; bad arguments are refused with the right codes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -214,6 +214,80 @@ static void test_injected_produce_errors_are_retried(void **state) {
   eddy_broker_destroy(b);
 }
 
+/* eddy_broker_control, the `eddy broker --control` commands: injected Produce errors are retried,
+ * a downed broker fails deliveries and the producer says every broker is down until one is
+ * delivered again, an added RTT slows a round trip; malformed commands are refused naming the
+ * line, blank and comment lines do nothing. */
+static void test_control_commands(void **state) {
+  (void)state;
+  char err[512];
+  eddy_broker_t *b = eddy_broker_new(0, 1, err, sizeof err);
+  assert_non_null(b);
+  assert_int_equal(eddy_broker_add_topic(b, "ctl", 1, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_broker_control(b, "errors Produce 3 NOT_LEADER_FOR_PARTITION", err, sizeof err),
+                   EDDY_OK);
+  assert_int_equal(eddy_broker_control(b, "  errors 0 2 6 ", err, sizeof err), EDDY_OK);
+  roundtrip(b, "ctl", 1, 50);
+  assert_int_equal(eddy_broker_control(b, "", err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_broker_control(b, "# down all", err, sizeof err), EDDY_OK);
+
+  assert_int_equal(eddy_broker_control(b, "down all", err, sizeof err), EDDY_OK);
+  eddy_config_t cfg;
+  const char *sets[] = {"kafka.message.timeout.ms=1500"};
+  assert_int_equal(eddy_config_load(&cfg, NULL, sets, 1, err, sizeof err), EDDY_OK);
+  eddy_producer_t *p = eddy_producer_new(&cfg, eddy_broker_bootstrap(b), err, sizeof err);
+  eddy_config_free(&cfg);
+  assert_non_null(p);
+  assert_false(eddy_producer_brokers_down(p));
+  assert_int_equal(eddy_producer_send(p, "ctl", -1, NULL, 0, "x", 1, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_flush(p, 10000, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_stats(p).failed, 1);
+  assert_true(eddy_producer_brokers_down(p));
+  assert_int_equal(eddy_broker_control(b, "up 1", err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_send(p, "ctl", -1, NULL, 0, "y", 1, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_flush(p, 10000, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_stats(p).delivered, 1);
+  assert_false(eddy_producer_brokers_down(p));
+  eddy_producer_destroy(p);
+
+  assert_int_equal(eddy_broker_control(b, "rtt 1 400", err, sizeof err), EDDY_OK);
+  p = eddy_producer_new(NULL, eddy_broker_bootstrap(b), err, sizeof err);
+  assert_non_null(p);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_int_equal(eddy_producer_send(p, "ctl", -1, NULL, 0, "z", 1, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_producer_flush(p, 20000, err, sizeof err), EDDY_OK);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  print_message("one delivery with rtt 400 ms: %.2f s\n", took);
+  assert_true(took >= 0.4);
+  assert_int_equal(eddy_producer_stats(p).delivered, 1);
+  eddy_producer_destroy(p);
+  assert_int_equal(eddy_broker_control(b, "rtt all 0", err, sizeof err), EDDY_OK);
+
+  static const char *const bad[][2] = {
+      {"bogus 1", "want down BROKER"},
+      {"down 2", "broker \"2\" is not 1..1 or all"},
+      {"down", "want down BROKER"},
+      {"rtt 1 -5", "want rtt BROKER MS"},
+      {"errors Nope 1 6", "\"Nope\" is not a Kafka API name"},
+      {"errors Fetch 0 6", "count \"0\" is not 1..100000"},
+      {"errors Fetch 1 NOPE", "\"NOPE\" is not a Kafka error name"},
+      {"errors Fetch 1 6 7 8", "too many words"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(eddy_broker_control(b, bad[i][0], err, sizeof err), EDDY_ERR_INVALID_ARG);
+    if (!strstr(err, bad[i][1])) print_error("\"%s\": %s\n", bad[i][0], err);
+    assert_non_null(strstr(err, bad[i][1]));
+    assert_non_null(strstr(err, bad[i][0]));
+  }
+  char longline[400];
+  memset(longline, 'a', sizeof longline - 1);
+  longline[sizeof longline - 1] = '\0';
+  assert_int_equal(eddy_broker_control(b, longline, err, sizeof err), EDDY_ERR_TOO_LARGE);
+  eddy_broker_destroy(b);
+}
+
 static void test_bad_args(void **state) {
   (void)state;
   char err[512];
@@ -264,6 +338,7 @@ int main(void) {
       cmocka_unit_test(test_three_brokers),
       cmocka_unit_test(test_broker_down_fails_deliveries),
       cmocka_unit_test(test_injected_produce_errors_are_retried),
+      cmocka_unit_test(test_control_commands),
       cmocka_unit_test(test_bad_args),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
