@@ -698,7 +698,10 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     set_fatal(ing, EDDY_ERR_BACKEND, "Kafka consumer fatal error: %s", why);
     return;
   }
-  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) ing->down_ms = eddy_clock_mono_ms();
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    ing->down_ms = eddy_clock_mono_ms();
+    eddy_topic_watch_brokers_down(ing->watch);
+  }
   STATS_UPDATE(ing, ing->stats.kafka_errors++);
   eddy_series_add(ing->m.kafka_errors, 1);
   if (warn_due(ing, WARN_KAFKA))
@@ -961,6 +964,7 @@ void eddy_ingest_destroy(eddy_ingest_t *ing) {
     commit_final(ing); /* reads the watch */
   }
   eddy_topic_watch_destroy(ing->watch);
+  ing->watch = NULL; /* the close below may still serve error_cb */
   if (ing->commit_q) rd_kafka_queue_destroy(ing->commit_q);
   if (ing->commit_opts) rd_kafka_AdminOptions_destroy(ing->commit_opts);
   if (ing->rk) {

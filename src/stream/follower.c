@@ -55,6 +55,20 @@ static int assign_new(eddy_follower_t *f, char *errstr, size_t errstr_size) {
   return rc;
 }
 
+/* Client-wide errors, served inside eddy_follower_poll: librdkafka retries them all; every broker
+ * down is logged and passed to the topic watch (its requests then wait less, so that destroy
+ * stays prompt). */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  (void)rk;
+  eddy_follower_t *f = opaque;
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    eddy_topic_watch_brokers_down(f->watch);
+    EDDY_WARN(LOG_MOD, "Kafka: %s (retrying)", reason);
+  } else {
+    EDDY_DEBUG(LOG_MOD, "Kafka: %s (retrying)", reason);
+  }
+}
+
 static int set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr, size_t errstr_size) {
   char why[256];
   if (rd_kafka_conf_set(conf, key, value, why, sizeof why) == RD_KAFKA_CONF_OK) return 0;
@@ -92,6 +106,8 @@ eddy_follower_t *eddy_follower_new(const eddy_config_t *cfg, const char *topic, 
     rd_kafka_conf_destroy(conf);
     goto fail;
   }
+  rd_kafka_conf_set_opaque(conf, f);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
   char why[512];
   f->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
   if (!f->rk) {
@@ -110,6 +126,7 @@ fail:
 void eddy_follower_destroy(eddy_follower_t *f) {
   if (!f) return;
   eddy_topic_watch_destroy(f->watch);
+  f->watch = NULL; /* the close below may still serve error_cb */
   if (f->rk) {
     rd_kafka_consumer_close(f->rk);
     rd_kafka_destroy(f->rk);

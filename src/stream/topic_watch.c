@@ -29,17 +29,18 @@ struct eddy_topic_watch {
   int32_t partitions;
   rd_kafka_resp_err_t err;
   int64_t answered_ms;
+  bool brokers_down; /* told so by the client's owner; cleared by the next answer */
 };
 
 /* One metadata request for the topic: its partition count, or 0 and the error. *answered: a broker
- * answered (the topic's own error aside). While no broker is up (RD_KAFKA_RESP_ERR__TRANSPORT),
- * rd_kafka_metadata waits for one for its whole timeout, so that wait is kept short. */
-static int32_t ask(eddy_topic_watch_t *w, rd_kafka_resp_err_t prev, rd_kafka_resp_err_t *err,
+ * answered (the topic's own error aside). While no broker is up (the last ask got
+ * RD_KAFKA_RESP_ERR__TRANSPORT, or the owner said so), rd_kafka_metadata waits for one for its
+ * whole timeout, so that wait is kept short. */
+static int32_t ask(eddy_topic_watch_t *w, bool no_broker, rd_kafka_resp_err_t *err,
                    bool *answered) {
   const struct rd_kafka_metadata *md = NULL;
   *err = rd_kafka_metadata(w->rk, 0, w->rkt, &md,
-                           prev == RD_KAFKA_RESP_ERR__TRANSPORT ? NO_BROKER_WAIT_MS
-                                                                : METADATA_TIMEOUT_MS);
+                           no_broker ? NO_BROKER_WAIT_MS : METADATA_TIMEOUT_MS);
   *answered = !*err;
   if (*err) return 0;
   int32_t n = 0;
@@ -59,11 +60,14 @@ static void *watch_main(void *arg) {
   pthread_mutex_lock(&w->lock);
   while (!w->stop) {
     pthread_mutex_unlock(&w->lock);
-    bool answered;
-    int32_t n = ask(w, err, &err, &answered);
+    bool answered, no_broker = err == RD_KAFKA_RESP_ERR__TRANSPORT || w->brokers_down;
+    int32_t n = ask(w, no_broker, &err, &answered);
     pthread_mutex_lock(&w->lock);
     w->err = err;
-    if (answered) w->answered_ms = eddy_clock_mono_ms();
+    if (answered) {
+      w->answered_ms = eddy_clock_mono_ms();
+      w->brokers_down = false;
+    }
     if (n > w->partitions) w->partitions = n;
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -140,6 +144,13 @@ int32_t eddy_topic_watch_partitions(eddy_topic_watch_t *w, rd_kafka_resp_err_t *
   if (err) *err = w->err;
   pthread_mutex_unlock(&w->lock);
   return n;
+}
+
+void eddy_topic_watch_brokers_down(eddy_topic_watch_t *w) {
+  if (!w) return;
+  pthread_mutex_lock(&w->lock);
+  w->brokers_down = true;
+  pthread_mutex_unlock(&w->lock);
 }
 
 int64_t eddy_topic_watch_answered_ms(eddy_topic_watch_t *w) {

@@ -30,6 +30,11 @@ void eddy_topic_watch_destroy(eddy_topic_watch_t *watch);
  * ended. Any thread. */
 int32_t eddy_topic_watch_partitions(eddy_topic_watch_t *watch, rd_kafka_resp_err_t *err);
 
+/* Tells the watch that librdkafka reported every broker down (RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN):
+ * until a broker answers, its requests wait 200 ms for a usable broker instead of 1 s, so that
+ * destroy stays prompt. NULL is a no-op. Any thread. */
+void eddy_topic_watch_brokers_down(eddy_topic_watch_t *watch);
+
 /* CLOCK_MONOTONIC milliseconds (eddy_clock_mono_ms) of the last metadata answer from a broker,
  * whatever it said of the topic: the cluster was reachable then. 0 before the first. Any thread. */
 int64_t eddy_topic_watch_answered_ms(eddy_topic_watch_t *watch);
