@@ -1,7 +1,8 @@
 """Load generator for the replica tests: THREADS threads per replica URL, each POSTing BODY to
 /v1/predict over a keep-alive connection until STOP_FILE exists (or SECONDS pass). Writes one JSON
 summary: requests, failures by reason, versions seen (X-Eddy-Version counts), and the first few
-failure details.
+failure details. With PREDICT_LOAD_PAUSE=S in the environment each thread waits S seconds after
+every request (a bounded load for tests that share two cores).
   predict_load.py OUT.json BODY_FILE STOP_FILE SECONDS THREADS URL..."""
 import http.client
 import json
@@ -15,6 +16,7 @@ out_path, body_path, stop_file, seconds, threads = sys.argv[1:6]
 urls = sys.argv[6:]
 body = open(body_path, "rb").read()
 deadline = time.time() + float(seconds)
+pause = float(os.environ.get("PREDICT_LOAD_PAUSE", "0"))
 lock = threading.Lock()
 summary = {"requests": 0, "ok": 0, "failures": {}, "versions": {}, "details": []}
 
@@ -52,6 +54,8 @@ def worker(url):
                 if len(summary["details"]) < 5:
                     summary["details"].append(repr(e))
             conn = None
+        if pause:
+            time.sleep(pause)
 
 
 ts = [threading.Thread(target=worker, args=(u,)) for u in urls for _ in range(int(threads))]
