@@ -55,18 +55,14 @@ static int assign_new(eddy_follower_t *f, char *errstr, size_t errstr_size) {
   return rc;
 }
 
-/* Client-wide errors, served inside eddy_follower_poll: librdkafka retries them all; every broker
- * down is logged and passed to the topic watch (its requests then wait less, so that destroy
- * stays prompt). */
+/* Client-wide errors, served inside eddy_follower_poll: logged (librdkafka would log them itself
+ * without this callback) and retried by librdkafka; every broker down is also passed to the topic
+ * watch (its requests then wait less, so that destroy stays prompt). */
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   (void)rk;
   eddy_follower_t *f = opaque;
-  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-    eddy_topic_watch_brokers_down(f->watch);
-    EDDY_WARN(LOG_MOD, "Kafka: %s (retrying)", reason);
-  } else {
-    EDDY_DEBUG(LOG_MOD, "Kafka: %s (retrying)", reason);
-  }
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) eddy_topic_watch_brokers_down(f->watch);
+  EDDY_WARN(LOG_MOD, "Kafka: %s", reason);
 }
 
 static int set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr, size_t errstr_size) {

@@ -129,6 +129,18 @@ static void roundtrip(eddy_broker_t *b, const char *topic, int partitions, int n
   free(got);
 }
 
+/* A producer to b whose messages fail after 1.5 s without delivery. */
+static eddy_producer_t *short_timeout_producer(eddy_broker_t *b) {
+  char err[512];
+  eddy_config_t cfg;
+  const char *sets[] = {"kafka.message.timeout.ms=1500"};
+  assert_int_equal(eddy_config_load(&cfg, NULL, sets, 1, err, sizeof err), EDDY_OK);
+  eddy_producer_t *p = eddy_producer_new(&cfg, eddy_broker_bootstrap(b), err, sizeof err);
+  eddy_config_free(&cfg);
+  assert_non_null(p);
+  return p;
+}
+
 static void test_roundtrip_ephemeral(void **state) {
   (void)state;
   char err[512];
@@ -180,12 +192,7 @@ static void test_broker_down_fails_deliveries(void **state) {
   assert_non_null(b);
   assert_int_equal(eddy_broker_add_topic(b, "down", 1, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_broker_set_down(b, 1), EDDY_OK);
-  eddy_config_t cfg;
-  const char *sets[] = {"kafka.message.timeout.ms=1500"};
-  assert_int_equal(eddy_config_load(&cfg, NULL, sets, 1, err, sizeof err), EDDY_OK);
-  eddy_producer_t *p = eddy_producer_new(&cfg, eddy_broker_bootstrap(b), err, sizeof err);
-  eddy_config_free(&cfg);
-  assert_non_null(p);
+  eddy_producer_t *p = short_timeout_producer(b);
   for (int i = 0; i < 10; i++)
     assert_int_equal(eddy_producer_send(p, "down", -1, NULL, 0, "x", 1, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_producer_flush(p, 10000, err, sizeof err), EDDY_OK);
@@ -232,12 +239,7 @@ static void test_control_commands(void **state) {
   assert_int_equal(eddy_broker_control(b, "# down all", err, sizeof err), EDDY_OK);
 
   assert_int_equal(eddy_broker_control(b, "down all", err, sizeof err), EDDY_OK);
-  eddy_config_t cfg;
-  const char *sets[] = {"kafka.message.timeout.ms=1500"};
-  assert_int_equal(eddy_config_load(&cfg, NULL, sets, 1, err, sizeof err), EDDY_OK);
-  eddy_producer_t *p = eddy_producer_new(&cfg, eddy_broker_bootstrap(b), err, sizeof err);
-  eddy_config_free(&cfg);
-  assert_non_null(p);
+  eddy_producer_t *p = short_timeout_producer(b);
   assert_false(eddy_producer_brokers_down(p));
   assert_int_equal(eddy_producer_send(p, "ctl", -1, NULL, 0, "x", 1, err, sizeof err), EDDY_OK);
   assert_int_equal(eddy_producer_flush(p, 10000, err, sizeof err), EDDY_OK);
