@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -35,6 +36,10 @@
 #define METHOD_MAX 15
 #define REAP_EVERY_MS 250               /* how often the header deadline is checked */
 #define REAP_LOG_EVERY_S 10.0           /* header-deadline closures are logged this often at most */
+#define LINGER_MAX 64                   /* sockets drained at once after an early answer */
+#define LINGER_S 2.0                    /* how long one is drained before it is closed */
+#define LINGER_POLL_MS 20               /* the reaper's tick while it drains */
+#define LINGER_READS_PER_TICK 64        /* 16 KiB reads per socket and tick (1 MiB) */
 
 typedef struct {
   char method[METHOD_MAX + 1];
@@ -55,7 +60,18 @@ typedef struct conn_entry {
   double accepted; /* eddy_clock_mono_s() */
   bool headers;    /* the first request's headers are complete */
   bool cut;        /* shut down by the reaper for its header deadline */
+  bool linger;     /* answered before its request body was read: drain it before closing */
 } conn_entry_t;
+
+/* A socket kept open after libmicrohttpd let go of it (a duplicate descriptor), read and
+ * discarded until the client stops sending, so that the kernel does not reset a connection
+ * whose client is still sending a body we answered early: a client that reads only once it
+ * has sent everything (Python's urllib, for one) then still gets its 413. */
+typedef struct {
+  int fd;
+  double until;     /* eddy_clock_mono_s() */
+  uint64_t drained; /* bytes read and dropped */
+} linger_t;
 
 struct eddy_http {
   int listen_fd;
@@ -85,6 +101,8 @@ struct eddy_http {
   bool reaper_started, reaper_stop;
   double reap_logged; /* eddy_clock_mono_s() of the last log line */
   uint64_t reap_unlogged;
+  linger_t lingering[LINGER_MAX]; /* under conns_mu; only the reaper reads or closes them */
+  size_t n_lingering;
   _Atomic uint64_t connections, header_timeouts;
 };
 
@@ -547,6 +565,26 @@ static int body_arriving(const eddy_http_req_t *req) {
   return ci && recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
+/* Whether the request announced a body (a Content-Length over 0, or chunks). */
+static int body_declared(const eddy_http_req_t *req) {
+  if (MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+    return 1;
+  const char *cl =
+      MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+  return cl && strtoull(cl, NULL, 10) > 0;
+}
+
+/* The request is answered before its body is read: its socket is drained when it closes. */
+static void linger_on_close(eddy_http_req_t *req) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  conn_entry_t *e = ci ? ci->socket_context : NULL;
+  if (!e) return;
+  pthread_mutex_lock(&req->h->conns_mu);
+  e->linger = true;
+  pthread_mutex_unlock(&req->h->conns_mu);
+}
+
 /* Whether the client will send a body right after the headers: then an error decided on the
  * headers waits until the body is read, since closing with unread data makes the kernel reset
  * the connection and the client may lose the response. A client that sent "Expect: 100-continue"
@@ -585,9 +623,12 @@ static enum MHD_Result reject(eddy_http_req_t *req, int status, const char *head
   resp_error_v(resp, status, fmt, ap);
   va_end(ap);
   if (header) eddy_http_resp_header(resp, header, header_value);
-  if (!req->headers_done && !req->pending && defer_errors(req)) {
-    req->pending = resp;
-    return MHD_YES;
+  if (!req->headers_done && !req->pending) {
+    if (defer_errors(req)) {
+      req->pending = resp;
+      return MHD_YES;
+    }
+    if (body_declared(req)) linger_on_close(req);
   }
   enum MHD_Result ok = send_resp(req, resp);
   resp_clear(resp);
@@ -753,6 +794,17 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
   if (e->prev) e->prev->next = e->next;
   else h->conns = e->next;
   if (e->next) e->next->prev = e->prev;
+  /* libmicrohttpd closes its descriptor after this notification (and has taken the socket out
+   * of its epoll set first); a duplicate keeps the connection open for draining. */
+  if (e->linger && !e->cut && !h->reaper_stop && h->n_lingering < LINGER_MAX) {
+    int fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0) {
+      shutdown(fd, SHUT_WR); /* the response is in the send queue: the FIN goes after it */
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+      h->lingering[h->n_lingering++] = (linger_t){fd, eddy_clock_mono_s() + LINGER_S, 0};
+      pthread_cond_broadcast(&h->reaper_cv);
+    }
+  }
   pthread_mutex_unlock(&h->conns_mu);
   free(e);
 }
@@ -767,14 +819,57 @@ static void headers_arrived(eddy_http_t *h, struct MHD_Connection *conn) {
   pthread_mutex_unlock(&h->conns_mu);
 }
 
+/* One tick of draining: waits up to LINGER_POLL_MS for the lingering sockets, reads what came
+ * and closes those whose client finished (end of stream or error), sent past DISCARD_MAX, or
+ * used up LINGER_S. Called by the reaper without conns_mu; it alone removes entries. */
+static void drain_lingering(eddy_http_t *h) {
+  struct pollfd pfd[LINGER_MAX];
+  pthread_mutex_lock(&h->conns_mu);
+  size_t n = h->n_lingering;
+  for (size_t i = 0; i < n; i++) pfd[i] = (struct pollfd){.fd = h->lingering[i].fd, .events = POLLIN};
+  pthread_mutex_unlock(&h->conns_mu);
+  poll(pfd, n, LINGER_POLL_MS);
+  double now = eddy_clock_mono_s();
+  char buf[16384];
+  pthread_mutex_lock(&h->conns_mu);
+  for (size_t i = 0; i < h->n_lingering;) {
+    linger_t *l = &h->lingering[i];
+    bool done = false;
+    for (int reads = 0; reads < LINGER_READS_PER_TICK; reads++) { /* bounded under the lock */
+      ssize_t got = recv(l->fd, buf, sizeof buf, 0);
+      if (got > 0) {
+        l->drained += (uint64_t)got;
+        if (l->drained > DISCARD_MAX) done = true;
+        else continue;
+      } else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        done = true;
+      }
+      break;
+    }
+    if (done || now >= l->until) {
+      close(l->fd);
+      *l = h->lingering[--h->n_lingering];
+    } else {
+      i++;
+    }
+  }
+  pthread_mutex_unlock(&h->conns_mu);
+}
+
 /* Shuts down the connections past their header deadline (libmicrohttpd then sees the end of the
  * stream and closes them); logs the count at most every REAP_LOG_EVERY_S. */
 static void *reaper_main(void *arg) {
   eddy_http_t *h = arg;
   pthread_mutex_lock(&h->conns_mu);
   while (!h->reaper_stop) {
-    struct timespec dl = eddy_clock_deadline(CLOCK_MONOTONIC, REAP_EVERY_MS);
-    pthread_cond_timedwait(&h->reaper_cv, &h->conns_mu, &dl);
+    if (h->n_lingering) {
+      pthread_mutex_unlock(&h->conns_mu);
+      drain_lingering(h);
+      pthread_mutex_lock(&h->conns_mu);
+    } else {
+      struct timespec dl = eddy_clock_deadline(CLOCK_MONOTONIC, REAP_EVERY_MS);
+      pthread_cond_timedwait(&h->reaper_cv, &h->conns_mu, &dl);
+    }
     double now = eddy_clock_mono_s();
     for (conn_entry_t *e = h->conns; e; e = e->next) {
       if (e->headers || e->cut || now - e->accepted < (double)h->header_timeout_s) continue;
@@ -1119,6 +1214,8 @@ void eddy_http_destroy(eddy_http_t *h) {
     pthread_cond_broadcast(&h->reaper_cv);
     pthread_mutex_unlock(&h->conns_mu);
     pthread_join(h->reaper, NULL);
+    for (size_t i = 0; i < h->n_lingering; i++) close(h->lingering[i].fd);
+    h->n_lingering = 0;
   }
   if (h->listen_fd >= 0) close(h->listen_fd);
   for (size_t i = 0; i < h->n_routes; i++) route_free(&h->routes[i]);

@@ -1000,6 +1000,50 @@ static void test_connection_limits(void **state) {
   eddy_test_rmdir(dir);
 }
 
+/* A client that sends its whole body before it reads (Python's urllib does): the headers come,
+ * the server answers 413 at once since no body is in sight yet, then 2 MB of body arrive. The
+ * server drains them before closing, so every byte is sent without a reset and the 413 is read
+ * after. Without the draining the kernel resets the connection under the client's send. */
+static void test_early_413_then_body(void **state) {
+  (void)state;
+  eddy_http_opts_t opts = {.bind = "127.0.0.1:0", .threads = 2, .max_body_bytes = CAP};
+  char *dir = eddy_test_tmpdir();
+  eddy_http_t *h = start_server(&opts, dir);
+  unsigned port = eddy_http_port(h);
+  for (int round = 0; round < 3; round++) {
+    size_t body_len = 2u << 20;
+    char *body = calloc(1, body_len);
+    assert_non_null(body);
+    int fd = raw_connect(port);
+    char req[160];
+    snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+             body_len);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    usleep(200 * 1000); /* the 413 is on its way before a byte of the body */
+    size_t sent = 0;
+    while (sent < body_len) {
+      ssize_t n = send(fd, body + sent, body_len - sent, MSG_NOSIGNAL);
+      if (n <= 0) fail_msg("round %d: send failed after %zu of %zu body bytes: %s", round, sent,
+                           body_len, strerror(errno));
+      sent += (size_t)n;
+    }
+    char buf[512] = "";
+    size_t got = 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (got < sizeof buf - 1 && poll(&p, 1, 3000) == 1) {
+      ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+      if (n <= 0) break;
+      got += (size_t)n;
+    }
+    assert_true(got > 12);
+    assert_memory_equal(buf, "HTTP/1.1 413", 12);
+    close(fd);
+    free(body);
+  }
+  eddy_http_destroy(h);
+  eddy_test_rmdir(dir);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
@@ -1023,6 +1067,7 @@ int main(void) {
       cmocka_unit_test(test_hook_and_shutdown),
       cmocka_unit_test(test_idle_timeout),
       cmocka_unit_test(test_connection_limits),
+      cmocka_unit_test(test_early_413_then_body),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();
