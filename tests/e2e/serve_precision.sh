@@ -9,7 +9,7 @@
 #   r2 (B from the store, auto, serve.precisions = fp32,bf16,int8): int8 is beyond the budget, so
 #      bf16 serves; a request may still ask for int8 (header) or fp32 (body field); fp16, which it
 #      does not hold, and an unknown name are 400 naming the precisions it holds;
-#   r3 (A from the store, fp32, serve.latency_target_ms = 2): 8 clients overload it, it steps down
+#   r3 (A from the store, fp32, serve.latency_target_ms = 2, one CPU): 8 clients overload it, it steps down
 #      to bf16 and int8 and back up to fp32 once the load stops; /metrics shows the steps and the
 #      requests served at each precision for the load.
 source "$(dirname "$0")/lib.bash"
@@ -83,6 +83,12 @@ check_rc 0 "eddy snapshot verify on A's and B's versions (precision files includ
   "$EDDY" snapshot verify "$STORE/fmnist/$(printf v%06d "$V_A")" "$STORE/skew/$(printf v%06d "$V_B")"
 
 # ---- replicas ----
+# r3 runs on one CPU (its affinity), so it processes one request at a time (one compute slot) and
+# the load below queues there whatever the machine's speed or its other load.
+ONE_CPU=$TMP/eddy-one-cpu
+printf '#!/bin/sh\nexec taskset -c %s %q "$@"\n' \
+  "$($PY -c 'import os; print(min(os.sched_getaffinity(0)))')" "$EDDY" >"$ONE_CPU"
+chmod +x "$ONE_CPU"
 replica() { # replica NAME CONFIG SETTINGS...: starts it; sets RPORT_<NAME>
   start_serve "$1" -c "$2" --set http.bind=127.0.0.1:0 --set serve.poll_seconds=1 --set serve.heartbeat_seconds=1 \
     "${@:3}" || return 1
@@ -94,8 +100,8 @@ if replica r1 "$TMP/a.ini" --set serve.trainer_url="http://127.0.0.1:$PORT_A" --
      --set serve.max_accuracy_drop=0.03 &&
    replica r2 "$TMP/b.ini" --set serve.store="$STORE" --set serve.precision=auto --set serve.precisions=fp32,bf16,int8 \
      --set http.token_file= &&
-   replica r3 "$TMP/a.ini" --set serve.store="$STORE" --set serve.precision=fp32 --set serve.precisions=fp32,bf16,int8 \
-     --set serve.latency_target_ms=2 --set serve.threads=8 --set http.token_file=; then
+   EDDY=$ONE_CPU replica r3 "$TMP/a.ini" --set serve.store="$STORE" --set serve.precision=fp32 \
+     --set serve.precisions=fp32,bf16,int8 --set serve.latency_target_ms=2 --set serve.threads=8 --set http.token_file=; then
   pass "three replicas up ($RPORT_r1, $RPORT_r2, $RPORT_r3)"
 else
   fail "replicas did not start"
@@ -122,6 +128,8 @@ raw = gzip.open(sys.argv[1] + "/train-images-idx3-ubyte.gz").read()[16:]
 ev = lambda i: {"dense": [b / 255 for b in raw[784 * i:784 * (i + 1)]]}
 json.dump(ev(0), open(sys.argv[2] + "/one.json", "w"))
 json.dump({"instances": [ev(i) for i in range(32)]}, open(sys.argv[2] + "/batch.json", "w"))
+rounded = lambda i: {"dense": [round(b / 255, 3) for b in raw[784 * i:784 * (i + 1)]]}
+json.dump({"instances": [rounded(i) for i in range(96)]}, open(sys.argv[2] + "/load.json", "w"))
 json.dump({"instances": [{"dense": [0, 0.5]}, {"dense": [0, -0.5]}], "precision": "fp32"}, open(sys.argv[2] + "/skew-fp32.json", "w"))
 json.dump({"instances": [{"dense": [0, 0.5]}, {"dense": [0, -0.5]}]}, open(sys.argv[2] + "/skew.json", "w"))
 PYEOF
@@ -185,22 +193,22 @@ check_grep "$TMP/metrics-r2" 'eddy_predict_precision_requests_total{protocol="v1
 check_grep "$TMP/metrics-r2" 'eddy_predict_precision_requests_total{protocol="v1",precision="bf16",reason="auto"} 1' "r2's metrics count the bf16 (auto) request"
 
 # ---- 4. overload steps the precision down, and back up once it is gone ----
-$PY - "http://127.0.0.1:$RPORT_r3" "$TMP/batch.json" 8 4 >"$TMP/out" <<'PYEOF'
-import collections, http.client, json, sys, threading, time, urllib.parse
-url, body, threads, seconds = urllib.parse.urlparse(sys.argv[1]), open(sys.argv[2], "rb").read(), int(sys.argv[3]), float(sys.argv[4])
-seen, lock, end = collections.Counter(), threading.Lock(), time.time() + seconds
-def run():
+# 8 client processes, each with a request of 96 events in flight, against r3's one slot.
+$PY - "http://127.0.0.1:$RPORT_r3" "$TMP/load.json" 8 4 >"$TMP/out" <<'PYEOF'
+import collections, http.client, json, multiprocessing, sys, time, urllib.parse
+url, body, clients, seconds = urllib.parse.urlparse(sys.argv[1]), open(sys.argv[2], "rb").read(), int(sys.argv[3]), float(sys.argv[4])
+def run(end):
+    seen = collections.Counter()
     c = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     while time.time() < end:
         c.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
         r = c.getresponse()
         r.read()
-        with lock:
-            seen["%d %s" % (r.status, r.getheader("X-Eddy-Precision"))] += 1
-ts = [threading.Thread(target=run) for _ in range(threads)]
-for t in ts: t.start()
-for t in ts: t.join()
-print(json.dumps(dict(seen)))
+        seen["%d %s" % (r.status, r.getheader("X-Eddy-Precision"))] += 1
+    return seen
+with multiprocessing.Pool(clients) as pool:
+    counts = pool.map(run, [time.time() + seconds] * clients)
+print(json.dumps(dict(sum(counts, collections.Counter()))))
 PYEOF
 cat "$TMP/out"
 check_py "under load r3 answered every request, some of them below fp32" \
