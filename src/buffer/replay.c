@@ -476,6 +476,11 @@ static eddy_err_t check_tail(eddy_replay_t *r, char *errstr, size_t errstr_size)
   return e;
 }
 
+eddy_err_t eddy_replay_rank_path(const char *root, int rank, char *out, size_t out_size) {
+  int n = snprintf(out, out_size, "%s/rank-%d", root, rank);
+  return n < 0 || (size_t)n >= out_size ? EDDY_ERR_TOO_LARGE : EDDY_OK;
+}
+
 eddy_replay_t *eddy_replay_new(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size) {
   if (!opts || !opts->path || !*opts->path) {
     eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "buffer: no path given");

@@ -74,6 +74,11 @@ typedef struct {
                                   EDDY_REPLAY_DLQ_KEEP) */
 } eddy_replay_stats_t;
 
+/* The buffer of trainer rank `rank` when a job runs more than one rank: the folder
+ * <root>/rank-<rank> (root is buffer.path; one rank uses root itself). EDDY_ERR_TOO_LARGE when it
+ * does not fit in out. */
+eddy_err_t eddy_replay_rank_path(const char *root, int rank, char *out, size_t out_size);
+
 /* Opens (creating if needed) the buffer. NULL + errstr naming the path on failure. */
 eddy_replay_t *eddy_replay_new(const eddy_replay_opts_t *opts, char *errstr, size_t errstr_size);
 void eddy_replay_destroy(eddy_replay_t *r);

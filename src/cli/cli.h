@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "core/collective.h"
 
 /* Most --set options one command line may carry. */
 #define EDDY_CLI_MAX_SETS 256
@@ -85,6 +86,23 @@ void eddy_cli_catch_stop_signals(void);
 
 /* The signal (SIGINT or SIGTERM) that asked the command to stop; 0 while none has come. */
 int eddy_cli_stop_signal(void);
+
+/* The ranks of this process's job (cli_ranks.c). */
+typedef struct {
+  int rank, ranks, local_rank;
+  const eddy_collective_t *coll; /* NULL with one rank */
+  void *dist;                    /* the MPI side (src/dist) while MPI runs; NULL otherwise */
+} eddy_cli_ranks_t;
+
+/* When an MPI launcher (mpirun, srun) started this process: starts MPI, fills r (rank, ranks,
+ * local rank, the collective) and, with more than one rank, makes every log line say
+ * "rank r/R (local l)". Otherwise r is rank 0 of 1. A build without MPI refuses a launch of several
+ * ranks. EDDY_EXIT_OK, or EDDY_EXIT_FAILURE with the reason printed ("eddy CMD: ..."). */
+int eddy_cli_ranks_start(const char *cmd, eddy_cli_ranks_t *r);
+/* Ends MPI and returns rc. With several ranks and rc not EDDY_EXIT_OK the whole job ends at once
+ * (MPI_Abort: a rank that cannot go on takes the others down, and the supervisor restarts the
+ * job); every rank that returns EDDY_EXIT_OK finalises MPI. */
+int eddy_cli_ranks_end(eddy_cli_ranks_t *r, int rc);
 
 int eddy_cmd_learn(int argc, char **argv);
 int eddy_cmd_broker(int argc, char **argv);

@@ -1,7 +1,9 @@
 /* `eddy buffer inspect`: what a replay buffer holds -- event count, sequence range, bytes,
- * evictions, stored Kafka positions, labels, the reservoir and dead letters with a few examples.
- * Opens the buffer read-only, so it works while an ingesting process has it open, and never
+ * evictions, stored Kafka positions, labels, the reservoir and dead letters with a few examples;
+ * for the buffers of trainer ranks (DIR/rank-N, one per rank), the totals and each rank's share.
+ * Opens the buffers read-only, so it works while an ingesting process has them open, and never
  * creates one. */
+#include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -23,7 +25,10 @@ static const char buffer_usage[] =
     "bytes, events evicted so far, the next Kafka offset stored per topic/partition, event counts\n"
     "per label, the class-balanced reservoir, dead letters by reason and the newest examples.\n"
     "The buffer is opened read-only (a running ingest may keep writing; what is shown is the state\n"
-    "when it was opened). A missing DIR is an error; nothing is created.\n\n"
+    "when it was opened). A missing DIR is an error; nothing is created.\n"
+    "When DIR holds the buffers of trainer ranks (DIR/rank-0, DIR/rank-1, ...: buffer.path of a job\n"
+    "of R ranks), the totals and each rank's share are shown: events, sequence range, bytes, dead\n"
+    "letters and the partitions it stores; --path DIR/rank-N shows one rank's buffer in full.\n\n"
     "  -p, --path DIR       the buffer folder (buffer.path of the config)\n"
     "  -n, --examples N     dead letters shown, newest first (default 5, 0..1000)\n"
     "      --json           print one JSON object on stdout instead of text\n"
@@ -194,6 +199,130 @@ static int inspect(const char *path, bool json, size_t examples) {
   return rc;
 }
 
+#define RANKS_MAX 4096
+
+static int cmp_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+/* The N of every DIR/rank-N folder, sorted, into ranks; their count (0: none). */
+static int rank_folders(const char *dir, int *ranks, int max) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < max) {
+    int r = -1, len = 0;
+    if (sscanf(e->d_name, "rank-%d%n", &r, &len) == 1 && r >= 0 && e->d_name[len] == '\0' &&
+        (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN))
+      ranks[n++] = r;
+  }
+  closedir(d);
+  qsort(ranks, (size_t)n, sizeof *ranks, cmp_int);
+  return n;
+}
+
+typedef struct {
+  int rank;
+  cJSON *arr;       /* JSON: every offset, with its rank */
+  char parts[256];  /* text: the partitions this rank stores */
+  size_t len;
+} rank_offsets_t;
+
+static void on_rank_offset(void *ctx, const char *topic, int32_t partition, int64_t next) {
+  rank_offsets_t *e = ctx;
+  cJSON *o = cJSON_CreateObject();
+  if (o) {
+    cJSON_AddNumberToObject(o, "rank", e->rank);
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddNumberToObject(o, "partition", partition);
+    cJSON_AddNumberToObject(o, "next_offset", (double)next);
+    cJSON_AddItemToArray(e->arr, o);
+  }
+  if (e->len < sizeof e->parts - 16) {
+    int w = snprintf(e->parts + e->len, sizeof e->parts - e->len, "%s%" PRId32, e->len ? "," : "", partition);
+    e->len += w > 0 ? (size_t)w : 0;
+  }
+}
+
+/* The buffers of n ranks under dir: each one's share and the totals. */
+static int inspect_ranks(const char *dir, const int *ranks, int n, bool json) {
+  cJSON *o = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(o, "ranks"), *offsets = cJSON_CreateArray();
+  uint64_t events = 0, bytes = 0, dead = 0;
+  int rc = EDDY_EXIT_OK;
+  eddy_replay_stats_t *st = calloc((size_t)n, sizeof *st);
+  rank_offsets_t *parts = calloc((size_t)n, sizeof *parts);
+  if (!o || !list || !offsets || !st || !parts) {
+    fprintf(stderr, "eddy buffer: out of memory\n");
+    rc = EDDY_EXIT_FAILURE;
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    char path[4096], errstr[1024] = "";
+    if (eddy_replay_rank_path(dir, ranks[i], path, sizeof path) != EDDY_OK) continue;
+    eddy_replay_opts_t opts = {.path = path, .read_only = true};
+    eddy_replay_t *r = eddy_replay_new(&opts, errstr, sizeof errstr);
+    if (!r) {
+      fprintf(stderr, "eddy buffer: rank %d: %s\n", ranks[i], errstr);
+      rc = EDDY_EXIT_FAILURE;
+      continue;
+    }
+    st[i] = eddy_replay_stats(r);
+    parts[i] = (rank_offsets_t){.rank = ranks[i], .arr = offsets};
+    eddy_replay_offsets_each(r, on_rank_offset, &parts[i]);
+    eddy_replay_destroy(r);
+    events += st[i].events;
+    bytes += st[i].bytes;
+    dead += st[i].dead_letters;
+  }
+  if (json) {
+    cJSON_AddStringToObject(o, "path", dir);
+    cJSON_AddNumberToObject(o, "events", (double)events);
+    cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+    cJSON_AddNumberToObject(o, "dead_letters", (double)dead);
+    for (int i = 0; i < n; i++) {
+      cJSON *e = cJSON_CreateObject();
+      if (!e) break;
+      cJSON_AddItemToArray(list, e);
+      cJSON_AddNumberToObject(e, "rank", ranks[i]);
+      cJSON_AddNumberToObject(e, "events", (double)st[i].events);
+      cJSON_AddNumberToObject(e, "share", events ? (double)st[i].events / (double)events : 0.0);
+      cJSON_AddNumberToObject(e, "first_seq", (double)st[i].first_seq);
+      cJSON_AddNumberToObject(e, "next_seq", (double)st[i].next_seq);
+      cJSON_AddNumberToObject(e, "bytes", (double)st[i].bytes);
+      cJSON_AddNumberToObject(e, "evicted", (double)st[i].evicted);
+      cJSON_AddNumberToObject(e, "dead_letters", (double)st[i].dead_letters);
+    }
+    cJSON_AddItemToObject(o, "offsets", offsets);
+    offsets = NULL;
+    char *text = cJSON_PrintUnformatted(o);
+    if (text) printf("%s\n", text);
+    else rc = EDDY_EXIT_FAILURE;
+    free(text);
+  } else {
+    printf("buffers of %d ranks under %s\n", n, dir);
+    printf("%-6s %12s %7s %21s %14s %12s  %s\n", "rank", "events", "share", "seq range", "bytes", "dead letters",
+           "partitions stored");
+    for (int i = 0; i < n; i++) {
+      char range[48] = "-";
+      if (st[i].events)
+        snprintf(range, sizeof range, "%" PRIu64 "..%" PRIu64, st[i].first_seq, st[i].next_seq - 1);
+      printf("%-6d %12" PRIu64 " %6.1f%% %21s %14" PRIu64 " %12" PRIu64 "  %s\n", ranks[i], st[i].events,
+             events ? 100.0 * (double)st[i].events / (double)events : 0.0, range, st[i].bytes, st[i].dead_letters,
+             parts[i].len ? parts[i].parts : "none");
+    }
+    printf("%-6s %12" PRIu64 " %6.1f%% %21s %14" PRIu64 " %12" PRIu64 "\n", "total", events, events ? 100.0 : 0.0, "",
+           bytes, dead);
+  }
+out:
+  cJSON_Delete(offsets);
+  cJSON_Delete(o);
+  free(st);
+  free(parts);
+  return rc;
+}
+
 int eddy_cmd_buffer(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
     fputs(buffer_usage, argc < 2 ? stderr : stdout);
@@ -236,5 +365,8 @@ int eddy_cmd_buffer(int argc, char **argv) {
     fprintf(stderr, "eddy buffer: --path DIR is required\n%s", buffer_usage);
     return EDDY_EXIT_USAGE;
   }
+  int ranks[RANKS_MAX];
+  int n = rank_folders(path, ranks, RANKS_MAX);
+  if (n > 0) return inspect_ranks(path, ranks, n, json);
   return inspect(path, json, examples);
 }

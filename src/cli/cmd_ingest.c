@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "core/clock.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "stream/consumer.h"
 #include "stream/kafka_conf.h"
@@ -33,7 +34,10 @@ static const char ingest_usage[] =
     "duplicates a message. A partition the buffer has never seen starts at the offset committed\n"
     "to group kafka.group.id (default eddy-<model.name>), else at the earliest (unless\n"
     "kafka.auto.offset.reset says otherwise). Offsets are committed to that group only so that\n"
-    "lag shows in Kafka tools.\n\n"
+    "lag shows in Kafka tools.\n"
+    "Under `mpirun -np R` (or srun) each of the R ranks reads the partitions p with p mod R = r into\n"
+    "its own buffer <buffer.path>/rank-<r>, as `eddy train` ranks do; a rank that owns no partition\n"
+    "(more ranks than partitions) is caught up at once.\n\n"
     EDDY_CLI_HELP_CONFIG EDDY_CLI_HELP_SET EDDY_CLI_HELP_BOOTSTRAP
     "      --until-caught-up   exit 0 once every assigned partition is read to its end and stored\n"
     "      --idle-exit S       exit 0 after S seconds (0.1..86400) in which no message arrived\n"
@@ -111,7 +115,23 @@ int eddy_cmd_ingest(int argc, char **argv) {
   int rc = eddy_cli_load_config(
       &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP, &cfg);
   if (rc != EDDY_EXIT_OK) return rc;
+  eddy_cli_ranks_t ranks;
+  if ((rc = eddy_cli_ranks_start("ingest", &ranks)) != EDDY_EXIT_OK) {
+    eddy_config_free(&cfg);
+    return rc;
+  }
   char errstr[2048];
+  if (ranks.ranks > 1) { /* rank r's own buffer, as `eddy train` ranks use */
+    char path[sizeof cfg.buffer_path + 32];
+    if (eddy_mkdir_p(cfg.buffer_path) != 0 ||
+        eddy_replay_rank_path(cfg.buffer_path, ranks.rank, path, sizeof path) != EDDY_OK ||
+        strlen(path) >= sizeof cfg.buffer_path) {
+      fprintf(stderr, "eddy ingest: buffer.path %s: cannot hold the rank folders\n", cfg.buffer_path);
+      eddy_config_free(&cfg);
+      return eddy_cli_ranks_end(&ranks, EDDY_EXIT_FAILURE);
+    }
+    memcpy(cfg.buffer_path, path, strlen(path) + 1);
+  }
   eddy_replay_opts_t ropts = {.path = cfg.buffer_path,
                               .capacity_events = cfg.buffer_capacity_events,
                               .capacity_bytes = cfg.buffer_capacity_bytes,
@@ -124,14 +144,15 @@ int eddy_cmd_ingest(int argc, char **argv) {
   if (!buffer) {
     fprintf(stderr, "eddy ingest: %s\n", errstr);
     eddy_config_free(&cfg);
-    return EDDY_EXIT_FAILURE;
+    return eddy_cli_ranks_end(&ranks, EDDY_EXIT_FAILURE);
   }
-  eddy_ingest_t *ing = eddy_ingest_new(&cfg, buffer, NULL, NULL, errstr, sizeof errstr);
+  eddy_ingest_opts_t iopts = {.rank = (uint32_t)ranks.rank, .ranks = (uint32_t)ranks.ranks};
+  eddy_ingest_t *ing = eddy_ingest_new(&cfg, buffer, &iopts, NULL, errstr, sizeof errstr);
   if (!ing) {
     fprintf(stderr, "eddy ingest: %s\n", errstr);
     eddy_replay_destroy(buffer);
     eddy_config_free(&cfg);
-    return EDDY_EXIT_FAILURE;
+    return eddy_cli_ranks_end(&ranks, EDDY_EXIT_FAILURE);
   }
 
   eddy_cli_catch_stop_signals();
@@ -182,5 +203,5 @@ int eddy_cmd_ingest(int argc, char **argv) {
   if (n) fputc('\n', stderr);
   eddy_replay_destroy(buffer);
   eddy_config_free(&cfg);
-  return rc;
+  return eddy_cli_ranks_end(&ranks, rc);
 }

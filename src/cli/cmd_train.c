@@ -36,6 +36,10 @@ static const char train_usage[] =
     "                          (otherwise eddy train refuses to start); broken newer versions are\n"
     "                          skipped by themselves, and a usable state is always resumed\n"
     EDDY_CLI_HELP_HELP "\n"
+    "Ranks: `mpirun -np R eddy train -c CONFIG` (or srun) runs R data-parallel ranks: rank r ingests\n"
+    "the partitions p with p mod R = r into its own buffer <buffer.path>/rank-<r>, every optimizer\n"
+    "step sums the ranks' gradients, and rank 0 alone gates, publishes, announces and serves the\n"
+    "admin API. A rank that fails ends the job (fail-stop); restart all of them (docs/operations.md).\n\n"
     "Restart: the state (weights, optimizer, scaler) and buffer cursor of the newest version that\n"
     "verifies and loads are restored, so after a crash or kill every event is trained once\n"
     "relative to the restored model; an empty store is a first start. CURRENT is checked too,\n"
@@ -67,6 +71,11 @@ int eddy_cmd_train(int argc, char **argv) {
       &cli, EDDY_CLI_NEED_CONFIG | EDDY_CLI_CHECK_KAFKA | EDDY_CLI_NEED_BOOTSTRAP | EDDY_CLI_CHECK_TOKEN_FILE, &cfg);
   if (rc != EDDY_EXIT_OK) return rc;
 
+  eddy_cli_ranks_t ranks;
+  if ((rc = eddy_cli_ranks_start("train", &ranks)) != EDDY_EXIT_OK) {
+    eddy_config_free(&cfg);
+    return rc;
+  }
   char errstr[2048];
   rc = EDDY_EXIT_FAILURE;
   eddy_trainer_t *trainer = NULL;
@@ -76,13 +85,14 @@ int eddy_cmd_train(int argc, char **argv) {
     fprintf(stderr, "eddy train: out of memory\n");
     goto out;
   }
-  eddy_trainer_opts_t topts = {.fresh = fresh};
+  eddy_trainer_opts_t topts = {.fresh = fresh, .ranks = ranks.coll};
   if (!(trainer = eddy_trainer_new(&cfg, &topts, reg, errstr, sizeof errstr))) {
     fprintf(stderr, "eddy train: %s\n", errstr);
     goto out;
   }
-  if (!(http = eddy_admin_server_new(&cfg, reg, errstr, sizeof errstr)) ||
-      eddy_admin_register(http, trainer, reg, errstr, sizeof errstr) != EDDY_OK) {
+  /* With ranks, rank 0 alone serves the admin API and the dashboard. */
+  if (ranks.rank == 0 && (!(http = eddy_admin_server_new(&cfg, reg, errstr, sizeof errstr)) ||
+                          eddy_admin_register(http, trainer, reg, errstr, sizeof errstr) != EDDY_OK)) {
     fprintf(stderr, "eddy train: http: %s\n", errstr);
     goto out;
   }
@@ -93,14 +103,14 @@ int eddy_cmd_train(int argc, char **argv) {
     fprintf(stderr, "eddy train: %s\n", errstr);
     goto out;
   }
-  if (eddy_http_start(http, errstr, sizeof errstr) != EDDY_OK) {
+  if (http && eddy_http_start(http, errstr, sizeof errstr) != EDDY_OK) {
     fprintf(stderr, "eddy train: http: %s\n", errstr);
     goto out;
   }
-  EDDY_INFO("train", "admin API listening on port %u (http.bind %s)", eddy_http_port(http), cfg.http_bind);
+  if (http) EDDY_INFO("train", "admin API listening on port %u (http.bind %s)", eddy_http_port(http), cfg.http_bind);
 
   rc = EDDY_EXIT_OK;
-  while (!eddy_cli_stop_signal()) {
+  while (!eddy_cli_stop_signal() && !eddy_trainer_stopped(trainer)) {
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
     if (eddy_trainer_health(trainer, errstr, sizeof errstr) != EDDY_OK) {
@@ -110,12 +120,14 @@ int eddy_cmd_train(int argc, char **argv) {
     }
   }
   if (eddy_cli_stop_signal()) EDDY_INFO("train", "signal %d: stopping", eddy_cli_stop_signal());
+  else if (rc == EDDY_EXIT_OK) EDDY_INFO("train", "the ranks stop together: stopping");
 
 out:
+  if (rc != EDDY_EXIT_OK && ranks.ranks > 1) eddy_cli_ranks_end(&ranks, rc); /* fail-stop: does not return */
   eddy_http_destroy(http);
   eddy_trainer_destroy(trainer);
   eddy_registry_destroy(reg);
   eddy_config_free(&cfg);
   if (rc == EDDY_EXIT_OK) EDDY_INFO("train", "stopped");
-  return rc;
+  return eddy_cli_ranks_end(&ranks, rc);
 }

@@ -21,6 +21,7 @@
 
 #define EVENT_BINARY_VERSION 1
 #define EVENT_FLAG_HAS_TS 0x01u
+#define EVENT_FLAG_ORIGIN 0x02u
 #define EVENT_MAX_HASH_BITS 30
 #define EVENT_TS_LIMIT 9007199254740992.0 /* 2^53: integers a JSON number holds exactly */
 #define EVENT_KEY_STACK 256               /* "name=value" keys up to this length need no malloc */
@@ -47,6 +48,9 @@ static void event_clear(eddy_event_t *ev) {
   ev->weight = 1.0f;
   ev->n_dense = 0;
   ev->n_sparse = 0;
+  ev->has_origin = false;
+  ev->partition = 0;
+  ev->offset = 0;
 }
 
 static eddy_err_t event_reserve_dense(eddy_event_t *ev, uint32_t n) {
@@ -684,8 +688,9 @@ bool eddy_event_scan_json(const char *json, size_t len, const eddy_event_schema_
 }
 
 /* Binary encoding, version 1 (all integers and floats little-endian):
- *   u8 version = 1 | u8 flags (bit 0: has_ts; others 0) | u8 id_len (0..127) | id bytes (no NUL)
- *   [i64 ts, only when has_ts] | f64 label | f32 weight
+ *   u8 version = 1 | u8 flags (bit 0: has_ts; bit 1: has_origin; others 0) | u8 id_len (0..127)
+ *   | id bytes (no NUL) | [i64 ts, only when has_ts] | [i32 partition, i64 offset, only when
+ *   has_origin] | f64 label | f32 weight
  *   u32 n_dense | f32 dense[n_dense] | u32 n_sparse | u32 idx[n_sparse] | f32 val[n_sparse]
  * The encoding is canonical: decode accepts exactly what encode writes, nothing more. */
 
@@ -694,7 +699,8 @@ static size_t event_id_len(const eddy_event_t *ev) {
 }
 
 size_t eddy_event_encoded_size(const eddy_event_t *ev) {
-  return 3 + event_id_len(ev) + (ev->has_ts ? 8 : 0) + 8 + 4 + 4 + (size_t)ev->n_dense * 4 + 4 +
+  return 3 + event_id_len(ev) + (ev->has_ts ? 8 : 0) + (ev->has_origin ? 12 : 0) + 8 + 4 + 4 +
+         (size_t)ev->n_dense * 4 + 4 +
          (size_t)ev->n_sparse * 8;
 }
 
@@ -740,11 +746,15 @@ size_t eddy_event_encode(const eddy_event_t *ev, uint8_t *buf, size_t cap) {
   size_t id_len = event_id_len(ev);
   uint8_t *p = buf;
   *p++ = EVENT_BINARY_VERSION;
-  *p++ = ev->has_ts ? EVENT_FLAG_HAS_TS : 0;
+  *p++ = (uint8_t)((ev->has_ts ? EVENT_FLAG_HAS_TS : 0) | (ev->has_origin ? EVENT_FLAG_ORIGIN : 0));
   *p++ = (uint8_t)id_len;
   memcpy(p, ev->id, id_len);
   p += id_len;
   if (ev->has_ts) p = put_u64(p, (uint64_t)ev->ts);
+  if (ev->has_origin) {
+    p = put_u32(p, (uint32_t)ev->partition);
+    p = put_u64(p, (uint64_t)ev->offset);
+  }
   uint64_t label_bits;
   memcpy(&label_bits, &ev->label, 8);
   p = put_u64(p, label_bits);
@@ -773,7 +783,7 @@ static eddy_err_t decode_binary(const uint8_t *buf, size_t len, eddy_event_t *ev
     return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event version %u, expected %d", buf[0],
                      EVENT_BINARY_VERSION);
   uint8_t flags = buf[1];
-  if (flags & ~EVENT_FLAG_HAS_TS)
+  if (flags & ~(EVENT_FLAG_HAS_TS | EVENT_FLAG_ORIGIN))
     return eddy_errf(EDDY_ERR_FORMAT, errstr, errstr_size, "binary event flags 0x%02x: unknown bits", flags);
   size_t id_len = buf[2];
   off = 3;
@@ -791,6 +801,13 @@ static eddy_err_t decode_binary(const uint8_t *buf, size_t len, eddy_event_t *ev
     ev->ts = (int64_t)get_u64(buf + off);
     ev->has_ts = true;
     off += 8;
+  }
+  if (flags & EVENT_FLAG_ORIGIN) {
+    NEED(12, "origin");
+    ev->partition = (int32_t)get_u32(buf + off);
+    ev->offset = (int64_t)get_u64(buf + off + 4);
+    ev->has_origin = true;
+    off += 12;
   }
   NEED(8 + 4 + 4, "label, weight and dense count");
   uint64_t label_bits = get_u64(buf + off);

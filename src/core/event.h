@@ -39,6 +39,9 @@ typedef struct {
   uint32_t *sparse_idx;       /* bucket in [0, 2^hash_bits) */
   float *sparse_val;
   uint32_t dense_cap, sparse_cap;
+  bool has_origin;            /* read from Kafka: the partition and offset below are where */
+  int32_t partition;
+  int64_t offset;
 } eddy_event_t;
 
 void eddy_event_init(eddy_event_t *ev);

@@ -12,6 +12,7 @@
 #include "core/clock.h"
 
 static int log_level = -1;
+static char log_prefix[64]; /* " PREFIX" or "" */
 
 static eddy_log_level_t level_from_env(void) {
   const char *env = getenv("EDDY_LOG");
@@ -23,6 +24,11 @@ static eddy_log_level_t level_from_env(void) {
 }
 
 void eddy_log_set_level(eddy_log_level_t level) { log_level = (int)level; }
+
+void eddy_log_set_prefix(const char *prefix) {
+  if (prefix && *prefix) snprintf(log_prefix, sizeof log_prefix, " %s", prefix);
+  else log_prefix[0] = '\0';
+}
 
 eddy_log_level_t eddy_log_get_level(void) {
   if (log_level < 0) log_level = (int)level_from_env();
@@ -46,5 +52,5 @@ void eddy_log(eddy_log_level_t level, const char *module, const char *fmt, ...) 
     size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(stamp + n, sizeof stamp - n, ".%03dZ ", (int)(ms % 1000));
   }
-  fprintf(stderr, "%s%s eddy[%s]: %s\n", stamp, names[level], module ? module : "-", msg);
+  fprintf(stderr, "%s%s eddy[%s]%s: %s\n", stamp, names[level], module ? module : "-", log_prefix, msg);
 }

@@ -1,5 +1,6 @@
-/* Logging to stderr: one line per message, "LEVEL eddy[module]: text", with an ISO-8601 UTC time
- * when stderr is not a terminal. Thread-safe (one fprintf per line). */
+/* Logging to stderr: one line per message, "LEVEL eddy[module]: text" ("LEVEL eddy[module] PREFIX:
+ * text" once a prefix is set, e.g. a trainer rank's "rank 1/2 (local 1)"), with an ISO-8601 UTC
+ * time when stderr is not a terminal. Thread-safe (one fprintf per line). */
 #ifndef EDDY_LOG_H
 #define EDDY_LOG_H
 
@@ -8,6 +9,10 @@ typedef enum { EDDY_LOG_DEBUG = 0, EDDY_LOG_INFO, EDDY_LOG_WARN, EDDY_LOG_ERROR 
 /* Messages below this level are dropped. Default INFO; EDDY_LOG=debug|info|warn|error overrides. */
 void eddy_log_set_level(eddy_log_level_t level);
 eddy_log_level_t eddy_log_get_level(void);
+
+/* Text put after the module on every line from now on (copied, at most 63 bytes; NULL or "" for
+ * none). Set it at start-up, before other threads log. */
+void eddy_log_set_prefix(const char *prefix);
 
 void eddy_log(eddy_log_level_t level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -189,6 +189,28 @@ void eddy_cuda_rows_clear(eddy_cuda_rows_t *r) {
   r->n = 0;
 }
 
+eddy_err_t eddy_cuda_rows_set(eddy_cuda_rows_t *r, const uint32_t *rows, size_t n, char *errstr, size_t errstr_size) {
+  eddy_cuda_rows_clear(r);
+  if (n > r->cap) {
+    uint32_t *grown = realloc(r->rows, n * sizeof *grown);
+    if (!grown)
+      return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "out of memory for a list of %zu touched embedding rows", n);
+    r->rows = grown;
+    r->cap = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (rows[i] >= r->max_rows) {
+      eddy_cuda_rows_clear(r);
+      return eddy_errf(EDDY_ERR_SHAPE, errstr, errstr_size, "embedding row %u: outside the table's %zu rows", rows[i],
+                       r->max_rows);
+    }
+    r->mark[rows[i] >> 6] |= 1ull << (rows[i] & 63);
+    r->rows[i] = rows[i];
+    r->n = i + 1;
+  }
+  return EDDY_OK;
+}
+
 void eddy_cuda_shard(size_t n, int devices, int i, size_t *begin, size_t *end) {
   if (devices < 1) devices = 1;
   const size_t d = (size_t)devices, base = n / d, extra = n % d, k = (size_t)i;

@@ -65,6 +65,10 @@ void eddy_cuda_rows_free(eddy_cuda_rows_t *r);
  * EDDY_ERR_NOMEM: no memory to grow the list). */
 eddy_err_t eddy_cuda_rows_add_batch(eddy_cuda_rows_t *r, const eddy_batch_t *b, char *errstr, size_t errstr_size);
 void eddy_cuda_rows_clear(eddy_cuda_rows_t *r);
+/* Makes the set exactly rows[0..n) in that order (distinct rows below max_rows: the union every
+ * data-parallel rank agrees on). EDDY_ERR_SHAPE for a row outside the table, EDDY_ERR_NOMEM; on an
+ * error the set is empty. */
+eddy_err_t eddy_cuda_rows_set(eddy_cuda_rows_t *r, const uint32_t *rows, size_t n, char *errstr, size_t errstr_size);
 
 /* Contiguous share of n examples for device i of devices: sizes differ by at most one, the first
  * devices take the extra ones; a device may get none. */

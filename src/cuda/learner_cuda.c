@@ -6,8 +6,12 @@
  * the forward/backward of a repeated batch shape replays a captured CUDA graph. A step reads one
  * value back (the gradient's sum of squares: Inf/NaN means skip) and keeps the loss scaler on the
  * host with the CPU's code. cuda:all runs data parallel: each device takes a contiguous share of
- * every micro-batch and one NCCL all-reduce sums the gradients before the step. Every CUDA, cuBLAS
- * and NCCL call is checked (check.h); errors come back as EDDY_ERR_BACKEND with file:line:call. */
+ * every micro-batch and one NCCL all-reduce sums the gradients before the step. Joined to ranks
+ * (eddy_learner_join: one GPU per process) a step first sums the counts and unites the touched rows
+ * over the ranks on the host, then all-reduces the dense gradients and the packed rows on one NCCL
+ * communicator across the ranks (its ncclUniqueId sent from rank 0 with the collective), or through
+ * the host without NCCL. Every CUDA, cuBLAS and NCCL call is checked (check.h); errors come back as
+ * EDDY_ERR_BACKEND with file:line:call. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "cuda/check.h"
 #include "cuda/cuda.h"
@@ -73,6 +78,12 @@ typedef struct cuda_learner {
 
   int n_dev;
   bool nccl; /* cuda:all: gradients all-reduced through NCCL */
+  const eddy_collective_t *coll; /* data-parallel ranks (eddy_learner_join), one GPU each; NULL alone */
+#ifdef EDDY_NCCL
+  ncclComm_t xcomm; /* across the ranks: its ncclUniqueId comes from rank 0 over coll */
+#endif
+  float *xhost;     /* without NCCL: gradients staged on the host for coll's sum */
+  size_t xhost_cap; /* floats */
   replica_t dev[EDDY_CUDA_MAX_DEVICES];
   bool use_graphs;
   bool graph_logged; /* the first capture is logged once */
@@ -280,7 +291,8 @@ static eddy_err_t reserve_rows(cuda_learner_t *l, size_t n) {
     replica_t *r = &l->dev[d];
     if ((err = set_device(l, r))) return err;
     if ((err = dev_alloc(l, (void **)&r->rows_dev, cap * sizeof(uint32_t)))) return err;
-    if (l->nccl && (err = dev_alloc(l, (void **)&r->rows_pack, cap * l->geo.emb_dim * sizeof(float)))) return err;
+    if ((l->nccl || l->coll) && (err = dev_alloc(l, (void **)&r->rows_pack, cap * l->geo.emb_dim * sizeof(float))))
+      return err;
   }
   l->rows_host_cap = cap;
   return EDDY_OK;
@@ -515,6 +527,10 @@ static void cuda_destroy(void *impl) {
   cudaFreeHost(l->pred_host);
   cudaFreeHost(l->loss_host);
   cudaFreeHost(l->rows_host);
+#ifdef EDDY_NCCL
+  if (l->xcomm) (void)ncclCommDestroy(l->xcomm);
+#endif
+  free(l->xhost);
   free(l->view_w);
   free(l->view_s1);
   free(l->view_s2);
@@ -838,11 +854,117 @@ static eddy_err_t all_reduce(cuda_learner_t *l) {
   return EDDY_OK;
 }
 
+/* Joined ranks, on the host: sums the example counts and poison flags over the ranks and makes the
+ * touched-row set the union of every rank's (sorted: the same list everywhere). */
+static eddy_err_t rank_counts(cuda_learner_t *l) {
+  const eddy_collective_t *c = l->coll;
+  uint64_t counts[2] = {l->pending, l->poisoned ? 1 : 0};
+  eddy_err_t err = c->sum_u64(c->ctx, counts, 2, l->last_error, sizeof l->last_error);
+  if (err) return err;
+  l->pending = counts[0];
+  l->poisoned = counts[1] > 0;
+  if (!l->geo.emb_dim || (!counts[0] && !counts[1])) return EDDY_OK;
+  uint32_t *rows = NULL;
+  size_t n = 0;
+  err = eddy_collective_rows_union(c, l->rows.rows, l->rows.n, &rows, &n, l->last_error, sizeof l->last_error);
+  if (!err) err = eddy_cuda_rows_set(&l->rows, rows, n, l->last_error, sizeof l->last_error);
+  free(rows);
+  return err;
+}
+
+/* Sums n floats at dev (device memory of the one replica) over the ranks: NCCL when built with it,
+ * else through the host and coll. */
+static eddy_err_t rank_sum(cuda_learner_t *l, replica_t *r, float *dev, size_t n) {
+  if (!n) return EDDY_OK;
+#ifdef EDDY_NCCL
+  EDDY_NCCL_CHECK(l->last_error, ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, l->xcomm, r->compute));
+  return EDDY_OK;
+#else
+  if (n > l->xhost_cap) {
+    float *x = realloc(l->xhost, n * sizeof *x);
+    if (!x) {
+      snprintf(l->last_error, sizeof l->last_error, "out of memory staging %zu gradients", n);
+      return EDDY_ERR_NOMEM;
+    }
+    l->xhost = x;
+    l->xhost_cap = n;
+  }
+  EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(l->xhost, dev, n * sizeof(float), cudaMemcpyDeviceToHost, r->compute));
+  EDDY_CUDA_CHECK(l->last_error, cudaStreamSynchronize(r->compute));
+  eddy_err_t err = l->coll->sum_f32(l->coll->ctx, l->xhost, n, l->last_error, sizeof l->last_error);
+  if (err) return err;
+  EDDY_CUDA_CHECK(l->last_error, cudaMemcpyAsync(dev, l->xhost, n * sizeof(float), cudaMemcpyHostToDevice, r->compute));
+  return EDDY_OK;
+#endif
+}
+
+/* Joined ranks, on the device (after upload_rows): the dense gradient region and the touched rows
+ * (packed) summed over the ranks, in place. */
+static eddy_err_t rank_all_reduce(cuda_learner_t *l, eddy_step_info_t *out) {
+  replica_t *r = &l->dev[0];
+  const size_t n_rows = l->rows.n, E = l->geo.emb_dim, db = l->geo.dense_begin;
+  eddy_err_t err = set_device(l, r);
+  if (err) return err;
+  if (n_rows)
+    EDDY_CUDA_CHECK(l->last_error, eddy_k_rows_pack(r->compute, r->g, r->rows_dev, n_rows, (int)E, r->rows_pack, 0));
+  if ((err = rank_sum(l, r, r->g + db, l->geo.total - db))) return err;
+  if (n_rows && (err = rank_sum(l, r, r->rows_pack, n_rows * E))) return err;
+  if (n_rows)
+    EDDY_CUDA_CHECK(l->last_error, eddy_k_rows_pack(r->compute, r->g, r->rows_dev, n_rows, (int)E, r->rows_pack, 1));
+  EDDY_CUDA_CHECK(l->last_error, cudaStreamSynchronize(r->compute)); /* so that the time counts the sums */
+  out->exchanged_bytes = (l->geo.total - db + n_rows * E) * sizeof(float);
+  return EDDY_OK;
+}
+
+static eddy_err_t cuda_join(void *impl, const eddy_collective_t *coll, char *errstr, size_t errstr_size) {
+  cuda_learner_t *l = impl;
+  if (coll && l->n_dev > 1)
+    return eddy_errf(EDDY_ERR_UNSUPPORTED, errstr, errstr_size,
+                     "%s with %d ranks: one GPU per rank (train.device = cuda gives rank r its local rank's GPU)",
+                     l->name, coll->ranks);
+#ifdef EDDY_NCCL
+  if (l->xcomm) {
+    (void)ncclCommDestroy(l->xcomm);
+    l->xcomm = NULL;
+  }
+  if (coll) {
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    ncclResult_t nr = coll->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    if (nr != ncclSuccess)
+      return eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "ncclGetUniqueId: %s", ncclGetErrorString(nr));
+    eddy_err_t err = coll->bcast(coll->ctx, &id, sizeof id, 0, errstr, errstr_size);
+    if (err) return err;
+    if ((err = set_device(l, &l->dev[0]))) return eddy_errf(err, errstr, errstr_size, "%s", l->last_error);
+    nr = ncclCommInitRank(&l->xcomm, coll->ranks, id, coll->rank);
+    if (nr != ncclSuccess)
+      return eddy_errf(EDDY_ERR_BACKEND, errstr, errstr_size, "ncclCommInitRank(rank %d of %d on %s): %s", coll->rank,
+                       coll->ranks, l->name, ncclGetErrorString(nr));
+    EDDY_INFO("cuda", "rank %d of %d: NCCL communicator across the ranks on %s", coll->rank, coll->ranks, l->name);
+  }
+#endif
+  l->coll = coll;
+  return EDDY_OK;
+}
+
 static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
   cuda_learner_t *l = impl;
   eddy_step_info_t out = {
       .applied = false, .step = l->steps, .examples = l->pending, .loss_scale = l->scaler.scale, .grad_norm = 0};
+  const double t0 = eddy_clock_mono_s();
+  if (l->coll) {
+    eddy_err_t err = rank_counts(l);
+    if (err) {
+      char saved[sizeof l->last_error];
+      memcpy(saved, l->last_error, sizeof saved);
+      (void)clear_gradients(l);
+      memcpy(l->last_error, saved, sizeof saved);
+      return err;
+    }
+    out.examples = l->pending;
+  }
   if (l->pending == 0 && !l->poisoned) {
+    out.exchange_seconds = l->coll ? eddy_clock_mono_s() - t0 : 0;
     if (info) *info = out;
     return EDDY_OK;
   }
@@ -854,6 +976,10 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
                             .scale = (double)l->scaler.scale};
   eddy_err_t err = upload_rows(l);
   if (!err && l->nccl) err = all_reduce(l);
+  if (!err && l->coll) {
+    err = rank_all_reduce(l, &out);
+    out.exchange_seconds = eddy_clock_mono_s() - t0;
+  }
   for (int d = 0; !err && d < l->n_dev; d++) {
     replica_t *r = &l->dev[d];
     if ((err = set_device(l, r))) break;
@@ -1068,6 +1194,7 @@ static const eddy_learner_backend_t cuda_backend_table = {
     .scaler = cuda_scaler,
     .step_count = cuda_step_count,
     .poison = cuda_poison,
+    .join = cuda_join,
 };
 
 const eddy_learner_backend_t *eddy_cuda_backend(void) { return &cuda_backend_table; }

@@ -132,6 +132,61 @@ eddy_err_t eddy_learner_export_grad(eddy_learner_t *l, const char *name, float *
 
 void eddy_learner_poison_gradients(eddy_learner_t *l, float value) { l->vt->poison(l->impl, value); }
 
+static void view_release(eddy_learner_t *l);
+
+/* ---- ranks ---- */
+
+eddy_err_t eddy_learner_join(eddy_learner_t *l, const eddy_collective_t *coll, char *errstr, size_t errstr_size) {
+  if (!l) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "learner: NULL");
+  if (coll && coll->ranks <= 1) coll = NULL;
+  if (coll && !l->vt->join)
+    return eddy_errf(EDDY_ERR_UNSUPPORTED, errstr, errstr_size, "backend %s cannot train across ranks",
+                     l->vt->backend(l->impl));
+  eddy_err_t err = l->vt->join ? l->vt->join(l->impl, coll, errstr, errstr_size) : EDDY_OK;
+  if (!err) l->coll = coll;
+  return err;
+}
+
+/* The scalars of a training state, copied as one record. */
+typedef struct {
+  uint64_t steps;
+  eddy_scaler_t scaler;
+  uint64_t rng[4];
+} sync_scalars_t;
+
+eddy_err_t eddy_learner_sync_state(eddy_learner_t *l, int root, char *errstr, size_t errstr_size) {
+  if (!l) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "learner: NULL");
+  const eddy_collective_t *c = l->coll;
+  if (!c) return EDDY_OK;
+  if (root < 0 || root >= c->ranks)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "sync_state: root %d of %d ranks", root, c->ranks);
+  eddy_learner_view_t v;
+  eddy_err_t err = l->vt->view_get(l->impl, &v, errstr, errstr_size);
+  size_t total = 0;
+  for (size_t i = 0; !err && i < v.n_tensors; i++)
+    if (v.tensors[i].offset + v.tensors[i].numel > total) total = v.tensors[i].offset + v.tensors[i].numel;
+  float *bufs[3] = {v.w, v.s1, v.s2};
+  for (int b = 0; !err && b < 3; b++)
+    if (bufs[b]) err = c->bcast(c->ctx, bufs[b], total * sizeof(float), root, errstr, errstr_size);
+  sync_scalars_t sc;
+  if (!err) {
+    memset(&sc, 0, sizeof sc);
+    sc.steps = *v.steps;
+    sc.scaler = *v.scaler;
+    memcpy(sc.rng, v.rng, sizeof sc.rng);
+    err = c->bcast(c->ctx, &sc, sizeof sc, root, errstr, errstr_size);
+  }
+  if (!err && c->rank != root) {
+    *v.steps = sc.steps;
+    *v.scaler = sc.scaler;
+    memcpy(v.rng, sc.rng, sizeof sc.rng);
+  }
+  /* Every rank takes the (copied) state over: this also drops what it had accumulated. */
+  if (!err) err = l->vt->view_loaded(l->impl, errstr, errstr_size);
+  view_release(l);
+  return err;
+}
+
 /* ---- files ---- */
 
 static void view_release(eddy_learner_t *l) {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/collective.h"
 #include "core/errors.h"
 #include "model/batch.h"
 #include "model/scaler.h"
@@ -89,12 +90,31 @@ typedef struct {
   uint64_t examples;   /* examples in this step */
   float loss_scale;    /* scale after this step's update */
   double grad_norm;    /* global norm of the averaged, unscaled gradient (before clipping) */
+  uint64_t exchanged_bytes; /* joined ranks: gradient bytes this rank summed with the others this
+                               step (dense part and touched embedding rows); 0 alone */
+  double exchange_seconds;  /* joined ranks: time the sums across ranks took, waits included */
 } eddy_step_info_t;
 
 /* Optimizer step over everything accumulated since the last step: the gradient is the weighted-sum
  * gradient divided by the number of accumulated examples (so k micro-batches of b equal one batch
- * of k×b), unscaled, checked for Inf/NaN (skip + backoff), clipped, applied. Clears gradients. */
+ * of k×b), unscaled, checked for Inf/NaN (skip + backoff), clipped, applied. Clears gradients.
+ * Joined to ranks (eddy_learner_join) it is collective: every rank calls it once per step, with or
+ * without anything accumulated; the gradient sums (dense part and every embedding row any rank
+ * touched), the example counts and so the Inf/NaN verdict are summed over the ranks first, so
+ * that every rank applies the same update, or skips it, and R ranks equal one learner that
+ * accumulated all their micro-batches, up to rounding. */
 eddy_err_t eddy_learner_step(eddy_learner_t *l, eddy_step_info_t *info);
+
+/* Joins the data-parallel ranks of coll (borrowed: it must outlive the learner or the next join;
+ * NULL or one rank: alone again). Collective for backends that build their own communicator from
+ * it (CUDA: NCCL, its id sent with coll's bcast). Joining does not copy weights: start every rank
+ * from the same seed or call eddy_learner_sync_state. EDDY_ERR_UNSUPPORTED for a backend or device
+ * that cannot (cuda:all: one GPU per rank), with the message in errstr. */
+eddy_err_t eddy_learner_join(eddy_learner_t *l, const eddy_collective_t *coll, char *errstr, size_t errstr_size);
+
+/* Copies rank root's whole training state (master weights, optimizer state, loss scaler, step
+ * counter, rng) to every joined rank and drops what any rank had accumulated. Collective. */
+eddy_err_t eddy_learner_sync_state(eddy_learner_t *l, int root, char *errstr, size_t errstr_size);
 
 /* Inference only: pred is n × outputs. Does not touch gradients or state. */
 eddy_err_t eddy_learner_predict(eddy_learner_t *l, const eddy_batch_t *b, float *pred);

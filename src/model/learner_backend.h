@@ -59,12 +59,17 @@ struct eddy_learner_backend {
   const eddy_scaler_t *(*scaler)(const void *impl);
   uint64_t (*step_count)(const void *impl);
   void (*poison)(void *impl, float value);
+  /* Data parallel across processes (eddy_learner_join): from now on step sums over coll's ranks
+   * (NULL: alone again). May be collective (a backend building its own communicator). NULL entry:
+   * the backend cannot. */
+  eddy_err_t (*join)(void *impl, const eddy_collective_t *coll, char *errstr, size_t errstr_size);
 };
 
 struct eddy_learner {
   const eddy_learner_backend_t *vt;
   void *impl;
   eddy_model_spec_t spec;
+  const eddy_collective_t *coll; /* joined ranks; NULL alone */
 };
 
 /* The built-in CPU backend (learner_cpu.c). */

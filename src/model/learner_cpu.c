@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "model/kernels.h"
 #include "model/learner_backend.h"
@@ -56,6 +57,9 @@ struct cpu_learner {
 
   uint64_t pending;    /* examples accumulated since the last step */
   bool poisoned;
+  const eddy_collective_t *coll; /* joined ranks (eddy_learner_join); NULL alone */
+  float *xrows;        /* touched rows' gradients packed for the sum across ranks */
+  size_t xrows_cap;    /* floats */
   bool grad_live;      /* the dense gradient region holds sums; otherwise it is stale and reads as 0 */
   eddy_scaler_t scaler;
   uint64_t steps;
@@ -265,6 +269,7 @@ static void cpu_destroy(void *impl) {
   free(l->wop);
   free(l->touched);
   free(l->mark);
+  free(l->xrows);
   eddy_mm_destroy(l->mm);
   free(l);
 }
@@ -509,10 +514,77 @@ static void clear_gradients(cpu_learner_t *l) {
   l->grad_live = false;
 }
 
+/* Joined ranks: sums the example counts, the poison flags, the gradients of every embedding row
+ * any rank touched (afterwards the touched list is that union, in the same order on every rank)
+ * and the dense gradient region over the ranks, so that every rank holds the same sums. */
+static eddy_err_t exchange(cpu_learner_t *l, eddy_step_info_t *out) {
+  const eddy_collective_t *c = l->coll;
+  const double t0 = eddy_clock_mono_s();
+  uint64_t counts[2] = {l->pending, l->poisoned ? 1 : 0};
+  eddy_err_t err = c->sum_u64(c->ctx, counts, 2, l->last_error, sizeof l->last_error);
+  if (err) return err;
+  if (!counts[0] && !counts[1]) { /* no rank has anything: no step anywhere */
+    out->exchange_seconds = eddy_clock_mono_s() - t0;
+    return EDDY_OK;
+  }
+  const uint32_t E = l->geo.emb_dim;
+  if (E) {
+    uint32_t *rows = NULL;
+    size_t n = 0;
+    if ((err = eddy_collective_rows_union(c, l->touched, l->n_touched, &rows, &n, l->last_error,
+                                          sizeof l->last_error)))
+      return err;
+    if (n * E > l->xrows_cap) {
+      float *x = realloc(l->xrows, n * E * sizeof *x);
+      if (!x) {
+        free(rows);
+        return fail(l, EDDY_ERR_NOMEM, "out of memory packing %zu touched embedding rows", n);
+      }
+      l->xrows = x;
+      l->xrows_cap = n * E;
+    }
+    /* Rows this rank did not touch hold zero gradients (cleared at every step). */
+    for (size_t i = 0; i < n; i++) memcpy(l->xrows + i * E, l->g + (size_t)rows[i] * E, E * sizeof(float));
+    if (n) err = c->sum_f32(c->ctx, l->xrows, n * E, l->last_error, sizeof l->last_error);
+    for (size_t i = 0; !err && i < n; i++) memcpy(l->g + (size_t)rows[i] * E, l->xrows + i * E, E * sizeof(float));
+    if (!err && n > l->touched_cap) {
+      uint32_t *t = realloc(l->touched, n * sizeof *t);
+      if (!t) err = fail(l, EDDY_ERR_NOMEM, "out of memory for %zu touched embedding rows", n);
+      else l->touched = t, l->touched_cap = n;
+    }
+    if (!err) {
+      for (size_t i = 0; i < l->n_touched; i++) l->mark[l->touched[i] >> 6] = 0;
+      for (size_t i = 0; i < n; i++) l->mark[rows[i] >> 6] |= 1ull << (rows[i] & 63);
+      if (n) memcpy(l->touched, rows, n * sizeof *rows);
+      l->n_touched = n;
+      out->exchanged_bytes += n * E * sizeof(float);
+    }
+    free(rows);
+    if (err) return err;
+  }
+  const size_t db = l->geo.dense_begin, dn = l->geo.total - db;
+  if (!l->grad_live) memset(l->g + db, 0, dn * sizeof(float)); /* stale sums read as zero */
+  l->grad_live = true;
+  if (dn && (err = c->sum_f32(c->ctx, l->g + db, dn, l->last_error, sizeof l->last_error))) return err;
+  out->exchanged_bytes += dn * sizeof(float);
+  l->pending = counts[0];
+  l->poisoned = counts[1] > 0;
+  out->examples = l->pending;
+  out->exchange_seconds = eddy_clock_mono_s() - t0;
+  return EDDY_OK;
+}
+
 static eddy_err_t cpu_step(void *impl, eddy_step_info_t *info) {
   cpu_learner_t *l = impl;
   eddy_step_info_t out = {.applied = false, .step = l->steps, .examples = l->pending,
                           .loss_scale = l->scaler.scale, .grad_norm = 0};
+  if (l->coll) {
+    eddy_err_t err = exchange(l, &out);
+    if (err) {
+      clear_gradients(l); /* the sums are incomplete: drop this step's gradients */
+      return err;
+    }
+  }
   if (l->pending == 0 && !l->poisoned) {
     if (info) *info = out;
     return EDDY_OK;
@@ -621,6 +693,11 @@ static eddy_err_t cpu_view_loaded(void *impl, char *errstr, size_t errstr_size) 
   return EDDY_OK;
 }
 
+static eddy_err_t cpu_join(void *impl, const eddy_collective_t *coll, char *errstr, size_t errstr_size) {
+  ((cpu_learner_t *)impl)->coll = coll;
+  return EDDY_OK;
+}
+
 static const eddy_learner_backend_t cpu_backend_table = {
     .name = "cpu",
     .create = cpu_create,
@@ -641,6 +718,7 @@ static const eddy_learner_backend_t cpu_backend_table = {
     .scaler = cpu_scaler,
     .step_count = cpu_step_count,
     .poison = cpu_poison,
+    .join = cpu_join,
 };
 
 const eddy_learner_backend_t *eddy_learner_cpu_backend(void) { return &cpu_backend_table; }

@@ -81,19 +81,39 @@ void eddy_manifest_init(eddy_manifest_t *m) {
 void eddy_manifest_clear(eddy_manifest_t *m) {
   if (!m) return;
   free(m->offsets);
+  for (size_t i = 0; i < m->n_ranks; i++) free(m->ranks[i].offsets);
+  free(m->ranks);
   eddy_manifest_init(m);
+}
+
+static eddy_manifest_offset_t *offsets_dup(const eddy_manifest_offset_t *src, size_t n) {
+  if (!n) return NULL;
+  eddy_manifest_offset_t *d = malloc(n * sizeof *d);
+  if (d) memcpy(d, src, n * sizeof *d);
+  return d;
 }
 
 eddy_err_t eddy_manifest_copy(eddy_manifest_t *dst, const eddy_manifest_t *src) {
   *dst = *src;
   dst->offsets = NULL;
-  if (src->n_offsets) {
-    dst->offsets = malloc(src->n_offsets * sizeof *dst->offsets);
-    if (!dst->offsets) {
-      dst->n_offsets = 0;
-      return EDDY_ERR_NOMEM;
+  dst->ranks = NULL;
+  dst->n_ranks = 0;
+  if (src->n_offsets && !(dst->offsets = offsets_dup(src->offsets, src->n_offsets))) {
+    dst->n_offsets = 0;
+    return EDDY_ERR_NOMEM;
+  }
+  if (src->n_ranks) {
+    if (!(dst->ranks = calloc(src->n_ranks, sizeof *dst->ranks))) return EDDY_ERR_NOMEM;
+    for (size_t i = 0; i < src->n_ranks; i++, dst->n_ranks++) {
+      dst->ranks[i] = src->ranks[i];
+      dst->ranks[i].offsets = NULL;
+      if (src->ranks[i].n_offsets &&
+          !(dst->ranks[i].offsets = offsets_dup(src->ranks[i].offsets, src->ranks[i].n_offsets))) {
+        dst->ranks[i].n_offsets = 0;
+        dst->n_ranks++;
+        return EDDY_ERR_NOMEM;
+      }
     }
-    memcpy(dst->offsets, src->offsets, src->n_offsets * sizeof *dst->offsets);
   }
   return EDDY_OK;
 }
@@ -106,18 +126,38 @@ static int topic_ok(const char *t) {
   return 1;
 }
 
-eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset) {
+static eddy_err_t offset_append(eddy_manifest_offset_t **list, size_t *n, const char *topic, int32_t partition,
+                                int64_t next_offset) {
   if (!topic_ok(topic) || partition < 0 || next_offset < 0) return EDDY_ERR_INVALID_ARG;
-  if (m->n_offsets >= EDDY_MANIFEST_MAX_OFFSETS) return EDDY_ERR_TOO_LARGE;
-  eddy_manifest_offset_t *grown = realloc(m->offsets, (m->n_offsets + 1) * sizeof *grown);
+  if (*n >= EDDY_MANIFEST_MAX_OFFSETS) return EDDY_ERR_TOO_LARGE;
+  eddy_manifest_offset_t *grown = realloc(*list, (*n + 1) * sizeof *grown);
   if (!grown) return EDDY_ERR_NOMEM;
-  m->offsets = grown;
-  eddy_manifest_offset_t *o = &m->offsets[m->n_offsets++];
+  *list = grown;
+  eddy_manifest_offset_t *o = &grown[(*n)++];
   memset(o, 0, sizeof *o);
   snprintf(o->topic, sizeof o->topic, "%s", topic);
   o->partition = partition;
   o->next_offset = next_offset;
   return EDDY_OK;
+}
+
+eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset) {
+  return offset_append(&m->offsets, &m->n_offsets, topic, partition, next_offset);
+}
+
+eddy_err_t eddy_manifest_rank_add_offset(eddy_manifest_rank_t *r, const char *topic, int32_t partition,
+                                         int64_t next_offset) {
+  return offset_append(&r->offsets, &r->n_offsets, topic, partition, next_offset);
+}
+
+eddy_manifest_rank_t *eddy_manifest_add_rank(eddy_manifest_t *m) {
+  if (m->n_ranks >= EDDY_MANIFEST_MAX_RANKS) return NULL;
+  eddy_manifest_rank_t *grown = realloc(m->ranks, (m->n_ranks + 1) * sizeof *grown);
+  if (!grown) return NULL;
+  m->ranks = grown;
+  eddy_manifest_rank_t *r = &grown[m->n_ranks++];
+  memset(r, 0, sizeof *r);
+  return r;
 }
 
 const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name) {
@@ -175,6 +215,84 @@ static int cmp_offset(const void *a, const void *b) {
   return (x->partition > y->partition) - (x->partition < y->partition);
 }
 
+/* A list of Kafka positions: printable topics, offsets in range, no partition twice. name is the
+ * field's path in messages. */
+static eddy_err_t offsets_check(const eddy_manifest_offset_t *list, size_t n, const char *name, eddy_err_t code,
+                                char *errstr, size_t errstr_size) {
+  if (n > EDDY_MANIFEST_MAX_OFFSETS)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"%s\" has %zu entries: at most %d", name, n,
+                     EDDY_MANIFEST_MAX_OFFSETS);
+  for (size_t i = 0; i < n; i++) {
+    const eddy_manifest_offset_t *o = &list[i];
+    if (!topic_ok(o->topic))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"%s[%zu].topic\" is empty or not printable", name, i);
+    if (o->partition < 0 || o->next_offset < 0 || (uint64_t)o->next_offset > EDDY_MANIFEST_MAX_INT)
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"%s[%zu]\" = %s/%" PRId32 " @ %" PRId64 ": negative or out of range", name, i,
+                       o->topic, o->partition, o->next_offset);
+  }
+  if (n < 2) return EDDY_OK;
+  eddy_manifest_offset_t *sorted = malloc(n * sizeof *sorted);
+  if (!sorted) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "manifest: out of memory");
+  memcpy(sorted, list, n * sizeof *sorted);
+  qsort(sorted, n, sizeof *sorted, cmp_offset);
+  eddy_err_t err = EDDY_OK;
+  for (size_t i = 1; !err && i < n; i++)
+    if (!cmp_offset(&sorted[i - 1], &sorted[i]))
+      err = eddy_errf(code, errstr, errstr_size, "manifest: \"%s\" lists %s/%" PRId32 " twice", name, sorted[i].topic,
+                      sorted[i].partition);
+  free(sorted);
+  return err;
+}
+
+static int xxh3_hex_ok(const char *s) {
+  if (!s[0]) return 1; /* not recorded */
+  if (strlen(s) != 16) return 0;
+  for (int i = 0; i < 16; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+  return 1;
+}
+
+/* The ranks: in rank order from 0, counters in range, each partition trained by one rank only. */
+static eddy_err_t ranks_check(const eddy_manifest_t *m, eddy_err_t code, char *errstr, size_t errstr_size) {
+  if (m->n_ranks > EDDY_MANIFEST_MAX_RANKS)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"ranks\" has %zu entries: at most %d", m->n_ranks,
+                     EDDY_MANIFEST_MAX_RANKS);
+  size_t total = 0;
+  for (size_t i = 0; i < m->n_ranks; i++) {
+    const eddy_manifest_rank_t *r = &m->ranks[i];
+    char name[64];
+    snprintf(name, sizeof name, "ranks[%zu].trained_offsets", i);
+    if (r->rank != i)
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"ranks[%zu].rank\" = %" PRIu32 ": must be %zu", i,
+                       r->rank, i);
+    if (r->buffer_id < 1 || r->buffer_id > EDDY_MANIFEST_MAX_INT || r->cursor > EDDY_MANIFEST_MAX_INT ||
+        r->examples > EDDY_MANIFEST_MAX_INT)
+      return eddy_errf(code, errstr, errstr_size,
+                       "manifest: \"ranks[%zu]\": buffer_id %" PRIu64 ", cursor %" PRIu64 " or examples %" PRIu64
+                       " out of range (buffer_id 1..2^53, the others 0..2^53)",
+                       i, r->buffer_id, r->cursor, r->examples);
+    if (memchr(r->weights_xxh3, 0, sizeof r->weights_xxh3) == NULL || !xxh3_hex_ok(r->weights_xxh3))
+      return eddy_errf(code, errstr, errstr_size, "manifest: \"ranks[%zu].weights_xxh3\": not 16 lowercase hex digits",
+                       i);
+    eddy_err_t err = offsets_check(r->offsets, r->n_offsets, name, code, errstr, errstr_size);
+    if (err) return err;
+    total += r->n_offsets;
+  }
+  if (total > EDDY_MANIFEST_MAX_OFFSETS)
+    return eddy_errf(code, errstr, errstr_size, "manifest: \"ranks\" list %zu trained offsets: at most %d", total,
+                     EDDY_MANIFEST_MAX_OFFSETS);
+  if (total < 2) return EDDY_OK;
+  eddy_manifest_offset_t *all = malloc(total * sizeof *all);
+  if (!all) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "manifest: out of memory");
+  size_t k = 0;
+  for (size_t i = 0; i < m->n_ranks; i++)
+    for (size_t j = 0; j < m->ranks[i].n_offsets; j++) all[k++] = m->ranks[i].offsets[j];
+  eddy_err_t err = offsets_check(all, total, "ranks[].trained_offsets", code, errstr, errstr_size);
+  free(all);
+  return err;
+}
+
 /* The rules every manifest obeys, written or read. The message names the field. */
 static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char *errstr, size_t errstr_size) {
   const uint64_t max = EDDY_MANIFEST_MAX_INT;
@@ -207,34 +325,9 @@ static eddy_err_t manifest_check(const eddy_manifest_t *m, eddy_err_t code, char
     if (counters[i].value > max)
       return eddy_errf(code, errstr, errstr_size, "manifest: \"%s\" = %" PRIu64 ": above 2^53", counters[i].name,
                        counters[i].value);
-  if (m->n_offsets > EDDY_MANIFEST_MAX_OFFSETS)
-    return eddy_errf(code, errstr, errstr_size, "manifest: \"kafka_offsets\" has %zu entries: at most %d",
-                     m->n_offsets, EDDY_MANIFEST_MAX_OFFSETS);
-  for (size_t i = 0; i < m->n_offsets; i++) {
-    const eddy_manifest_offset_t *o = &m->offsets[i];
-    if (!topic_ok(o->topic))
-      return eddy_errf(code, errstr, errstr_size, "manifest: \"kafka_offsets[%zu].topic\" is empty or not printable",
-                       i);
-    if (o->partition < 0 || o->next_offset < 0 || (uint64_t)o->next_offset > max)
-      return eddy_errf(code, errstr, errstr_size,
-                       "manifest: \"kafka_offsets[%zu]\" = %s/%" PRId32 " @ %" PRId64 ": negative or out of range", i,
-                       o->topic, o->partition, o->next_offset);
-  }
-  if (m->n_offsets > 1) {
-    eddy_manifest_offset_t *sorted = malloc(m->n_offsets * sizeof *sorted);
-    if (!sorted) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "manifest: out of memory");
-    memcpy(sorted, m->offsets, m->n_offsets * sizeof *sorted);
-    qsort(sorted, m->n_offsets, sizeof *sorted, cmp_offset);
-    for (size_t i = 1; i < m->n_offsets; i++)
-      if (!cmp_offset(&sorted[i - 1], &sorted[i])) {
-        eddy_err_t err = eddy_errf(code, errstr, errstr_size,
-                                   "manifest: \"kafka_offsets\" lists %s/%" PRId32 " twice", sorted[i].topic,
-                                   sorted[i].partition);
-        free(sorted);
-        return err;
-      }
-    free(sorted);
-  }
+  eddy_err_t err = offsets_check(m->offsets, m->n_offsets, "kafka_offsets", code, errstr, errstr_size);
+  if (!err) err = ranks_check(m, code, errstr, errstr_size);
+  if (err) return err;
   if (!in_list(m->precision, precisions, 3))
     return eddy_errf(code, errstr, errstr_size, "manifest: \"precision\" = \"%s\": must be fp32, bf16 or fp16",
                      m->precision);
@@ -398,6 +491,21 @@ char *eddy_manifest_gate_json(const eddy_manifest_t *m) {
   return text;
 }
 
+/* Adds list as an array of {topic, partition, next_offset} named key to o. */
+static bool offsets_json(cJSON *o, const char *key, const eddy_manifest_offset_t *list, size_t n) {
+  cJSON *arr = cJSON_AddArrayToObject(o, key);
+  bool ok = arr != NULL;
+  for (size_t i = 0; ok && i < n; i++) {
+    cJSON *e = cJSON_CreateObject();
+    ok = e != NULL;
+    if (ok) cJSON_AddItemToArray(arr, e);
+    ok = ok && cJSON_AddStringToObject(e, "topic", list[i].topic);
+    ok = ok && cJSON_AddNumberToObject(e, "partition", list[i].partition);
+    ok = ok && cJSON_AddNumberToObject(e, "next_offset", (double)list[i].next_offset);
+  }
+  return ok;
+}
+
 eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *errstr, size_t errstr_size) {
   *json = NULL;
   eddy_err_t err = manifest_check(m, EDDY_ERR_INVALID_ARG, errstr, errstr_size);
@@ -428,15 +536,21 @@ eddy_err_t eddy_manifest_to_json(const eddy_manifest_t *m, char **json, char *er
   ok = ok && cJSON_AddNumberToObject(o, "buffer_cursor", (double)m->buffer_cursor);
   if (ok) ok = m->newest_event_ms > 0 ? cJSON_AddNumberToObject(o, "newest_event_ms", (double)m->newest_event_ms) != NULL
                                       : cJSON_AddNullToObject(o, "newest_event_ms") != NULL;
-  cJSON *offsets = ok ? cJSON_AddArrayToObject(o, "kafka_offsets") : NULL;
-  ok = offsets != NULL;
-  for (size_t i = 0; ok && i < m->n_offsets; i++) {
+  ok = ok && offsets_json(o, "kafka_offsets", m->offsets, m->n_offsets);
+  cJSON *ranks = ok && m->n_ranks ? cJSON_AddArrayToObject(o, "ranks") : NULL;
+  ok = ok && (!m->n_ranks || ranks);
+  for (size_t i = 0; ok && i < m->n_ranks; i++) {
+    const eddy_manifest_rank_t *r = &m->ranks[i];
     cJSON *e = cJSON_CreateObject();
     ok = e != NULL;
-    if (ok) cJSON_AddItemToArray(offsets, e);
-    ok = ok && cJSON_AddStringToObject(e, "topic", m->offsets[i].topic);
-    ok = ok && cJSON_AddNumberToObject(e, "partition", m->offsets[i].partition);
-    ok = ok && cJSON_AddNumberToObject(e, "next_offset", (double)m->offsets[i].next_offset);
+    if (ok) cJSON_AddItemToArray(ranks, e);
+    ok = ok && cJSON_AddNumberToObject(e, "rank", r->rank);
+    ok = ok && cJSON_AddNumberToObject(e, "buffer_id", (double)r->buffer_id);
+    ok = ok && cJSON_AddNumberToObject(e, "cursor", (double)r->cursor);
+    ok = ok && cJSON_AddNumberToObject(e, "examples", (double)r->examples);
+    if (ok) ok = r->weights_xxh3[0] ? cJSON_AddStringToObject(e, "weights_xxh3", r->weights_xxh3) != NULL
+                                    : cJSON_AddNullToObject(e, "weights_xxh3") != NULL;
+    ok = ok && offsets_json(e, "trained_offsets", r->offsets, r->n_offsets);
   }
   cJSON *metrics = ok ? cJSON_AddObjectToObject(o, "metrics") : NULL;
   cJSON *preq = metrics ? metrics_json(&m->prequential) : NULL;
@@ -591,14 +705,16 @@ static eddy_err_t parse_precisions(pctx_t *p, const cJSON *precs, eddy_manifest_
   return err;
 }
 
-static eddy_err_t parse_offsets(pctx_t *p, const cJSON *arr, eddy_manifest_t *m) {
-  if (!arr) return bad(p, "\"%s\" missing%s", "kafka_offsets", NULL);
-  if (!cJSON_IsArray(arr)) return bad(p, "\"%s\" must be an array%s", "kafka_offsets", NULL);
+/* An array of {topic, partition, next_offset} at field (its path in messages) into list/n. */
+static eddy_err_t parse_offsets(pctx_t *p, const cJSON *arr, const char *field_name, eddy_manifest_offset_t **list,
+                                size_t *n) {
+  if (!arr) return bad(p, "\"%s\" missing%s", field_name, NULL);
+  if (!cJSON_IsArray(arr)) return bad(p, "\"%s\" must be an array%s", field_name, NULL);
   size_t i = 0;
   for (const cJSON *e = arr->child; e; e = e->next, i++) {
-    char name[64], sub[80];
-    snprintf(name, sizeof name, "kafka_offsets[%zu]", i);
-    if (i >= EDDY_MANIFEST_MAX_OFFSETS) return bad(p, "\"%s\": more than 4096 entries%s", "kafka_offsets", NULL);
+    char name[96], sub[128];
+    snprintf(name, sizeof name, "%s[%zu]", field_name, i);
+    if (i >= EDDY_MANIFEST_MAX_OFFSETS) return bad(p, "\"%s\": more than 4096 entries%s", field_name, NULL);
     eddy_err_t err = check_object(p, e, name);
     char topic[EDDY_MANIFEST_TOPIC_MAX];
     uint64_t partition = 0, next = 0;
@@ -610,9 +726,43 @@ static eddy_err_t parse_offsets(pctx_t *p, const cJSON *arr, eddy_manifest_t *m)
     snprintf(sub, sizeof sub, "%s.next_offset", name);
     if (!err) err = get_uint(p, e, "next_offset", sub, &next);
     if (err) return err;
-    err = eddy_manifest_add_offset(m, topic, (int32_t)partition, (int64_t)next);
+    err = offset_append(list, n, topic, (int32_t)partition, (int64_t)next);
     if (err == EDDY_ERR_NOMEM) return eddy_errf(err, p->errstr, p->errstr_size, "manifest: out of memory");
     if (err) return bad(p, "\"%s.topic\" is empty or not printable%s", name, NULL);
+  }
+  return EDDY_OK;
+}
+
+/* "ranks" (optional: manifests written before ranks existed have none). */
+static eddy_err_t parse_ranks(pctx_t *p, const cJSON *arr, eddy_manifest_t *m) {
+  if (!arr) return EDDY_OK;
+  if (!cJSON_IsArray(arr)) return bad(p, "\"%s\" must be an array%s", "ranks", NULL);
+  size_t i = 0;
+  for (const cJSON *e = arr->child; e; e = e->next, i++) {
+    char name[64], sub[96];
+    snprintf(name, sizeof name, "ranks[%zu]", i);
+    eddy_err_t err = check_object(p, e, name);
+    if (err) return err;
+    eddy_manifest_rank_t *r = eddy_manifest_add_rank(m);
+    if (!r) return bad(p, "\"%s\": more than 4096 entries (or out of memory)%s", "ranks", NULL);
+    uint64_t rank = 0;
+    snprintf(sub, sizeof sub, "%s.rank", name);
+    if (!err) err = get_uint(p, e, "rank", sub, &rank);
+    if (!err && rank > UINT32_MAX) err = bad(p, "\"%s\" is above 2^32-1%s", sub, NULL);
+    r->rank = (uint32_t)rank;
+    snprintf(sub, sizeof sub, "%s.buffer_id", name);
+    if (!err) err = get_uint(p, e, "buffer_id", sub, &r->buffer_id);
+    snprintf(sub, sizeof sub, "%s.cursor", name);
+    if (!err) err = get_uint(p, e, "cursor", sub, &r->cursor);
+    snprintf(sub, sizeof sub, "%s.examples", name);
+    if (!err) err = get_uint(p, e, "examples", sub, &r->examples);
+    const cJSON *sum = field(e, "weights_xxh3");
+    snprintf(sub, sizeof sub, "%s.weights_xxh3", name);
+    if (!err && !sum) err = bad(p, "\"%s\" missing%s", sub, NULL);
+    if (!err && !cJSON_IsNull(sum)) err = get_string(p, e, "weights_xxh3", sub, r->weights_xxh3, sizeof r->weights_xxh3);
+    snprintf(sub, sizeof sub, "%s.trained_offsets", name);
+    if (!err) err = parse_offsets(p, field(e, "trained_offsets"), sub, &r->offsets, &r->n_offsets);
+    if (err) return err;
   }
   return EDDY_OK;
 }
@@ -728,7 +878,8 @@ static eddy_err_t parse_root(pctx_t *p, const cJSON *o, eddy_manifest_t *m) {
     if ((err = get_uint(p, o, "newest_event_ms", "newest_event_ms", &ms))) return err;
     m->newest_event_ms = (int64_t)ms;
   }
-  if ((err = parse_offsets(p, field(o, "kafka_offsets"), m))) return err;
+  if ((err = parse_offsets(p, field(o, "kafka_offsets"), "kafka_offsets", &m->offsets, &m->n_offsets))) return err;
+  if ((err = parse_ranks(p, field(o, "ranks"), m))) return err;
   const cJSON *metrics = field(o, "metrics");
   if (!metrics) return bad(p, "\"%s\" missing%s", "metrics", NULL);
   if ((err = check_object(p, metrics, "metrics"))) return err;

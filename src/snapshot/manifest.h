@@ -18,7 +18,8 @@
 #define EDDY_MANIFEST_FORMAT 1                /* "format" field; bumped on incompatible changes */
 #define EDDY_MANIFEST_MAX_BYTES (1u << 20)    /* size cap of manifest.json */
 #define EDDY_MANIFEST_MAX_FILES 8
-#define EDDY_MANIFEST_MAX_OFFSETS 4096        /* Kafka partitions recorded */
+#define EDDY_MANIFEST_MAX_OFFSETS 4096        /* Kafka partitions recorded (each list; all ranks') */
+#define EDDY_MANIFEST_MAX_RANKS 4096          /* trainer ranks recorded */
 #define EDDY_MANIFEST_NAME_MAX 64             /* model and file names, NUL included */
 #define EDDY_MANIFEST_TOPIC_MAX 256           /* Kafka topic names are at most 249 bytes */
 #define EDDY_MANIFEST_REASON_MAX 512
@@ -34,6 +35,20 @@ typedef struct {
   int32_t partition;
   int64_t next_offset; /* next offset to consume: everything before it is in the trained state */
 } eddy_manifest_offset_t;
+
+/* One trainer rank when the version was written (DESIGN "Scaling past one machine"): enough to
+ * resume it from its own buffer, or to re-read from Kafka what it had not trained when its
+ * partitions move to another rank. */
+typedef struct {
+  uint32_t rank;          /* 0 .. n_ranks-1 */
+  uint64_t buffer_id;     /* identity of its replay buffer (buffer meta "buffer_id", 1..2^53) */
+  uint64_t cursor;        /* seq of the next fresh event to train in that buffer */
+  uint64_t examples;      /* fresh examples it contributed to this lineage */
+  char weights_xxh3[17];  /* XXH3-64 of its weights as 16 hex digits; "" = not recorded */
+  eddy_manifest_offset_t *offsets; /* owned; per partition its buffer read: the next offset not
+                                      trained yet (everything before it is in the trained state) */
+  size_t n_offsets;
+} eddy_manifest_rank_t;
 
 typedef struct {
   char name[EDDY_MANIFEST_NAME_MAX]; /* "weights.safetensors" */
@@ -86,6 +101,9 @@ typedef struct {
                               (JSON null; absent in older manifests) */
   eddy_manifest_offset_t *offsets; /* owned; eddy_manifest_add_offset appends */
   size_t n_offsets;
+  eddy_manifest_rank_t *ranks; /* owned; one per trainer rank, in rank order; none in manifests
+                                  written before ranks existed (JSON "ranks" absent) */
+  size_t n_ranks;
   eddy_metric_values_t prequential; /* NaN = not defined (JSON null) */
   eddy_metric_values_t holdout;
   eddy_manifest_precision_t precisions[EDDY_INFER_PRECISIONS]; /* by eddy_infer_precision_t */
@@ -101,12 +119,18 @@ typedef struct {
 
 /* Zeroes m: status candidate, metrics NaN, precision "fp32", weights_dtype "F32". */
 void eddy_manifest_init(eddy_manifest_t *m);
-/* Frees what m owns (the offsets) and re-initialises it. NULL is a no-op. */
+/* Frees what m owns (the offsets, the ranks) and re-initialises it. NULL is a no-op. */
 void eddy_manifest_clear(eddy_manifest_t *m);
-/* Deep copy: dst (uninitialised or cleared) gets its own offsets. */
+/* Deep copy: dst (uninitialised or cleared) gets its own offsets and ranks. */
 eddy_err_t eddy_manifest_copy(eddy_manifest_t *dst, const eddy_manifest_t *src);
 /* Appends a Kafka position; TOO_LARGE past EDDY_MANIFEST_MAX_OFFSETS, INVALID_ARG on a bad topic. */
 eddy_err_t eddy_manifest_add_offset(eddy_manifest_t *m, const char *topic, int32_t partition, int64_t next_offset);
+/* Appends rank entry n_ranks (zeroed; the caller fills it), or NULL past EDDY_MANIFEST_MAX_RANKS or
+ * out of memory. The pointer is valid until the next call. */
+eddy_manifest_rank_t *eddy_manifest_add_rank(eddy_manifest_t *m);
+/* Appends a trained position to rank entry r; the same errors as eddy_manifest_add_offset. */
+eddy_err_t eddy_manifest_rank_add_offset(eddy_manifest_rank_t *r, const char *topic, int32_t partition,
+                                         int64_t next_offset);
 /* The file entry named name, or NULL. */
 const eddy_manifest_file_t *eddy_manifest_file(const eddy_manifest_t *m, const char *name);
 /* The precisions present, as a mask of 1 << eddy_infer_precision_t (0 for an older manifest). */

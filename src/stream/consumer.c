@@ -560,6 +560,9 @@ static void pending_add(eddy_ingest_t *ing, part_t *p, rd_kafka_message_t *msg) 
         ev->has_ts = true;
       }
     }
+    ev->has_origin = true; /* where it came from: the trainer's positions per partition */
+    ev->partition = msg->partition;
+    ev->offset = msg->offset;
     ing->n_events++;
   } else {
     if (!eddy_err_is_bad_event(err)) err = EDDY_ERR_EVENT_NOT_JSON; /* cannot happen; stay safe */
@@ -997,7 +1000,10 @@ void eddy_ingest_destroy(eddy_ingest_t *ing) {
 /* Updates the lag of every assigned partition from the cached high watermarks. */
 static void refresh_lag(eddy_ingest_t *ing) {
   int64_t total = 0;
-  bool known = ing->n_parts > 0;
+  /* A rank that owns none of the topic's partitions (more ranks than partitions) has nothing to
+   * read: it is caught up, with no lag. */
+  const bool none_owned = ing->n_parts == 0 && ing->topic_parts > 0;
+  bool known = ing->n_parts > 0 || none_owned;
   for (size_t i = 0; i < ing->n_parts; i++) {
     part_t *p = &ing->parts[i];
     int64_t lo, hi;
@@ -1011,7 +1017,7 @@ static void refresh_lag(eddy_ingest_t *ing) {
     eddy_series_set(p->lag, (double)lag);
     total += lag;
   }
-  bool caught_up = ing->n_parts > 0 && !ing->paused && ing->n_msgs == 0;
+  bool caught_up = (ing->n_parts > 0 || none_owned) && !ing->paused && ing->n_msgs == 0;
   for (size_t i = 0; caught_up && i < ing->n_parts; i++) caught_up = ing->parts[i].eof;
   STATS_UPDATE(ing, ing->stats.lag = known ? total : -1; ing->stats.caught_up = caught_up);
 }

@@ -131,6 +131,7 @@ bool trainer_write_candidate(eddy_trainer_t *t, uint64_t ticket) {
   m->buffer_cursor = t->cursor;
   m->newest_event_ms = t->newest_event_ms;
   eddy_replay_offsets_each(t->buffer, add_offset, m);
+  trainer_ranks_manifest(t, m);
   pthread_mutex_lock(&t->mu);
   m->parent = t->parent;
   t->job = job;

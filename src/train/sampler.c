@@ -42,6 +42,7 @@ static void sample(eddy_trainer_t *t, sampler_prev_t *prev) {
   double mono = eddy_clock_mono_s();
   if (t->ingest) {
     eddy_ingest_stats_t is = eddy_ingest_stats(t->ingest);
+    trainer_ranks_ingest_totals(t, &is); /* with ranks: every rank's */
     if (prev->have && mono > prev->mono && is.events_ok >= prev->ingest_ok)
       p.v[EDDY_TS_INGEST_RATE] = (double)(is.events_ok - prev->ingest_ok) / (mono - prev->mono);
     prev->have = true;

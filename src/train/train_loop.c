@@ -25,7 +25,7 @@ static bool in_skip(const eddy_trainer_t *t, uint64_t seq) {
  * held out, not in the skip range. */
 static bool replayable(void *ctx, uint64_t seq, const eddy_event_t *ev) {
   const eddy_trainer_t *t = ctx;
-  return seq < t->cursor && !in_skip(t, seq) && !trainer_is_holdout(t, ev, seq);
+  return seq < t->cursor && !in_skip(t, seq) && !trainer_is_holdout(t, ev, seq) && !trainer_ranks_foreign(t, ev, seq);
 }
 
 /* Up to n replay draws into t->replay: events already trained on (seq < cursor), never held out
@@ -58,7 +58,9 @@ static eddy_err_t draw_replay(eddy_trainer_t *t, size_t n) {
       size_t got = 0;
       eddy_err_t err = eddy_replay_read(t->buffer, lo + off, 1, &t->sample, &seq, &got);
       if (err) return err;
-      if (!got || seq >= hi || in_skip(t, seq) || trainer_is_holdout(t, &t->sample, seq)) continue;
+      if (!got || seq >= hi || in_skip(t, seq) || trainer_is_holdout(t, &t->sample, seq) ||
+          trainer_ranks_foreign(t, &t->sample, seq))
+        continue;
       if (eddy_batch_push(t->replay, &t->sample) == EDDY_OK) break;
     }
   }
@@ -115,14 +117,11 @@ static int train_replay(eddy_trainer_t *t, size_t *replay_n, double *loss) {
   return 0;
 }
 
-/* One optimizer step. 1: trained or consumed events; 0: nothing to do (idle); -1: fatal. */
-static int train_step(eddy_trainer_t *t) {
+int trainer_accumulate(eddy_trainer_t *t, trainer_acc_t *acc) {
   const eddy_config_t *c = &t->cfg;
-  size_t fresh_n = 0, replay_n = 0;
   uint64_t missed = 0, skipped_events = 0;
-  double loss = 0;
-  bool read_any = false;
   eddy_err_t err;
+  *acc = (trainer_acc_t){0};
   for (uint32_t k = 0; k < c->accum_steps; k++) {
     size_t got = 0;
     if ((err = eddy_replay_read(t->buffer, t->cursor, c->batch_size, t->rd, t->rd_seqs, &got))) {
@@ -131,12 +130,13 @@ static int train_step(eddy_trainer_t *t) {
       return -1;
     }
     if (!got) break;
-    read_any = true;
+    acc->read_any = true;
     if (t->rd_seqs[0] > t->cursor) missed += t->rd_seqs[0] - t->cursor;
     eddy_batch_clear(t->fresh);
     for (size_t i = 0; i < got; i++) {
       uint64_t seq = t->rd_seqs[i];
       if (i && seq > t->rd_seqs[i - 1] + 1) missed += seq - t->rd_seqs[i - 1] - 1;
+      if (!trainer_ranks_take(t, &t->rd[i], seq)) continue; /* another rank's partition */
       if (in_skip(t, seq)) {
         skipped_events++;
       } else if (trainer_is_holdout(t, &t->rd[i], seq)) {
@@ -156,36 +156,42 @@ static int train_step(eddy_trainer_t *t) {
         return fail_learner(t, "accumulate", err);
       eddy_prequential_add(t->preq, t->pred, t->fresh->label, t->fresh->weight, t->fresh->n);
       watch_drift(t);
-      loss += l;
-      fresh_n += t->fresh->n;
+      acc->loss += l;
+      acc->fresh_n += t->fresh->n;
       double ratio = c->replay_ratio;
       size_t want = ratio > 0 ? (size_t)lround(ratio / (1.0 - ratio) * (double)t->fresh->n) : 0;
       if ((err = draw_replay(t, want))) {
         trainer_set_fatal(t, err, "training stopped: replay draw: %s", eddy_err_str(err));
         return -1;
       }
-      if (train_replay(t, &replay_n, &loss)) return -1;
+      if (train_replay(t, &acc->replay_n, &acc->loss)) return -1;
     }
     if (got < c->batch_size) break; /* caught up: step now rather than wait */
   }
   if (missed) eddy_series_add(t->mx.missed, (double)missed);
   if (skipped_events) eddy_series_add(t->mx.skip_range, (double)skipped_events);
-  if (!read_any) {
+  if (!acc->read_any) {
     if (!c->replay_idle_steps || t->idle_done >= c->replay_idle_steps) return 0;
     for (uint32_t k = 0; k < c->accum_steps; k++) {
       if ((err = draw_replay(t, c->batch_size))) {
         trainer_set_fatal(t, err, "training stopped: replay draw: %s", eddy_err_str(err));
         return -1;
       }
-      if (train_replay(t, &replay_n, &loss)) return -1;
+      if (train_replay(t, &acc->replay_n, &acc->loss)) return -1;
     }
-    if (!replay_n) return 0;
+    if (!acc->replay_n) return 0;
     t->idle_done++;
   } else {
     t->idle_done = 0;
   }
+  return 1;
+}
+
+int trainer_apply(eddy_trainer_t *t, uint64_t fresh_n, uint64_t replay_n, double loss) {
+  const eddy_config_t *c = &t->cfg;
   if (fresh_n + replay_n > 0) {
     eddy_step_info_t info;
+    eddy_err_t err;
     if ((err = eddy_learner_step(t->learner, &info))) return fail_learner(t, "optimizer step", err);
     if (info.applied) {
       t->skipped_run = 0;
@@ -205,7 +211,15 @@ static int train_step(eddy_trainer_t *t) {
   return 1;
 }
 
-static void wait_ms(eddy_trainer_t *t, int ms) {
+/* One optimizer step. 1: trained or consumed events; 0: nothing to do (idle); -1: fatal. */
+static int train_step(eddy_trainer_t *t) {
+  trainer_acc_t acc;
+  int r = trainer_accumulate(t, &acc);
+  if (r <= 0) return r;
+  return trainer_apply(t, acc.fresh_n, acc.replay_n, acc.loss);
+}
+
+void trainer_wait_ms(eddy_trainer_t *t, int ms) {
   struct timespec ts = eddy_clock_deadline(CLOCK_MONOTONIC, ms);
   pthread_mutex_lock(&t->mu);
   if (!t->stop && !t->hold_count && t->snap_requested <= t->snap_taken)
@@ -257,12 +271,12 @@ void *trainer_train_main(void *arg) {
       if (due) trainer_write_candidate(t, ticket);
     }
     if (paused) {
-      if (ticket && busy) wait_ms(t, TRAINER_IDLE_WAIT_MS);
+      if (ticket && busy) trainer_wait_ms(t, TRAINER_IDLE_WAIT_MS);
       continue;
     }
     int r = train_step(t);
     if (r < 0) break;
-    if (r == 0) wait_ms(t, TRAINER_IDLE_WAIT_MS);
+    if (r == 0) trainer_wait_ms(t, TRAINER_IDLE_WAIT_MS);
   }
   pthread_mutex_lock(&t->mu);
   t->train_running = false;

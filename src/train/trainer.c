@@ -369,6 +369,7 @@ static void free_parts(eddy_trainer_t *t) {
   free(t->scratch);
   eddy_replicas_destroy(t->replicas);
   eddy_timeseries_destroy(t->series);
+  trainer_ranks_free(t);
   eddy_config_free(&t->cfg);
 }
 
@@ -402,6 +403,7 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
   t->reg = metrics;
   eddy_event_init(&t->sample);
   if (!config_copy(&t->cfg, cfg)) goto nomem;
+  if (trainer_ranks_init(t, opts ? opts->ranks : NULL, errstr, errstr_size) != EDDY_OK) goto fail;
   const eddy_config_t *c = &t->cfg;
   if (metrics && !register_metrics(t, errstr, errstr_size)) goto fail;
   if (!trainer_sampler_init(t, errstr, errstr_size)) goto fail;
@@ -446,27 +448,33 @@ eddy_trainer_t *eddy_trainer_new(const eddy_config_t *cfg, const eddy_trainer_op
                            .classes = reservoir_classes(c),
                            .seed = c->train.seed};
   if (!(t->buffer = eddy_replay_new(&ro, errstr, errstr_size))) goto fail;
-  if (!(t->store = eddy_store_new(c->snapshot_store, c->model_name, EDDY_STORE_WRITER, errstr, errstr_size)))
+  if (t->rk.rank == 0 &&  /* with ranks, rank 0 alone owns the store */
+      !(t->store = eddy_store_new(c->snapshot_store, c->model_name, EDDY_STORE_WRITER, errstr, errstr_size)))
     goto fail;
   if (!(t->learner = eddy_learner_new(&c->spec, &c->train, c->device, errstr, errstr_size))) goto fail;
-  if (restore(t, opts, errstr, errstr_size) != EDDY_OK) goto fail;
+  if (t->rk.rank == 0 && restore(t, opts, errstr, errstr_size) != EDDY_OK) goto fail;
+  if (trainer_ranks_start(t, errstr, errstr_size) != EDDY_OK) goto fail;
   trainer_holdout_refill(t);
   t->last_pub_step = eddy_learner_step_count(t->learner);
   t->last_pub_time = eddy_clock_mono_s();
   t->st_last_published = 0;
 
-  if (eddy_config_kafka(c, "bootstrap.servers") || eddy_config_kafka(c, "metadata.broker.list")) {
+  if (t->rk.rank != 0) {
+    /* announcements are rank 0's */
+  } else if (eddy_config_kafka(c, "bootstrap.servers") || eddy_config_kafka(c, "metadata.broker.list")) {
     if (!(t->producer = announcer_new(c, errstr, errstr_size))) goto fail;
   } else {
     EDDY_WARN(LOG_MOD, "no kafka.bootstrap.servers: promotions are not announced on %s", c->snapshot_topic);
   }
-  if (check_current(t, errstr, errstr_size) != EDDY_OK) goto fail;
+  if (t->store && check_current(t, errstr, errstr_size) != EDDY_OK) goto fail; /* rank 0's store */
   if (!(opts && opts->no_ingest)) {
-    if (!(t->ingest = eddy_ingest_new(c, t->buffer, NULL, metrics, errstr, errstr_size))) goto fail;
+    eddy_ingest_opts_t io = {.rank = (uint32_t)t->rk.rank, .ranks = (uint32_t)t->rk.ranks};
+    if (!(t->ingest = eddy_ingest_new(c, t->buffer, &io, metrics, errstr, errstr_size))) goto fail;
   }
   uint64_t cur = 0;
   char why[256];
-  if (eddy_store_current(t->store, &cur, why, sizeof why) == EDDY_OK) eddy_series_set(t->mx.version, (double)cur);
+  if (t->store && eddy_store_current(t->store, &cur, why, sizeof why) == EDDY_OK)
+    eddy_series_set(t->mx.version, (double)cur);
   trainer_publish_status(t);
   return t;
 nomem:
@@ -494,7 +502,7 @@ eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_siz
   pthread_mutex_lock(&t->mu);
   t->train_running = true;
   pthread_mutex_unlock(&t->mu);
-  if ((rc = pthread_create(&t->train_th, NULL, trainer_train_main, t)) != 0) {
+  if ((rc = pthread_create(&t->train_th, NULL, t->rk.coll ? trainer_ranks_train_main : trainer_train_main, t)) != 0) {
     pthread_mutex_lock(&t->mu);
     t->train_running = false;
     pthread_mutex_unlock(&t->mu);
@@ -506,9 +514,11 @@ eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_siz
       return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: ingest thread: %s", strerror(rc));
     t->ingest_started = true;
   }
-  if ((rc = pthread_create(&t->sample_th, NULL, trainer_sample_main, t)) != 0)
-    return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: sampler thread: %s", strerror(rc));
-  t->sample_started = true;
+  if (t->rk.rank == 0) { /* the dashboard's data: rank 0's */
+    if ((rc = pthread_create(&t->sample_th, NULL, trainer_sample_main, t)) != 0)
+      return eddy_errf(EDDY_ERR_STATE, errstr, errstr_size, "trainer: sampler thread: %s", strerror(rc));
+    t->sample_started = true;
+  }
   EDDY_INFO(LOG_MOD, "%s: training on %s (%s), batch %u x %u, replay %.2f %s, holdout %.3f; "
                      "snapshots every %u steps / %u s into %s",
             t->cfg.model_name, eddy_learner_backend(t->learner), eddy_learner_precision_info(t->learner),
@@ -517,7 +527,7 @@ eddy_err_t eddy_trainer_start(eddy_trainer_t *t, char *errstr, size_t errstr_siz
             : t->cfg.replay_strategy == EDDY_REPLAY_BALANCED ? "balanced"
                                                               : "uniform",
             t->cfg.holdout_fraction, t->cfg.snapshot_every_steps, t->cfg.snapshot_every_seconds,
-            eddy_store_dir(t->store));
+            t->store ? eddy_store_dir(t->store) : "rank 0's store");
   return EDDY_OK;
 }
 
@@ -552,6 +562,14 @@ eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_si
   if (err) eddy_errf(err, errstr, errstr_size, "%s", t->fatal_msg);
   pthread_mutex_unlock(&t->mu);
   return err;
+}
+
+bool eddy_trainer_stopped(eddy_trainer_t *t) {
+  if (!t) return false;
+  pthread_mutex_lock(&t->mu);
+  bool stopped = t->rk.stopped;
+  pthread_mutex_unlock(&t->mu);
+  return stopped;
 }
 
 eddy_store_t *eddy_trainer_store(eddy_trainer_t *t) { return t ? t->store : NULL; }
@@ -697,6 +715,7 @@ char *eddy_trainer_status_json(eddy_trainer_t *t) {
   pthread_mutex_unlock(&t->mu);
   cJSON_AddStringToObject(o, "backend", eddy_learner_backend(t->learner));
   cJSON_AddStringToObject(o, "precision", eddy_learner_precision_info(t->learner));
+  trainer_ranks_status(t, o);
   json_num(o, "uptime_seconds", eddy_clock_mono_s() - t->start_time);
   char *text = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
@@ -870,6 +889,8 @@ static eddy_err_t retrain_to(eddy_trainer_t *t, uint64_t version, const eddy_man
   t->last_pub_step = eddy_learner_step_count(t->learner);
   t->last_pub_time = eddy_clock_mono_s();
   eddy_drift_reset(&t->drift);
+  if (trainer_ranks_rollback(t, m, why, sizeof why) != EDDY_OK)
+    EDDY_WARN(LOG_MOD, "rollback to v%06" PRIu64 ": its per-partition positions: %s", version, why);
   pthread_mutex_lock(&t->mu); /* status_json reads these under mu */
   t->parent = version;
   t->skip_from = skip ? from : 1;
@@ -906,6 +927,9 @@ eddy_err_t eddy_trainer_rollback(eddy_trainer_t *t, uint64_t version, bool retra
                                  uint64_t skip_to, char *errstr, size_t errstr_size) {
   if (!t) return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "trainer: NULL");
   if (version == 0) return eddy_errf(EDDY_ERR_NOT_FOUND, errstr, errstr_size, "no version 0 (versions start at 1)");
+  if (retrain && skip_to >= skip_from && t->rk.ranks > 1)
+    return eddy_errf(EDDY_ERR_INVALID_ARG, errstr, errstr_size, "a skip range names buffer seqs of one buffer: "
+                     "with %d ranks (a buffer each) retrain without one", t->rk.ranks);
   pthread_mutex_lock(&t->rb_mu);
   eddy_manifest_t m;
   eddy_manifest_init(&m);
@@ -926,7 +950,7 @@ eddy_err_t eddy_trainer_rollback(eddy_trainer_t *t, uint64_t version, bool retra
       eddy_series_add(t->mx.rollbacks, 1);
       EDDY_INFO(LOG_MOD, "rollback (serve only): CURRENT = v%06" PRIu64 "; training goes on", version);
     }
-  } else {
+  } else if (!(err = trainer_ranks_rollback_check(t, &m, errstr, errstr_size))) {
     err = retrain_to(t, version, &m, skip_from, skip_to, errstr, errstr_size);
   }
   eddy_manifest_clear(&m);

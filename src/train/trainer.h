@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/collective.h"
 #include "core/errors.h"
 #include "metrics/registry.h"
 #include "snapshot/store.h"
@@ -21,6 +22,11 @@ typedef struct {
   bool fresh;            /* start with new weights when there is no usable state (else refuse) */
   bool no_ingest;        /* no Kafka consumer: the caller appends events to eddy_trainer_buffer()
                             itself (tests, or a buffer filled before the start) */
+  const eddy_collective_t *ranks; /* data-parallel ranks (DESIGN "Scaling past one machine"),
+                            borrowed for the trainer's lifetime; NULL or one rank: alone. Rank r of
+                            R ingests the partitions p mod R = r into <buffer.path>/rank-<r>; every
+                            rank restores rank 0's version; rank 0 alone gates, publishes and
+                            announces. Every rank must create, start and destroy its trainer. */
 } eddy_trainer_opts_t;
 
 /* Opens the buffer, the store (writer) and restores the newest state (or CURRENT's lineage head)
@@ -40,6 +46,10 @@ eddy_err_t eddy_trainer_health(eddy_trainer_t *t, char *errstr, size_t errstr_si
  * disk). Not fatal: ingest pauses and retries, publishing fails and retries, and both recover by
  * themselves when space returns; meanwhile /healthz answers 503 and the status is degraded. */
 eddy_err_t eddy_trainer_storage(eddy_trainer_t *t, char *why, size_t why_size);
+
+/* With ranks: true once the ranks have stopped together (another rank was told to stop), so this
+ * one should shut down too. Always false with one rank. */
+bool eddy_trainer_stopped(eddy_trainer_t *t);
 
 /* Status as a JSON object (caller frees): model, state (running|paused|degraded), step, examples,
  * buffer {events, cursor, next_seq}, ingest {ok, invalid, lag}, prequential {logloss, accuracy,

@@ -1,8 +1,9 @@
 /* The trainer's shared state: the struct its threads share, which lock guards what, and the few
  * transitions every part makes (fatal, degraded, status). Below the parts that use it: holdout.c
  * (the gate's ring), publish.c (candidates, gate, CURRENT, announcements), train_loop.c (the
- * training thread), sampler.c (the time series), storage.c (full disks); trainer.c (lifecycle, restore, the public calls,
- * rollback) sits on top of them all. Not for use outside src/train. */
+ * training thread), ranks.c (data-parallel ranks and the per-partition positions), sampler.c (the
+ * time series), storage.c (full disks); trainer.c (lifecycle, restore, the public calls, rollback)
+ * sits on top of them all. Not for use outside src/train. */
 #ifndef EDDY_TRAINER_STATE_H
 #define EDDY_TRAINER_STATE_H
 
@@ -12,6 +13,7 @@
 
 #include "buffer/replay.h"
 #include "config/config.h"
+#include "core/collective.h"
 #include "core/errors.h"
 #include "metrics/registry.h"
 #include "model/batch.h"
@@ -43,6 +45,52 @@ typedef struct eddy_trainer eddy_trainer_t;
 #define TRAINER_META_SKIP_FROM "skip_from"             /* events never trained: [from, to] */
 #define TRAINER_META_SKIP_TO "skip_to"
 #define TRAINER_META_HOLD_FROM "holdout_from"    /* the holdout window's start (drift re-base) */
+#define TRAINER_META_BUFFER_ID "buffer_id"         /* this buffer's identity in manifests' "ranks" */
+
+/* One round of the ranks' training threads (ranks.c): what each rank sends, gathered by all.
+ * Every field is a u64, so the record is the same bytes on every machine of a cluster. */
+typedef struct {
+  uint64_t stop;                 /* this rank stops (signal, shutdown, fatal error) */
+  uint64_t fresh, replay;        /* examples it accumulated this round */
+  uint64_t read_any;             /* it consumed buffer events this round */
+  uint64_t loss_bad;             /* its training loss was not finite */
+  uint64_t paused, due, resync;  /* rank 0's decisions: paused, write a candidate, adopt a rollback */
+  uint64_t has_ingest, ingest_ok, ingest_invalid, lag, assigned; /* lag + 1; 0 = unknown */
+  uint64_t buffer_events, cursor, next_seq, examples, stale;
+} trainer_round_t;
+
+/* Data-parallel ranks (ranks.c). With one rank (coll NULL) only the positions are used: the next
+ * untrained Kafka offset of each partition, which manifests record so that a partition can move to
+ * another rank (or buffer) without losing or repeating an event. */
+typedef struct {
+  const eddy_collective_t *coll; /* NULL: one rank */
+  int rank, ranks, local_rank;
+  uint64_t buffer_id;            /* this buffer's identity (meta TRAINER_META_BUFFER_ID) */
+  /* Training thread (set up by trainer_ranks_start before any thread runs). */
+  int64_t *next;                 /* by partition: next offset not trained yet; -1 unknown */
+  bool *changed;                 /* by partition: moved here from another buffer at the adoption */
+  size_t n_parts;                /* entries of next and changed */
+  uint64_t fence;                /* below this seq, events of foreign partitions are never trained */
+  uint64_t examples;             /* fresh examples this rank contributed to the lineage */
+  uint64_t stale;                /* events passed over as another rank's since the start */
+  bool paused_all;               /* rank 0's pause, as of the last round */
+  char *gathered;                /* rank 0 in a candidate round: every rank's positions record */
+  size_t *gathered_sizes;        /* ranks entries */
+  float *scratch;                /* one tensor, for the weights' checksum */
+  size_t scratch_cap;
+  /* Shared, under mu. */
+  char *resync;                  /* rank 0: manifest (JSON) of a retrain rollback, adopted by every
+                                    rank at the next round */
+  trainer_round_t *last;         /* rank 0: every rank's record of the last round */
+  bool stopped;                  /* the ranks stopped together: the training thread has ended */
+} trainer_ranks_t;
+
+/* What one rank accumulated for a step (train_loop.c). */
+typedef struct {
+  size_t fresh_n, replay_n;
+  double loss;
+  bool read_any;
+} trainer_acc_t;
 
 /* Held-out events frozen for one gate: the holdout window at the time the candidate was written
  * (holdout.c). */
@@ -194,6 +242,8 @@ struct eddy_trainer {
   eddy_replicas_t *replicas;  /* heartbeats of the inference replicas */
   eddy_timeseries_t *series;  /* one point a second, written by the sampler thread */
 
+  trainer_ranks_t rk;         /* data-parallel ranks and positions (ranks.c; see its fields) */
+
   /* Threads: started by eddy_trainer_start, joined by eddy_trainer_destroy. */
   pthread_t ingest_th, train_th, pub_th, sample_th;
   bool ingest_started, train_started, pub_started, sample_started;
@@ -266,6 +316,49 @@ void trainer_precisions_write(eddy_trainer_t *t, eddy_store_txn_t *txn, eddy_man
 void *trainer_train_main(void *arg);
 /* A drift alarm with the rise starting at change_seq: counted, logged, marked, holdout re-based. */
 void trainer_on_drift(eddy_trainer_t *t, uint64_t change_seq);
+/* The local half of a step: up to accum_steps micro-batches of fresh events (scored, then trained
+ * on) with their replay draws, or idle replay. 1: something was read or accumulated; 0: idle; -1:
+ * fatal (set). */
+int trainer_accumulate(eddy_trainer_t *t, trainer_acc_t *acc);
+/* The optimizer step over what was accumulated (collective with ranks), when fresh_n + replay_n
+ * (the totals over the ranks) is not 0; counters, degradation, status. 1, or -1: fatal (set). */
+int trainer_apply(eddy_trainer_t *t, uint64_t fresh_n, uint64_t replay_n, double loss);
+/* Waits up to ms on cv unless stopping, a rollback holds training, or a snapshot is asked for. */
+void trainer_wait_ms(eddy_trainer_t *t, int ms);
+
+/* ranks.c */
+/* Takes the ranks from opts (NULL or one rank: alone): rank r of R > 1 trains from its own buffer
+ * <buffer.path>/rank-<r> and, with device cuda or cuda:all, on GPU cuda:<local rank>. Before the
+ * buffer opens. */
+eddy_err_t trainer_ranks_init(eddy_trainer_t *t, const eddy_collective_t *coll, char *errstr, size_t errstr_size);
+/* After restore (rank 0 restored the version whose number is t->parent, or none): joins the
+ * learner to the ranks, copies rank 0's state to every rank, and adopts the version's positions on
+ * each (its own cursor; the partitions that moved here are re-read from Kafka at the version's
+ * offsets). Collective. */
+eddy_err_t trainer_ranks_start(eddy_trainer_t *t, char *errstr, size_t errstr_size);
+void trainer_ranks_free(eddy_trainer_t *t);
+/* A fresh event at seq: false when it belongs to another rank or buffer (a partition that changed
+ * hands; never trained here); otherwise records its partition's position and returns true. */
+bool trainer_ranks_take(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
+/* True when ev (at seq; UINT64_MAX: unknown) is another rank's or buffer's: no replay draws it. */
+bool trainer_ranks_foreign(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
+/* Fills m's per-rank positions ("ranks") and, with R ranks, the Kafka offsets of all of them.
+ * Training thread (trainer_write_candidate). */
+void trainer_ranks_manifest(eddy_trainer_t *t, eddy_manifest_t *m);
+/* Before a retrain rollback to m's version: EDDY_ERR_STATE when it was trained by another set of
+ * buffers (before a change of R), which only a restart can adopt. */
+eddy_err_t trainer_ranks_rollback_check(eddy_trainer_t *t, const eddy_manifest_t *m, char *errstr,
+                                        size_t errstr_size);
+/* A retrain rollback to m's version, with training parked: one rank adopts m's positions at once;
+ * R ranks all adopt them (and rank 0's restored state) at the next round. */
+eddy_err_t trainer_ranks_rollback(eddy_trainer_t *t, const eddy_manifest_t *m, char *errstr, size_t errstr_size);
+/* The training thread of R ranks: rounds in step with the others (ranks.c). */
+void *trainer_ranks_train_main(void *arg);
+/* Adds "rank" and "ranks" (each rank's ingest, lag and buffer) to a status object (R ranks only). */
+struct cJSON;
+void trainer_ranks_status(eddy_trainer_t *t, struct cJSON *o);
+/* With R ranks: is's events_ok, events_invalid and lag become the sums over the ranks. */
+void trainer_ranks_ingest_totals(eddy_trainer_t *t, eddy_ingest_stats_t *is);
 
 /* sampler.c */
 /* Creates the replica table and the time-series ring and registers eddy_replicas{state}. */

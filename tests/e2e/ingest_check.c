@@ -3,7 +3,8 @@
  *   {"events":N,"distinct":D,"duplicates":X,"missing":M,"unexpected":U,"mismatched":B,
  *    "out_of_order":O,"dead_letters":L,"offsets":{"TOPIC/P":NEXT,...}}
  * --ids PREFIX:N expects ids PREFIX0 .. PREFIX(N-1); --expect FILE (repeatable) expects the JSONL
- * events of FILE, byte-exact (binary encoding equal to decoding the line with the model of -c),
+ * events of FILE, byte-exact (binary encoding equal to decoding the line with the model of -c, once
+ * the stored event's Kafka origin, which every one must have, is set aside),
  * stored in file order (one file per partition). --group G (with -c, for its [kafka] section) adds
  * "committed":{"TOPIC/P":OFFSET,...}: group G's committed offsets of the partitions the buffer has
  * offsets for, as Kafka's lag tools see them (-1001 where none). Exit 0 when it could read the
@@ -206,6 +207,11 @@ int main(int argc, char **argv) {
         continue;
       }
       e->seq = seqs[k];
+      if (!evs[k].has_origin) { /* ingest records where each event came from */
+        if (mismatched++ < 5) fprintf(stderr, "id \"%s\" stored without its Kafka partition and offset\n", e->id);
+        continue;
+      }
+      evs[k].has_origin = false; /* what was produced has none: compare the rest */
       if (e->enc) {
         size_t n = eddy_event_encoded_size(&evs[k]);
         if (n > buf_cap) buf = realloc(buf, buf_cap = n);

@@ -206,6 +206,43 @@ static void test_rows(void **state) {
   eddy_cuda_rows_free(&r);
 }
 
+/* The union of the ranks' rows replaces the set: exactly that list, marks included; a row outside
+ * the table empties it with a shape error; adding a batch afterwards knows the union's rows. */
+static void test_rows_set(void **state) {
+  eddy_cuda_rows_t r;
+  assert_int_equal(eddy_cuda_rows_init(&r, 3000), EDDY_OK);
+  char err[256] = "";
+  uint32_t first[] = {7, 9};
+  assert_int_equal(eddy_cuda_rows_set(&r, first, 2, err, sizeof err), EDDY_OK);
+  uint32_t *many = malloc(2500 * sizeof *many);
+  for (uint32_t i = 0; i < 2500; i++) many[i] = i + 100; /* beyond the initial list capacity */
+  assert_int_equal(eddy_cuda_rows_set(&r, many, 2500, err, sizeof err), EDDY_OK);
+  assert_int_equal(r.n, 2500);
+  assert_memory_equal(r.rows, many, 2500 * sizeof *many);
+  assert_int_equal(r.mark[7 / 64] & (1ull << 7), 0); /* the old list's rows are gone */
+  assert_true(r.mark[150 / 64] & (1ull << (150 % 64)));
+  eddy_batch_t *b = eddy_batch_new(0, 1);
+  uint32_t idx[2] = {150, 5};
+  float val[2] = {1, 1};
+  eddy_event_t ev;
+  eddy_event_init(&ev);
+  ev.sparse_idx = idx;
+  ev.sparse_val = val;
+  ev.n_sparse = 2;
+  assert_int_equal(eddy_batch_push(b, &ev), EDDY_OK);
+  assert_int_equal(eddy_cuda_rows_add_batch(&r, b, err, sizeof err), EDDY_OK);
+  assert_int_equal(r.n, 2501); /* 150 was in the union already; 5 is new */
+  assert_int_equal(r.rows[2500], 5);
+  many[10] = 3000;
+  assert_int_equal(eddy_cuda_rows_set(&r, many, 2500, err, sizeof err), EDDY_ERR_SHAPE);
+  assert_non_null(strstr(err, "row 3000"));
+  assert_int_equal(r.n, 0);
+  for (size_t w = 0; w < (3000 + 63) / 64; w++) assert_int_equal(r.mark[w], 0);
+  free(many);
+  eddy_batch_destroy(b);
+  eddy_cuda_rows_free(&r);
+}
+
 static void test_shard(void **state) {
   const size_t sizes[] = {0, 1, 3, 7, 8, 1000, 4097};
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
@@ -316,7 +353,7 @@ static void test_fallback(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_device), cmocka_unit_test(test_stage_layout_and_pack),
-      cmocka_unit_test(test_rows),         cmocka_unit_test(test_shard),
+      cmocka_unit_test(test_rows),         cmocka_unit_test(test_rows_set),     cmocka_unit_test(test_shard),
       cmocka_unit_test(test_step_scalars), cmocka_unit_test(test_graph_cache),
       cmocka_unit_test(test_fallback),
   };

@@ -174,7 +174,8 @@ static void verify_owned(const fixture_t *f, eddy_replay_t *r, int from_id, int 
   static int seen[MAX_IDS];
   memset(seen, 0, sizeof seen);
   int last[PARTS];
-  for (int p = 0; p < PARTS; p++) last[p] = -1;
+  int64_t last_offset[PARTS];
+  for (int p = 0; p < PARTS; p++) last[p] = -1, last_offset[p] = -1;
   enum { CHUNK = 256 };
   eddy_event_t evs[CHUNK], want;
   for (int i = 0; i < CHUNK; i++) eddy_event_init(&evs[i]);
@@ -212,6 +213,14 @@ static void verify_owned(const fixture_t *f, eddy_replay_t *r, int from_id, int 
         want.ts = evs[k].ts;
         want.has_ts = true;
       }
+      /* where it came from: its partition, at offsets that grow within it */
+      assert_true(evs[k].has_origin);
+      assert_int_equal(evs[k].partition, p);
+      assert_true(evs[k].offset >= 0 && evs[k].offset > last_offset[p]);
+      last_offset[p] = evs[k].offset;
+      want.has_origin = true;
+      want.partition = evs[k].partition;
+      want.offset = evs[k].offset;
       size_t na = eddy_event_encode(&evs[k], a, sizeof a),
              nb = eddy_event_encode(&want, b, sizeof b);
       assert_true(na > 0);
