@@ -1,9 +1,10 @@
 /* The trainer's dashboard: polls the admin API every 2 s (/v1/status, /v1/versions, /v1/replicas,
- * /v1/timeseries incrementally with since_ms), draws the charts with uPlot, lists versions and
- * replicas, and rolls back with the admin token (kept in memory, or in session storage when the
- * user asks). Only same-origin requests; data reaches the DOM through textContent, never as HTML.
- * Each chart's figure carries data-points (non-null points of its first series) and data-counts
- * (per series) so that tests and people can see that it has data. */
+ * /v1/timeseries incrementally with since_ms), draws the charts with uPlot, lists versions, the
+ * ranks of a job of several (each one's ingest, lag and buffer) and replicas, and rolls back with
+ * the admin token (kept in memory, or in session storage when the user asks). Only same-origin
+ * requests; data reaches the DOM through textContent, never as HTML. Each chart's figure carries
+ * data-points (non-null points of its first series) and data-counts (per series) so that tests
+ * and people can see that it has data. */
 (function () {
   "use strict";
 
@@ -360,6 +361,29 @@
     });
   }
 
+  /* ---- ranks (a job of several data-parallel ranks: rank 0 serves this page) ---- */
+
+  function renderRanks(s) {
+    var list = (s && s.ranks) || [];
+    $("ranks-section").hidden = list.length === 0;
+    var body = $("ranks").tBodies[0];
+    body.textContent = "";
+    list.forEach(function (e) {
+      var ing = e.ingest || {}, b = e.buffer || {};
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-rank", String(e.rank));
+      tr.appendChild(el("td", String(e.rank)));
+      tr.appendChild(el("td", ing.enabled === false ? "no ingest" : fmtInt(ing.assigned)));
+      tr.appendChild(el("td", fmtInt(ing.ok)));
+      tr.appendChild(el("td", fmtInt(ing.invalid)));
+      tr.appendChild(el("td", ing.lag === null || ing.lag === undefined ? "\u2014" : fmtInt(ing.lag)));
+      tr.appendChild(el("td", fmtInt(b.events) + " events"));
+      tr.appendChild(el("td", fmtInt(b.untrained)));
+      tr.appendChild(el("td", fmtInt(e.examples)));
+      body.appendChild(tr);
+    });
+  }
+
   /* ---- replicas ---- */
 
   function renderReplicas(r) {
@@ -498,6 +522,7 @@
       getJSON("/v1/timeseries" + (lastT >= 0 ? "?since_ms=" + lastT : ""))
     ]).then(function (r) {
       renderStatus(r[0]);
+      renderRanks(r[0]);
       renderVersions(r[1]);
       renderReplicas(r[2]);
       appendPoints(r[3]);

@@ -103,6 +103,10 @@ int eddy_cli_ranks_start(const char *cmd, eddy_cli_ranks_t *r);
  * (MPI_Abort: a rank that cannot go on takes the others down, and the supervisor restarts the
  * job); every rank that returns EDDY_EXIT_OK finalises MPI. */
 int eddy_cli_ranks_end(eddy_cli_ranks_t *r, int rc);
+/* With several ranks: once stopping, this process exits with EDDY_EXIT_FAILURE if it has not got
+ * through eddy_cli_ranks_end within seconds: the ranks stop together at a round, which never comes
+ * when another rank is gone (MPI then passes SIGTERM to the survivors). */
+void eddy_cli_ranks_watch_stop(eddy_cli_ranks_t *r, int seconds);
 
 int eddy_cmd_learn(int argc, char **argv);
 int eddy_cmd_broker(int argc, char **argv);

@@ -2,9 +2,13 @@
  * an MPI launcher (mpirun, srun) started this process, MPI runs (src/dist) and every log line
  * names the rank; otherwise, or with one rank, nothing changes. A build without MPI refuses to be
  * one of several ranks rather than run R independent trainers over the same store. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -63,6 +67,26 @@ int eddy_cli_ranks_start(const char *cmd, eddy_cli_ranks_t *r) {
 #endif
 }
 
+static atomic_int stop_watched_done; /* the process got through eddy_cli_ranks_end */
+
+static void *stop_watch_main(void *arg) {
+  const int seconds = (int)(intptr_t)arg;
+  for (int i = 0; i < seconds * 10; i++) {
+    if (atomic_load(&stop_watched_done)) return NULL;
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (atomic_load(&stop_watched_done)) return NULL;
+  EDDY_ERROR("ranks", "the ranks did not stop together within %d s (a rank is gone?): ending this one", seconds);
+  _exit(EDDY_EXIT_FAILURE); /* MPI may be blocked in this very process: leave without it */
+}
+
+void eddy_cli_ranks_watch_stop(eddy_cli_ranks_t *r, int seconds) {
+  if (r->ranks <= 1) return;
+  pthread_t th;
+  if (pthread_create(&th, NULL, stop_watch_main, (void *)(intptr_t)seconds) == 0) pthread_detach(th);
+}
+
 int eddy_cli_ranks_end(eddy_cli_ranks_t *r, int rc) {
 #ifdef EDDY_MPI
   if (r->dist) {
@@ -74,5 +98,6 @@ int eddy_cli_ranks_end(eddy_cli_ranks_t *r, int rc) {
     r->dist = NULL;
   }
 #endif
+  atomic_store(&stop_watched_done, 1);
   return rc;
 }

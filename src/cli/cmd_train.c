@@ -20,6 +20,8 @@
 #include "train/trainer.h"
 
 
+#define RANKS_STOP_GRACE_S 15 /* ranks that do not stop together by then end themselves */
+
 static const char train_usage[] =
     "usage: eddy train -c CONFIG [--set section.key=value]... [-b BOOTSTRAP] [--fresh]\n\n"
     "The trainer service. Consumes [stream] topic into the replay buffer at buffer.path (exactly\n"
@@ -121,6 +123,7 @@ int eddy_cmd_train(int argc, char **argv) {
   }
   if (eddy_cli_stop_signal()) EDDY_INFO("train", "signal %d: stopping", eddy_cli_stop_signal());
   else if (rc == EDDY_EXIT_OK) EDDY_INFO("train", "the ranks stop together: stopping");
+  eddy_cli_ranks_watch_stop(&ranks, RANKS_STOP_GRACE_S);
 
 out:
   if (rc != EDDY_EXIT_OK && ranks.ranks > 1) eddy_cli_ranks_end(&ranks, rc); /* fail-stop: does not return */

@@ -497,6 +497,27 @@ static void test_binary_layout(void **state) {
   assert_int_equal(eddy_event_encode(&ev, buf, sizeof buf), sizeof want);
   assert_memory_equal(buf, want, sizeof want);
   assert_int_equal(eddy_event_encode(&ev, buf, sizeof want - 1), 0);
+  /* with its Kafka origin: flag bit 1, then partition (i32) and offset (i64) after ts */
+  ev.has_origin = true;
+  ev.partition = 7;
+  ev.offset = 0x0102030405ll;
+  const uint8_t origin[] = {7, 0, 0, 0, 5, 4, 3, 2, 1, 0, 0, 0};
+  assert_int_equal(eddy_event_encoded_size(&ev), sizeof want + sizeof origin);
+  assert_int_equal(eddy_event_encode(&ev, buf, sizeof buf), sizeof want + sizeof origin);
+  assert_int_equal(buf[1], 3);
+  assert_memory_equal(buf + 12, origin, sizeof origin);
+  assert_memory_equal(buf + 24, want + 12, sizeof want - 12);
+  eddy_event_t o2;
+  eddy_event_init(&o2);
+  char e2[256] = "";
+  assert_int_equal(eddy_event_decode(buf, sizeof want + sizeof origin, &o2, e2, sizeof e2), EDDY_OK);
+  assert_true(o2.has_origin && o2.partition == 7 && o2.offset == 0x0102030405ll && o2.ts == 1);
+  assert_int_equal(eddy_event_decode(buf, 18, &o2, e2, sizeof e2), EDDY_ERR_FORMAT); /* inside the origin */
+  assert_non_null(strstr(e2, "origin"));
+  assert_int_equal(eddy_event_decode(want, sizeof want, &o2, e2, sizeof e2), EDDY_OK);
+  assert_false(o2.has_origin); /* decoding clears what an earlier event had */
+  eddy_event_free(&o2);
+  ev.has_origin = false;
   /* no ts, no id: the fields are left out */
   ev.id[0] = '\0';
   ev.has_ts = false;

@@ -1,6 +1,7 @@
 /* manifest.json: a full round trip (NaN metrics as null, parent none as null), every required field
  * missing or of the wrong type named in the error, size caps, the cap on Kafka offsets, timestamps;
- * the serving precisions (optional: a manifest without them still reads) and their rules. */
+ * the serving precisions and the per-rank positions (both optional: a manifest without them still
+ * reads) and their rules. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdbool.h>
@@ -183,7 +184,7 @@ static void edit_delete(cJSON *root, const char *arg) {
 
 /* arg "path=JSON": replaces the value. */
 static void edit_set(cJSON *root, const char *arg) {
-  char path[256], *last;
+  char path[1024], *last;
   snprintf(path, sizeof path, "%s", arg);
   char *eq = strchr(path, '=');
   *eq = 0;
@@ -408,6 +409,81 @@ static void test_precisions(void **state) {
   with_precisions = false;
 }
 
+#define RANK0 "{\"rank\":0,\"buffer_id\":7,\"cursor\":5,\"examples\":4,\"weights_xxh3\":null,\"trained_offsets\":[{\"topic\":\"events\",\"partition\":0,\"next_offset\":9}]}"
+
+/* Per-rank positions: a round trip of two ranks, a deep copy, and what parsing refuses. */
+static void test_ranks(void **state) {
+  (void)state;
+  eddy_manifest_t m, back, copy;
+  sample(&m);
+  assert_int_equal(m.n_ranks, 0); /* none unless added; older manifests have none */
+  for (uint32_t r = 0; r < 2; r++) {
+    eddy_manifest_rank_t *e = eddy_manifest_add_rank(&m);
+    assert_non_null(e);
+    e->rank = r;
+    e->buffer_id = 999999999999999ull - r;
+    e->cursor = 100 + r;
+    e->examples = 50 + r;
+    snprintf(e->weights_xxh3, sizeof e->weights_xxh3, "00ff00ff00ff00f%u", r);
+    assert_int_equal(eddy_manifest_rank_add_offset(e, "events", (int32_t)r, 30 + r), EDDY_OK);
+    assert_int_equal(eddy_manifest_rank_add_offset(e, "events", (int32_t)r + 2, 40 + r), EDDY_OK);
+  }
+  char *json = NULL, err[512] = "";
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_OK);
+  assert_int_equal(eddy_manifest_parse(json, strlen(json), &back, err, sizeof err), EDDY_OK);
+  assert_int_equal(back.n_ranks, 2);
+  for (uint32_t r = 0; r < 2; r++) {
+    assert_int_equal(back.ranks[r].rank, r);
+    assert_int_equal(back.ranks[r].buffer_id, 999999999999999ull - r); /* exact below 10^15 */
+    assert_int_equal(back.ranks[r].cursor, 100 + r);
+    assert_int_equal(back.ranks[r].examples, 50 + r);
+    assert_string_equal(back.ranks[r].weights_xxh3, m.ranks[r].weights_xxh3);
+    assert_int_equal(back.ranks[r].n_offsets, 2);
+    assert_int_equal(back.ranks[r].offsets[1].partition, (int32_t)r + 2);
+    assert_int_equal(back.ranks[r].offsets[1].next_offset, 40 + r);
+  }
+  char *again = NULL;
+  assert_int_equal(eddy_manifest_to_json(&back, &again, err, sizeof err), EDDY_OK);
+  assert_string_equal(json, again);
+  free(again);
+  assert_int_equal(eddy_manifest_copy(&copy, &back), EDDY_OK);
+  assert_ptr_not_equal(copy.ranks, back.ranks);
+  assert_ptr_not_equal(copy.ranks[1].offsets, back.ranks[1].offsets);
+  assert_int_equal(copy.ranks[1].offsets[0].next_offset, 31);
+  eddy_manifest_clear(&copy);
+  eddy_manifest_clear(&back);
+  /* The writer checks the same rules: a partition trained by two ranks. */
+  m.ranks[1].offsets[0].partition = 0;
+  free(json);
+  json = NULL;
+  assert_int_equal(eddy_manifest_to_json(&m, &json, err, sizeof err), EDDY_ERR_INVALID_ARG);
+  assert_non_null(strstr(err, "lists events/0 twice"));
+  eddy_manifest_clear(&m);
+  /* What parsing refuses, each named. */
+  expect_bad(edit_set, "ranks={}", EDDY_ERR_FORMAT, "\"ranks\" must be an array");
+  expect_bad(edit_set, "ranks=[" RANK0 "," RANK0 "]", EDDY_ERR_FORMAT, "\"ranks[1].rank\" = 0: must be 1");
+  expect_bad(edit_set, "ranks=[{\"rank\":0}]", EDDY_ERR_FORMAT, "\"ranks[0].buffer_id\" missing");
+  expect_bad(edit_set,
+             "ranks=[{\"rank\":0,\"buffer_id\":0,\"cursor\":5,\"examples\":4,\"weights_xxh3\":null,"
+             "\"trained_offsets\":[]}]",
+             EDDY_ERR_FORMAT, "\"ranks[0]\": buffer_id 0");
+  expect_bad(edit_set,
+             "ranks=[{\"rank\":0,\"buffer_id\":7,\"cursor\":5,\"examples\":4,\"weights_xxh3\":\"XYZ\","
+             "\"trained_offsets\":[]}]",
+             EDDY_ERR_FORMAT, "\"ranks[0].weights_xxh3\"");
+  expect_bad(edit_set,
+             "ranks=[{\"rank\":0,\"buffer_id\":7,\"cursor\":5,\"examples\":4,\"weights_xxh3\":null}]",
+             EDDY_ERR_FORMAT, "\"ranks[0].trained_offsets\" missing");
+  expect_bad(edit_set,
+             "ranks=[{\"rank\":0,\"buffer_id\":7,\"cursor\":5,\"examples\":4,\"weights_xxh3\":null,"
+             "\"trained_offsets\":[{\"topic\":\"events\",\"partition\":-1,\"next_offset\":9}]}]",
+             EDDY_ERR_FORMAT, "ranks[0].trained_offsets[0].partition");
+  expect_bad(edit_set,
+             "ranks=[" RANK0 ",{\"rank\":1,\"buffer_id\":8,\"cursor\":5,\"examples\":4,\"weights_xxh3\":null,"
+             "\"trained_offsets\":[{\"topic\":\"events\",\"partition\":0,\"next_offset\":3}]}]",
+             EDDY_ERR_FORMAT, "lists events/0 twice");
+}
+
 static void test_time_and_status(void **state) {
   (void)state;
   char when[40];
@@ -518,6 +594,7 @@ int main(void) {
       cmocka_unit_test(test_gate_verdict),
 
       cmocka_unit_test(test_precisions),
+      cmocka_unit_test(test_ranks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
