@@ -3,7 +3,9 @@
  * counts, gather variable-sized records, copy bytes from one rank to all). A program fills one in
  * from its communicator (src/dist: MPI); tests fill one in with threads. No MPI or NCCL types.
  * Every operation is collective: all ranks call it, in the same order, with the same counts
- * (gather: any size per rank), and it fails on every rank or on none but a dead job's. */
+ * (gather: any size per rank), and it fails on every rank or on none but a dead job's. Only
+ * barrier waits without using the CPU: the others may spin while a rank waits for the rest, so
+ * they belong where every rank arrives at about the same time (after a barrier). */
 #ifndef EDDY_COLLECTIVE_H
 #define EDDY_COLLECTIVE_H
 
@@ -17,6 +19,9 @@ typedef struct eddy_collective {
   int rank;        /* 0 .. ranks-1 */
   int ranks;       /* >= 1 */
   int local_rank;  /* among the ranks on this machine (one GPU per rank picks by it) */
+  /* Returns once every rank has called it; a rank that waits long for a slower one (a step
+   * period, an idle round, a rollback on rank 0) sleeps instead of spinning. */
+  eddy_err_t (*barrier)(void *ctx, char *errstr, size_t errstr_size);
   /* buf[0..n) := the sum over ranks of every rank's buf[0..n), the same bits on every rank. */
   eddy_err_t (*sum_f32)(void *ctx, float *buf, size_t n, char *errstr, size_t errstr_size);
   /* The same for unsigned 64-bit integers (exact; wraps modulo 2^64). */

@@ -1,7 +1,9 @@
 /* The MPI collective (dist.h). Errors return (MPI_ERRORS_RETURN) and name the MPI call and its
  * message; a dead rank is normally noticed by the launcher first, which ends the job. Counts above
- * INT_MAX elements go in pieces. Polled waits: MPI_Test, a few immediate retries, then sleeps that
- * grow from 20 µs to 1 ms, so a rank that waits for a slower one uses next to no CPU. */
+ * INT_MAX elements go in pieces. The barrier is polled: MPI_Ibarrier, MPI_Test for the first 50 µs,
+ * then sleeps that grow from 20 µs to 250 µs between tests, so a rank that waits for a slower one
+ * uses next to no CPU and follows it within a quarter of a millisecond. The other operations are
+ * MPI's blocking ones (fast once every rank is there: they run after a barrier). */
 #include "dist/dist.h"
 
 #include <limits.h>
@@ -12,9 +14,9 @@
 #include <string.h>
 #include <time.h>
 
-#define SPIN_TESTS 64        /* immediate MPI_Test retries before the first sleep */
+#define SPIN_NS 50000L       /* MPI_Test without sleeping for this long first */
 #define SLEEP_MIN_NS 20000L  /* first sleep between tests */
-#define SLEEP_MAX_NS 1000000L
+#define SLEEP_MAX_NS 250000L
 #define PIECE ((size_t)1 << 30) /* elements per MPI call, below INT_MAX */
 
 struct eddy_dist {
@@ -30,18 +32,26 @@ static eddy_err_t mpi_fail(int rc, const char *call, char *errstr, size_t errstr
   return eddy_errf(EDDY_ERR_IO, errstr, errstr_size, "%s: %s", call, text);
 }
 
-/* Completes req without spinning once the first retries have passed. */
+/* Completes req without spinning once SPIN_NS have passed. */
 static int wait_polled(MPI_Request *req) {
   long sleep_ns = 0;
-  for (int tries = 0;; tries++) {
+  const double spin_until = MPI_Wtime() + SPIN_NS * 1e-9;
+  for (;;) {
     int done = 0;
     int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
-    if (tries < SPIN_TESTS) continue;
+    if (!sleep_ns && MPI_Wtime() < spin_until) continue;
     sleep_ns = sleep_ns ? (sleep_ns * 2 > SLEEP_MAX_NS ? SLEEP_MAX_NS : sleep_ns * 2) : SLEEP_MIN_NS;
     struct timespec ts = {0, sleep_ns};
     nanosleep(&ts, NULL);
   }
+}
+
+static eddy_err_t d_barrier(void *ctx, char *errstr, size_t errstr_size) {
+  MPI_Request req;
+  int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
+  if (rc == MPI_SUCCESS) rc = wait_polled(&req);
+  return rc == MPI_SUCCESS ? EDDY_OK : mpi_fail(rc, "MPI_Ibarrier", errstr, errstr_size);
 }
 
 static eddy_err_t d_sum_f32(void *ctx, float *buf, size_t n, char *errstr, size_t errstr_size) {
@@ -56,10 +66,8 @@ static eddy_err_t d_sum_f32(void *ctx, float *buf, size_t n, char *errstr, size_
 static eddy_err_t d_sum_u64(void *ctx, uint64_t *buf, size_t n, char *errstr, size_t errstr_size) {
   for (size_t off = 0; off < n; off += PIECE) {
     size_t k = n - off < PIECE ? n - off : PIECE;
-    MPI_Request req;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD, &req);
-    if (rc == MPI_SUCCESS) rc = wait_polled(&req);
-    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Iallreduce(u64 sum)", errstr, errstr_size);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allreduce(u64 sum)", errstr, errstr_size);
   }
   return EDDY_OK;
 }
@@ -67,10 +75,8 @@ static eddy_err_t d_sum_u64(void *ctx, uint64_t *buf, size_t n, char *errstr, si
 static eddy_err_t d_bcast(void *ctx, void *buf, size_t bytes, int root, char *errstr, size_t errstr_size) {
   for (size_t off = 0; off < bytes; off += PIECE) {
     size_t k = bytes - off < PIECE ? bytes - off : PIECE;
-    MPI_Request req;
-    int rc = MPI_Ibcast((char *)buf + off, (int)k, MPI_BYTE, root, MPI_COMM_WORLD, &req);
-    if (rc == MPI_SUCCESS) rc = wait_polled(&req);
-    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Ibcast", errstr, errstr_size);
+    int rc = MPI_Bcast((char *)buf + off, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Bcast", errstr, errstr_size);
   }
   return EDDY_OK;
 }
@@ -87,11 +93,9 @@ static eddy_err_t d_gather(void *ctx, const void *mine, size_t bytes, void **all
     err = eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "gather: out of memory");
     goto out;
   }
-  MPI_Request req;
-  int rc = MPI_Iallgather(&len, 1, MPI_UINT64_T, lens, 1, MPI_UINT64_T, MPI_COMM_WORLD, &req);
-  if (rc == MPI_SUCCESS) rc = wait_polled(&req);
+  int rc = MPI_Allgather(&len, 1, MPI_UINT64_T, lens, 1, MPI_UINT64_T, MPI_COMM_WORLD);
   if (rc != MPI_SUCCESS) {
-    err = mpi_fail(rc, "MPI_Iallgather(record sizes)", errstr, errstr_size);
+    err = mpi_fail(rc, "MPI_Allgather(record sizes)", errstr, errstr_size);
     goto out;
   }
   uint64_t total = 0;
@@ -114,11 +118,10 @@ static eddy_err_t d_gather(void *ctx, const void *mine, size_t bytes, void **all
                     (unsigned long long)total);
     goto out;
   }
-  rc = MPI_Iallgatherv(mine, (int)len, MPI_BYTE, buf, counts, displs, MPI_BYTE, MPI_COMM_WORLD, &req);
-  if (rc == MPI_SUCCESS) rc = wait_polled(&req);
+  rc = MPI_Allgatherv(mine, (int)len, MPI_BYTE, buf, counts, displs, MPI_BYTE, MPI_COMM_WORLD);
   if (rc != MPI_SUCCESS) {
     free(buf);
-    err = mpi_fail(rc, "MPI_Iallgatherv(records)", errstr, errstr_size);
+    err = mpi_fail(rc, "MPI_Allgatherv(records)", errstr, errstr_size);
     goto out;
   }
   *all = buf;
@@ -162,7 +165,7 @@ eddy_dist_t *eddy_dist_new(char *errstr, size_t errstr_size) {
   }
   if (MPI_Get_processor_name(d->host, &len) != MPI_SUCCESS) snprintf(d->host, sizeof d->host, "?");
   d->coll = (eddy_collective_t){.ctx = d, .rank = rank, .ranks = size, .local_rank = local,
-                                .sum_f32 = d_sum_f32, .sum_u64 = d_sum_u64, .bcast = d_bcast,
+                                .barrier = d_barrier, .sum_f32 = d_sum_f32, .sum_u64 = d_sum_u64, .bcast = d_bcast,
                                 .gather = d_gather};
   return d;
 }

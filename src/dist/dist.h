@@ -1,8 +1,8 @@
 /* eddy's ranks over MPI: the processes of a job launched by `mpirun -np R` or srun, as the
  * collective of core/collective.h over MPI_COMM_WORLD (rank, world size, rank on this machine).
- * Waits that can last (a rank waiting for a slower one: the sums of counts, gathers, broadcasts)
- * poll with short sleeps instead of spinning; the gradient sum itself runs when every rank is
- * there. Built only with EDDY_MPI; nothing outside src/dist and its callers sees an MPI type. */
+ * The barrier, where a rank waits for slower ones, polls with short sleeps instead of spinning; the
+ * sums, gathers and broadcasts are MPI's blocking ones, run when every rank is there. Built only
+ * with EDDY_MPI; nothing outside src/dist and its callers sees an MPI type. */
 #ifndef EDDY_DIST_H
 #define EDDY_DIST_H
 

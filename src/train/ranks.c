@@ -52,10 +52,17 @@ eddy_err_t trainer_ranks_init(eddy_trainer_t *t, const eddy_collective_t *coll, 
                      c->buffer_path);
   memcpy(c->buffer_path, path, strlen(path) + 1);
   if (!strcmp(c->device, "cuda") || !strcmp(c->device, "cuda:all")) {
+    /* One GPU per rank, by local rank among the GPUs this process sees (a launcher that gives each
+     * rank its own, e.g. srun --gpus-per-task=1, leaves one: device 0). */
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    int n_visible = 0;
+    for (const char *p = visible; p && *p; p++)
+      if (p == visible || p[-1] == ',') n_visible++;
+    int gpu = n_visible > 0 ? rk->local_rank % n_visible : rk->local_rank;
     char dev[sizeof c->device];
-    snprintf(dev, sizeof dev, "cuda:%d", rk->local_rank % 1000);
-    EDDY_INFO(LOG_MOD, "train.device %s with %d ranks: this rank trains on %s (one GPU per rank, by local rank)",
-              c->device, rk->ranks, dev);
+    snprintf(dev, sizeof dev, "cuda:%d", gpu % 1000);
+    EDDY_INFO(LOG_MOD, "train.device %s with %d ranks: this rank trains on %s (one GPU per rank, by local rank %d%s)",
+              c->device, rk->ranks, dev, rk->local_rank, n_visible ? " among CUDA_VISIBLE_DEVICES" : "");
     memcpy(c->device, dev, sizeof dev);
   }
   return EDDY_OK;
@@ -222,6 +229,8 @@ eddy_err_t trainer_ranks_start(eddy_trainer_t *t, char *errstr, size_t errstr_si
   trainer_ranks_t *rk = &t->rk;
   eddy_err_t err = buffer_identity(t, errstr, errstr_size);
   if (err) return err;
+  /* Every rank here (rank 0 restored first): the operations below are blocking ones. */
+  if (rk->coll && (err = rk->coll->barrier(rk->coll->ctx, errstr, errstr_size))) return err;
   if (rk->coll && (err = eddy_learner_join(t->learner, rk->coll, errstr, errstr_size))) return err;
   eddy_manifest_t m;
   eddy_manifest_init(&m);
@@ -512,7 +521,8 @@ static eddy_err_t candidate_round(eddy_trainer_t *t, uint64_t ticket) {
   char *rec = positions_record(t, true);
   if (!rec) return fail_round(t, EDDY_ERR_NOMEM, "positions record", "out of memory");
   void *all = NULL;
-  eddy_err_t err = c->gather(c->ctx, rec, strlen(rec), &all, rk->gathered_sizes, why, sizeof why);
+  eddy_err_t err = c->barrier(c->ctx, why, sizeof why);
+  if (!err) err = c->gather(c->ctx, rec, strlen(rec), &all, rk->gathered_sizes, why, sizeof why);
   free(rec);
   if (err) return fail_round(t, err, "gathering the positions", why);
   if (rk->rank == 0) {
@@ -664,7 +674,8 @@ void *trainer_ranks_train_main(void *arg) {
     if (!me.stop && !me.paused && !me.resync && !rk->paused_all && trainer_accumulate(t, &acc) < 0) break;
     fill_record(t, &me, &acc);
     void *buf = NULL;
-    eddy_err_t err = c->gather(c->ctx, &me, sizeof me, &buf, sizes, why, sizeof why);
+    eddy_err_t err = c->barrier(c->ctx, why, sizeof why); /* the wait for the slower ranks: no spinning */
+    if (!err) err = c->gather(c->ctx, &me, sizeof me, &buf, sizes, why, sizeof why);
     if (err) {
       free(buf);
       fail_round(t, err, "the round's records", why);

@@ -2,8 +2,8 @@
  * batches on a learner joined to the others (src/dist, the trainer's path: counts, touched rows and
  * dense gradients summed every step), after warm-up steps, for a fixed number of steps; rank 0
  * prints one JSON line: examples per second over all ranks, time per step, and per step: the
- * compute (forward, backward, optimizer), the wait for the slowest rank (a polled sum of one
- * counter, as the trainer's round), and the bytes each rank all-reduces with the time the sums
+ * compute (forward, backward, optimizer), the wait for the slowest rank (the polled barrier of the
+ * trainer's round), and the bytes each rank all-reduces with the time the sums
  * take once every rank is there. tests/bench/run-ranks runs it for R = 1 and 2.
  * Models: compute (784-1024-1024-10 softmax: compute-bound), mlp (the Fashion-MNIST MLP,
  * 784-256-128-10), large (hashed embeddings x 64, 16 sparse features per example, MLP
@@ -116,8 +116,7 @@ int main(int argc, char **argv) {
       eddy_dist_abort(d, 1);
     }
     double tw = eddy_clock_mono_s();
-    uint64_t one = 1;
-    if (c->ranks > 1 && c->sum_u64(c->ctx, &one, 1, err, sizeof err) != EDDY_OK) {
+    if (c->ranks > 1 && c->barrier(c->ctx, err, sizeof err) != EDDY_OK) {
       fprintf(stderr, "ranks_bench: rank %d: %s\n", c->rank, err);
       eddy_dist_abort(d, 1);
     }

@@ -5,7 +5,8 @@
 # is exposed by a live `eddy train` (broker + trainer + a few events) and by a live `eddy serve`
 # (or, while that command does not exist, is in the replica metric contract listed below); each
 # alert's runbook link is a section of docs/operations.md; the systemd units pass
-# `systemd-analyze verify`; and the units' reason for leaving MemoryDenyWriteExecute off still holds.
+# `systemd-analyze verify` (the ranks' unit too, where mpirun is installed); the Slurm batch script
+# parses; and the units' reason for leaving MemoryDenyWriteExecute off still holds.
 source "$(dirname "$0")/lib.bash"
 source "$(dirname "$0")/train_helpers.bash"
 
@@ -121,12 +122,17 @@ fi
 # ---- systemd units ----
 if command -v systemd-analyze >/dev/null; then
   mkdir -p "$TMP/units"
-  for u in eddy-trainer.service eddy-replica@.service; do
+  for u in eddy-trainer.service eddy-replica@.service eddy-trainer-ranks.service; do
     # The units name /usr/local/bin/eddy, which is not installed here; verify copies that name the
     # binary under test (systemd-analyze verify checks that ExecStart is executable).
     sed "s#/usr/local/bin/eddy#$(realpath "$EDDY")#" "$OPS/systemd/$u" >"$TMP/units/$u"
   done
-  for u in eddy-trainer.service eddy-replica@a.service; do
+  units=(eddy-trainer.service eddy-replica@a.service)
+  # The ranks' unit runs mpirun (openmpi-bin), which systemd-analyze needs to find.
+  if [[ -x /usr/bin/mpirun ]]; then units+=(eddy-trainer-ranks.service); else
+    echo "skip: /usr/bin/mpirun not installed (openmpi-bin): eddy-trainer-ranks.service not verified"
+  fi
+  for u in "${units[@]}"; do
     CHECKS=$((CHECKS + 1))
     if systemd-analyze verify "$TMP/units/$u" >"$TMP/verify.out" 2>&1 && ! [[ -s $TMP/verify.out ]]; then
       pass "systemd-analyze verify $u: no errors, no warnings"
@@ -160,6 +166,11 @@ for name, execstart in (("eddy-trainer.service", "/usr/local/bin/eddy train -c /
 for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PYEOF
+
+# ---- the Slurm batch script of trainer ranks: valid bash, srun with fail-stop, a restart loop ----
+check_rc 0 "ops/slurm/eddy-train.sbatch is valid bash" -- bash -n "$OPS/slurm/eddy-train.sbatch"
+check_grep "$OPS/slurm/eddy-train.sbatch" "srun --mpi=pmix --kill-on-bad-exit=1" "the batch script ends a step when a rank dies"
+check_grep "$OPS/slurm/eddy-train.sbatch" "eddy train -c" "the batch script runs eddy train"
 
 # ---- oneDNN's JIT still needs writable+executable memory (why the units leave MDWE off) ----
 # PR_SET_MDWE (Linux 6.3+) applies to a process what MemoryDenyWriteExecute=yes applies to a

@@ -43,6 +43,11 @@ static void post(trank_t *t, const void *p, size_t len) {
   pthread_barrier_wait(&t->sh->bar);
 }
 
+static eddy_err_t t_barrier(void *ctx, char *errstr, size_t errstr_size) {
+  pthread_barrier_wait(&((trank_t *)ctx)->sh->bar);
+  return EDDY_OK;
+}
+
 static eddy_err_t t_sum_f32(void *ctx, float *buf, size_t n, char *errstr, size_t errstr_size) {
   trank_t *t = ctx;
   post(t, buf, n);
@@ -100,7 +105,8 @@ static void tranks_init(tshared_t *sh, trank_t *t, int ranks) {
   pthread_barrier_init(&sh->bar, NULL, (unsigned)ranks);
   for (int r = 0; r < ranks; r++) {
     t[r].sh = sh;
-    t[r].c = (eddy_collective_t){.ctx = &t[r], .rank = r, .ranks = ranks, .local_rank = r, .sum_f32 = t_sum_f32,
+    t[r].c = (eddy_collective_t){.ctx = &t[r], .rank = r, .ranks = ranks, .local_rank = r, .barrier = t_barrier,
+                                 .sum_f32 = t_sum_f32,
                                  .sum_u64 = t_sum_u64, .bcast = t_bcast, .gather = t_gather};
   }
 }

@@ -1,5 +1,6 @@
 /* The MPI collective (src/dist) under `mpirun -np 2` (CTest runs it so): rank, size and local
- * rank; float sums that are bit-identical on every rank (checked by gathering every rank's bits);
+ * rank; a barrier that waits for a late rank without spinning (its CPU time is a fraction of the
+ * wait); float sums that are bit-identical on every rank (checked by gathering every rank's bits);
  * exact u64 sums; broadcasts; gathers of records of different sizes (an empty one included); the
  * rows union; and two learners joined over MPI that end bit-identical to each other and equal, up
  * to rounding, to one learner that accumulated both ranks' batches. A failed check prints
@@ -8,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/clock.h"
 #include "dist/dist.h"
 #include "model/learner.h"
 
@@ -101,6 +104,16 @@ int main(void) {
   CHECK(sizes[0] == N * sizeof *x && sizes[1] == sizes[0], "sizes %zu %zu", sizes[0], sizes[1]);
   CHECK(!memcmp(all, (char *)all + sizes[0], sizes[0]), "the ranks' float sums differ in their bits");
   free(all);
+
+  /* a barrier where rank 1 comes late: rank 0 waits for it (and sleeps while it does) */
+  if (c->rank == 1) {
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  double cpu0 = (double)clock() / CLOCKS_PER_SEC, wall0 = eddy_clock_mono_s();
+  CHECK(c->barrier(c->ctx, err, sizeof err) == EDDY_OK, "%s", err);
+  double cpu = (double)clock() / CLOCKS_PER_SEC - cpu0, wall = eddy_clock_mono_s() - wall0;
+  if (c->rank == 0) CHECK(wall > 0.15 && cpu < 0.5 * wall, "barrier: waited %.3f s, %.3f s of CPU", wall, cpu);
 
   /* u64 sums, broadcast */
   uint64_t u[3] = {1ull << 40, (uint64_t)c->rank, 5};
