@@ -355,6 +355,16 @@ static eddy_err_t clear_gradients(cuda_learner_t *l) {
   return EDDY_OK;
 }
 
+/* After a failed step or micro-batch: the partial sums are useless, so every gradient is dropped;
+ * the failure's message stays in last_error. Returns err. */
+static eddy_err_t drop_gradients(cuda_learner_t *l, eddy_err_t err) {
+  char saved[sizeof l->last_error];
+  memcpy(saved, l->last_error, sizeof saved);
+  (void)clear_gradients(l);
+  memcpy(l->last_error, saved, sizeof saved);
+  return err;
+}
+
 /* ---- construction ---- */
 
 static eddy_err_t setup_replica(cuda_learner_t *l, replica_t *r, const float *w0) {
@@ -955,11 +965,7 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
   if (l->coll) {
     eddy_err_t err = rank_counts(l);
     if (err) {
-      char saved[sizeof l->last_error];
-      memcpy(saved, l->last_error, sizeof saved);
-      (void)clear_gradients(l);
-      memcpy(l->last_error, saved, sizeof saved);
-      return err;
+      return drop_gradients(l, err);
     }
     out.examples = l->pending;
   }
@@ -999,11 +1005,7 @@ static eddy_err_t cuda_step(void *impl, eddy_step_info_t *info) {
   }
   if (!err) err = sync_all(l); /* the one read-back of the step: the sum of squares */
   if (err) {
-    char saved[sizeof l->last_error];
-    memcpy(saved, l->last_error, sizeof saved);
-    (void)clear_gradients(l);
-    memcpy(l->last_error, saved, sizeof saved);
-    return err;
+    return drop_gradients(l, err);
   }
   const eddy_optim_scalars_t st =
       eddy_optim_step_scalars(l->pending, (double)l->scaler.scale, l->stat_host[0], l->opts.clip_norm);

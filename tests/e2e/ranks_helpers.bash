@@ -5,13 +5,17 @@
 # need_mpi: skips the test (77, with the reason) where mpirun is missing or eddy has no MPI.
 need_mpi() {
   command -v mpirun >/dev/null || skip "mpirun not found (Debian package openmpi-bin; ops/setup-deps installs it)"
-  ldd "$EDDY" 2>/dev/null | grep -q 'libmpi\.so' ||
+  [[ $(ldd "$EDDY" 2>/dev/null) == *libmpi.so* ]] ||
     skip "this eddy was built without MPI (configure with libopenmpi-dev installed, or -DEDDY_MPI=ON)"
 }
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Under the sanitizers: Open MPI's own allocations outlive MPI_Finalize; they are not eddy's leaks.
+# LeakSanitizer names their libraries (for the suppressions) only with full unwinding and with
+# Open MPI's plugins still loaded at exit.
 export LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$SRC/tests/e2e/lsan_mpi.supp
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0
+export OMPI_MCA_mca_base_component_disable_dlclose=1
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 
 # alive PID: the process runs (a zombie whose parent is gone does not count: PID 1 of a container
