@@ -20,96 +20,7 @@
 #include "model/learner.h"
 #include "testutil.h"
 
-#define MAX_RANKS 4
-
-/* ---- a collective of threads: every operation posts a pointer, meets at a barrier, and each
- * rank computes the result itself in rank order (so every rank gets the same bits) ---- */
-
-typedef struct {
-  int ranks;
-  pthread_barrier_t bar;
-  const void *ptr[MAX_RANKS];
-  size_t len[MAX_RANKS];
-} tshared_t;
-
-typedef struct {
-  tshared_t *sh;
-  eddy_collective_t c;
-} trank_t;
-
-static void post(trank_t *t, const void *p, size_t len) {
-  t->sh->ptr[t->c.rank] = p;
-  t->sh->len[t->c.rank] = len;
-  pthread_barrier_wait(&t->sh->bar);
-}
-
-static eddy_err_t t_barrier(void *ctx, char *errstr, size_t errstr_size) {
-  pthread_barrier_wait(&((trank_t *)ctx)->sh->bar);
-  return EDDY_OK;
-}
-
-static eddy_err_t t_sum_f32(void *ctx, float *buf, size_t n, char *errstr, size_t errstr_size) {
-  trank_t *t = ctx;
-  post(t, buf, n);
-  float *tmp = malloc((n ? n : 1) * sizeof *tmp);
-  for (size_t i = 0; i < n; i++) {
-    float s = 0;
-    for (int r = 0; r < t->sh->ranks; r++) s += ((const float *)t->sh->ptr[r])[i];
-    tmp[i] = s;
-  }
-  pthread_barrier_wait(&t->sh->bar);
-  memcpy(buf, tmp, n * sizeof *tmp);
-  free(tmp);
-  return EDDY_OK;
-}
-
-static eddy_err_t t_sum_u64(void *ctx, uint64_t *buf, size_t n, char *errstr, size_t errstr_size) {
-  trank_t *t = ctx;
-  post(t, buf, n);
-  uint64_t tmp[16];
-  if (n > 16) return eddy_errf(EDDY_ERR_TOO_LARGE, errstr, errstr_size, "test collective: %zu sums", n);
-  for (size_t i = 0; i < n; i++) {
-    tmp[i] = 0;
-    for (int r = 0; r < t->sh->ranks; r++) tmp[i] += ((const uint64_t *)t->sh->ptr[r])[i];
-  }
-  pthread_barrier_wait(&t->sh->bar);
-  memcpy(buf, tmp, n * sizeof *tmp);
-  return EDDY_OK;
-}
-
-static eddy_err_t t_bcast(void *ctx, void *buf, size_t bytes, int root, char *errstr, size_t errstr_size) {
-  trank_t *t = ctx;
-  post(t, buf, bytes);
-  if (t->c.rank != root) memcpy(buf, t->sh->ptr[root], bytes);
-  pthread_barrier_wait(&t->sh->bar);
-  return EDDY_OK;
-}
-
-static eddy_err_t t_gather(void *ctx, const void *mine, size_t bytes, void **all, size_t *sizes, char *errstr,
-                           size_t errstr_size) {
-  trank_t *t = ctx;
-  post(t, mine, bytes);
-  size_t total = 0;
-  for (int r = 0; r < t->sh->ranks; r++) total += sizes[r] = t->sh->len[r];
-  char *out = total ? malloc(total) : NULL;
-  for (int r = 0, off = 0; r < t->sh->ranks; off += (int)sizes[r], r++)
-    if (sizes[r]) memcpy(out + off, t->sh->ptr[r], sizes[r]);
-  pthread_barrier_wait(&t->sh->bar);
-  *all = out;
-  return EDDY_OK;
-}
-
-static void tranks_init(tshared_t *sh, trank_t *t, int ranks) {
-  memset(sh, 0, sizeof *sh);
-  sh->ranks = ranks;
-  pthread_barrier_init(&sh->bar, NULL, (unsigned)ranks);
-  for (int r = 0; r < ranks; r++) {
-    t[r].sh = sh;
-    t[r].c = (eddy_collective_t){.ctx = &t[r], .rank = r, .ranks = ranks, .local_rank = r, .barrier = t_barrier,
-                                 .sum_f32 = t_sum_f32,
-                                 .sum_u64 = t_sum_u64, .bcast = t_bcast, .gather = t_gather};
-  }
-}
+#define MAX_RANKS EDDY_TEST_MAX_RANKS
 
 /* ---- models and data ---- */
 
@@ -190,7 +101,7 @@ static float *weights(eddy_learner_t *l, size_t *n_out) {
 }
 
 typedef struct {
-  trank_t *rank;
+  eddy_test_rank_t *rank;
   eddy_model_spec_t spec;
   eddy_train_opts_t opts;
   float *w;          /* final weights */
@@ -237,10 +148,10 @@ out:
 
 static void run_ranks(int ranks, work_t *w, const eddy_model_spec_t *s, const eddy_train_opts_t *o, int poison_rank,
                       int poison_at) {
-  tshared_t sh;
-  trank_t t[MAX_RANKS];
+  eddy_test_ranks_t sh;
+  eddy_test_rank_t t[MAX_RANKS];
   pthread_t th[MAX_RANKS];
-  tranks_init(&sh, t, ranks);
+  eddy_test_ranks_init(&sh, t, ranks);
   for (int r = 0; r < ranks; r++) {
     memset(&w[r], 0, sizeof w[r]);
     w[r].rank = &t[r];
@@ -250,7 +161,7 @@ static void run_ranks(int ranks, work_t *w, const eddy_model_spec_t *s, const ed
     pthread_create(&th[r], NULL, rank_main, &w[r]);
   }
   for (int r = 0; r < ranks; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sh.bar);
+  eddy_test_ranks_free(&sh);
   for (int r = 0; r < ranks; r++) {
     if (w[r].err) fprintf(stderr, "rank %d: %s: %s\n", r, eddy_err_str(w[r].err), w[r].msg);
     assert_int_equal(w[r].err, EDDY_OK);
@@ -339,7 +250,7 @@ static void test_nonfinite_verdict_shared(void **state) {
 }
 
 typedef struct {
-  trank_t *rank;
+  eddy_test_rank_t *rank;
   eddy_model_spec_t spec;
   float *w;
   size_t n;
@@ -388,11 +299,11 @@ out:
 }
 
 static void test_sync_state(void **state) {
-  tshared_t sh;
-  trank_t t[3];
+  eddy_test_ranks_t sh;
+  eddy_test_rank_t t[3];
   pthread_t th[3];
   sync_work_t w[3];
-  tranks_init(&sh, t, 3);
+  eddy_test_ranks_init(&sh, t, 3);
   for (int r = 0; r < 3; r++) {
     memset(&w[r], 0, sizeof w[r]);
     w[r].rank = &t[r];
@@ -400,7 +311,7 @@ static void test_sync_state(void **state) {
     pthread_create(&th[r], NULL, sync_main, &w[r]);
   }
   for (int r = 0; r < 3; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sh.bar);
+  eddy_test_ranks_free(&sh);
   for (int r = 0; r < 3; r++) {
     if (w[r].err) fprintf(stderr, "rank %d: %s\n", r, w[r].msg);
     assert_int_equal(w[r].err, EDDY_OK);
@@ -413,7 +324,7 @@ static void test_sync_state(void **state) {
 /* ---- the helpers ---- */
 
 typedef struct {
-  trank_t *rank;
+  eddy_test_rank_t *rank;
   uint32_t *u;
   size_t n;
   char *text;
@@ -437,18 +348,18 @@ static void *helper_main(void *arg) {
 }
 
 static void test_helpers(void **state) {
-  tshared_t sh;
-  trank_t t[3];
+  eddy_test_ranks_t sh;
+  eddy_test_rank_t t[3];
   pthread_t th[3];
   helper_work_t w[3];
-  tranks_init(&sh, t, 3);
+  eddy_test_ranks_init(&sh, t, 3);
   for (int r = 0; r < 3; r++) {
     memset(&w[r], 0, sizeof w[r]);
     w[r].rank = &t[r];
     pthread_create(&th[r], NULL, helper_main, &w[r]);
   }
   for (int r = 0; r < 3; r++) pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&sh.bar);
+  eddy_test_ranks_free(&sh);
   const uint32_t want[] = {1, 3, 7, 9, 12};
   for (int r = 0; r < 3; r++) {
     assert_int_equal(w[r].err, EDDY_OK);
