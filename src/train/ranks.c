@@ -330,7 +330,10 @@ static void add_stored(void *ctx, const char *topic, int32_t partition, int64_t 
 
 /* The next untrained offset of partitions whose position is unknown (none of their events was
  * taken since the start and the restored version has none): their first event at or after the
- * cursor, else (all stored events trained) the stored next offset. Fills want[i] for parts[i]. */
+ * cursor, else (all stored events trained) the stored next offset. Fills want[i] for parts[i].
+ * The scan stops at an event stored without its origin (written before events carried one: the
+ * stored offset is all there is to know). The caller keeps what it finds, so each partition is
+ * looked for once. */
 static void scan_positions(eddy_trainer_t *t, const int32_t *parts, int64_t *want, const bool *missing, size_t n) {
   size_t left = 0;
   for (size_t i = 0; i < n; i++) left += missing[i];
@@ -342,6 +345,7 @@ static void scan_positions(eddy_trainer_t *t, const int32_t *parts, int64_t *wan
     if (eddy_replay_read(t->buffer, from, t->cfg.batch_size, t->rd, t->rd_seqs, &got) != EDDY_OK || !got) break;
     for (size_t k = 0; k < got && left; k++) {
       const eddy_event_t *ev = &t->rd[k];
+      if (!ev->has_origin) left = 0;
       if (!ev->has_origin || trainer_ranks_foreign(t, ev, t->rd_seqs[k])) continue;
       for (size_t i = 0; i < n; i++)
         if (missing[i] && !found[i] && parts[i] == ev->partition) {
@@ -422,7 +426,11 @@ static char *positions_record(eddy_trainer_t *t, bool checksum) {
       missing[i] = !((size_t)p < rk->n_parts && rk->next[p] >= 0);
       any_missing = any_missing || missing[i];
     }
-    if (any_missing) scan_positions(t, s.part, trained, missing, s.n);
+    if (any_missing) {
+      scan_positions(t, s.part, trained, missing, s.n);
+      for (size_t i = 0; i < s.n; i++) /* known from now on: no scan at the next candidate */
+        if (missing[i] && pos_reserve(rk, s.part[i])) rk->next[s.part[i]] = trained[i];
+    }
     char sum[17] = "";
     if (checksum && !weights_xxh3(t, sum)) sum[0] = '\0';
     cJSON_AddNumberToObject(o, "rank", rk->rank);
