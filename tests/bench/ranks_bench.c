@@ -7,7 +7,8 @@
  * take once every rank is there. tests/bench/run-ranks runs it for R = 1 and 2.
  * Models: compute (784-1024-1024-10 softmax: compute-bound), mlp (the Fashion-MNIST MLP,
  * 784-256-128-10), large (hashed embeddings x 64, 16 sparse features per example, MLP
- * 1024-512-256, logistic: docs/benchmarks.md's large model, with 2^hash_bits rows, default 20). */
+ * 1024-512-256, logistic: docs/benchmarks.md's large model, with 2^hash_bits rows, default 20).
+ * --device cuda (a build with EDDY_CUDA) puts rank r on GPU cuda:<local rank>, as trainer ranks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 #include "core/clock.h"
 #include "dist/dist.h"
 #include "model/learner.h"
+#ifdef EDDY_CUDA
+#include "cuda/cuda.h"
+#endif
 
 #define POOL_BATCHES 4
 
@@ -25,11 +29,11 @@ typedef struct {
 
 static void usage(void) {
   fprintf(stderr, "usage: ranks_bench [--model compute|mlp|large] [--batch N] [--steps N] [--warmup N]\n"
-                  "                   [--threads N] [--hash-bits N]   (under mpirun -np R)\n");
+                  "                   [--threads N] [--hash-bits N] [--device cpu|cuda]   (under mpirun -np R)\n");
 }
 
 int main(int argc, char **argv) {
-  const char *model = "compute";
+  const char *model = "compute", *device = "cpu";
   size_t batch = 256;
   int steps = 30, warmup = 5, threads = 1, hash_bits = 20;
   for (int i = 1; i < argc; i++) {
@@ -44,6 +48,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--warmup")) warmup = atoi(v);
     else if (!strcmp(argv[i], "--threads")) threads = atoi(v);
     else if (!strcmp(argv[i], "--hash-bits")) hash_bits = atoi(v);
+    else if (!strcmp(argv[i], "--device")) device = v;
     else {
       usage();
       return 2;
@@ -76,7 +81,13 @@ int main(int argc, char **argv) {
   opts.optimizer = EDDY_OPT_ADAM;
   opts.lr = 1e-3f;
   opts.threads = threads;
-  eddy_learner_t *l = eddy_learner_new(&spec, &opts, "cpu", err, sizeof err);
+#ifdef EDDY_CUDA
+  eddy_learner_register(eddy_cuda_backend());
+#endif
+  char dev[32];
+  if (!strcmp(device, "cuda")) snprintf(dev, sizeof dev, "cuda:%d", c->local_rank);
+  else snprintf(dev, sizeof dev, "%s", device);
+  eddy_learner_t *l = eddy_learner_new(&spec, &opts, dev, err, sizeof err);
   if (!l || eddy_learner_join(l, c, err, sizeof err) != EDDY_OK) {
     fprintf(stderr, "ranks_bench: rank %d: %s\n", c->rank, err);
     eddy_dist_abort(d, 1);
@@ -150,10 +161,10 @@ int main(int argc, char **argv) {
       wait += r[i].wait_s / c->ranks;
       compute += (r[i].step_s - r[i].wait_s - r[i].exchange_s) / c->ranks;
     }
-    printf("{\"model\": \"%s\", \"ranks\": %d, \"batch_per_rank\": %zu, \"threads\": %d, \"steps\": %d, "
+    printf("{\"model\": \"%s\", \"device\": \"%s\", \"ranks\": %d, \"batch_per_rank\": %zu, \"threads\": %d, \"steps\": %d, "
            "\"seconds\": %.3f, \"examples_per_second\": %.1f, \"step_ms\": %.3f, \"compute_ms\": %.3f, "
            "\"wait_ms\": %.3f, \"allreduce_ms\": %.3f, \"bytes_per_step\": %.0f, \"parameters\": %zu}\n",
-           model, c->ranks, batch, threads, steps, seconds, (double)steps * (double)batch * c->ranks / seconds,
+           model, eddy_learner_backend(l), c->ranks, batch, threads, steps, seconds, (double)steps * (double)batch * c->ranks / seconds,
            1e3 * seconds / steps, 1e3 * compute / steps, 1e3 * wait / steps, 1e3 * ex / steps, r[0].bytes / steps,
            total);
   }

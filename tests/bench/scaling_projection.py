@@ -61,8 +61,8 @@ def per_example_comm(model, r, net):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mlp-us", type=float, default=1.44e3 / 256, help="MLP compute per example, microseconds")
-    ap.add_argument("--large-us", type=float, default=37.83e3 / 1024, help="large model compute per example, us")
+    ap.add_argument("--mlp-us", type=float, default=1.47e3 / 256, help="MLP compute per example, microseconds")
+    ap.add_argument("--large-us", type=float, default=44.90e3 / 1024, help="large model compute per example, us")
     ap.add_argument("--mlp-batch", type=int, default=256)
     ap.add_argument("--large-batch", type=int, default=1024)
     ap.add_argument("--eth-gbs", type=float, default=10.0, help="100 Gb/s Ethernet all-reduce bandwidth, GB/s")
