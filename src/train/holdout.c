@@ -2,7 +2,9 @@
  * form the holdout window, the events the gate scores both the candidate and CURRENT on: a ring of
  * snapshot.gate.holdout_events in seq order, none older than gate.holdout_max_age seconds of event
  * time, none before the drift re-base point, none in a retrain rollback's skip range, each at most
- * once. The ring belongs to the training thread; the gate gets a frozen copy per candidate. */
+ * once. The ring belongs to the training thread; the gate gets a frozen copy per candidate. With
+ * trainer ranks every rank holds the same events out of training, but only rank 0, which gates,
+ * keeps a window (of its own buffer's events). */
 #include "train/trainer_state.h"
 
 #include <inttypes.h>
@@ -100,7 +102,7 @@ static void drop_oldest(eddy_trainer_t *t) {
 }
 
 void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq) {
-  if (seq < t->hold_from || in_skip(t, seq)) return;
+  if (t->rk.rank != 0 || seq < t->hold_from || in_skip(t, seq)) return;
   if (t->hold_n && seq <= t->hold_seq[slot(t, t->hold_n - 1)]) return; /* never twice */
   while (t->hold_n && too_old(t, &t->hold[t->hold_head])) drop_oldest(t);
   if (t->hold_n == t->hold_cap) drop_oldest(t);
@@ -112,6 +114,7 @@ void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq
 
 void trainer_holdout_refill(eddy_trainer_t *t) {
   t->hold_n = t->hold_head = 0;
+  if (t->rk.rank != 0) return;
   eddy_replay_stats_t bs = eddy_replay_stats(t->buffer);
   uint64_t from = t->cursor > TRAINER_HOLDOUT_SCAN ? t->cursor - TRAINER_HOLDOUT_SCAN : 0;
   if (from < bs.first_seq) from = bs.first_seq;

@@ -89,8 +89,10 @@ void trainer_on_drift(eddy_trainer_t *t, uint64_t change_seq) {
             t->cfg.spec.head == EDDY_HEAD_SQUARED ? w.mse : w.logloss, w.accuracy, t->hold_n, before);
 }
 
-/* Feeds the per-event prequential losses of t->fresh (predictions in t->pred) to the detector. */
+/* Feeds the per-event prequential losses of t->fresh (predictions in t->pred) to the detector.
+ * With ranks only rank 0 watches (its events): its alarm re-bases the holdout window it gates on. */
 static void watch_drift(eddy_trainer_t *t) {
+  if (t->rk.rank != 0) return;
   uint32_t outputs = eddy_model_outputs(&t->cfg.spec);
   for (size_t i = 0; i < t->fresh->n; i++) {
     double l = eddy_prequential_loss(t->cfg.spec.head, outputs, t->pred + i * outputs, t->fresh->label[i], NULL,

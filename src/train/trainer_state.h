@@ -264,10 +264,11 @@ bool trainer_is_holdout(const eddy_trainer_t *t, const eddy_event_t *ev, uint64_
 bool trainer_holdout_init(eddy_trainer_t *t);
 void trainer_holdout_free(eddy_trainer_t *t);
 /* Adds the held-out event at seq: ignored when seq is not after the newest one kept (never twice),
- * before hold_from, or in the skip range; the oldest go beyond the window's size and age. */
+ * before hold_from, or in the skip range, and on ranks other than 0 (they do not gate); the
+ * oldest go beyond the window's size and age. */
 void trainer_holdout_add(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq);
 /* Empties the window and refills it from the buffer's held-out events before the cursor, from
- * hold_from on, outside the skip range (at the start and after a retrain rollback). */
+ * hold_from on, outside the skip range (at the start and after a retrain rollback); rank 0 only. */
 void trainer_holdout_refill(eddy_trainer_t *t);
 /* Restarts the window at seq (drift): drops the events before it and records it in the buffer. */
 void trainer_holdout_rebase(eddy_trainer_t *t, uint64_t seq);
