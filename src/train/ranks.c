@@ -618,6 +618,7 @@ static void fill_record(eddy_trainer_t *t, trainer_round_t *me, const trainer_ac
   me->next_seq = bs.next_seq;
   me->examples = t->rk.examples;
   me->stale = t->rk.stale;
+  me->buffer_failing = eddy_replay_write_status(t->buffer, NULL, 0) != EDDY_OK;
 }
 
 /* Rank 0 at the start of a round: parks for a rollback, reads pause, a rollback to adopt, and
@@ -771,6 +772,7 @@ void trainer_ranks_status(eddy_trainer_t *t, cJSON *o) {
       cJSON_AddNumberToObject(b, "cursor", (double)x->cursor);
       cJSON_AddNumberToObject(b, "next_seq", (double)x->next_seq);
       cJSON_AddNumberToObject(b, "untrained", (double)(x->next_seq > x->cursor ? x->next_seq - x->cursor : 0));
+      cJSON_AddBoolToObject(b, "writes_failing", x->buffer_failing != 0);
     }
     cJSON_AddNumberToObject(e, "examples", (double)x->examples);
     cJSON_AddNumberToObject(e, "foreign_events", (double)x->stale);
@@ -794,4 +796,25 @@ void trainer_ranks_ingest_totals(eddy_trainer_t *t, eddy_ingest_stats_t *is) {
   is->events_ok = ok;
   is->events_invalid = invalid;
   is->lag = lag;
+}
+
+bool trainer_ranks_buffers_failing(eddy_trainer_t *t, const char *prefix, char *why, size_t why_size) {
+  trainer_ranks_t *rk = &t->rk;
+  if (!rk->coll || rk->rank != 0) return false;
+  char list[256] = "";
+  size_t used = 0, n = 0;
+  pthread_mutex_lock(&t->mu);
+  for (int r = 1; r < rk->ranks; r++) {
+    if (!rk->last[r].buffer_failing) continue;
+    if (used < sizeof list) {
+      int w = snprintf(list + used, sizeof list - used, "%s%d", n ? ", " : "", r);
+      used += w > 0 ? (size_t)w : 0;
+    }
+    n++;
+  }
+  pthread_mutex_unlock(&t->mu);
+  if (n && why && why_size)
+    snprintf(why, why_size, "%srank%s %s: writes fail (%s log has the reason)", prefix, n == 1 ? "" : "s", list,
+             n == 1 ? "its" : "each one's");
+  return n > 0;
 }

@@ -2,7 +2,9 @@
  * Both keep their own failure state (set by a write that fails with EDDY_ERR_IO, ended by one
  * that works); this reports it (eddy_trainer_storage, eddy_storage_write_failing{part}) and, while
  * the store fails, probes it so that space coming back is noticed without waiting for a publish.
- * The buffer needs no probe: ingest retries its appends by itself. */
+ * The buffer needs no probe: ingest retries its appends by itself. With trainer ranks rank 0
+ * reports for all: "buffer" fails while its own or another rank's buffer does (each rank's
+ * round record says), "store" is rank 0's. */
 #include "train/trainer.h"
 
 #include <stdio.h>
@@ -27,18 +29,22 @@ bool trainer_storage_init(eddy_trainer_t *t, char *errstr, size_t errstr_size) {
   return true;
 }
 
-/* The failure of part i (0 buffer, 1 store) into why; false when its writes work. */
+/* The failure of part i (0 buffer: this rank's and, on rank 0, every rank's; 1 store) into why;
+ * false when its writes work. */
 static bool part_failing(eddy_trainer_t *t, int i, char *why, size_t why_size) {
-  eddy_err_t err = i == 0 ? eddy_replay_write_status(t->buffer, why, why_size)
-                          : eddy_store_write_status(t->store, why, why_size);
-  return err != EDDY_OK;
+  if (i == 1) return t->store && eddy_store_write_status(t->store, why, why_size) != EDDY_OK;
+  bool own = eddy_replay_write_status(t->buffer, why, why_size) != EDDY_OK;
+  size_t used = own ? strlen(why) : 0;
+  bool others = trainer_ranks_buffers_failing(t, own ? "; " : "", why + used, why_size - used);
+  return own || others;
 }
 
 void trainer_storage_sample(eddy_trainer_t *t) {
   static const char *const names[] = {"buffer", "store"};
   char why[640];
   double now = eddy_clock_mono_s();
-  if (eddy_store_write_status(t->store, why, sizeof why) != EDDY_OK && now - t->store_probed >= TRAINER_STORE_PROBE_S) {
+  if (t->store && eddy_store_write_status(t->store, why, sizeof why) != EDDY_OK &&
+      now - t->store_probed >= TRAINER_STORE_PROBE_S) {
     t->store_probed = now;
     char probe[512];
     if (eddy_store_probe_write(t->store, probe, sizeof probe) != EDDY_OK)

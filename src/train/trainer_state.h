@@ -57,6 +57,7 @@ typedef struct {
   uint64_t paused, due, resync;  /* rank 0's decisions: paused, write a candidate, adopt a rollback */
   uint64_t has_ingest, ingest_ok, ingest_invalid, lag, assigned; /* lag + 1; 0 = unknown */
   uint64_t buffer_events, cursor, next_seq, examples, stale;
+  uint64_t buffer_failing;       /* its buffer's writes fail (a full disk; its ingest waits) */
 } trainer_round_t;
 
 /* Data-parallel ranks (ranks.c). With one rank (coll NULL) only the positions are used: the next
@@ -360,6 +361,9 @@ struct cJSON;
 void trainer_ranks_status(eddy_trainer_t *t, struct cJSON *o);
 /* With R ranks: is's events_ok, events_invalid and lag become the sums over the ranks. */
 void trainer_ranks_ingest_totals(eddy_trainer_t *t, eddy_ingest_stats_t *is);
+/* Rank 0 of R: true when another rank's buffer writes failed at the last round; why gets prefix
+ * and "rank 1: writes fail (...)" (each rank's log has its own reason). False elsewhere. */
+bool trainer_ranks_buffers_failing(eddy_trainer_t *t, const char *prefix, char *why, size_t why_size);
 
 /* sampler.c */
 /* Creates the replica table and the time-series ring and registers eddy_replicas{state}. */
