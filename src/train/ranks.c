@@ -143,8 +143,9 @@ bool trainer_ranks_take(eddy_trainer_t *t, const eddy_event_t *ev, uint64_t seq)
 
 /* Adopts the positions of version m (NULL: a new lineage) on this rank: its cursor (from the entry
  * of its own buffer), the partitions it keeps, and those that moved here from another buffer,
- * whose stored Kafka position is set back to m's so that ingest re-reads them; their older events
- * in this buffer (below the fence) are never trained. */
+ * whose stored Kafka positions are set back to m's (one write to the buffer, so that a crash
+ * leaves all of them or none) so that ingest re-reads them; their older events in this buffer
+ * (below the fence) are never trained. */
 static eddy_err_t adopt(eddy_trainer_t *t, const eddy_manifest_t *m, bool live, char *errstr, size_t errstr_size) {
   trainer_ranks_t *rk = &t->rk;
   for (size_t i = 0; i < rk->n_parts; i++) rk->next[i] = -1, rk->changed[i] = false;
@@ -180,16 +181,22 @@ static eddy_err_t adopt(eddy_trainer_t *t, const eddy_manifest_t *m, bool live, 
     t->cursor = bs.next_seq;
     rk->examples = 0;
   }
-  size_t kept = 0, moved = 0, dlen = 0;
+  size_t kept = 0, moved = 0, dlen = 0, total = 0;
   char desc[256] = "";
+  for (size_t i = 0; i < m->n_ranks; i++) total += m->ranks[i].n_offsets;
+  eddy_replay_offset_t *reread = live || !total ? NULL : malloc(total * sizeof *reread);
+  size_t n_reread = 0;
+  if (!live && total && !reread) return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "ranks: out of memory");
   for (size_t i = 0; i < m->n_ranks; i++) {
     const eddy_manifest_rank_t *e = &m->ranks[i];
     for (size_t j = 0; j < e->n_offsets; j++) {
       const eddy_manifest_offset_t *o = &e->offsets[j];
       if (strcmp(o->topic, t->cfg.topic) || !owned(rk, o->partition)) continue;
-      if (!pos_reserve(rk, o->partition))
+      if (!pos_reserve(rk, o->partition)) {
+        free(reread);
         return eddy_errf(EDDY_ERR_NOMEM, errstr, errstr_size, "partition %" PRId32 ": too many to track",
                          o->partition);
+      }
       rk->next[o->partition] = o->next_offset;
       if (e == mine) {
         kept++;
@@ -203,12 +210,8 @@ static eddy_err_t adopt(eddy_trainer_t *t, const eddy_manifest_t *m, bool live, 
                   o->partition, m->version, o->next_offset);
         continue;
       }
-      char why[512];
-      eddy_replay_offset_t off = {.topic = t->cfg.topic, .partition = o->partition, .next_offset = o->next_offset};
-      eddy_err_t err = eddy_replay_append(t->buffer, NULL, 0, NULL, 0, &off, 1, NULL, why, sizeof why);
-      if (err)
-        return eddy_errf(err, errstr, errstr_size, "partition %" PRId32 ": setting its position to v%06" PRIu64
-                         "'s offset %" PRId64 ": %s", o->partition, m->version, o->next_offset, why);
+      reread[n_reread++] =
+          (eddy_replay_offset_t){.topic = t->cfg.topic, .partition = o->partition, .next_offset = o->next_offset};
       if (dlen < sizeof desc - 48) {
         int w = snprintf(desc + dlen, sizeof desc - dlen, " [%" PRId32 "]@%" PRId64 " (from rank %" PRIu32 ")",
                          o->partition, o->next_offset, e->rank);
@@ -216,6 +219,13 @@ static eddy_err_t adopt(eddy_trainer_t *t, const eddy_manifest_t *m, bool live, 
       }
     }
   }
+  char why[512];
+  eddy_err_t err =
+      n_reread ? eddy_replay_append(t->buffer, NULL, 0, NULL, 0, reread, n_reread, NULL, why, sizeof why) : EDDY_OK;
+  free(reread);
+  if (err)
+    return eddy_errf(err, errstr, errstr_size, "setting the stored positions of %zu partition%s to v%06" PRIu64
+                     "'s:%s: %s", n_reread, n_reread == 1 ? "" : "s", m->version, desc, why);
   if (moved || !mine || m->n_ranks != (size_t)rk->ranks)
     EDDY_INFO(LOG_MOD, "v%06" PRIu64 " was trained by %zu rank%s, this job has %d: %s; %zu partition%s kept, %zu "
                        "taken over and re-read from Kafka at v%06" PRIu64 "'s positions:%s",
