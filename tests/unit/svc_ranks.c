@@ -4,8 +4,10 @@
  * manifest records both ranks (cursor, examples, positions, equal weight checksums) and the status
  * shows both; a stop on rank 0 stops rank 1 too. Then one trainer restores that version: its
  * buffer is not one of the version's, so it takes both partitions over, its stored Kafka positions
- * are set to the version's, and events that arrive from there are trained once more each. The
- * full path over MPI and Kafka: tests/e2e/train_ranks*.sh. */
+ * are set to the version's, and events that arrive from there are trained once more each. A
+ * retrain rollback with two ranks: rank 0 records it in its buffer, both ranks adopt the version's
+ * state and positions at the next round and train every event once more, to the same weights as
+ * before; a skip range is refused. The full path over MPI and Kafka: tests/e2e/train_ranks*.sh. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,12 +96,29 @@ static void sleep_ms(int ms) {
 typedef struct {
   eddy_test_rank_t *rank;
   const eddy_config_t *cfg;
+  bool rollback;       /* rank 0, once everything is trained: a retrain rollback to v1, then again */
   eddy_err_t err;
   char msg[1024];
   uint64_t version;    /* rank 0: the version it published after training everything */
   char *status;        /* rank 0: the status JSON then */
   bool stopped;        /* rank 1: saw the ranks stop together */
+  eddy_err_t skip_err; /* rank 0: a retrain rollback with a skip range */
+  double examples_rb;  /* rank 0: the examples right after the rollback (v1's) */
+  uint64_t rb_meta;    /* rank 0: its buffer's record of the rollback (rollback_version) */
+  uint64_t version2;   /* rank 0: the version published after training everything again */
 } rank_work_t;
+
+/* Rank 0 after training everything: a retrain rollback to v1 (a skip range refused first), then
+ * every event trained again and a version published. */
+static eddy_err_t rollback_and_retrain(eddy_trainer_t *t, rank_work_t *w) {
+  w->skip_err = eddy_trainer_rollback(t, 1, true, 3, 9, w->msg, sizeof w->msg);
+  eddy_err_t err = eddy_trainer_rollback(t, 1, true, 1, 0, w->msg, sizeof w->msg);
+  if (err) return err;
+  w->examples_rb = status_num(t, "examples");
+  if ((err = eddy_replay_meta_get(eddy_trainer_buffer(t), "rollback_version", &w->rb_meta))) return err;
+  for (int i = 0; i < 3000 && status_num(t, "examples") < 2 * N; i++) sleep_ms(10);
+  return eddy_trainer_snapshot(t, 30000, &w->version2, w->msg, sizeof w->msg);
+}
 
 static void *rank_main(void *arg) {
   rank_work_t *w = arg;
@@ -115,6 +134,7 @@ static void *rank_main(void *arg) {
     for (int i = 0; i < 3000 && status_num(t, "examples") < 2 * N; i++) sleep_ms(10);
     w->err = eddy_trainer_snapshot(t, 30000, &w->version, w->msg, sizeof w->msg);
     w->status = eddy_trainer_status_json(t);
+    if (!w->err && w->rollback) w->err = rollback_and_retrain(t, w);
   } else {
     for (int i = 0; i < 6000 && !eddy_trainer_stopped(t); i++) sleep_ms(10);
     w->stopped = eddy_trainer_stopped(t);
@@ -124,19 +144,18 @@ out:
   return NULL;
 }
 
-static void test_two_ranks_then_one(void **state) {
-  char *dir = eddy_test_tmpdir();
-  eddy_config_t cfg;
-  load_config(&cfg, dir);
+/* Two ranks as threads, each with its own trainer, to the end (rank 0 rolls back when asked);
+ * asserts that both succeeded and stopped together. */
+static void run_two_ranks(const eddy_config_t *cfg, bool rollback, rank_work_t w[2]) {
   eddy_test_ranks_t sh;
   eddy_test_rank_t ranks[2];
   eddy_test_ranks_init(&sh, ranks, 2);
-  rank_work_t w[2];
   pthread_t th[2];
   for (int r = 0; r < 2; r++) {
     memset(&w[r], 0, sizeof w[r]);
     w[r].rank = &ranks[r];
-    w[r].cfg = &cfg;
+    w[r].cfg = cfg;
+    w[r].rollback = rollback && r == 0;
     pthread_create(&th[r], NULL, rank_main, &w[r]);
   }
   for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
@@ -147,6 +166,14 @@ static void test_two_ranks_then_one(void **state) {
   }
   assert_true(w[1].stopped);
   assert_true(w[0].version >= 1);
+}
+
+static void test_two_ranks_then_one(void **state) {
+  char *dir = eddy_test_tmpdir();
+  eddy_config_t cfg;
+  load_config(&cfg, dir);
+  rank_work_t w[2];
+  run_two_ranks(&cfg, false, w);
 
   /* the status while both ran: each rank's share */
   cJSON *s = cJSON_Parse(w[0].status);
@@ -218,9 +245,59 @@ static void test_two_ranks_then_one(void **state) {
   eddy_test_rmdir(dir);
 }
 
+static void load_manifest(const eddy_config_t *cfg, uint64_t v, eddy_manifest_t *m) {
+  char err[1024];
+  eddy_store_t *store = eddy_store_new(cfg->snapshot_store, cfg->model_name, EDDY_STORE_READONLY, err, sizeof err);
+  assert_non_null(store);
+  eddy_err_t e = eddy_store_load_manifest(store, v, m, err, sizeof err);
+  if (e) print_error("v%llu: %s\n", (unsigned long long)v, err);
+  assert_int_equal(e, EDDY_OK);
+  eddy_store_destroy(store);
+}
+
+static void test_retrain_rollback(void **state) {
+  char *dir = eddy_test_tmpdir();
+  eddy_config_t cfg;
+  load_config(&cfg, dir);
+  rank_work_t w[2];
+  run_two_ranks(&cfg, true, w);
+  free(w[0].status);
+  assert_int_equal(w[0].skip_err, EDDY_ERR_INVALID_ARG); /* a skip range names seqs of one buffer */
+  assert_int_equal(w[0].rb_meta, 1);                     /* recorded in rank 0's buffer */
+  eddy_manifest_t v1, before, after;
+  load_manifest(&cfg, 1, &v1);
+  load_manifest(&cfg, w[0].version, &before);
+  load_manifest(&cfg, w[0].version2, &after);
+  assert_true(v1.examples < 2 * N);
+  assert_int_equal(w[0].examples_rb, (double)v1.examples); /* v1's right after the rollback */
+  assert_true(w[0].version2 > w[0].version);
+  eddy_manifest_t next;
+  load_manifest(&cfg, w[0].version + 1, &next);
+  assert_int_equal(next.parent, 1); /* the retrained lineage starts at v1 */
+  eddy_manifest_clear(&next);
+  /* Both ranks went back to v1's cursors and trained each of their events once more: the same
+   * examples, positions and weights as before the rollback. */
+  assert_int_equal(after.examples, 2 * N);
+  assert_int_equal(after.n_ranks, 2);
+  for (uint32_t r = 0; r < 2; r++) {
+    assert_int_equal(after.ranks[r].cursor, N);
+    assert_int_equal(after.ranks[r].examples, N);
+    assert_int_equal(after.ranks[r].offsets[0].next_offset, N);
+    assert_string_equal(after.ranks[r].weights_xxh3, after.ranks[0].weights_xxh3);
+    assert_true(v1.ranks[r].cursor < N);
+  }
+  assert_string_equal(after.ranks[0].weights_xxh3, before.ranks[0].weights_xxh3);
+  eddy_manifest_clear(&v1);
+  eddy_manifest_clear(&before);
+  eddy_manifest_clear(&after);
+  eddy_config_free(&cfg);
+  eddy_test_rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_two_ranks_then_one),
+      cmocka_unit_test(test_retrain_rollback),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
