@@ -385,7 +385,7 @@ static void gate(eddy_trainer_t *t, trainer_job_t *job, gate_outcome_t *o) {
   eddy_infer_destroy(cand_model);
 
   m->status = o->failed[0] ? EDDY_STATUS_REJECTED : EDDY_STATUS_PROMOTED;
-  if (o->failed[0]) snprintf(m->reason, sizeof m->reason, "failed %.60s: %s", o->failed, note);
+  if (o->failed[0]) snprintf(m->reason, sizeof m->reason, "failed %.60s: %.440s", o->failed, note);
   else snprintf(m->reason, sizeof m->reason, "%s", note);
 }
 
