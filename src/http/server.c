@@ -1,7 +1,8 @@
 /* HTTP server on libmicrohttpd: our own listening socket (clear bind errors, ephemeral ports), an
  * epoll thread pool, a small router with {param} and trailing "*" segments, bearer tokens compared
- * in constant time, body caps checked on Content-Length and on the bytes streamed, and a shutdown
- * that stops accepting, then waits (bounded) for requests in flight. */
+ * in constant time, body caps checked on Content-Length and on the bytes streamed (a socket
+ * answered before its body arrived is drained before it closes), and a shutdown that stops
+ * accepting, then waits (bounded) for requests in flight. */
 #include "http/server.h"
 
 #include <errno.h>
