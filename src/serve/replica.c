@@ -544,6 +544,7 @@ static void *follow_main(void *arg) {
       if (got < 0) EDDY_WARN(LOG_MOD, "%s", errstr);
       if (got > 0) {
         eddy_manifest_t m;
+        eddy_manifest_init(&m); /* cleared below also when another model's is skipped unparsed */
         if (strcmp(msg.key, r->cfg.model_name) != 0) {
           /* another model's announcement on a shared topic */
         } else if (eddy_manifest_parse(msg.value, msg.value_len, &m, errstr, sizeof errstr) != EDDY_OK) {
