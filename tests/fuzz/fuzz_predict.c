@@ -1,5 +1,5 @@
-/* libFuzzer harness for /v1/predict bodies, along the replica's path: eddy_event_split_instances
- * cuts the body, eddy_batch_push_instances decodes every event (label optional, as a replica
+/* libFuzzer harness for /v1/predict bodies, along the replica's path: eddy_event_split_request
+ * cuts the body (and takes a "precision" out of it), eddy_batch_push_instances decodes every event (label optional, as a replica
  * does) into a batch, and a small softmax model predicts it in fp32 and bf16. Any input must
  * give a count or an error with a message; whatever is predicted must be finite probabilities
  * that sum to 1 (a replica writes them into JSON, where NaN has no spelling). */
@@ -92,14 +92,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   schema.label_optional = true;
   const char *spans[2 * MAX_INSTANCES];
   bool wrapped = false;
-  char why[640];
+  char why[640], precision[48];
   why[0] = '\0';
-  long n = eddy_event_split_instances((const char *)data, size, spans, MAX_INSTANCES, &wrapped, why, sizeof why);
+  long n = eddy_event_split_request((const char *)data, size, spans, MAX_INSTANCES, &wrapped, precision,
+                                    sizeof precision, why, sizeof why);
   if (n < 0) {
     if (!why[0] || !memchr(why, 0, sizeof why)) fail("split failed without a message");
     return 0;
   }
   if (n == 0 || n > MAX_INSTANCES) fail("split count out of range");
+  if (!memchr(precision, 0, sizeof precision)) fail("precision not terminated");
   why[0] = '\0';
   if (eddy_batch_push_instances(batch, spans, (size_t)n, !wrapped, &schema, &ev, why, sizeof why) != EDDY_OK) {
     if (!why[0] || !memchr(why, 0, sizeof why)) fail("decode failed without a message");
