@@ -85,3 +85,12 @@ check_ranks_stop() {
     return 1
   fi
 }
+
+# produce_split TOPIC: the events the test wrote, as checks: $TMP/a.jsonl into TOPIC's partition 0,
+# $TMP/b.jsonl into its partition 1 (one per rank of two), $TMP/union.jsonl into union's only one
+# (the same events for one rank).
+produce_split() {
+  check_rc 0 "a.jsonl into $1[0]" -- timeout 30 kcat -P -b "$BOOT" -t "$1" -p 0 -l "$TMP/a.jsonl"
+  check_rc 0 "b.jsonl into $1[1]" -- timeout 30 kcat -P -b "$BOOT" -t "$1" -p 1 -l "$TMP/b.jsonl"
+  check_rc 0 "union.jsonl into union[0]" -- timeout 30 kcat -P -b "$BOOT" -t union -p 0 -l "$TMP/union.jsonl"
+}

@@ -44,9 +44,7 @@ for k in range(0, n, 32):
     u += a[k:k + 32] + b[k:k + 32]
 open(f"{tmp}/union.jsonl", "w").write("\n".join(u) + "\n")
 PYEOF
-check_rc 0 "A into split[0]" -- timeout 30 kcat -P -b "$BOOT" -t split -p 0 -l "$TMP/a.jsonl"
-check_rc 0 "B into split[1]" -- timeout 30 kcat -P -b "$BOOT" -t split -p 1 -l "$TMP/b.jsonl"
-check_rc 0 "the union into union[0]" -- timeout 30 kcat -P -b "$BOOT" -t union -p 0 -l "$TMP/union.jsonl"
+produce_split split
 
 common=(model.name=syn model.dense_dim=8 model.embed_dim=4 model.hash_bits=10 model.hidden=16 model.classes=3
   train.optimizer=adam train.lr=0.01 train.batch_size=32 train.holdout_fraction=0 replay.ratio=0

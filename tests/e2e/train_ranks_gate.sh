@@ -36,9 +36,7 @@ open(f"{tmp}/a.jsonl", "w").write("\n".join(a) + "\n")
 open(f"{tmp}/b.jsonl", "w").write("\n".join(b) + "\n")
 open(f"{tmp}/union.jsonl", "w").write("\n".join(a + b) + "\n")
 PYEOF
-check_rc 0 "a* into events[0]" -- timeout 30 kcat -P -b "$BOOT" -t events -p 0 -l "$TMP/a.jsonl"
-check_rc 0 "b* into events[1]" -- timeout 30 kcat -P -b "$BOOT" -t events -p 1 -l "$TMP/b.jsonl"
-check_rc 0 "all into union[0]" -- timeout 30 kcat -P -b "$BOOT" -t union -p 0 -l "$TMP/union.jsonl"
+produce_split events
 
 common=(model.name=gate model.dense_dim=32 model.hidden=8 model.head=logistic -model.classes
   train.holdout_fraction=0.2 snapshot.every_steps=20 snapshot.gate.min_events=20)
