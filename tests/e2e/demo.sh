@@ -26,7 +26,7 @@ check_rc 2 "demo with a stray argument" -- "$EDDY" demo now
 
 # ---- a short run ----
 # 12000 events: 0.77-0.82 test accuracy in 10 runs here. One pass over 6000 gave 0.62-0.80 (2 runs
-# of 20 under the demo's 0.70 bar: the last steps' noise), 3000 gave 0.70-0.73.
+# of 26 under the demo's 0.70 bar: the last steps' noise), 3000 gave 0.70-0.73.
 check_rc 0 "eddy demo --events 12000 --json" -- env EDDY_DEMO_TEST=run "$EDDY" demo --events 12000 --json --port 0 --dir "$TMP/run"
 check_py "summary: 12000 events trained, versions promoted, accuracy of the served model, freshness" \
   'j["events"] == 12000 and j["versions_promoted"] >= 1 and j["version_served"] >= 1 and j["test_accuracy"] >= 0.70 and j["seconds"] > 0 and j["freshness_p50_seconds"] is not None and 0 <= j["freshness_p50_seconds"] < 60 and "versions_rejected" in j'

@@ -70,8 +70,9 @@ wait_serving() { # wait_serving VERSION TRIES: polls the replica's /healthz ever
 CUR=$(current_version)
 for _ in $(seq 30); do
   sleep 2
-  [[ $(current_version) == "$CUR" ]] && break
-  CUR=$(current_version)
+  now=$(current_version)
+  [[ $now == "$CUR" ]] && break
+  CUR=$now
 done
 CHECKS=$((CHECKS + 1))
 if replica first && wait_serving "$CUR" 600; then pass "a replica serves the current v$CUR"; else
